@@ -1,0 +1,47 @@
+package http1
+
+// Character classes of RFC 9110 §5.6.2 and §5.5, as lookup tables.
+var (
+	// isTchar: token characters (method, field names, codings).
+	isTchar = makeTable("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+	// isValueChar: field-vchar, SP and HTAB; obs-text (0x80-0xFF) included.
+	isValueChar = func() (t [256]bool) {
+		for c := 0x20; c < 0x7f; c++ {
+			t[c] = true
+		}
+		for c := 0x80; c < 0x100; c++ {
+			t[c] = true
+		}
+		t['\t'] = true
+		return t
+	}()
+	// isTargetChar: characters accepted in a request-target: RFC 3986's
+	// unreserved, reserved (less '#': a fragment is never sent) and '%', plus
+	// the printable characters browsers leave unencoded in queries
+	// ({ } | ^ \ `). Not accepted: controls, SP, DEL, '"', '<', '>', '#' and
+	// bytes over 0x7F, which clients must percent-encode.
+	isTargetChar = makeTable("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?[]@!$&'()*+,;=%{}|^\\`")
+	// isRegNameChar: reg-name and IPv4 characters of a Host (RFC 3986 §3.2.2),
+	// '%' checked separately.
+	isRegNameChar = makeTable("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=")
+	isHexDigit    = makeTable("0123456789abcdefABCDEF")
+)
+
+func makeTable(chars string) (t [256]bool) {
+	for i := 0; i < len(chars); i++ {
+		t[chars[i]] = true
+	}
+	return t
+}
+
+func unhex(c byte) int64 {
+	switch {
+	case '0' <= c && c <= '9':
+		return int64(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int64(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int64(c - 'A' + 10)
+	}
+	return -1
+}

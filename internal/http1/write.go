@@ -1,0 +1,115 @@
+package http1
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/straitproxy/strait/header"
+)
+
+// The append functions build message heads for forwarding. They write only
+// HTTP/1.1 and only well-formed fields: a field a program set with a CR, LF
+// or other control character in it is refused, never sent, so nothing set on
+// a message can split it in two on the wire.
+
+// AppendRequestLine appends "method target HTTP/1.1\r\n".
+func AppendRequestLine(dst, method, target []byte) []byte {
+	dst = append(dst, method...)
+	dst = append(dst, ' ')
+	dst = append(dst, target...)
+	return append(dst, " HTTP/1.1\r\n"...)
+}
+
+// AppendStatusLine appends "HTTP/1.1 status reason\r\n". An empty reason
+// is replaced by the standard one, if any.
+func AppendStatusLine(dst []byte, status int, reason []byte) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(status), 10)
+	dst = append(dst, ' ')
+	if len(reason) > 0 {
+		return append(append(dst, reason...), "\r\n"...)
+	}
+	return append(append(dst, http.StatusText(status)...), "\r\n"...)
+}
+
+// AppendField appends "name: value\r\n", or returns an error if name is
+// not a token or value holds a character a field value cannot.
+func AppendField(dst, name, value []byte) ([]byte, error) {
+	if !isToken(name) {
+		return dst, ErrFieldName
+	}
+	for _, c := range value {
+		if !isValueChar[c] {
+			return dst, ErrFieldValue
+		}
+	}
+	dst = append(dst, name...)
+	dst = append(dst, ": "...)
+	dst = append(dst, header.TrimSpace(value)...)
+	return append(dst, "\r\n"...), nil
+}
+
+// AppendHeader appends every field of h.
+func AppendHeader(dst []byte, h *header.Header) ([]byte, error) {
+	for _, f := range h.Fields() {
+		var err error
+		if dst, err = AppendField(dst, f.Name, f.Value); err != nil {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+// AppendContentLength appends "Content-Length: n\r\n".
+func AppendContentLength(dst []byte, n int64) []byte {
+	dst = append(dst, "Content-Length: "...)
+	dst = strconv.AppendInt(dst, n, 10)
+	return append(dst, "\r\n"...)
+}
+
+// ChunkedWriter writes a body with the chunked coding. Each Write is one
+// chunk; Close writes the last chunk and the trailers. Write through a
+// buffered writer: a chunk is three small writes.
+type ChunkedWriter struct {
+	w       io.Writer
+	scratch [20]byte
+}
+
+// Reset makes c write to w.
+func (c *ChunkedWriter) Reset(w io.Writer) { c.w = w }
+
+func (c *ChunkedWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil // an empty chunk would end the body
+	}
+	line := append(strconv.AppendInt(c.scratch[:0], int64(len(p)), 16), '\r', '\n')
+	if _, err := c.w.Write(line); err != nil {
+		return 0, err
+	}
+	n, err := c.w.Write(p)
+	if err != nil {
+		return n, err
+	}
+	_, err = io.WriteString(c.w, "\r\n")
+	return n, err
+}
+
+// Close ends the body: the last chunk, then the trailer fields (if t is
+// not nil), then the empty line.
+func (c *ChunkedWriter) Close(t *header.Header) error {
+	if _, err := io.WriteString(c.w, "0\r\n"); err != nil {
+		return err
+	}
+	if t != nil && t.Len() > 0 {
+		buf, err := AppendHeader(c.scratch[:0], t)
+		if err != nil {
+			return err
+		}
+		if _, err := c.w.Write(buf); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(c.w, "\r\n")
+	return err
+}
