@@ -67,32 +67,42 @@ func (b *Body) Read(p []byte) (int, error) {
 	return n, b.err
 }
 
+// Next returns the next piece of the body as a slice of the Reader's
+// buffer, without copying: valid until the next call on the Reader or the
+// Body. With the last piece, or alone, it returns io.EOF.
+func (b *Body) Next() ([]byte, error) {
+	limit, err := b.ready()
+	if err != nil {
+		return nil, err
+	}
+	r := b.rd
+	if err := r.need(1); err != nil {
+		return nil, b.fail(b.atClose(err))
+	}
+	k := int(min(int64(r.w-r.r), limit))
+	data := r.buf[r.r : r.r+k : r.r+k]
+	r.r += k
+	b.consumed(k)
+	return data, b.err
+}
+
 // WriteTo copies the rest of the body to w straight from the Reader's
 // buffer, without a buffer of its own; io.Copy uses it. Errors from w are
 // returned as they are, so the caller can tell which side failed.
 func (b *Body) WriteTo(w io.Writer) (int64, error) {
-	r := b.rd
 	var total int64
 	for {
-		limit, err := b.ready()
+		data, err := b.Next()
+		if len(data) > 0 {
+			n, werr := w.Write(data)
+			total += int64(n)
+			if werr != nil {
+				return total, werr
+			}
+		}
 		if err == io.EOF {
 			return total, nil
 		}
-		if err != nil {
-			return total, err
-		}
-		if err := r.need(1); err != nil {
-			if err = b.fail(b.atClose(err)); err == io.EOF {
-				return total, nil
-			}
-			return total, err
-		}
-		k := int(min(int64(r.w-r.r), limit))
-		data := r.buf[r.r : r.r+k]
-		r.r += k
-		b.consumed(k)
-		n, err := w.Write(data)
-		total += int64(n)
 		if err != nil {
 			return total, err
 		}
@@ -190,7 +200,7 @@ func (r *Reader) readData(p []byte, limit int64) (int, error) {
 		}
 		n, err := r.src.Read(p)
 		if err != nil {
-			r.srcErr = err
+			r.setErr(err)
 			if n > 0 {
 				err = nil
 			}

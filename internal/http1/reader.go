@@ -2,7 +2,9 @@ package http1
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"os"
 )
 
 // Reader reads HTTP/1 messages from a connection. It parses each head in
@@ -67,6 +69,14 @@ func (r *Reader) Reset(src io.Reader, limits Limits) {
 // be reused.
 func (r *Reader) Buffered() int { return r.w - r.r }
 
+// TakeBuffered returns the bytes read but not consumed, and consumes them:
+// after an upgrade they belong to the tunnel. Valid until the next read.
+func (r *Reader) TakeBuffered() []byte {
+	b := r.buf[r.r:r.w]
+	r.r = r.w
+	return b
+}
+
 // Release gives the buffer back to the pool if nothing is buffered, so an
 // idle connection holds no buffer. The last parsed head is invalid
 // afterwards. It reports whether the buffer was released.
@@ -116,7 +126,7 @@ func (r *Reader) fill() error {
 		n, err := r.src.Read(r.buf[r.w:])
 		r.w += n
 		if err != nil {
-			r.srcErr = err
+			r.setErr(err)
 			if n > 0 {
 				return nil
 			}
@@ -128,6 +138,14 @@ func (r *Reader) fill() error {
 	}
 	r.srcErr = io.ErrNoProgress
 	return r.srcErr
+}
+
+// setErr records a read error as final, except a deadline: the caller may
+// extend it and read on.
+func (r *Reader) setErr(err error) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		r.srcErr = err
+	}
 }
 
 // grow replaces the buffer with one of at least n bytes, keeping its

@@ -1,0 +1,206 @@
+// Command strait runs the strait proxy.
+//
+//	strait                      run the embedded default config
+//	strait run -c FILE          run a config file
+//	strait validate -c FILE     check a config file
+//	strait proxy --listen ADDR --upstream URL [--upstream URL ...]
+//	strait version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/demo"
+	"github.com/straitproxy/strait/internal/gateway"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return cmdRun(args, stderr)
+	case "validate":
+		return cmdValidate(args, stdout, stderr)
+	case "proxy":
+		return cmdProxy(args, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "strait", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "strait: unknown command %q\n", cmd)
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  strait                      run the embedded default config
+  strait run [-c FILE]        run a config file (default: the embedded one)
+  strait validate -c FILE     check a config file; errors name file, line and key
+  strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--access-log]
+                              proxy ADDR (host:port) to http://host:port upstreams
+  strait version
+`)
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "", "config `file` (default: the embedded default config)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg := config.Default()
+	if *file != "" {
+		var err error
+		if cfg, err = config.Load(*file); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	return serve(cfg, stderr)
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "", "config `file`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "strait validate: -c FILE is required")
+		return 2
+	}
+	if _, err := config.Load(*file); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *file)
+	return 0
+}
+
+type urlList []string
+
+func (u *urlList) String() string     { return strings.Join(*u, ",") }
+func (u *urlList) Set(v string) error { *u = append(*u, v); return nil }
+
+// cmdProxy builds a one-listener config from flags: the same config the
+// file would give, so both paths run the same code.
+func cmdProxy(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "", "`address` to listen on (host:port)")
+	var upstreams urlList
+	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port); repeat for more")
+	accessLog := fs.Bool("access-log", false, "write one log line per request")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *listen == "" || len(upstreams) == 0 {
+		fmt.Fprintln(stderr, "strait proxy: --listen and at least one --upstream are required")
+		return 2
+	}
+	var endpoints []string
+	for _, raw := range upstreams {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			fmt.Fprintf(stderr, "strait proxy: --upstream %q: want http://host:port\n", raw)
+			return 2
+		}
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), "80")
+		}
+		endpoints = append(endpoints, host)
+	}
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Address: *listen, Routes: []config.Route{{Cluster: "upstream"}}}},
+		Clusters:  []config.Cluster{{Name: "upstream", Endpoints: endpoints}},
+		AccessLog: *accessLog,
+	}
+	return serve(cfg, stderr)
+}
+
+// serve runs cfg until SIGINT or SIGTERM, then drains and exits 0.
+func serve(cfg *config.Config, stderr io.Writer) int {
+	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	for _, d := range cfg.DemoOrigins {
+		o, err := demo.Start(d.Name, d.Address)
+		if err != nil {
+			fmt.Fprintf(stderr, "strait: demo origin %s: %v\n", d.Name, err)
+			return 1
+		}
+		defer o.Stop(context.Background())
+	}
+	listeners, opts := gateway.Build(cfg, logger)
+	var servers []*proxy.Server
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		srv, err := proxy.New(l.Phases, opts)
+		if err != nil {
+			fmt.Fprintf(stderr, "strait: %v\n", err)
+			return 1
+		}
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			fmt.Fprintf(stderr, "strait: listener %s: %v\n", l.Name, err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "strait: listening on http://%s (%s)\n", ln.Addr(), l.Name)
+		servers = append(servers, srv)
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	fmt.Fprintln(stderr, "strait: press Ctrl-C (or send SIGTERM) to stop")
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		fmt.Fprintf(stderr, "strait: %v: draining\n", s)
+	case err := <-errc:
+		fmt.Fprintf(stderr, "strait: %v\n", err)
+		return 1
+	}
+	grace := time.Duration(cfg.Timeouts.Grace)
+	if grace <= 0 {
+		grace = proxy.DefaultGracePeriod
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	code := 0
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			code = 1
+		}
+	}
+	fmt.Fprintln(stderr, "strait: stopped")
+	return code
+}

@@ -1,0 +1,172 @@
+// Package config is strait's configuration file: its schema, its defaults,
+// and validation whose every message names the file, line and key. An
+// invalid file is refused whole; nothing of it is used.
+package config
+
+import (
+	_ "embed"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is one configuration file.
+type Config struct {
+	// Listeners accept client connections; each has its own routes.
+	Listeners []Listener `yaml:"listeners"`
+	// Clusters are named groups of upstream endpoints.
+	Clusters []Cluster `yaml:"clusters"`
+	// Timeouts apply to every listener.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// Limits apply to every listener.
+	Limits Limits `yaml:"limits"`
+	// Pool bounds the process-wide upstream connection pool.
+	Pool Pool `yaml:"upstream_pool"`
+	// Forwarding controls X-Forwarded-* and Forwarded.
+	Forwarding Forwarding `yaml:"forwarding"`
+	// AccessLog writes one structured line per request (default false).
+	AccessLog bool `yaml:"access_log"`
+	// DemoOrigins are tiny HTTP servers the binary starts itself, each
+	// answering with its name: for trying strait on a fresh machine.
+	DemoOrigins []DemoOrigin `yaml:"demo_origins"`
+}
+
+// Listener is an address strait accepts HTTP/1.1 connections on.
+type Listener struct {
+	Name    string  `yaml:"name"`    // for logs; default: the address
+	Address string  `yaml:"address"` // host:port, e.g. 127.0.0.1:8080 or [::]:80
+	Routes  []Route `yaml:"routes"`  // tried in order; the first match wins
+}
+
+// Route sends matching requests to a cluster.
+type Route struct {
+	// Host matches the request's host without port, without regard to
+	// case: "api.example.com", or "*.example.com" for any subdomain. Empty
+	// matches any host.
+	Host string `yaml:"host"`
+	// PathPrefix matches the start of the path (default "/": every path).
+	PathPrefix string `yaml:"path_prefix"`
+	Cluster    string `yaml:"cluster"`
+}
+
+// Cluster is a group of endpoints requests are balanced across.
+type Cluster struct {
+	Name      string   `yaml:"name"`
+	Endpoints []string `yaml:"endpoints"` // host:port
+	// Balance is the load-balancing policy: "round_robin" (the default).
+	Balance string `yaml:"balance"`
+}
+
+// Timeouts name every wait; see docs/config.md for defaults. Zero means the
+// default.
+type Timeouts struct {
+	Header         Duration `yaml:"header"`          // default 10s
+	Body           Duration `yaml:"body"`            // default 60s
+	Write          Duration `yaml:"write"`           // default 60s
+	Idle           Duration `yaml:"idle"`            // default 75s
+	Connect        Duration `yaml:"connect"`         // default 5s
+	UpstreamWrite  Duration `yaml:"upstream_write"`  // default 60s
+	ResponseHeader Duration `yaml:"response_header"` // default 60s
+	UpstreamRead   Duration `yaml:"upstream_read"`   // default 60s
+	UpstreamTotal  Duration `yaml:"upstream_total"`  // default none
+	TunnelIdle     Duration `yaml:"tunnel_idle"`     // default 5m
+	Grace          Duration `yaml:"grace"`           // default 30s
+}
+
+// Limits bound requests and connections; zero means the default.
+type Limits struct {
+	MaxRequestLine     Size `yaml:"max_request_line"`      // default 16KiB (414)
+	MaxHeaderBytes     Size `yaml:"max_header_bytes"`      // default 64KiB (431)
+	MaxHeaderCount     int  `yaml:"max_header_count"`      // default 100 (431)
+	MaxRequestBody     Size `yaml:"max_request_body"`      // default 100MiB (413)
+	MaxRequestsPerConn int  `yaml:"max_requests_per_conn"` // default 10000
+	MaxConns           int  `yaml:"max_conns"`             // per listener; default 100000 (503)
+	MaxAttempts        int  `yaml:"max_attempts"`          // upstream attempts per request; default 2
+}
+
+// Pool bounds the upstream connection pool; zero means the default.
+type Pool struct {
+	MaxIdlePerEndpoint int      `yaml:"max_idle_per_endpoint"` // default 128
+	IdleTimeout        Duration `yaml:"idle_timeout"`          // default 60s
+	MaxLifetime        Duration `yaml:"max_lifetime"`          // default none
+}
+
+// Forwarding controls the fields that tell upstreams about the client.
+type Forwarding struct {
+	// TrustedProxies are CIDRs (or single addresses) whose X-Forwarded-*
+	// and Forwarded fields are kept and extended; anyone else's are
+	// replaced.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Forwarded adds an RFC 7239 Forwarded field (default false).
+	Forwarded bool `yaml:"forwarded"`
+}
+
+// DemoOrigin is a built-in origin answering "<name>\n".
+type DemoOrigin struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+}
+
+// Duration is a time.Duration written as "10s", "1m30s" or "250ms".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return typeError(n, "%q is not a duration (write it like 10s, 1m30s or 250ms)", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Size is a byte count written as a number or with a unit: "64KiB",
+// "1MiB", "512" (KiB, MiB and GiB are powers of 1024).
+type Size int64
+
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	v := strings.TrimSpace(n.Value)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	x, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || x < 0 || x > (1<<62)/mult {
+		return typeError(n, "%q is not a size (write it like 512, 64KiB or 1MiB)", n.Value)
+	}
+	*s = Size(x * mult)
+	return nil
+}
+
+// typeError reports a bad value the way the YAML decoder reports its own,
+// so that decoding goes on and every problem in the file is listed.
+func typeError(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultName is how errors name the embedded default config.
+const DefaultName = "(embedded default config)"
+
+// Default returns the embedded default config: one listener on
+// 127.0.0.1:8080 balancing round robin across two demo origins.
+func Default() *Config {
+	c, err := Parse(DefaultName, defaultYAML)
+	if err != nil {
+		panic("config: the embedded default is invalid: " + err.Error())
+	}
+	return c
+}
+
+// DefaultYAML returns the text of the embedded default config.
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }

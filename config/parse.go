@@ -1,0 +1,333 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Error is one problem in a config file, with where it is.
+type Error struct {
+	File string
+	Line int    // 0 if the problem has no line (an empty file)
+	Key  string // the key's path, e.g. listeners[0].address
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(": " + e.Key)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+// Errors are all the problems found in one file.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+var (
+	reLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	reUnknown = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
+)
+
+// Parse decodes and validates a config; name is used in messages. Unknown
+// keys are errors. On error the returned error is an Errors.
+func Parse(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Errors{yamlError(name, err)}
+	}
+	if len(root.Content) == 0 {
+		return nil, Errors{{File: name, Msg: "the file is empty"}}
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var es Errors
+	if err := dec.Decode(&c); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, Errors{yamlError(name, err)}
+		}
+		for _, msg := range te.Errors {
+			e := &Error{File: name, Msg: msg}
+			if m := reLine.FindStringSubmatch(msg); m != nil {
+				e.Line, _ = strconv.Atoi(m[1])
+				e.Msg = m[2]
+				e.Key = keyString(keyAtLine(root.Content[0], e.Line, nil))
+				if u := reUnknown.FindStringSubmatch(m[2]); u != nil {
+					if e.Key == "" {
+						e.Key = u[1]
+					}
+					e.Msg = fmt.Sprintf("unknown key (not a field of %s)", strings.ToLower(u[2]))
+				}
+			}
+			es = append(es, e)
+		}
+	}
+	// Validate what decoded, so that one run lists every problem.
+	v := validator{file: name, root: root.Content[0], errs: es}
+	v.config(&c)
+	if len(v.errs) > 0 {
+		return nil, v.errs
+	}
+	return &c, nil
+}
+
+func yamlError(name string, err error) *Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	e := &Error{File: name, Msg: msg}
+	if m := reLine.FindStringSubmatch(msg); m != nil {
+		e.Line, _ = strconv.Atoi(m[1])
+		e.Msg = m[2]
+	}
+	return e
+}
+
+// validator checks a decoded config and finds the line of each key it
+// complains about in the YAML tree.
+type validator struct {
+	file string
+	root *yaml.Node
+	errs Errors
+}
+
+// path elements are strings (mapping keys) and ints (sequence indexes).
+func (v *validator) errorf(path []any, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.file, Line: v.line(path), Key: keyString(path), Msg: fmt.Sprintf(format, args...)})
+}
+
+// line finds the line of the deepest node on path that exists.
+func (v *validator) line(path []any) int {
+	n := v.root
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch p := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == p {
+						line = n.Content[i].Line
+						next = n.Content[i+1]
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && p < len(n.Content) {
+				next = n.Content[p]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			break
+		}
+		n = next
+	}
+	return line
+}
+
+// keyAtLine returns the path of the deepest key or item on line.
+func keyAtLine(n *yaml.Node, line int, path []any) []any {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			p := at(path, k.Value)
+			if k.Line == line && (val.Line != line || len(val.Content) == 0) {
+				return p
+			}
+			if found := keyAtLine(val, line, p); found != nil {
+				return found
+			}
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			p := at(path, i)
+			if found := keyAtLine(item, line, p); found != nil {
+				return found
+			}
+			if item.Line == line {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+func keyString(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch p := p.(type) {
+		case string:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(p)
+		case int:
+			fmt.Fprintf(&b, "[%d]", p)
+		}
+	}
+	return b.String()
+}
+
+func at(path []any, more ...any) []any {
+	return append(append([]any(nil), path...), more...)
+}
+
+func (v *validator) config(c *Config) {
+	clusters := make(map[string]bool)
+	for i, cl := range c.Clusters {
+		p := []any{"clusters", i}
+		switch {
+		case cl.Name == "":
+			v.errorf(at(p), "a cluster needs a name")
+		case clusters[cl.Name]:
+			v.errorf(at(p, "name"), "cluster %q is defined twice", cl.Name)
+		}
+		clusters[cl.Name] = true
+		if len(cl.Endpoints) == 0 {
+			v.errorf(at(p, "endpoints"), "cluster %q has no endpoints", cl.Name)
+		}
+		for j, ep := range cl.Endpoints {
+			if err := checkHostPort(ep); err != nil {
+				v.errorf(at(p, "endpoints", j), "%v", err)
+			}
+		}
+		switch cl.Balance {
+		case "", "round_robin":
+		default:
+			v.errorf(at(p, "balance"), "unknown policy %q (known: round_robin)", cl.Balance)
+		}
+	}
+	if len(c.Listeners) == 0 {
+		v.errorf([]any{"listeners"}, "at least one listener is needed")
+	}
+	addrs := make(map[string]bool)
+	for i, l := range c.Listeners {
+		p := []any{"listeners", i}
+		if err := checkHostPort(l.Address); err != nil {
+			v.errorf(at(p, "address"), "%v", err)
+		} else if addrs[l.Address] {
+			v.errorf(at(p, "address"), "%s is used by two listeners", l.Address)
+		}
+		addrs[l.Address] = true
+		if len(l.Routes) == 0 {
+			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
+		}
+		for j, r := range l.Routes {
+			rp := at(p, "routes", j)
+			if r.Cluster == "" {
+				v.errorf(rp, "a route needs a cluster")
+			} else if !clusters[r.Cluster] {
+				v.errorf(at(rp, "cluster"), "no cluster is named %q", r.Cluster)
+			}
+			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+				v.errorf(at(rp, "path_prefix"), "%q must start with /", r.PathPrefix)
+			}
+			if h := strings.TrimPrefix(r.Host, "*."); strings.ContainsAny(h, "*/: ") {
+				v.errorf(at(rp, "host"), "%q is not a host name or *.domain pattern", r.Host)
+			}
+		}
+	}
+	for i, d := range c.DemoOrigins {
+		p := []any{"demo_origins", i}
+		if d.Name == "" {
+			v.errorf(p, "a demo origin needs a name")
+		}
+		if err := checkHostPort(d.Address); err != nil {
+			v.errorf(at(p, "address"), "%v", err)
+		}
+	}
+	for i, t := range c.Forwarding.TrustedProxies {
+		if _, err := ParsePrefix(t); err != nil {
+			v.errorf([]any{"forwarding", "trusted_proxies", i}, "%q is not a CIDR or address", t)
+		}
+	}
+	v.nonNegative(c)
+}
+
+func (v *validator) nonNegative(c *Config) {
+	check := func(key []any, x int64) {
+		if x < 0 {
+			v.errorf(key, "must not be negative")
+		}
+	}
+	t := c.Timeouts
+	for _, d := range []struct {
+		key string
+		val Duration
+	}{{"header", t.Header}, {"body", t.Body}, {"write", t.Write}, {"idle", t.Idle}, {"connect", t.Connect},
+		{"upstream_write", t.UpstreamWrite}, {"response_header", t.ResponseHeader}, {"upstream_read", t.UpstreamRead},
+		{"upstream_total", t.UpstreamTotal}, {"tunnel_idle", t.TunnelIdle}, {"grace", t.Grace}} {
+		check([]any{"timeouts", d.key}, int64(d.val))
+	}
+	l := c.Limits
+	check([]any{"limits", "max_header_count"}, int64(l.MaxHeaderCount))
+	check([]any{"limits", "max_requests_per_conn"}, int64(l.MaxRequestsPerConn))
+	check([]any{"limits", "max_conns"}, int64(l.MaxConns))
+	check([]any{"limits", "max_attempts"}, int64(l.MaxAttempts))
+	check([]any{"upstream_pool", "max_idle_per_endpoint"}, int64(c.Pool.MaxIdlePerEndpoint))
+	check([]any{"upstream_pool", "idle_timeout"}, int64(c.Pool.IdleTimeout))
+	check([]any{"upstream_pool", "max_lifetime"}, int64(c.Pool.MaxLifetime))
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has an invalid port", s)
+	}
+	if host == "" {
+		return nil // all addresses
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%q has an invalid host", s)
+	}
+	return nil
+}
+
+// ParsePrefix parses a CIDR, or a single address as a one-address prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}

@@ -1,0 +1,156 @@
+// Package pool keeps idle upstream connections for reuse, one pool for the
+// whole process, keyed by peer. Sharing one pool across every goroutine is
+// what lets a busy proxy reuse connections well (see docs/design: nginx's
+// per-worker pools reuse badly).
+package pool
+
+import (
+	"sync"
+	"time"
+)
+
+// Defaults for Limits' zero values.
+const (
+	DefaultMaxIdlePerPeer = 128 // enough for a busy peer; idle sockets cost a few KiB each
+	// DefaultIdleTimeout is shorter than common origins' keep-alive timeout
+	// (nginx: 75 s), so strait usually closes an idle connection before
+	// the origin does, and rarely picks one the origin is closing.
+	DefaultIdleTimeout = 60 * time.Second
+)
+
+// Limits bound the pool. Zero values mean the defaults.
+type Limits struct {
+	MaxIdlePerPeer int           // idle connections kept per peer
+	IdleTimeout    time.Duration // an idle connection older than this is closed
+	MaxLifetime    time.Duration // a connection older than this is not reused; 0: no limit
+}
+
+// Conn is what the pool holds.
+type Conn interface {
+	comparable
+	Close() error
+}
+
+type entry[C Conn] struct {
+	c         C
+	created   time.Time
+	idleSince time.Time
+}
+
+// Pool holds idle connections. It is safe for concurrent use.
+type Pool[C Conn] struct {
+	limits Limits
+	mu     sync.Mutex
+	idle   map[string][]entry[C]
+	count  int
+}
+
+// New returns an empty pool.
+func New[C Conn](l Limits) *Pool[C] {
+	if l.MaxIdlePerPeer <= 0 {
+		l.MaxIdlePerPeer = DefaultMaxIdlePerPeer
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	return &Pool[C]{limits: l, idle: make(map[string][]entry[C])}
+}
+
+// Get returns the most recently used idle connection to key that is still
+// within its limits, with the time it was created, or ok false. Expired
+// connections found on the way are closed. The caller checks that the
+// connection is still open before use.
+func (p *Pool[C]) Get(key string, now time.Time) (c C, created time.Time, ok bool) {
+	p.mu.Lock()
+	list := p.idle[key]
+	for len(list) > 0 {
+		e := list[len(list)-1]
+		list[len(list)-1] = entry[C]{}
+		list = list[:len(list)-1]
+		p.count--
+		if p.expired(e, now) {
+			defer e.c.Close() // after unlocking
+			continue
+		}
+		p.idle[key] = list
+		p.mu.Unlock()
+		return e.c, e.created, true
+	}
+	p.idle[key] = list
+	p.mu.Unlock()
+	return c, time.Time{}, false
+}
+
+func (p *Pool[C]) expired(e entry[C], now time.Time) bool {
+	return now.Sub(e.idleSince) > p.limits.IdleTimeout ||
+		(p.limits.MaxLifetime > 0 && now.Sub(e.created) > p.limits.MaxLifetime)
+}
+
+// Put offers an idle connection for reuse. It reports false, and closes c,
+// if the pool for key is full or c is past its lifetime. The oldest idle
+// connections of key are closed once expired.
+func (p *Pool[C]) Put(key string, c C, created, now time.Time) bool {
+	e := entry[C]{c: c, created: created, idleSince: now}
+	p.mu.Lock()
+	list := p.idle[key]
+	// Drop expired connections from the old end.
+	n := 0
+	for n < len(list) && p.expired(list[n], now) {
+		n++
+	}
+	var stale []entry[C]
+	if n > 0 {
+		stale = append(stale, list[:n]...)
+		list = append(list[:0], list[n:]...)
+		p.count -= n
+	}
+	ok := len(list) < p.limits.MaxIdlePerPeer && !p.expired(e, now)
+	if ok {
+		list = append(list, e)
+		p.count++
+	}
+	p.idle[key] = list
+	p.mu.Unlock()
+	for _, s := range stale {
+		s.c.Close()
+	}
+	if !ok {
+		c.Close()
+	}
+	return ok
+}
+
+// Remove takes c out of the pool if it is there, without closing it.
+func (p *Pool[C]) Remove(key string, c C) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[key]
+	for i := range list {
+		if list[i].c == c {
+			p.idle[key] = append(list[:i], list[i+1:]...)
+			p.count--
+			return
+		}
+	}
+}
+
+// Len returns the number of idle connections held.
+func (p *Pool[C]) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count
+}
+
+// CloseIdle closes every idle connection.
+func (p *Pool[C]) CloseIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = make(map[string][]entry[C])
+	p.count = 0
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, e := range list {
+			e.c.Close()
+		}
+	}
+}

@@ -1,0 +1,45 @@
+package proxy
+
+import (
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// aliveCheck tells whether an idle pooled connection is still open, before
+// it is reused: a peek that does not block finds nothing to read on an open
+// idle connection, and end-of-file (or stray bytes) on one the peer closed.
+// The callback is bound once per connection so a check allocates nothing.
+type aliveCheck struct {
+	rc   syscall.RawConn
+	fn   func(fd uintptr) bool
+	open bool
+}
+
+func (a *aliveCheck) init(nc net.Conn) {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			a.rc = rc
+			a.fn = a.peek
+		}
+	}
+}
+
+func (a *aliveCheck) check(net.Conn) bool {
+	if a.rc == nil {
+		return true
+	}
+	a.open = false
+	if err := a.rc.Read(a.fn); err != nil {
+		return false
+	}
+	return a.open
+}
+
+func (a *aliveCheck) peek(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	a.open = errno == syscall.EAGAIN
+	return true // done: never wait for readability
+}

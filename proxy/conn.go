@@ -1,0 +1,398 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/straitproxy/strait/internal/http1"
+)
+
+// conn is one downstream HTTP/1.1 connection. It serves requests one at a
+// time: pipelined requests wait in the read buffer (at most one buffer's
+// worth is read ahead), and their responses go out in order.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	open   *atomic.Int64 // the listener's count of open connections
+	remote netip.AddrPort
+	local  netip.AddrPort
+	// trusted: the client may vouch for earlier hops in X-Forwarded-*.
+	trusted bool
+
+	rd   http1.Reader
+	bw   *bufio.Writer // nil while idle
+	cw   http1.ChunkedWriter
+	req  http1.Request
+	sess Session
+
+	state  atomic.Int32 // connIdle, connActive
+	served int
+
+	// Read deadlines: before a head starts the idle timeout applies; the
+	// first byte switches to the head timeout; bodies use a rolling one.
+	awaitingHead bool
+	headStart    time.Time // when the first byte of the current head arrived
+	readIdle     time.Duration
+	readSet      time.Time
+	writeSet     time.Time
+
+	// The watcher notices a client that goes away while its request waits
+	// for a slow upstream (see watchClient).
+	watchOnce  sync.Once
+	watchStart chan struct{}
+	watchDone  chan struct{}
+	watchByte  [1]byte
+	peeked     bool          // watchByte holds the first byte of the next request
+	clientGone atomic.Bool   // the watcher saw the client close
+	upstream   atomic.Pointer[upConn]
+
+	bodyErr  chan *Error // the request body copier's result
+	scratch  []byte
+	hookResp func(s *Session, status int, body []byte, fields []string) error
+}
+
+const (
+	connIdle int32 = iota
+	connActive
+)
+
+// aLongTimeAgo is a deadline in the past, to wake a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (c *conn) serve() {
+	srv := c.srv
+	defer c.close()
+	c.rd.Reset(c, srv.opts.Limits.Head)
+	c.hookResp = c.respondFromHook
+	for {
+		c.state.Store(connIdle)
+		if srv.shuttingDown() {
+			return
+		}
+		c.readIdle = 0
+		c.awaitingHead = true
+		c.headStart = time.Time{}
+		c.nc.SetReadDeadline(time.Now().Add(srv.opts.Timeouts.Idle))
+		err := c.rd.ReadRequest(&c.req)
+		c.state.Store(connActive)
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		c.served++
+		if !c.handle() {
+			return
+		}
+		c.release()
+	}
+}
+
+// readFailed answers a request head that could not be read, if there is
+// anyone to answer.
+func (c *conn) readFailed(err error) {
+	srv := c.srv
+	var pe *http1.Error
+	switch {
+	case errors.As(err, &pe):
+		srv.counters.rejected(pe.Status)
+		c.writeError(pe.Status, pe.Reason, false)
+	case errors.Is(err, os.ErrDeadlineExceeded) && !c.awaitingHead:
+		// A head started but did not finish in time (RFC 9110 §15.5.9).
+		srv.counters.HeaderTimeouts.Add(1)
+		c.writeError(408, "request head not received in time", false)
+	}
+	// io.EOF, an idle timeout or a reset: the client is gone or done.
+}
+
+func (c *conn) release() {
+	if c.bw != nil && c.bw.Buffered() == 0 {
+		c.bw.Reset(nil)
+		bufWriterPool.Put(c.bw)
+		c.bw = nil
+	}
+	c.rd.Release()
+}
+
+func (c *conn) close() {
+	c.nc.Close()
+	if c.watchStart != nil {
+		close(c.watchStart)
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		bufWriterPool.Put(c.bw)
+		c.bw = nil
+	}
+	c.rd.Release()
+	c.srv.untrack(c)
+}
+
+var bufWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+
+func (c *conn) writer() *bufio.Writer {
+	if c.bw == nil {
+		c.bw = bufWriterPool.Get().(*bufio.Writer)
+		c.bw.Reset(c)
+	}
+	return c.bw
+}
+
+// Read is the downstream reader under the codec: it hands back a byte the
+// watcher took, and keeps the read deadline.
+func (c *conn) Read(p []byte) (int, error) {
+	if c.peeked {
+		c.peeked = false
+		p[0] = c.watchByte[0]
+		c.onFirstByte()
+		return 1, nil
+	}
+	if c.readIdle > 0 {
+		rollDeadline(c.nc.SetReadDeadline, &c.readSet, c.readIdle, time.Time{})
+	}
+	n, err := c.nc.Read(p)
+	if n > 0 {
+		c.onFirstByte()
+	}
+	return n, err
+}
+
+func (c *conn) onFirstByte() {
+	if c.awaitingHead {
+		c.awaitingHead = false
+		c.state.Store(connActive)
+		c.headStart = time.Now()
+		c.nc.SetReadDeadline(c.headStart.Add(c.srv.opts.Timeouts.Header))
+	}
+}
+
+// Write is the downstream writer under the buffered writer: it keeps a
+// rolling write deadline, so a client that stops reading is cut off.
+func (c *conn) Write(p []byte) (int, error) {
+	rollDeadline(c.nc.SetWriteDeadline, &c.writeSet, c.srv.opts.Timeouts.Write, time.Time{})
+	return c.nc.Write(p)
+}
+
+// rollDeadline moves a deadline to now+d when a quarter of d has passed
+// since it was last set, so that it bounds idleness without a system call
+// per read or write. A non-zero limit caps it.
+func rollDeadline(set func(time.Time) error, last *time.Time, d time.Duration, limit time.Time) {
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(*last) < d/4 {
+		return
+	}
+	*last = now
+	at := now.Add(d)
+	if !limit.IsZero() && limit.Before(at) {
+		at = limit
+	}
+	set(at)
+}
+
+// handle proxies one request and reports whether the connection may carry
+// another.
+func (c *conn) handle() bool {
+	srv := c.srv
+	s := &c.sess
+	c.startSession()
+	srv.counters.Requests.Add(1)
+
+	e := c.run(s)
+	keep := c.finish(s, e)
+	s.Stats.Total = time.Since(s.Stats.Start)
+	if srv.phases.Logging != nil {
+		srv.phases.Logging(s, e)
+	}
+	if srv.opts.AccessLog {
+		srv.logAccess(s, e)
+	}
+	c.endSession()
+	return keep
+}
+
+// run takes the request through the phases.
+func (c *conn) run(s *Session) *Error {
+	srv := c.srv
+	ph := &srv.phases
+	if string(c.req.Method) == "CONNECT" {
+		return &Error{Side: Downstream, Kind: KindRequestRejected, Status: 405, Where: "CONNECT is not served"}
+	}
+	if max := srv.opts.Limits.MaxRequestBody; max > 0 && c.req.ContentLength > max {
+		srv.counters.BodyTooLarge.Add(1)
+		return &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}
+	}
+	if ph.NewCtx != nil {
+		s.Ctx = ph.NewCtx()
+	}
+	if ph.RequestFilter != nil {
+		answered, err := ph.RequestFilter(s)
+		if err != nil {
+			return asError(err, Internal, KindFilter, 500, "request filter")
+		}
+		if answered || s.answered {
+			return nil
+		}
+	}
+	c.prepareUpstreamRequest(s)
+	return c.proxy(s)
+}
+
+// finish answers a failed request if nothing was sent yet, and decides
+// whether the connection goes on.
+func (c *conn) finish(s *Session, e *Error) bool {
+	keep := c.req.KeepAlive && !c.srv.shuttingDown()
+	if max := c.srv.opts.Limits.MaxRequestsPerConn; max > 0 && c.served >= max {
+		keep = false
+	}
+	if e != nil {
+		c.srv.counters.failed(e)
+		if e.Kind == KindDownstreamGone || c.clientGone.Load() {
+			return false
+		}
+		if !s.answered {
+			status := e.Status
+			if c.srv.phases.FailToProxy != nil {
+				status = c.srv.phases.FailToProxy(s, e)
+			}
+			if status == 0 {
+				status = 502
+			}
+			// The request body may be unread: the connection cannot go on
+			// unless there was none.
+			keep = keep && c.rd.Body().Done() && status < 500
+			s.answered = true
+			c.writeError(status, "", keep)
+			return keep
+		}
+		return false // the response was cut short: the client must see it
+	}
+	if !c.rd.Body().Done() {
+		// Answered without reading the body (a hook, or an early upstream
+		// response): discard a small rest, else close.
+		keep = keep && c.discardBody()
+	}
+	if err := c.flush(); err != nil {
+		return false
+	}
+	return keep && s.Stats.Status != 0
+}
+
+// discardBody reads and drops what is left of a request body, up to a
+// bound, so the connection can be reused.
+func (c *conn) discardBody() bool {
+	const maxDiscard = 256 << 10
+	n, err := io.CopyN(io.Discard, c.rd.Body(), maxDiscard)
+	return n < maxDiscard && (err == nil || err == io.EOF) && c.rd.Body().Done()
+}
+
+func (c *conn) flush() error {
+	if c.bw == nil || c.bw.Buffered() == 0 {
+		return nil
+	}
+	return c.bw.Flush()
+}
+
+func (c *conn) startSession() {
+	s := &c.sess
+	now := time.Now()
+	start := c.headStart
+	if start.IsZero() { // a pipelined request, already buffered
+		start = now
+	}
+	s.Stats = Stats{Start: start, RequestRead: now.Sub(start)}
+	s.Ctx = nil
+	s.answered = false
+	s.ClientAddr, s.LocalAddr = c.remote, c.local
+	s.ctx = context.Background()
+	s.respond = c.hookResp
+	c.clientGone.Store(false)
+
+	r := &s.Request
+	r.Method = internMethod(c.req.Method)
+	r.Scheme = "http"
+	r.Authority = c.req.Host
+	r.Path = c.req.Target
+	if c.req.Form == http1.AbsoluteForm || c.req.Form == http1.AuthorityForm {
+		r.Authority = c.req.Authority
+		r.Path = pathOfAbsolute(c.req.Target)
+	}
+	// The session's header takes over the parsed fields (no copy); they are
+	// handed back in endSession so their memory is reused.
+	r.Header, c.req.Header = c.req.Header, r.Header
+	r.Trailer.Reset()
+	switch c.req.Framing {
+	case http1.LengthBody:
+		r.ContentLength = c.req.ContentLength
+	case http1.ChunkedBody:
+		r.ContentLength = -1
+	default:
+		r.ContentLength = 0
+	}
+	s.Response.Status = 0
+	s.Response.Header.Reset()
+	s.Response.Trailer.Reset()
+	c.readIdle = c.srv.opts.Timeouts.Body
+	c.readSet = time.Time{}
+}
+
+func (c *conn) endSession() {
+	s := &c.sess
+	r := &s.Request
+	r.Header, c.req.Header = c.req.Header, r.Header
+	r.Header.Reset()
+	r.Authority, r.Path = nil, nil
+	s.Ctx = nil
+}
+
+// pathOfAbsolute returns the path and query of an absolute-form target.
+func pathOfAbsolute(t []byte) []byte {
+	// After "scheme://authority".
+	i := 0
+	for i < len(t) && t[i] != ':' {
+		i++
+	}
+	rest := t[min(i+3, len(t)):]
+	for j, ch := range rest {
+		if ch == '/' || ch == '?' {
+			if ch == '?' {
+				return append([]byte{'/'}, rest[j:]...)
+			}
+			return rest[j:]
+		}
+	}
+	return []byte{'/'}
+}
+
+func internMethod(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return "GET"
+	case "HEAD":
+		return "HEAD"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "OPTIONS":
+		return "OPTIONS"
+	case "PATCH":
+		return "PATCH"
+	case "CONNECT":
+		return "CONNECT"
+	case "TRACE":
+		return "TRACE"
+	}
+	return string(m)
+}

@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/straitproxy/strait/internal/http1"
+)
+
+// Default timeouts. Each is named for the side and step it bounds.
+const (
+	// DefaultHeaderTimeout bounds reading a request head once its first
+	// byte has arrived: long enough for any real client on a slow link,
+	// short enough that slowloris connections do not pile up.
+	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultBodyTimeout bounds the wait for each read of a request body.
+	DefaultBodyTimeout = 60 * time.Second
+	// DefaultWriteTimeout bounds each write to the client: a client that
+	// stops reading is cut off after it.
+	DefaultWriteTimeout = 60 * time.Second
+	// DefaultIdleTimeout bounds the wait for the next request on a
+	// keep-alive connection (nginx's keepalive_timeout is 75 s).
+	DefaultIdleTimeout = 75 * time.Second
+	// DefaultConnectTimeout bounds connecting to a peer.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultUpstreamWriteTimeout bounds each write to a peer.
+	DefaultUpstreamWriteTimeout = 60 * time.Second
+	// DefaultResponseHeaderTimeout bounds the wait from sending the request
+	// to the response head (nginx's proxy_read_timeout is 60 s).
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	// DefaultUpstreamReadTimeout bounds the wait for each read of a
+	// response body. Streams (SSE, long polls) that are quiet for longer
+	// must send keep-alive comments or raise it.
+	DefaultUpstreamReadTimeout = 60 * time.Second
+	// DefaultTunnelIdleTimeout closes an upgraded (WebSocket) tunnel that
+	// carried nothing either way for this long.
+	DefaultTunnelIdleTimeout = 5 * time.Minute
+	// DefaultGracePeriod bounds how long shutdown waits for requests in
+	// flight.
+	DefaultGracePeriod = 30 * time.Second
+)
+
+// Default limits.
+const (
+	// DefaultMaxRequestBody bounds a request body: 100 MiB, generous for
+	// uploads (nginx's 1 MiB default breaks many) yet bounded. Larger
+	// bodies get 413.
+	DefaultMaxRequestBody = 100 << 20
+	// DefaultMaxRequestsPerConn closes a keep-alive connection after this
+	// many requests, so long-lived clients rebalance across instances.
+	DefaultMaxRequestsPerConn = 10000
+	// DefaultMaxConns bounds a listener's open client connections; past it
+	// new connections get 503 and are closed.
+	DefaultMaxConns = 100000
+	// DefaultMaxAttempts is how many times a request may be sent upstream.
+	DefaultMaxAttempts = 2
+)
+
+// Timeouts name every wait. A zero field means its default; a negative one
+// means no limit (UpstreamTotal has no limit by default).
+type Timeouts struct {
+	Header                time.Duration // downstream: reading a request head after its first byte
+	Body                  time.Duration // downstream: each read of a request body
+	Write                 time.Duration // downstream: each write of a response
+	Idle                  time.Duration // downstream: between requests on a keep-alive connection
+	Connect               time.Duration // upstream: connecting
+	UpstreamWrite         time.Duration // upstream: each write of a request
+	ResponseHeader        time.Duration // upstream: from request sent to response head
+	UpstreamRead          time.Duration // upstream: each read of a response body
+	UpstreamTotal         time.Duration // upstream: the whole exchange; default none
+	TunnelIdle            time.Duration // an upgraded tunnel with no traffic either way
+	Grace                 time.Duration // shutdown: how long in-flight requests may finish
+}
+
+// Limits bound what one connection or request may use. Zero means the
+// default; a negative value means no limit where that makes sense
+// (MaxRequestBody, MaxRequestsPerConn).
+type Limits struct {
+	Head               http1.Limits // request line, head size and field count
+	UpstreamHead       http1.Limits // the same for responses from upstreams
+	MaxRequestBody     int64        // bytes
+	MaxRequestsPerConn int
+	MaxConns           int // per listener
+	MaxAttempts        int // upstream attempts per request, retries included
+}
+
+// Forwarding says how strait tells the upstream about the client.
+type Forwarding struct {
+	// TrustedProxies are the client addresses whose X-Forwarded-For,
+	// X-Forwarded-Proto, X-Forwarded-Host and Forwarded fields are kept
+	// (and extended); from anyone else they are replaced.
+	TrustedProxies []netip.Prefix
+	// Forwarded adds an RFC 7239 Forwarded field besides the X-Forwarded-*
+	// ones.
+	Forwarded bool
+}
+
+// Options configure a Server. The zero value is ready to use.
+type Options struct {
+	Timeouts   Timeouts
+	Limits     Limits
+	Forwarding Forwarding
+	// Logger receives errors and, if AccessLog is set, one line per request.
+	// nil means slog.Default().
+	Logger    *slog.Logger
+	AccessLog bool
+	// Pool holds idle upstream connections; nil gives the Server its own.
+	// Give every Server in a process the same one.
+	Pool *Pool
+}
+
+func (o Options) withDefaults() Options {
+	t := &o.Timeouts
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&t.Header, DefaultHeaderTimeout)
+	def(&t.Body, DefaultBodyTimeout)
+	def(&t.Write, DefaultWriteTimeout)
+	def(&t.Idle, DefaultIdleTimeout)
+	def(&t.Connect, DefaultConnectTimeout)
+	def(&t.UpstreamWrite, DefaultUpstreamWriteTimeout)
+	def(&t.ResponseHeader, DefaultResponseHeaderTimeout)
+	def(&t.UpstreamRead, DefaultUpstreamReadTimeout)
+	def(&t.TunnelIdle, DefaultTunnelIdleTimeout)
+	def(&t.Grace, DefaultGracePeriod)
+	l := &o.Limits
+	if l.MaxRequestBody == 0 {
+		l.MaxRequestBody = DefaultMaxRequestBody
+	}
+	if l.MaxRequestsPerConn == 0 {
+		l.MaxRequestsPerConn = DefaultMaxRequestsPerConn
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = DefaultMaxConns
+	}
+	if l.MaxAttempts <= 0 {
+		l.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}

@@ -1,0 +1,302 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/straitproxy/strait/internal/pool"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Server proxies HTTP/1.1 requests through a set of Phases. Many listeners
+// may share one Server, and so its upstream connection pool.
+type Server struct {
+	phases   Phases
+	opts     Options
+	pool     *Pool
+	dialer   net.Dialer
+	ids      *idSource
+	counters Counters
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	shutting  atomic.Bool
+}
+
+// New returns a Server that runs p with the options o.
+func New(p Phases, o Options) (*Server, error) {
+	if p.UpstreamPeer == nil && p.RequestFilter == nil {
+		return nil, errors.New("proxy: Phases.UpstreamPeer is required")
+	}
+	if p.UpstreamPeer == nil {
+		p.UpstreamPeer = func(*Session) (*Peer, error) {
+			return nil, &Error{Side: Internal, Kind: KindNoPeer, Status: 502, Where: "no UpstreamPeer phase"}
+		}
+	}
+	o = o.withDefaults()
+	if o.Pool == nil {
+		o.Pool = NewPool(PoolLimits{})
+	}
+	return &Server{
+		phases:    p,
+		opts:      o,
+		pool:      o.Pool,
+		dialer:    net.Dialer{KeepAlive: 30 * time.Second},
+		ids:       newIDSource(),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}, nil
+}
+
+// Pool is a set of idle upstream connections. Servers given the same Pool
+// share it: one per process is the intent.
+type Pool struct {
+	*pool.Pool[*upConn]
+}
+
+// PoolLimits bound a Pool; zero values mean the defaults (128 idle
+// connections per peer, closed after 60 s idle, no lifetime limit).
+type PoolLimits = pool.Limits
+
+// NewPool returns an empty Pool.
+func NewPool(l PoolLimits) *Pool { return &Pool{pool.New[*upConn](l)} }
+
+// Idle returns the number of idle connections held.
+func (p *Pool) Idle() int { return p.Len() }
+
+// Counters returns the server's counters, live.
+func (srv *Server) Counters() *Counters { return &srv.counters }
+
+func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
+
+// Serve accepts connections on ln until Shutdown or Close, and returns
+// ErrServerClosed then. Listeners are not shared between Serve calls: each
+// gets Options.Limits.MaxConns.
+func (srv *Server) Serve(ln net.Listener) error {
+	srv.mu.Lock()
+	if srv.shuttingDown() {
+		srv.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	srv.listeners[ln] = struct{}{}
+	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		delete(srv.listeners, ln)
+		srv.mu.Unlock()
+	}()
+
+	var open atomic.Int64
+	max := int64(srv.opts.Limits.MaxConns)
+	backoff := time.Duration(0)
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if srv.shuttingDown() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				// Out of file descriptors and the like: wait and go on.
+				backoff = min(max2(2*backoff, 5*time.Millisecond), time.Second)
+				srv.opts.Logger.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		srv.counters.ConnsAccepted.Add(1)
+		if open.Load() >= max {
+			srv.counters.ConnsRejected.Add(1)
+			go rejectConn(nc)
+			continue
+		}
+		open.Add(1)
+		c := srv.newConn(nc, &open)
+		go c.serve()
+	}
+}
+
+func max2(a, b time.Duration) time.Duration { return max(a, b) }
+
+func isTemporaryAccept(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// rejectConn answers a connection over the limit with 503 and closes it.
+func rejectConn(nc net.Conn) {
+	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
+	nc.Close()
+}
+
+func (srv *Server) newConn(nc net.Conn, open *atomic.Int64) *conn {
+	c := &conn{srv: srv, nc: nc, open: open}
+	c.remote = addrPort(nc.RemoteAddr())
+	c.local = addrPort(nc.LocalAddr())
+	for _, p := range srv.opts.Forwarding.TrustedProxies {
+		if p.Contains(c.remote.Addr().Unmap()) {
+			c.trusted = true
+			break
+		}
+	}
+	srv.counters.ConnsOpen.Add(1)
+	srv.mu.Lock()
+	srv.conns[c] = struct{}{}
+	srv.mu.Unlock()
+	return c
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func (srv *Server) untrack(c *conn) {
+	srv.counters.ConnsOpen.Add(-1)
+	c.open.Add(-1)
+	srv.mu.Lock()
+	delete(srv.conns, c)
+	srv.mu.Unlock()
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish (their connections close after them), and returns once all
+// connections are gone or ctx is done, when the rest are closed.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.shutting.Store(true)
+	srv.mu.Lock()
+	for ln := range srv.listeners {
+		ln.Close()
+	}
+	srv.mu.Unlock()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		srv.mu.Lock()
+		n := len(srv.conns)
+		for c := range srv.conns {
+			if c.state.Load() == connIdle {
+				c.nc.SetReadDeadline(aLongTimeAgo) // wakes the wait for a request
+			}
+		}
+		srv.mu.Unlock()
+		if n == 0 {
+			srv.pool.CloseIdle()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			srv.Close()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes every listener and connection at once.
+func (srv *Server) Close() error {
+	srv.shutting.Store(true)
+	srv.mu.Lock()
+	for ln := range srv.listeners {
+		ln.Close()
+	}
+	for c := range srv.conns {
+		c.nc.Close()
+	}
+	srv.mu.Unlock()
+	srv.pool.CloseIdle()
+	return nil
+}
+
+// logAccess writes one access-log line for a finished request.
+func (srv *Server) logAccess(s *Session, e *Error) {
+	attrs := []slog.Attr{
+		slog.String("method", s.Request.Method),
+		slog.String("authority", string(s.Request.Authority)),
+		slog.String("path", string(s.Request.Path)),
+		slog.Int("status", s.Stats.Status),
+		slog.String("client", s.ClientAddr.String()),
+		slog.String("request_id", string(s.RequestID)),
+		slog.Duration("total", s.Stats.Total),
+		slog.Duration("request_read", s.Stats.RequestRead),
+		slog.Duration("upstream_dial", s.Stats.UpstreamDial),
+		slog.Duration("upstream_header", s.Stats.UpstreamHeader),
+		slog.Int64("bytes_in", s.Stats.BytesIn),
+		slog.Int64("bytes_out", s.Stats.BytesOut),
+		slog.String("upstream", s.Stats.Peer),
+		slog.Bool("reused", s.Stats.Reused),
+		slog.Int("attempts", s.Stats.Attempts),
+	}
+	level := slog.LevelInfo
+	if e != nil {
+		attrs = append(attrs, slog.String("error", e.Error()), slog.String("error_side", e.Side.String()))
+		if e.Side != Downstream {
+			level = slog.LevelWarn
+		}
+	}
+	srv.opts.Logger.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+// Counters count what the server did and every limit it enforced. They are
+// read while the server runs (for metrics); only the server writes them.
+type Counters struct {
+	ConnsAccepted    atomic.Int64 // client connections accepted
+	ConnsRejected    atomic.Int64 // refused with 503: over Limits.MaxConns
+	ConnsOpen        atomic.Int64 // client connections open now
+	Requests         atomic.Int64 // request heads read
+	BadRequests      atomic.Int64 // 400 and 505: malformed requests
+	NotImplemented   atomic.Int64 // 501: transfer codings other than chunked
+	URITooLong       atomic.Int64 // 414: request line over Limits.Head.MaxRequestLine
+	HeadTooLarge     atomic.Int64 // 431: head over Limits.Head.MaxHeaderBytes or MaxHeaderCount
+	BodyTooLarge     atomic.Int64 // 413: body over Limits.MaxRequestBody
+	HeaderTimeouts   atomic.Int64 // 408: head not read within Timeouts.Header
+	UpstreamDials    atomic.Int64 // new upstream connections
+	UpstreamStale    atomic.Int64 // pooled connections found closed before reuse
+	UpstreamProtocol atomic.Int64 // malformed upstream responses (502)
+	UpstreamTimeouts atomic.Int64 // 504s
+	UpstreamErrors   atomic.Int64 // other upstream failures (502)
+	NoPeer           atomic.Int64 // 503s: no peer could take the request
+	DownstreamGone   atomic.Int64 // clients that left before their response was done
+}
+
+func (c *Counters) rejected(status int) {
+	switch status {
+	case 414:
+		c.URITooLong.Add(1)
+	case 431:
+		c.HeadTooLarge.Add(1)
+	case 501:
+		c.NotImplemented.Add(1)
+	default:
+		c.BadRequests.Add(1)
+	}
+}
+
+func (c *Counters) failed(e *Error) {
+	switch {
+	case e.Kind == KindDownstreamGone:
+		c.DownstreamGone.Add(1)
+	case e.Kind == KindNoPeer:
+		c.NoPeer.Add(1)
+	case e.Side == Upstream && e.Kind == KindTimeout:
+		c.UpstreamTimeouts.Add(1)
+	case e.Side == Upstream && e.Kind != KindProtocol:
+		c.UpstreamErrors.Add(1)
+	}
+}
