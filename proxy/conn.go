@@ -50,8 +50,8 @@ type conn struct {
 	watchStart chan struct{}
 	watchDone  chan struct{}
 	watchByte  [1]byte
-	peeked     bool          // watchByte holds the first byte of the next request
-	clientGone atomic.Bool   // the watcher saw the client close
+	peeked     bool        // watchByte holds the first byte of the next request
+	clientGone atomic.Bool // the watcher saw the client close
 	upstream   atomic.Pointer[upConn]
 
 	bodyErr  chan *Error // the request body copier's result

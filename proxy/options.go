@@ -60,17 +60,17 @@ const (
 // Timeouts name every wait. A zero field means its default; a negative one
 // means no limit (UpstreamTotal has no limit by default).
 type Timeouts struct {
-	Header                time.Duration // downstream: reading a request head after its first byte
-	Body                  time.Duration // downstream: each read of a request body
-	Write                 time.Duration // downstream: each write of a response
-	Idle                  time.Duration // downstream: between requests on a keep-alive connection
-	Connect               time.Duration // upstream: connecting
-	UpstreamWrite         time.Duration // upstream: each write of a request
-	ResponseHeader        time.Duration // upstream: from request sent to response head
-	UpstreamRead          time.Duration // upstream: each read of a response body
-	UpstreamTotal         time.Duration // upstream: the whole exchange; default none
-	TunnelIdle            time.Duration // an upgraded tunnel with no traffic either way
-	Grace                 time.Duration // shutdown: how long in-flight requests may finish
+	Header         time.Duration // downstream: reading a request head after its first byte
+	Body           time.Duration // downstream: each read of a request body
+	Write          time.Duration // downstream: each write of a response
+	Idle           time.Duration // downstream: between requests on a keep-alive connection
+	Connect        time.Duration // upstream: connecting
+	UpstreamWrite  time.Duration // upstream: each write of a request
+	ResponseHeader time.Duration // upstream: from request sent to response head
+	UpstreamRead   time.Duration // upstream: each read of a response body
+	UpstreamTotal  time.Duration // upstream: the whole exchange; default none
+	TunnelIdle     time.Duration // an upgraded tunnel with no traffic either way
+	Grace          time.Duration // shutdown: how long in-flight requests may finish
 }
 
 // Limits bound what one connection or request may use. Zero means the
