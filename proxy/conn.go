@@ -206,6 +206,9 @@ func (c *conn) handle() bool {
 	s := &c.sess
 	c.startSession()
 	srv.counters.Requests.Add(1)
+	if max := srv.opts.Limits.MaxRequestsPerConn; max > 0 && c.served >= max || srv.shuttingDown() {
+		c.req.KeepAlive = false // this response says Connection: close
+	}
 
 	e := c.run(s)
 	keep := c.finish(s, e)
@@ -251,9 +254,6 @@ func (c *conn) run(s *Session) *Error {
 // whether the connection goes on.
 func (c *conn) finish(s *Session, e *Error) bool {
 	keep := c.req.KeepAlive && !c.srv.shuttingDown()
-	if max := c.srv.opts.Limits.MaxRequestsPerConn; max > 0 && c.served >= max {
-		keep = false
-	}
 	if e != nil {
 		c.srv.counters.failed(e)
 		if e.Kind == KindDownstreamGone || c.clientGone.Load() {
@@ -269,7 +269,7 @@ func (c *conn) finish(s *Session, e *Error) bool {
 			}
 			// The request body may be unread: the connection cannot go on
 			// unless there was none.
-			keep = keep && c.rd.Body().Done() && status < 500
+			keep = keep && c.rd.Body().Done() && status < 500 && string(c.req.Method) != "CONNECT"
 			s.answered = true
 			c.writeError(status, "", keep)
 			return keep

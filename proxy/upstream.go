@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/http1"
 )
 
@@ -184,7 +185,9 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		up.bw.Reset(up)
 	}
 
-	upgrade := c.req.Upgrade != nil && len(s.Request.Header.Get("upgrade")) == 0
+	// h2c upgrades are not tunnelled: strait speaks HTTP/1.1 upstream, and
+	// the field was removed with the hop-by-hop ones.
+	upgrade := c.req.Upgrade != nil && !header.HasElement(c.req.Upgrade, "h2c")
 	if ph := srv.phases.UpstreamRequestFilter; ph != nil {
 		if err := ph(s, &s.Request); err != nil {
 			return asError(err, Internal, KindFilter, 500, "upstream request filter")

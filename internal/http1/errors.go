@@ -33,6 +33,8 @@ var (
 	ErrSpaceBeforeColon  = newError(400, "whitespace between field name and colon")
 	ErrFieldValue        = newError(400, "invalid character in header field value")
 	ErrMissingColon      = newError(400, "header line without colon")
+	ErrLookalikeField    = newError(400, "field name resembles Content-Length or Transfer-Encoding")
+	ErrConnectBody       = newError(400, "CONNECT request with a body")
 	ErrMissingHost       = newError(400, "HTTP/1.1 request without Host")
 	ErrMultipleHost      = newError(400, "more than one Host")
 	ErrInvalidHost       = newError(400, "invalid Host")

@@ -22,12 +22,43 @@ type fieldFacts struct {
 	connUpgrade bool
 	upgrade     []byte
 	expect100   bool
+	lookalike   bool
+}
+
+// lookalike reports whether name is not Content-Length or Transfer-Encoding
+// but reads as one to a peer that maps '_' to '-' or ignores punctuation
+// (CGI-style servers do): "Transfer_Encoding", "Content---Length". Such a
+// field would frame the message one way here and another way there.
+func lookalike(name []byte) bool {
+	if len(name) < len("contentlength") || name[0]|0x20 != 'c' && name[0]|0x20 != 't' {
+		return false
+	}
+	var norm [24]byte
+	n := 0
+	for _, c := range name {
+		if c == '-' || c == '_' {
+			continue
+		}
+		if n == len(norm) {
+			return false
+		}
+		norm[n] = c | 0x20
+		n++
+	}
+	s := string(norm[:n])
+	if s != "contentlength" && s != "transferencoding" {
+		return false
+	}
+	return !header.EqualFold(name, "content-length") && !header.EqualFold(name, "transfer-encoding")
 }
 
 func gatherFacts(h *header.Header) (f fieldFacts) {
 	var te teState
 	for _, fld := range h.Fields() {
 		name, v := fld.Name, fld.Value
+		if lookalike(name) {
+			f.lookalike = true
+		}
 		switch len(name) {
 		case 4:
 			if header.EqualFold(name, "host") {
@@ -155,6 +186,8 @@ func isToken(b []byte) bool {
 // framingErr applies the rules shared by requests and responses.
 func (f *fieldFacts) framingErr(minor int) error {
 	switch {
+	case f.lookalike:
+		return ErrLookalikeField
 	case f.hasTE && minor == 0:
 		return ErrTEInHTTP10
 	case f.hasTE && f.clCount > 0:
@@ -193,6 +226,10 @@ func (r *Reader) requestFraming(req *Request) error {
 	}
 	req.Host = f.host
 	req.Framing, req.ContentLength = NoBody, 0
+	if (f.hasTE || f.cl > 0) && req.Form == AuthorityForm {
+		// What follows a CONNECT is tunnel data (RFC 9110 §9.3.6).
+		return ErrConnectBody
+	}
 	switch {
 	case f.hasTE:
 		// A chunked body on GET or HEAD has no defined meaning, and peers

@@ -209,8 +209,10 @@ func (r *Reader) scanHead() (done bool, err error) {
 	s := &r.scan
 	b := r.buf[:r.w]
 	lim := r.limits
-	if !s.haveLine && s.isRequest {
-		// RFC 9112 §2.2: ignore empty lines before a request line.
+	if !s.haveLine {
+		// RFC 9112 §2.2: ignore empty lines before a request line. Some
+		// servers also send one after an interim response; a status line
+		// cannot be empty either, so skipping is unambiguous.
 		for s.pos == s.lineBeg && len(b)-s.pos >= 2 && b[s.pos] == '\r' && b[s.pos+1] == '\n' {
 			s.pos += 2
 			s.lineBeg, s.next = s.pos, s.pos

@@ -30,14 +30,14 @@ func (r *Reader) ReadResponse(resp *Response, method []byte) error {
 	if err := r.readHead(); err != nil {
 		return err
 	}
-	if err := r.parseResponse(resp, string(method) == "HEAD"); err != nil {
+	if err := r.parseResponse(resp, string(method)); err != nil {
 		return err
 	}
 	r.body.reset(resp.Framing, resp.ContentLength)
 	return nil
 }
 
-func (r *Reader) parseResponse(resp *Response, headRequest bool) error {
+func (r *Reader) parseResponse(resp *Response, method string) error {
 	s := &r.scan
 	line := r.buf[s.lineBeg:s.lineEnd:s.lineEnd]
 	// HTTP-version SP 3DIGIT [SP reason-phrase]. The space before an empty
@@ -79,8 +79,11 @@ func (r *Reader) parseResponse(resp *Response, headRequest bool) error {
 	resp.KeepAlive = f.keepAlive(minor)
 	resp.Framing, resp.ContentLength = NoBody, 0
 	switch {
-	case headRequest || resp.Status < 200 || resp.Status == 204 || resp.Status == 304:
+	case method == "HEAD" || resp.Status < 200 || resp.Status == 204 || resp.Status == 304:
 		// No body, whatever the fields say (RFC 9112 §6.3 rule 1).
+	case method == "CONNECT" && resp.Status < 300:
+		// A tunnel follows, whatever the fields say (rule 2).
+		resp.KeepAlive = false
 	case f.hasTE:
 		resp.Framing = ChunkedBody
 	case f.clCount == 1:

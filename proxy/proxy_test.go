@@ -1,0 +1,616 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/proxytest"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// to returns Phases sending every request to addr.
+func to(addr string) proxy.Phases {
+	peer := &proxy.Peer{Addr: addr}
+	return proxy.Phases{UpstreamPeer: func(*proxy.Session) (*proxy.Peer, error) { return peer, nil }}
+}
+
+// rawExchange writes raw to addr and returns the connection's reader for
+// the responses.
+func rawConn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+func readResponse(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp, string(body)
+}
+
+// echoHeaders answers with the request's method, target and fields.
+func echoHeaders() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		b.WriteString(r.Method + " " + r.RequestURI + "\nHost: " + r.Host + "\n")
+		r.Header.Write(&b)
+		io.WriteString(w, b.String())
+	})
+}
+
+func TestForwardingFields(t *testing.T) {
+	origin := proxytest.Origin(t, echoHeaders())
+	for _, tc := range []struct {
+		name    string
+		trusted bool
+		in      string
+		want    []string
+		notWant []string
+	}{
+		{
+			name:    "untrusted client: its forwarding fields are replaced",
+			in:      "X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n",
+			want:    []string{"X-Forwarded-For: 127.0.0.1\r\n", "X-Forwarded-Proto: http\r\n", "X-Forwarded-Host: example.com\r\n", "X-Request-Id: "},
+			notWant: []string{"1.2.3.4", "evil", "https"},
+		},
+		{
+			name:    "trusted client: earlier hops are kept",
+			trusted: true,
+			in:      "X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\n",
+			want:    []string{"X-Forwarded-For: 1.2.3.4, 5.6.7.8, 127.0.0.1\r\n", "X-Forwarded-Proto: https\r\n"},
+		},
+		{
+			name: "hop-by-hop fields and those Connection names are removed; Host is protected",
+			in:   "Connection: keep-alive, X-Secret, Host, X-Forwarded-For\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: close\r\nX-Kept: yes\r\n",
+			want: []string{"Host: example.com\n", "X-Kept: yes\r\n", "X-Forwarded-For: 127.0.0.1\r\n"},
+			notWant: []string{"X-Secret", "Keep-Alive", "Te:", "Proxy-Connection",
+				"Connection:"},
+		},
+		{
+			name: "an incoming request ID is kept",
+			in:   "X-Request-Id: abc-123\r\n",
+			want: []string{"X-Request-Id: abc-123\r\n"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := proxy.Options{}
+			if tc.trusted {
+				o.Forwarding.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+			}
+			_, addr := proxytest.Proxy(t, to(origin), o)
+			c, br := rawConn(t, addr)
+			io.WriteString(c, "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\n"+tc.in+"\r\n")
+			resp, body := readResponse(t, br, "GET")
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if !strings.HasPrefix(body, "GET /p?q=1\n") {
+				t.Errorf("request line: %q", body)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("upstream request lacks %q:\n%s", w, body)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(body, w) {
+					t.Errorf("upstream request has %q:\n%s", w, body)
+				}
+			}
+		})
+	}
+}
+
+func TestForwardedField(t *testing.T) {
+	origin := proxytest.Origin(t, echoHeaders())
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{Forwarding: proxy.Forwarding{Forwarded: true}})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n")
+	_, body := readResponse(t, br, "GET")
+	if want := "Forwarded: for=127.0.0.1;proto=http;host=\"example.com:8080\"\r\n"; !strings.Contains(body, want) {
+		t.Errorf("want %q in:\n%s", want, body)
+	}
+}
+
+func TestAbsoluteFormAuthorityWins(t *testing.T) {
+	origin := proxytest.Origin(t, echoHeaders())
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET http://right.example/x?y HTTP/1.1\r\nHost: wrong.example\r\n\r\n")
+	_, body := readResponse(t, br, "GET")
+	if !strings.HasPrefix(body, "GET /x?y\nHost: right.example\n") {
+		t.Errorf("upstream saw:\n%s", body)
+	}
+}
+
+// TestMalformedRequests checks that bad requests get the RFC's status and
+// a closed connection, and never reach the upstream.
+func TestMalformedRequests(t *testing.T) {
+	var reached atomic.Int64
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Limits: proxy.Limits{MaxRequestBody: 10}})
+	for _, tc := range []struct {
+		name, req string
+		status    int
+	}{
+		{"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400},
+		{"no Host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+		{"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+		{"bare LF", "GET / HTTP/1.1\nHost: a\n\n", 400},
+		{"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
+		{"body over limit", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n01234567890", 413},
+		{"long line", "GET /" + strings.Repeat("a", 17<<10) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
+		{"too many fields", "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X: y\r\n", 101) + "\r\n", 431},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := rawConn(t, addr)
+			io.WriteString(c, tc.req)
+			resp, _ := readResponse(t, br, "GET")
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if !resp.Close {
+				t.Errorf("response does not say Connection: close")
+			}
+			if n, err := br.Read(make([]byte, 1)); err == nil {
+				t.Errorf("connection still open (read %d bytes)", n)
+			}
+		})
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("%d malformed requests reached the origin", n)
+	}
+	if n := srv.Counters().BadRequests.Load(); n < 4 {
+		t.Errorf("BadRequests counter = %d", n)
+	}
+	if srv.Counters().HeadTooLarge.Load() != 1 || srv.Counters().URITooLong.Load() != 1 || srv.Counters().BodyTooLarge.Load() != 1 {
+		t.Errorf("limit counters: 431 %d, 414 %d, 413 %d", srv.Counters().HeadTooLarge.Load(), srv.Counters().URITooLong.Load(), srv.Counters().BodyTooLarge.Load())
+	}
+}
+
+func TestPipelinedAndKeepAlive(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.URL.Path+":"+string(body))
+	}))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"+
+		"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"+
+		"POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+
+		"GET /4 HTTP/1.0\r\n\r\n")
+	for _, want := range []string{"/1:", "/2:hello", "/3:abc", "/4:"} {
+		_, body := readResponse(t, br, "GET")
+		if body != want {
+			t.Errorf("got %q, want %q", body, want)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("HTTP/1.0 request without keep-alive: connection not closed (%v)", err)
+	}
+	if d := srv.Counters().UpstreamDials.Load(); d != 1 {
+		t.Errorf("upstream dials = %d, want 1 (the pool reuses one connection)", d)
+	}
+}
+
+func TestChunkedBodiesAndTrailers(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.Write(body)
+		w.(http.Flusher).Flush()
+		w.Write([]byte("|trailer-in=" + r.Trailer.Get("X-In")))
+		w.Header().Set("X-Sum", "42")
+	}))
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-In: t1\r\n\r\n")
+	resp, body := readResponse(t, br, "POST")
+	if body != "hello world|trailer-in=t1" {
+		t.Errorf("body %q", body)
+	}
+	if resp.ContentLength != -1 || resp.TransferEncoding[0] != "chunked" {
+		t.Errorf("response framing: CL %d TE %v", resp.ContentLength, resp.TransferEncoding)
+	}
+	if got := resp.Trailer.Get("X-Sum"); got != "42" {
+		t.Errorf("trailer X-Sum = %q", got)
+	}
+}
+
+func TestLargeBodiesStream(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body)
+	}))
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	resp, err := proxytest.Client().Post("http://"+addr+"/", "application/octet-stream", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("echo of 8 MiB: %d bytes back, equal %v, err %v", len(got), bytes.Equal(got, data), err)
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Expect") != "" {
+			t.Errorf("Expect reached the origin")
+		}
+		io.Copy(w, r.Body)
+	}))
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+	line, _ := br.ReadString('\n')
+	if line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("first line %q, want 100 Continue before the body is sent", line)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "data")
+	_, body := readResponse(t, br, "PUT")
+	if body != "data" {
+		t.Errorf("body %q", body)
+	}
+}
+
+func TestUpstreamErrors(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	slow := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	garbage := rawOrigin(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+	})
+
+	for _, tc := range []struct {
+		name   string
+		addr   string
+		status int
+		side   proxy.Side
+		kind   proxy.Kind
+	}{
+		{"refused", closed, 502, proxy.Upstream, proxy.KindConnect},
+		{"slow", slow, 504, proxy.Upstream, proxy.KindTimeout},
+		{"malformed response", garbage, 502, proxy.Upstream, proxy.KindProtocol},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := make(chan *proxy.Error, 1)
+			var connectHook atomic.Int64
+			p := to(tc.addr)
+			p.FailToConnect = func(s *proxy.Session, peer *proxy.Peer, e *proxy.Error) *proxy.Error {
+				connectHook.Add(1)
+				return e
+			}
+			p.Logging = func(s *proxy.Session, e *proxy.Error) { logs <- e }
+			_, addr := proxytest.Proxy(t, p, proxy.Options{Timeouts: proxy.Timeouts{ResponseHeader: 300 * time.Millisecond}})
+			resp, err := proxytest.Client().Get("http://" + addr + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			// Logging runs after the response has gone out.
+			logged := <-logs
+			if logged == nil || logged.Side != tc.side || logged.Kind != tc.kind {
+				t.Errorf("logged error %v, want side %v kind %v", logged, tc.side, tc.kind)
+			}
+			if (tc.kind == proxy.KindConnect) != (connectHook.Load() > 0) {
+				t.Errorf("FailToConnect called %d times", connectHook.Load())
+			}
+		})
+	}
+}
+
+// rawOrigin accepts connections and runs serve on each, after reading a
+// request head.
+func rawOrigin(t *testing.T, serve func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil || l == "\r\n" {
+						break
+					}
+				}
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestStalePooledConnection: an origin that closes each connection right
+// after answering (without saying so) must not fail the next request.
+func TestStalePooledConnection(t *testing.T) {
+	origin := rawOrigin(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	client := proxytest.Client()
+	for i := range 20 {
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		time.Sleep(2 * time.Millisecond) // let the close arrive
+	}
+	if srv.Counters().UpstreamStale.Load() == 0 {
+		t.Errorf("no stale connection was detected before reuse")
+	}
+}
+
+// TestClientGoneCancelsUpstream: a client that hangs up while the upstream
+// is slow frees the upstream request.
+func TestClientGoneCancelsUpstream(t *testing.T) {
+	cancelled := make(chan struct{})
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	var logged atomic.Pointer[proxy.Error]
+	p := to(origin)
+	p.Logging = func(s *proxy.Session, e *proxy.Error) { logged.Store(e) }
+	_, addr := proxytest.Proxy(t, p, proxy.Options{})
+	c, _ := rawConn(t, addr)
+	io.WriteString(c, "GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(200 * time.Millisecond)
+	c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the upstream request was not cancelled after the client left")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for logged.Load() == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e := logged.Load(); e == nil || e.Kind != proxy.KindDownstreamGone {
+		t.Errorf("logged %v, want a downstream_gone error", e)
+	}
+}
+
+func TestUpgradeNotAccepted(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "upgrade="+r.Header.Get("Upgrade")+" connection="+r.Header.Get("Connection"))
+	}))
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	// An upgrade the origin declines leaves the connection in HTTP mode.
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	_, body := readResponse(t, br, "GET")
+	if body != "upgrade=websocket connection=upgrade" {
+		t.Errorf("first: %q", body)
+	}
+	// h2c upgrades are never tunnelled: the field is dropped.
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+	_, body = readResponse(t, br, "GET")
+	if body != "upgrade= connection=" {
+		t.Errorf("h2c: %q", body)
+	}
+}
+
+func TestUpgradeTunnel(t *testing.T) {
+	origin := rawOrigin(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhi")
+		io.Copy(c, c) // echo until the client half-closes
+	})
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "hiping" {
+		t.Errorf("tunnel carried %q, want %q", rest, "hiping")
+	}
+}
+
+func TestFiltersAndHooks(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Origin", "1")
+		io.WriteString(w, "got:"+string(body)+":"+r.Header.Get("X-Added"))
+	}))
+	var logs []string
+	var mu sync.Mutex
+	p := to(origin)
+	p.NewCtx = func() any { return new(int) }
+	p.RequestFilter = func(s *proxy.Session) (bool, error) {
+		*s.Ctx.(*int) = 7
+		return false, nil
+	}
+	p.UpstreamRequestFilter = func(s *proxy.Session, r *proxy.Request) error {
+		r.Header.Set("X-Added", "yes")
+		return nil
+	}
+	p.RequestBodyFilter = func(s *proxy.Session, data []byte, end bool) ([]byte, error) {
+		return bytes.ToUpper(data), nil
+	}
+	p.ResponseFilter = func(s *proxy.Session, r *proxy.Response) error {
+		r.Header.Del("X-Origin")
+		r.Header.Set("X-Ctx", "7")
+		return nil
+	}
+	p.ResponseBodyFilter = func(s *proxy.Session, data []byte, end bool) ([]byte, error) {
+		if end {
+			return append(data, "!"...), nil
+		}
+		return data, nil
+	}
+	p.Logging = func(s *proxy.Session, e *proxy.Error) {
+		mu.Lock()
+		defer mu.Unlock()
+		entry := "ok"
+		if e != nil {
+			entry = e.Error()
+		}
+		logs = append(logs, entry)
+	}
+	_, addr := proxytest.Proxy(t, p, proxy.Options{})
+	resp, err := proxytest.Client().Post("http://"+addr+"/", "text/plain", strings.NewReader("abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "got:ABC:yes!" {
+		t.Errorf("body %q", body)
+	}
+	if resp.Header.Get("X-Origin") != "" || resp.Header.Get("X-Ctx") != "7" {
+		t.Errorf("response filter not applied: %v", resp.Header)
+	}
+	// Logging runs after the response has gone out: wait for it.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		n := len(logs)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logs) != 1 || logs[0] != "ok" {
+		t.Errorf("Logging ran %d times: %v", len(logs), logs)
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	release := make(chan struct{})
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "done")
+	}))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	// An idle keep-alive connection, and one with a request in flight.
+	idle, idleBR := rawConn(t, addr)
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	go func() { time.Sleep(100 * time.Millisecond); release <- struct{}{} }()
+	readResponse(t, idleBR, "GET")
+	busy, busyBR := rawConn(t, addr)
+	io.WriteString(busy, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+
+	done := make(chan error)
+	go func() { done <- srv.Shutdown(context.Background()) }()
+	if _, err := idleBR.ReadByte(); err == nil {
+		t.Errorf("idle connection not closed on shutdown")
+	}
+	close(release)
+	resp, body := readResponse(t, busyBR, "GET")
+	if body != "done" || !resp.Close {
+		t.Errorf("in-flight request: %q close=%v", body, resp.Close)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
+
+func TestSlowReaderIsCutOff(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 32<<20)
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(big) }))
+	logged := make(chan *proxy.Error, 1)
+	p := to(origin)
+	p.Logging = func(s *proxy.Session, e *proxy.Error) { logged <- e }
+	_, addr := proxytest.Proxy(t, p, proxy.Options{Timeouts: proxy.Timeouts{Write: 300 * time.Millisecond}})
+	c, _ := rawConn(t, addr)
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	start := time.Now()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	// Read nothing: strait's writes stall, then time out.
+	select {
+	case e := <-logged:
+		if e == nil || e.Kind != proxy.KindDownstreamGone || !errors.Is(e, os.ErrDeadlineExceeded) {
+			t.Errorf("logged %v, want a downstream write timeout", e)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("cut off after %v, want about the 300ms write timeout", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a client that stopped reading was not cut off")
+	}
+}
+
+func TestMaxRequestsPerConn(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{Limits: proxy.Limits{MaxRequestsPerConn: 2}})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if r, _ := readResponse(t, br, "GET"); r.Close {
+		t.Errorf("first response closes the connection")
+	}
+	if r, _ := readResponse(t, br, "GET"); !r.Close {
+		t.Errorf("second response does not say Connection: close")
+	}
+}
