@@ -55,7 +55,6 @@ type conn struct {
 	upstream   atomic.Pointer[upConn]
 
 	bodyErr  chan *Error // the request body copier's result
-	scratch  []byte
 	hookResp func(s *Session, status int, body []byte, fields []string) error
 }
 

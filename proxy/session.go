@@ -64,11 +64,10 @@ type Session struct {
 	// Stats are filled in as the request goes; read them in Logging.
 	Stats Stats
 
-	ctx       context.Context
-	respond   func(s *Session, status int, body []byte, fields []string) error
-	answered  bool
-	reqIDBuf  [32]byte
-	statusBuf [3]byte
+	ctx      context.Context
+	respond  func(s *Session, status int, body []byte, fields []string) error
+	answered bool
+	reqIDBuf [32]byte
 }
 
 // Stats describe one request, for logs.
