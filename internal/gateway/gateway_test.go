@@ -1,0 +1,52 @@
+package gateway
+
+import (
+	"errors"
+	"log/slog"
+	"testing"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/proxy"
+)
+
+func TestRouting(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - address: 127.0.0.1:0
+    routes:
+      - {host: api.example.com, path_prefix: /v1, cluster: v1}
+      - {host: "*.example.com", cluster: wild}
+      - {path_prefix: /static, cluster: static}
+clusters:
+  - {name: v1, endpoints: ["10.0.0.1:80"]}
+  - {name: wild, endpoints: ["10.0.0.2:80", "10.0.0.3:80"]}
+  - {name: static, endpoints: ["10.0.0.4:80"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := Build(cfg, slog.Default())
+	pick := ls[0].Phases.UpstreamPeer
+	for _, tc := range []struct{ authority, path, want string }{
+		{"api.example.com", "/v1/users", "10.0.0.1:80"},
+		{"API.Example.COM:8443", "/v1", "10.0.0.1:80"},
+		{"api.example.com", "/v2", "10.0.0.2:80"}, // falls through to the wildcard
+		{"www.example.com", "/", "10.0.0.3:80"},   // round robin
+		{"example.com", "/static/a.css", "10.0.0.4:80"},
+		{"[::1]:80", "/static/", "10.0.0.4:80"},
+		{"other.org", "/", ""},
+	} {
+		s := &proxy.Session{Request: proxy.Request{Authority: []byte(tc.authority), Path: []byte(tc.path)}}
+		peer, err := pick(s)
+		if tc.want == "" {
+			var pe *proxy.Error
+			if !errors.As(err, &pe) || pe.Status != 404 {
+				t.Errorf("%s%s: %v %v, want a 404 error", tc.authority, tc.path, peer, err)
+			}
+			continue
+		}
+		if err != nil || peer.Addr != tc.want {
+			t.Errorf("%s%s: %v %v, want %s", tc.authority, tc.path, peer, err, tc.want)
+		}
+	}
+}
