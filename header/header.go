@@ -151,6 +151,9 @@ func (h *Header) DelFunc(drop func(f Field) bool) {
 
 // CopyFrom makes h a copy of src that owns its bytes.
 func (h *Header) CopyFrom(src *Header) {
+	if h == src {
+		return
+	}
 	h.Reset()
 	for _, f := range src.fields {
 		h.AddBytes(f.Name, f.Value)

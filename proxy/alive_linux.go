@@ -37,9 +37,40 @@ func (a *aliveCheck) check(net.Conn) bool {
 }
 
 func (a *aliveCheck) peek(fd uintptr) bool {
+	a.open = peek(fd) == syscall.EAGAIN
+	return true // done: never wait for readability
+}
+
+// readiness waits until a connection has something to read (bytes, end of
+// file or an error) without reading it, so the wait needs no buffer.
+type readiness struct {
+	rc syscall.RawConn
+	fn func(fd uintptr) bool
+}
+
+func (r *readiness) init(nc net.Conn) {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			r.rc = rc
+			r.fn = func(fd uintptr) bool { return peek(fd) != syscall.EAGAIN }
+		}
+	}
+}
+
+// wait returns when the connection is readable, or with the read
+// deadline's error.
+func (r *readiness) wait() error {
+	if r.rc == nil {
+		return nil // the read that follows will block instead
+	}
+	return r.rc.Read(r.fn)
+}
+
+// peek looks at one byte without taking it or blocking, and returns the
+// errno (0 when there is a byte or end of file).
+func peek(fd uintptr) syscall.Errno {
 	var b [1]byte
 	_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	a.open = errno == syscall.EAGAIN
-	return true // done: never wait for readability
+	return errno
 }

@@ -18,6 +18,12 @@ import (
 // conn is one downstream HTTP/1.1 connection. It serves requests one at a
 // time: pipelined requests wait in the read buffer (at most one buffer's
 // worth is read ahead), and their responses go out in order.
+//
+// A connection idle for parkAfter gives back everything but this small
+// struct: its request state and buffers return to their pools, and it waits
+// for the next request on a fresh goroutine with a small stack, holding no
+// read buffer (see park). Thousands of idle keep-alive clients then cost a
+// few KiB each.
 type conn struct {
 	srv    *Server
 	nc     net.Conn
@@ -27,14 +33,32 @@ type conn struct {
 	// trusted: the client may vouch for earlier hops in X-Forwarded-*.
 	trusted bool
 
+	state     atomic.Int32 // connIdle, connActive
+	served    int
+	idleSince time.Time // when the connection last became idle
+	ready     readiness // waits for readability without a buffer
+	hookResp  func(s *Session, status int, body []byte, fields []string) error
+
+	// The watcher notices a client that goes away while its request waits
+	// for a slow upstream (see watch.go).
+	watchOnce  sync.Once
+	watchStart chan struct{}
+	watchDone  chan struct{}
+	watchByte  [1]byte
+	peeked     bool        // watchByte holds the first byte of the next request
+	clientGone atomic.Bool // the watcher saw the client close
+	upstream   atomic.Pointer[upConn]
+
+	*reqState // nil while parked
+}
+
+// reqState is what a connection needs only while it serves requests.
+type reqState struct {
 	rd   http1.Reader
-	bw   *bufio.Writer // nil while idle
+	bw   *bufio.Writer // nil between requests
 	cw   http1.ChunkedWriter
 	req  http1.Request
 	sess Session
-
-	state  atomic.Int32 // connIdle, connActive
-	served int
 
 	// Read deadlines: before a head starts the idle timeout applies; the
 	// first byte switches to the head timeout; bodies use a rolling one.
@@ -44,54 +68,93 @@ type conn struct {
 	readSet      time.Time
 	writeSet     time.Time
 
-	// The watcher notices a client that goes away while its request waits
-	// for a slow upstream (see watchClient).
-	watchOnce  sync.Once
-	watchStart chan struct{}
-	watchDone  chan struct{}
-	watchByte  [1]byte
-	peeked     bool        // watchByte holds the first byte of the next request
-	clientGone atomic.Bool // the watcher saw the client close
-	upstream   atomic.Pointer[upConn]
-
-	bodyErr  chan *Error // the request body copier's result
-	hookResp func(s *Session, status int, body []byte, fields []string) error
+	bodyErr chan *Error // the request body copier's result
 }
+
+var reqStatePool = sync.Pool{New: func() any { return &reqState{bodyErr: make(chan *Error, 1)} }}
 
 const (
 	connIdle int32 = iota
 	connActive
 )
 
+// parkAfter is how long a connection waits for its next request holding
+// its request state before it parks. Busy keep-alive connections send their
+// next request sooner and never pay for parking (a goroutine and a peek);
+// idle ones shed ~10 KiB each within a tenth of a second, so even a burst
+// of new connections that go idle at once never holds much together.
+const parkAfter = 100 * time.Millisecond
+
 // aLongTimeAgo is a deadline in the past, to wake a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
+func (c *conn) start() {
+	c.hookResp = c.respondFromHook
+	c.ready.init(c.nc)
+	c.idleSince = time.Now()
+	c.serve()
+}
+
+// serve reads and proxies requests until the connection ends or parks.
 func (c *conn) serve() {
 	srv := c.srv
-	defer c.close()
-	c.rd.Reset(c, srv.opts.Limits.Head)
-	c.hookResp = c.respondFromHook
+	if c.reqState == nil {
+		c.reqState = reqStatePool.Get().(*reqState)
+		c.rd.Reset(c, srv.opts.Limits.Head)
+	}
 	for {
 		c.state.Store(connIdle)
 		if srv.shuttingDown() {
-			return
+			break
 		}
 		c.readIdle = 0
 		c.awaitingHead = true
 		c.headStart = time.Time{}
-		c.nc.SetReadDeadline(time.Now().Add(srv.opts.Timeouts.Idle))
-		err := c.rd.ReadRequest(&c.req)
-		c.state.Store(connActive)
-		if err != nil {
-			c.readFailed(err)
-			return
+		idleEnd := c.idleSince.Add(srv.opts.Timeouts.Idle)
+		wait := time.Now().Add(parkAfter)
+		if idleEnd.Before(wait) {
+			wait = idleEnd
 		}
+		c.nc.SetReadDeadline(wait)
+		err := c.rd.ReadRequest(&c.req)
+		if err != nil {
+			if c.awaitingHead && c.rd.Buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) &&
+				time.Now().Before(idleEnd) && !srv.shuttingDown() {
+				c.park()
+				return
+			}
+			c.readFailed(err)
+			break
+		}
+		c.state.Store(connActive)
 		c.served++
 		if !c.handle() {
-			return
+			break
 		}
 		c.release()
+		c.idleSince = time.Now()
 	}
+	c.close()
+}
+
+// park gives back the request state and waits for the next request on a
+// new goroutine, whose stack starts small: the one that served requests
+// grew deep and would keep its stack.
+func (c *conn) park() {
+	c.release()
+	c.rd.Reset(nil, http1.Limits{})
+	reqStatePool.Put(c.reqState)
+	c.reqState = nil
+	go c.waitParked()
+}
+
+func (c *conn) waitParked() {
+	c.nc.SetReadDeadline(c.idleSince.Add(c.srv.opts.Timeouts.Idle))
+	if err := c.ready.wait(); err != nil || c.srv.shuttingDown() {
+		c.close() // idle timeout, shutdown, or the socket failed
+		return
+	}
+	c.serve()
 }
 
 // readFailed answers a request head that could not be read, if there is
@@ -125,12 +188,17 @@ func (c *conn) close() {
 	if c.watchStart != nil {
 		close(c.watchStart)
 	}
-	if c.bw != nil {
-		c.bw.Reset(nil)
-		bufWriterPool.Put(c.bw)
-		c.bw = nil
+	if c.reqState != nil {
+		if c.bw != nil {
+			c.bw.Reset(nil)
+			bufWriterPool.Put(c.bw)
+			c.bw = nil
+		}
+		c.rd.Release()
+		c.rd.Reset(nil, http1.Limits{})
+		reqStatePool.Put(c.reqState)
+		c.reqState = nil
 	}
-	c.rd.Release()
 	c.srv.untrack(c)
 }
 

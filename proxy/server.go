@@ -124,7 +124,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		}
 		open.Add(1)
 		c := srv.newConn(nc, &open)
-		go c.serve()
+		go c.start()
 	}
 }
 

@@ -196,7 +196,8 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	hasBody := c.req.Framing != http1.NoBody
 	chunked := hasBody && (c.req.Framing == http1.ChunkedBody || srv.phases.RequestBodyFilter != nil)
 	if err := c.writeRequestHead(s, up, hasBody, chunked, upgrade); err != nil {
-		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err, Retry: s.Stats.Reused}
+		// Only a field or path a filter set can be refused here.
+		return &Error{Side: Internal, Kind: KindFilter, Status: 500, Where: "upstream request head", Err: err}
 	}
 	sent := time.Now()
 
@@ -344,12 +345,15 @@ func (c *conn) writeRequestHead(s *Session, up *upConn, hasBody, chunked, upgrad
 	if len(path) == 0 {
 		path = []byte{'/'}
 	}
-	buf = http1.AppendRequestLine(buf, []byte(r.Method), path)
+	buf, err := http1.AppendRequestLine(buf, []byte(r.Method), path)
+	if err != nil {
+		return err
+	}
 	if host := r.Header.Get("host"); len(host) == 0 {
 		r.Header.Del("Host")
 		buf = append(append(append(buf, "Host: "...), s.Stats.Peer...), "\r\n"...)
 	}
-	buf, err := http1.AppendHeader(buf, &r.Header)
+	buf, err = http1.AppendHeader(buf, &r.Header)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,10 @@ package http1
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math"
+	"os"
 
 	"github.com/straitproxy/strait/header"
 )
@@ -62,7 +64,7 @@ func (b *Body) Read(p []byte) (int, error) {
 	n, err := b.rd.readData(p, limit)
 	b.consumed(n)
 	if err != nil {
-		b.fail(b.atClose(err))
+		return n, b.fail(b.atClose(err))
 	}
 	return n, b.err
 }
@@ -119,8 +121,12 @@ func (b *Body) atClose(err error) error {
 }
 
 // fail records a terminal error (io.EOF included) and returns the body's
-// error.
+// error. A read deadline is not terminal: nothing was consumed, so the
+// caller may extend the deadline and read on.
 func (b *Body) fail(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
 	if b.err == nil {
 		b.err = err
 	}
@@ -147,7 +153,13 @@ func (b *Body) ready() (int64, error) {
 				return 0, b.fail(err)
 			}
 			if size == 0 {
-				return 0, b.fail(r.readTrailers(&b.Trailer))
+				// Trailer lines are consumed as they are read: an error
+				// here, a deadline included, ends the body.
+				err := r.readTrailers(&b.Trailer)
+				if b.err == nil {
+					b.err = err
+				}
+				return 0, b.err
 			}
 			b.n, b.state = size, stateData
 		case stateDataEnd:
@@ -296,7 +308,7 @@ func (r *Reader) readLine(max int, tooLong error) ([]byte, error) {
 			return line, nil
 		}
 		scanned = r.w - r.r
-		if scanned > max {
+		if scanned > max+1 { // +1: the CR may have arrived without its LF
 			return nil, tooLong
 		}
 		if err := r.need(scanned + 1); err != nil {

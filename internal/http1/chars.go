@@ -21,8 +21,8 @@ var (
 	// ({ } | ^ \ `). Not accepted: controls, SP, DEL, '"', '<', '>', '#' and
 	// bytes over 0x7F, which clients must percent-encode.
 	isTargetChar = makeTable("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?[]@!$&'()*+,;=%{}|^\\`")
-	// isRegNameChar: reg-name and IPv4 characters of a Host (RFC 3986 §3.2.2),
-	// '%' checked separately.
+	// isRegNameChar: reg-name and IPv4 characters of a Host (RFC 3986
+	// §3.2.2), without pct-encoded (see validRegName).
 	isRegNameChar = makeTable("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=")
 	isHexDigit    = makeTable("0123456789abcdefABCDEF")
 )

@@ -30,7 +30,15 @@ type fieldFacts struct {
 // (CGI-style servers do): "Transfer_Encoding", "Content---Length". Such a
 // field would frame the message one way here and another way there.
 func lookalike(name []byte) bool {
-	if len(name) < len("contentlength") || name[0]|0x20 != 'c' && name[0]|0x20 != 't' {
+	// Cheap rejections first: this runs for every field.
+	if len(name) < len("contentlength") {
+		return false
+	}
+	first := name[0]
+	for i := 0; (first == '-' || first == '_') && i+1 < len(name); i++ {
+		first = name[i+1]
+	}
+	if first|0x20 != 'c' && first|0x20 != 't' {
 		return false
 	}
 	var norm [24]byte
@@ -119,10 +127,11 @@ func parseContentLength(v []byte) (int64, bool) {
 		if !isDigit(c) {
 			return 0, false
 		}
-		if n > (math.MaxInt64-9)/10 {
+		d := int64(c - '0')
+		if n > (math.MaxInt64-d)/10 {
 			return 0, false
 		}
-		n = n*10 + int64(c-'0')
+		n = n*10 + d
 	}
 	return n, true
 }

@@ -60,7 +60,9 @@ func (r *Reader) Reset(src io.Reader, limits Limits) {
 	r.r, r.w, r.head = 0, 0, 0
 	r.srcErr = nil
 	r.endMessage()
-	r.body = Body{rd: r}
+	tr := r.body.Trailer // keep its memory
+	tr.Reset()
+	r.body = Body{rd: r, Trailer: tr, err: io.EOF}
 }
 
 // Buffered returns the number of bytes read from the connection but not yet
@@ -81,8 +83,11 @@ func (r *Reader) TakeBuffered() []byte {
 // idle connection holds no buffer. The last parsed head is invalid
 // afterwards. It reports whether the buffer was released.
 func (r *Reader) Release() bool {
-	if r.r != r.w || r.bufp == nil {
-		return r.bufp == nil
+	if r.bufp == nil {
+		return true
+	}
+	if r.r != r.w || r.body.err == nil { // bytes buffered, or a body unfinished
+		return false
 	}
 	r.endMessage()
 	putBuf(r.bufp)
@@ -153,9 +158,11 @@ func (r *Reader) setErr(err error) {
 func (r *Reader) grow(n int) {
 	p := getBuf(n)
 	copy(*p, r.buf[:r.w])
-	if r.live {
+	switch {
+	case r.bufp == nil:
+	case r.live:
 		r.retired = append(r.retired, r.bufp)
-	} else {
+	default:
 		putBuf(r.bufp)
 	}
 	r.bufp, r.buf = p, *p
@@ -169,7 +176,8 @@ func (r *Reader) readHead() error {
 			return err
 		}
 		lim := r.limits.MaxHeaderBytes
-		if !r.scan.haveLine && r.scan.isRequest && r.w-r.scan.lineBeg > r.limits.MaxRequestLine {
+		// +1: the line's CR may have arrived without its LF.
+		if !r.scan.haveLine && r.scan.isRequest && r.w-r.scan.lineBeg > r.limits.MaxRequestLine+1 {
 			return ErrRequestLineTooBig
 		}
 		if r.w > lim {
@@ -242,6 +250,9 @@ func (r *Reader) scanHead() (done bool, err error) {
 			}
 			s.lineEnd, s.haveLine = end-1, true
 		case len(line) == 0:
+			if end+1 > lim.MaxHeaderBytes {
+				return false, ErrHeaderTooBig
+			}
 			s.pos = end + 1
 			return true, nil
 		default:

@@ -142,6 +142,7 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // parseTarget classifies the request-target and checks it.
 func parseTarget(req *Request) error {
 	t := req.Target
+	req.Authority = nil
 	connect := string(req.Method) == "CONNECT"
 	switch {
 	case connect:
@@ -250,33 +251,85 @@ func validHost(b []byte, requirePort bool) bool {
 	return !hasPort || validPort(port, requirePort)
 }
 
+// validRegName accepts RFC 3986 reg-name characters except '%': a
+// percent-escape in a host name has no use in HTTP, and decoders disagree
+// on it ("internal.example%2f.evil.example" routes differently by who
+// decodes), so it is refused.
 func validRegName(b []byte) bool {
-	for i := 0; i < len(b); i++ {
-		switch c := b[i]; {
-		case isRegNameChar[c]:
-		case c == '%' && i+2 < len(b) && isHexDigit[b[i+1]] && isHexDigit[b[i+2]]:
-			i += 2
-		default:
+	for _, c := range b {
+		if !isRegNameChar[c] {
 			return false
 		}
 	}
 	return true
 }
 
-// validIPLiteral accepts the characters of an IPv6 address (hex digits,
-// colons and an embedded IPv4's dots), with at least one colon.
+// validIPLiteral reports whether b is an IPv6address of RFC 3986 §3.2.2:
+// eight groups of 1–4 hex digits, the last two of which may be an IPv4
+// address, with at most one "::" standing for one or more zero groups.
+// (IPvFuture is not accepted: nothing sends it.)
 func validIPLiteral(b []byte) bool {
-	colons := 0
-	for _, c := range b {
+	groups, elided := 0, false
+	if len(b) >= 2 && b[0] == ':' && b[1] == ':' {
+		elided, b = true, b[2:]
+	}
+	for len(b) > 0 {
+		n := 0
+		for n < len(b) && n < 5 && isHexDigit[b[n]] {
+			n++
+		}
+		if n < len(b) && b[n] == '.' { // an embedded IPv4, last
+			if !validIPv4(b) {
+				return false
+			}
+			groups += 2
+			b = nil
+			break
+		}
+		if n == 0 || n > 4 {
+			return false
+		}
+		groups++
+		b = b[n:]
 		switch {
-		case c == ':':
-			colons++
-		case c == '.' || isHexDigit[c]:
+		case len(b) == 0:
+		case len(b) >= 2 && b[0] == ':' && b[1] == ':':
+			if elided {
+				return false
+			}
+			elided, b = true, b[2:]
+		case b[0] == ':' && len(b) > 1:
+			b = b[1:]
 		default:
 			return false
 		}
 	}
-	return colons >= 2
+	if elided {
+		return groups <= 7
+	}
+	return groups == 8
+}
+
+// validIPv4 reports whether b is a dotted-decimal IPv4 address.
+func validIPv4(b []byte) bool {
+	for i := range 4 {
+		n, v := 0, 0
+		for n < len(b) && isDigit(b[n]) {
+			v = v*10 + int(b[n]-'0')
+			n++
+		}
+		if n == 0 || n > 3 || v > 255 || (n > 1 && b[0] == '0') {
+			return false
+		}
+		b = b[n:]
+		if i < 3 {
+			if len(b) == 0 || b[0] != '.' {
+				return false
+			}
+			b = b[1:]
+		}
+	}
+	return len(b) == 0
 }
 
 func validPort(p []byte, required bool) bool {

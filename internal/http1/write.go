@@ -13,24 +13,47 @@ import (
 // or other control character in it is refused, never sent, so nothing set on
 // a message can split it in two on the wire.
 
-// AppendRequestLine appends "method target HTTP/1.1\r\n".
-func AppendRequestLine(dst, method, target []byte) []byte {
+// AppendRequestLine appends "method target HTTP/1.1\r\n". A method that
+// is not a token, or a target with a character a request-target cannot
+// hold (SP, CR, LF, controls), is refused: a program may have set them.
+func AppendRequestLine(dst, method, target []byte) ([]byte, error) {
+	if !isToken(method) {
+		return dst, ErrMethod
+	}
+	if len(target) == 0 {
+		return dst, ErrTarget
+	}
+	for _, c := range target {
+		if !isTargetChar[c] && c != '*' {
+			return dst, ErrTarget
+		}
+	}
 	dst = append(dst, method...)
 	dst = append(dst, ' ')
 	dst = append(dst, target...)
-	return append(dst, " HTTP/1.1\r\n"...)
+	return append(dst, " HTTP/1.1\r\n"...), nil
 }
 
-// AppendStatusLine appends "HTTP/1.1 status reason\r\n". An empty reason
-// is replaced by the standard one, if any.
+// AppendStatusLine appends "HTTP/1.1 status reason\r\n". An empty reason,
+// or one with a character a reason-phrase cannot hold, is replaced by the
+// standard one.
 func AppendStatusLine(dst []byte, status int, reason []byte) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(status), 10)
 	dst = append(dst, ' ')
-	if len(reason) > 0 {
+	if len(reason) > 0 && validReason(reason) {
 		return append(append(dst, reason...), "\r\n"...)
 	}
 	return append(append(dst, http.StatusText(status)...), "\r\n"...)
+}
+
+func validReason(b []byte) bool {
+	for _, c := range b {
+		if !isValueChar[c] {
+			return false
+		}
+	}
+	return true
 }
 
 // AppendField appends "name: value\r\n", or returns an error if name is
@@ -50,12 +73,13 @@ func AppendField(dst, name, value []byte) ([]byte, error) {
 	return append(dst, "\r\n"...), nil
 }
 
-// AppendHeader appends every field of h.
+// AppendHeader appends every field of h, or none if one is refused.
 func AppendHeader(dst []byte, h *header.Header) ([]byte, error) {
+	orig := len(dst)
 	for _, f := range h.Fields() {
 		var err error
 		if dst, err = AppendField(dst, f.Name, f.Value); err != nil {
-			return dst, err
+			return dst[:orig], err
 		}
 	}
 	return dst, nil
@@ -96,17 +120,35 @@ func (c *ChunkedWriter) Write(p []byte) (int, error) {
 }
 
 // Close ends the body: the last chunk, then the trailer fields (if t is
-// not nil), then the empty line.
+// not nil), then the empty line. Trailer fields are checked before anything
+// is written.
 func (c *ChunkedWriter) Close(t *header.Header) error {
+	var fields []header.Field
+	if t != nil {
+		fields = t.Fields()
+	}
+	for _, f := range fields {
+		if _, err := AppendField(c.scratch[:0:0], f.Name, nil); err != nil {
+			return err
+		}
+		if !validReason(f.Value) {
+			return ErrFieldValue
+		}
+	}
 	if _, err := io.WriteString(c.w, "0\r\n"); err != nil {
 		return err
 	}
-	if t != nil && t.Len() > 0 {
-		buf, err := AppendHeader(c.scratch[:0], t)
-		if err != nil {
+	for _, f := range fields {
+		if _, err := c.w.Write(f.Name); err != nil {
 			return err
 		}
-		if _, err := c.w.Write(buf); err != nil {
+		if _, err := io.WriteString(c.w, ": "); err != nil {
+			return err
+		}
+		if _, err := c.w.Write(header.TrimSpace(f.Value)); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(c.w, "\r\n"); err != nil {
 			return err
 		}
 	}
