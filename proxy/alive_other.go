@@ -2,7 +2,10 @@
 
 package proxy
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // aliveCheck has no portable non-blocking peek here; a stale connection is
 // caught by the retry of an idempotent request instead.
@@ -13,7 +16,7 @@ func (a *aliveCheck) check(net.Conn) bool { return true }
 
 // readiness has no buffer-free wait here: the parked connection's read
 // blocks with a buffer instead.
-type readiness struct{}
+type readiness struct{ rc syscall.RawConn }
 
 func (r *readiness) init(net.Conn) {}
 func (r *readiness) wait() error   { return nil }

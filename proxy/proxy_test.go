@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -612,5 +613,43 @@ func TestMaxRequestsPerConn(t *testing.T) {
 	}
 	if r, _ := readResponse(t, br, "GET"); !r.Close {
 		t.Errorf("second response does not say Connection: close")
+	}
+}
+
+// TestParkedConnections: idle keep-alive connections hold no goroutine,
+// serve their next request, and still meet the idle timeout.
+func TestParkedConnections(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 1500 * time.Millisecond}})
+	const n = 50
+	before := runtime.NumGoroutine()
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	ask := func(i int) {
+		io.WriteString(conns[i], "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if _, body := readResponse(t, readers[i], "GET"); body != "ok" {
+			t.Fatalf("conn %d: %q", i, body)
+		}
+	}
+	for i := range conns {
+		conns[i], readers[i] = rawConn(t, addr)
+		ask(i)
+	}
+	time.Sleep(300 * time.Millisecond) // past parkAfter
+	if extra := runtime.NumGoroutine() - before; extra > 10 {
+		t.Errorf("%d idle connections hold %d more goroutines; want them parked without one", n, extra)
+	}
+	for i := range conns {
+		ask(i) // a parked connection serves its next request
+	}
+	if srv.Counters().ConnsOpen.Load() != n {
+		t.Fatalf("open connections: %d", srv.Counters().ConnsOpen.Load())
+	}
+	// After the idle timeout (and a parker sweep), every connection closes.
+	for i := range conns {
+		conns[i].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := readers[i].ReadByte(); err != io.EOF {
+			t.Fatalf("conn %d: %v, want EOF after the idle timeout", i, err)
+		}
 	}
 }

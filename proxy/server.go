@@ -26,6 +26,9 @@ type Server struct {
 	ids      *idSource
 	counters Counters
 
+	parkOnce sync.Once
+	parker   *parker // nil if it could not be made
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -77,6 +80,27 @@ func (p *Pool) Idle() int { return p.Len() }
 func (srv *Server) Counters() *Counters { return &srv.counters }
 
 func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
+
+// getParker returns the server's parker, made on first use.
+func (srv *Server) getParker() *parker {
+	srv.parkOnce.Do(func() {
+		p, err := newParker(srv.opts.Timeouts.Idle)
+		if err != nil {
+			srv.opts.Logger.Warn("idle connections will wait on goroutines", "err", err)
+			return
+		}
+		srv.parker = p
+	})
+	return srv.parker
+}
+
+// closeParked closes the parked connections, which are all idle.
+func (srv *Server) closeParked() {
+	srv.parkOnce.Do(func() {}) // no parker is made after this
+	if srv.parker != nil {
+		srv.parker.closeAll()
+	}
+}
 
 // Serve accepts connections on ln until Shutdown or Close, and returns
 // ErrServerClosed then. Listeners are not shared between Serve calls: each
@@ -185,6 +209,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	srv.mu.Unlock()
+	srv.closeParked()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -220,6 +245,7 @@ func (srv *Server) Close() error {
 		c.nc.Close()
 	}
 	srv.mu.Unlock()
+	srv.closeParked()
 	srv.pool.CloseIdle()
 	return nil
 }

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"errors"
+	"syscall"
+	"time"
+)
+
+// parker is Linux-only (epoll); elsewhere an idle connection waits on a
+// goroutine of its own.
+type parker struct{}
+
+func newParker(time.Duration) (*parker, error) { return nil, errors.ErrUnsupported }
+func (p *parker) park(*conn) bool              { return false }
+func (p *parker) closeAll()                    {}
+func connFD(syscall.RawConn) int32             { return -1 }
