@@ -259,10 +259,10 @@ func (srv *Server) logAccess(s *Session, e *Error) {
 		slog.Int("status", s.Stats.Status),
 		slog.String("client", s.ClientAddr.String()),
 		slog.String("request_id", string(s.RequestID)),
-		slog.Duration("total", s.Stats.Total),
-		slog.Duration("request_read", s.Stats.RequestRead),
-		slog.Duration("upstream_dial", s.Stats.UpstreamDial),
-		slog.Duration("upstream_header", s.Stats.UpstreamHeader),
+		ms("total_ms", s.Stats.Total),
+		ms("request_read_ms", s.Stats.RequestRead),
+		ms("upstream_dial_ms", s.Stats.UpstreamDial),
+		ms("upstream_header_ms", s.Stats.UpstreamHeader),
 		slog.Int64("bytes_in", s.Stats.BytesIn),
 		slog.Int64("bytes_out", s.Stats.BytesOut),
 		slog.String("upstream", s.Stats.Peer),
@@ -277,6 +277,11 @@ func (srv *Server) logAccess(s *Session, e *Error) {
 		}
 	}
 	srv.opts.Logger.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+// ms is a duration in milliseconds, to the microsecond.
+func ms(key string, d time.Duration) slog.Attr {
+	return slog.Float64(key, float64(d.Microseconds())/1000)
 }
 
 // Counters count what the server did and every limit it enforced. They are
