@@ -9,36 +9,24 @@ import (
 // aliveCheck tells whether an idle pooled connection is still open, before
 // it is reused: a peek that does not block finds nothing to read on an open
 // idle connection, and end-of-file (or stray bytes) on one the peer closed.
-// The callback is bound once per connection so a check allocates nothing.
+// It peeks the descriptor directly, not through RawConn.Read, which would
+// fail once the connection's last read deadline has passed; the pool owns
+// the connection, so nothing else uses or closes it meanwhile.
 type aliveCheck struct {
-	rc   syscall.RawConn
-	fn   func(fd uintptr) bool
-	open bool
+	fd int32
 }
 
 func (a *aliveCheck) init(nc net.Conn) {
+	a.fd = -1
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			a.rc = rc
-			a.fn = a.peek
+			a.fd = connFD(rc)
 		}
 	}
 }
 
 func (a *aliveCheck) check(net.Conn) bool {
-	if a.rc == nil {
-		return true
-	}
-	a.open = false
-	if err := a.rc.Read(a.fn); err != nil {
-		return false
-	}
-	return a.open
-}
-
-func (a *aliveCheck) peek(fd uintptr) bool {
-	a.open = peek(fd) == syscall.EAGAIN
-	return true // done: never wait for readability
+	return a.fd < 0 || peek(uintptr(a.fd)) == syscall.EAGAIN
 }
 
 // readiness waits until a connection has something to read (bytes, end of

@@ -69,7 +69,8 @@ type reqState struct {
 	readSet      time.Time
 	writeSet     time.Time
 
-	bodyErr chan *Error // the request body copier's result
+	bodyErr   chan *Error // the request body copier's result
+	continued bool        // 100 Continue was sent for this request
 }
 
 var reqStatePool = sync.Pool{New: func() any { return &reqState{bodyErr: make(chan *Error, 1)} }}
@@ -355,8 +356,9 @@ func (c *conn) finish(s *Session, e *Error) bool {
 	}
 	if !c.rd.Body().Done() {
 		// Answered without reading the body (a hook, or an early upstream
-		// response): discard a small rest, else close.
-		keep = keep && c.discardBody()
+		// response): discard a small rest, else close. A client that
+		// expects 100-continue and did not get it may never send the body.
+		keep = keep && (!c.req.ExpectContinue || c.continued) && c.discardBody()
 	}
 	if err := c.flush(); err != nil {
 		return false
@@ -420,6 +422,7 @@ func (c *conn) startSession() {
 	s.Response.Trailer.Reset()
 	c.readIdle = c.srv.opts.Timeouts.Body
 	c.readSet = time.Time{}
+	c.continued = false
 }
 
 func (c *conn) endSession() {

@@ -653,3 +653,90 @@ func TestParkedConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestExpectContinueAnsweredEarly: a request expecting 100-continue that a
+// hook answers is not waited on for its body: the connection closes.
+func TestExpectContinueAnsweredEarly(t *testing.T) {
+	p := to("127.0.0.1:1")
+	p.RequestFilter = func(s *proxy.Session) (bool, error) {
+		return true, s.Respond(401, []byte("no\n"))
+	}
+	_, addr := proxytest.Proxy(t, p, proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+	start := time.Now()
+	resp, _ := readResponse(t, br, "POST")
+	if resp.StatusCode != 401 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("connection not closed: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %v: strait waited for a body the client was not sending", d)
+	}
+}
+
+// TestRetryOnlyWhenSafe: the origin closes a reused connection on the
+// second request without answering. An idempotent request is sent again on
+// a new connection; a POST is not (it may have been acted on).
+func TestRetryOnlyWhenSafe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var received atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					received.Add(1)
+					if n == 1 {
+						return // the second request on a connection: hang up
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	for _, tc := range []struct {
+		method   string
+		want     int
+		requests int64
+	}{
+		{"GET", 200, 3},
+		{"POST", 502, 2},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			received.Store(0)
+			srv, addr := proxytest.Proxy(t, to(ln.Addr().String()), proxy.Options{})
+			c, br := rawConn(t, addr)
+			for i, want := range []int{200, tc.want} {
+				io.WriteString(c, tc.method+" / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+				resp, _ := readResponse(t, br, tc.method)
+				if resp.StatusCode != want {
+					t.Fatalf("request %d: status %d, want %d", i, resp.StatusCode, want)
+				}
+				time.Sleep(20 * time.Millisecond) // the pooled connection is idle, not closed
+			}
+			if n := received.Load(); n != tc.requests {
+				t.Errorf("origin received %d requests, want %d", n, tc.requests)
+			}
+			if n := srv.Counters().UpstreamStale.Load(); n != 0 {
+				t.Errorf("%d pooled connections wrongly found closed", n)
+			}
+		})
+	}
+}

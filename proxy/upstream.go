@@ -33,6 +33,7 @@ type upConn struct {
 	writeIdle time.Duration
 	writeSet  time.Time
 	limit     time.Time
+	written   int64 // bytes written in the current exchange
 }
 
 func (u *upConn) Read(p []byte) (int, error) {
@@ -42,7 +43,19 @@ func (u *upConn) Read(p []byte) (int, error) {
 
 func (u *upConn) Write(p []byte) (int, error) {
 	rollDeadline(u.nc.SetWriteDeadline, &u.writeSet, u.writeIdle, u.limit)
-	return u.nc.Write(p)
+	n, err := u.nc.Write(p)
+	u.written += int64(n)
+	return n, err
+}
+
+// idempotent reports whether a request with this method may be sent twice
+// (RFC 9110 §9.2.2).
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 func (u *upConn) Close() error { return u.nc.Close() }
@@ -175,6 +188,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		}
 	}()
 	c.upstream.Store(up)
+	up.written = 0
 	up.limit = time.Time{}
 	if t.UpstreamTotal > 0 {
 		up.limit = time.Now().Add(t.UpstreamTotal)
@@ -211,6 +225,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 			if _, err := io.WriteString(c.writer(), "HTTP/1.1 100 Continue\r\n\r\n"); err == nil {
 				c.bw.Flush()
 			}
+			c.continued = true
 		}
 		if c.bodyErr == nil {
 			c.bodyErr = make(chan *Error, 1)
@@ -434,10 +449,12 @@ func (c *conn) upstreamReadError(s *Session, up *upConn, err error) *Error {
 	case isTimeout(err):
 		return &Error{Side: Upstream, Kind: KindTimeout, Status: 504, Where: "upstream response header timeout", Err: err}
 	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err):
-		// A reused connection the origin closed just as we sent: safe to
-		// send again when nothing of the response came back.
-		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream closed before responding", Err: err,
-			Retry: s.Stats.Reused && err == io.EOF || s.Stats.Reused && isReset(err)}
+		// A reused connection the origin closed as we sent, with nothing
+		// of a response back: the request may go again if that cannot do
+		// harm twice (an idempotent method) or it never left (nothing
+		// written).
+		retry := s.Stats.Reused && (err == io.EOF || isReset(err)) && (idempotent(s.Request.Method) || up.written == 0)
+		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream closed before responding", Err: err, Retry: retry}
 	}
 	return &Error{Side: Upstream, Kind: KindOther, Status: 502, Where: "upstream read", Err: err}
 }
