@@ -69,8 +69,9 @@ type reqState struct {
 	readSet      time.Time
 	writeSet     time.Time
 
-	bodyErr   chan *Error // the request body copier's result
-	continued bool        // 100 Continue was sent for this request
+	bodyErr    chan *Error // the request body copier's result
+	bodyFailed atomic.Bool // the client side of the body failed
+	continued  bool        // 100 Continue was sent for this request
 }
 
 var reqStatePool = sync.Pool{New: func() any { return &reqState{bodyErr: make(chan *Error, 1)} }}
@@ -423,6 +424,7 @@ func (c *conn) startSession() {
 	c.readIdle = c.srv.opts.Timeouts.Body
 	c.readSet = time.Time{}
 	c.continued = false
+	c.bodyFailed.Store(false)
 }
 
 func (c *conn) endSession() {

@@ -410,7 +410,13 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Time, hasBody 
 			wait = watchAfter
 		}
 		up.setReadDeadline(wait)
+		if c.bodyFailed.Load() { // checked after the deadline is set: no lost wake-up
+			return errBodyFailed
+		}
 		err := up.rd.ReadResponse(&up.resp, []byte(s.Request.Method))
+		if err != nil && c.bodyFailed.Load() {
+			return errBodyFailed
+		}
 		if err != nil && first && isTimeout(err) && time.Now().Before(deadline) {
 			first = false
 			watching = c.startWatch()
@@ -436,6 +442,10 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Time, hasBody 
 		}
 	}
 }
+
+// errBodyFailed stands for the request body's own error, which the
+// exchange takes from the body copier.
+var errBodyFailed = &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "request body"}
 
 func (c *conn) upstreamReadError(s *Session, up *upConn, err error) *Error {
 	if c.clientGone.Load() {
@@ -486,7 +496,7 @@ func (c *conn) relayResponseBody(s *Session, up *upConn, headOnly, chunked bool)
 					}
 					s.Stats.BytesOut += int64(len(data))
 				}
-				if rerr == nil && up.rd.Buffered() == 0 {
+				if rerr == nil && !body.Ready() {
 					if err := down.Flush(); err != nil {
 						return c.downstreamWriteError(err)
 					}
@@ -523,9 +533,16 @@ func (c *conn) upstreamBodyError(err error) *Error {
 	return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream response body", Err: err}
 }
 
-// sendBody copies the request body upstream and reports on c.bodyErr.
+// sendBody copies the request body upstream and reports on c.bodyErr. If
+// the client side fails (it left, stalled, or broke the framing), the wait
+// for the response head is woken: the exchange is over.
 func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
-	c.bodyErr <- c.copyBody(s, up, chunked)
+	e := c.copyBody(s, up, chunked)
+	if e != nil && e.Side == Downstream {
+		c.bodyFailed.Store(true)
+		up.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	c.bodyErr <- e
 }
 
 func (c *conn) copyBody(s *Session, up *upConn, chunked bool) *Error {
@@ -568,7 +585,7 @@ func (c *conn) copyBody(s *Session, up *upConn, chunked bool) *Error {
 		if rerr == io.EOF {
 			break
 		}
-		if c.rd.Buffered() == 0 {
+		if !body.Ready() {
 			if err := up.bw.Flush(); err != nil {
 				return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
 			}

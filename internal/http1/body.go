@@ -200,6 +200,53 @@ func (b *Body) consumed(n int) {
 	}
 }
 
+// Ready reports whether the next Next or Read returns without waiting for
+// the connection: body data (or the end, or an error) is already buffered.
+// A proxy flushes what it has relayed when the body is not Ready, so a
+// stream reaches its reader as it arrives: a chunk's trailing CRLF or the
+// next chunk's size line alone does not count as data.
+func (b *Body) Ready() bool {
+	if b.err != nil {
+		return true
+	}
+	r := b.rd
+	buf := r.buf[r.r:r.w]
+	if b.framing != ChunkedBody || b.state == stateData {
+		return len(buf) > 0
+	}
+	if b.state == stateDataEnd {
+		if len(buf) < 2 {
+			return false
+		}
+		if buf[0] != '\r' || buf[1] != '\n' {
+			return true // an error, which Next returns at once
+		}
+		buf = buf[2:]
+	}
+	i := bytes.IndexByte(buf, '\n')
+	if i < 0 {
+		return len(buf) > maxChunkLine // too long: Next fails at once
+	}
+	rest := buf[i+1:]
+	if isLastChunkLine(buf[:i]) {
+		// Ready once the trailer section is complete.
+		return bytes.HasPrefix(rest, crlf) || bytes.Contains(rest, crlfcrlf)
+	}
+	return len(rest) > 0
+}
+
+var crlf, crlfcrlf = []byte("\r\n"), []byte("\r\n\r\n")
+
+// isLastChunkLine reports whether a chunk-size line (without its LF) has
+// size zero.
+func isLastChunkLine(line []byte) bool {
+	i := 0
+	for i < len(line) && line[i] == '0' {
+		i++
+	}
+	return i > 0 && (i == len(line) || !isHexDigit[line[i]])
+}
+
 // readData copies up to limit (> 0) bytes of body data into p: first what
 // is buffered, else with one read from the connection.
 func (r *Reader) readData(p []byte, limit int64) (int, error) {

@@ -641,3 +641,43 @@ func TestBodySticky(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyReady: Ready says whether body data is buffered, not whether any
+// bytes are: framing alone (a chunk's CRLF, the next size line, a partial
+// trailer section) is not data, so a proxy flushes what it has relayed.
+func TestBodyReady(t *testing.T) {
+	const head = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, tc := range []struct {
+		name, rest string // buffered after the first chunk's data "hello" has been taken
+		want       bool
+	}{
+		{"nothing", "", false},
+		{"the chunk's CR", "\r", false},
+		{"the chunk's CRLF", "\r\n", false},
+		{"a partial size line", "\r\n5", false},
+		{"a size line without data", "\r\n5\r\n", false},
+		{"a size line with extension, no data", "\r\n5;a=b\r\n", false},
+		{"the next chunk's data", "\r\n5\r\nw", true},
+		{"the last chunk, trailers to come", "\r\n0\r\n", false},
+		{"the last chunk, a trailer line", "\r\n0\r\nX: y\r\n", false},
+		{"the whole end", "\r\n0\r\nX: y\r\n\r\n", true},
+		{"the plain end", "\r\n0\r\n\r\n", true},
+		{"the plain end with a 00 size", "\r\n00\r\n\r\n", true},
+		{"bad framing: an error is ready", "xx", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewReader(strings.NewReader(head+"5\r\nhello"+tc.rest), Limits{})
+			var req Request
+			if err := r.ReadRequest(&req); err != nil {
+				t.Fatal(err)
+			}
+			// Take "hello" without reading further.
+			if data, err := r.Body().Next(); string(data) != "hello" || (err != nil && err != io.EOF) {
+				t.Fatalf("Next: %q %v", data, err)
+			}
+			if got := r.Body().Ready(); got != tc.want {
+				t.Errorf("Ready() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
