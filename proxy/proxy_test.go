@@ -620,7 +620,9 @@ func TestMaxRequestsPerConn(t *testing.T) {
 // serve their next request, and still meet the idle timeout.
 func TestParkedConnections(t *testing.T) {
 	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 1500 * time.Millisecond}})
+	// The idle timeout leaves room for a loaded machine to make the first
+	// two rounds of requests before it.
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 4 * time.Second}})
 	const n = 50
 	before := runtime.NumGoroutine()
 	conns := make([]net.Conn, n)
@@ -647,7 +649,7 @@ func TestParkedConnections(t *testing.T) {
 	}
 	// After the idle timeout (and a parker sweep), every connection closes.
 	for i := range conns {
-		conns[i].SetReadDeadline(time.Now().Add(5 * time.Second))
+		conns[i].SetReadDeadline(time.Now().Add(8 * time.Second))
 		if _, err := readers[i].ReadByte(); err != io.EOF {
 			t.Fatalf("conn %d: %v, want EOF after the idle timeout", i, err)
 		}
