@@ -2,11 +2,9 @@ package proxy_test
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/straitproxy/strait/internal/proxytest"
 	"github.com/straitproxy/strait/proxy"
@@ -50,19 +48,19 @@ func rawOriginKeepAlive(tb testing.TB, body string) string {
 	return ln.Addr().String()
 }
 
-// benchProxy sends b.N GET requests, one at a time on one keep-alive
-// connection, through strait to a raw origin.
-func benchProxy(b *testing.B, opts proxy.Options) {
+// proxyRoundTripper returns a function that sends one GET through strait
+// to a raw origin on one keep-alive connection and reads the response.
+func proxyRoundTripper(b testing.TB, opts proxy.Options) func() {
 	origin := rawOriginKeepAlive(b, "Hello, World!")
 	_, addr := proxytest.Proxy(b, to(origin), opts)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	b.Cleanup(func() { c.Close() })
 	req := []byte("GET /hello HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	br := bufio.NewReaderSize(c, 4096)
-	roundTrip := func() {
+	return func() {
 		if _, err := c.Write(req); err != nil {
 			b.Fatal(err)
 		}
@@ -83,6 +81,13 @@ func benchProxy(b *testing.B, opts proxy.Options) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchProxy sends b.N GET requests, one at a time on one keep-alive
+// connection, through strait to a raw origin. Allocations are counted for
+// the whole process: client, strait and origin.
+func benchProxy(b *testing.B, opts proxy.Options) {
+	roundTrip := proxyRoundTripper(b, opts)
 	for range 100 { // warm the pools
 		roundTrip()
 	}
@@ -97,5 +102,18 @@ func BenchmarkProxyGET(b *testing.B) {
 	benchProxy(b, proxy.Options{Limits: proxy.Limits{MaxRequestsPerConn: -1}})
 }
 
-var _ = time.Second
-var _ = io.EOF
+// TestProxyAllocs pins the steady state at zero allocations per proxied
+// request, counted across the whole process (the raw client and origin
+// allocate nothing themselves).
+func TestProxyAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("counts allocations over 2,000 requests")
+	}
+	roundTrip := proxyRoundTripper(t, proxy.Options{Limits: proxy.Limits{MaxRequestsPerConn: -1}})
+	for range 200 {
+		roundTrip()
+	}
+	if n := testing.AllocsPerRun(2000, roundTrip); n != 0 {
+		t.Errorf("%v allocations per proxied request, want 0", n)
+	}
+}
