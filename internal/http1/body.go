@@ -339,7 +339,10 @@ func (r *Reader) readChunkSize() (int64, error) {
 func (r *Reader) readLine(max int, tooLong error) ([]byte, error) {
 	scanned := 0
 	for {
-		if i := bytes.IndexByte(r.buf[r.r+scanned:r.w], '\n'); i >= 0 {
+		// The line ends within max bytes and its CRLF: look no further, so
+		// that what is found does not depend on how many bytes have arrived.
+		win := min(r.w, r.r+max+2)
+		if i := bytes.IndexByte(r.buf[r.r+scanned:win], '\n'); i >= 0 {
 			end := r.r + scanned + i
 			if end == r.r || r.buf[end-1] != '\r' {
 				return nil, ErrBareLF
@@ -354,8 +357,8 @@ func (r *Reader) readLine(max int, tooLong error) ([]byte, error) {
 			r.r = end + 1
 			return line, nil
 		}
-		scanned = r.w - r.r
-		if scanned > max+1 { // +1: the CR may have arrived without its LF
+		scanned = win - r.r
+		if scanned == max+2 {
 			return nil, tooLong
 		}
 		if err := r.need(scanned + 1); err != nil {

@@ -176,9 +176,14 @@ func (r *Reader) readHead() error {
 			return err
 		}
 		lim := r.limits.MaxHeaderBytes
-		// +1: the line's CR may have arrived without its LF.
-		if !r.scan.haveLine && r.scan.isRequest && r.w-r.scan.lineBeg > r.limits.MaxRequestLine+1 {
-			return ErrRequestLineTooBig
+		// scanHead found no end within the windows the limits allow: fail
+		// on the limit whose window the buffered bytes overran first, so
+		// the error does not depend on how the bytes arrived.
+		if !r.scan.haveLine && r.scan.isRequest {
+			lineEnd := r.scan.lineBeg + r.limits.MaxRequestLine + 2 // line, CR, LF
+			if r.w >= lineEnd && lineEnd <= lim+1 {
+				return ErrRequestLineTooBig
+			}
 		}
 		if r.w > lim {
 			return ErrHeaderTooBig
@@ -215,8 +220,10 @@ func isOnlyCRLF(b []byte) bool {
 // a byte at a time is still scanned in linear time.
 func (r *Reader) scanHead() (done bool, err error) {
 	s := &r.scan
-	b := r.buf[:r.w]
 	lim := r.limits
+	// A head ends within MaxHeaderBytes: look no further, so that what is
+	// found does not depend on how many bytes have arrived.
+	b := r.buf[:min(r.w, lim.MaxHeaderBytes)]
 	if !s.haveLine {
 		// RFC 9112 §2.2: ignore empty lines before a request line. Some
 		// servers also send one after an interim response; a status line
@@ -230,9 +237,14 @@ func (r *Reader) scanHead() (done bool, err error) {
 		}
 	}
 	for {
-		i := bytes.IndexByte(b[s.next:], '\n')
+		win := b
+		if !s.haveLine && s.isRequest {
+			// The request line ends within MaxRequestLine and its CRLF.
+			win = b[:min(len(b), s.lineBeg+lim.MaxRequestLine+2)]
+		}
+		i := bytes.IndexByte(win[s.next:], '\n')
 		if i < 0 {
-			s.next = len(b)
+			s.next = len(win)
 			return false, nil
 		}
 		end := s.next + i
