@@ -344,9 +344,9 @@ func TestUpstreamErrors(t *testing.T) {
 	}
 }
 
-// rawOrigin accepts connections and runs serve on each, after reading a
-// request head.
-func rawOrigin(t *testing.T, serve func(net.Conn)) string {
+// acceptLoop listens on a free loopback port and runs handle on each
+// connection, closing it after; it stops when the test ends.
+func acceptLoop(t testing.TB, handle func(c net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -360,18 +360,25 @@ func rawOrigin(t *testing.T, serve func(net.Conn)) string {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil || l == "\r\n" {
-						break
-					}
-				}
-				serve(c)
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// rawOrigin runs serve on each connection after reading one request head.
+func rawOrigin(t *testing.T, serve func(net.Conn)) string {
+	return acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil || l == "\r\n" {
+				break
+			}
+		}
+		serve(c)
+	})
 }
 
 // TestStalePooledConnection: an origin that closes each connection right
@@ -683,36 +690,22 @@ func TestExpectContinueAnsweredEarly(t *testing.T) {
 // second request without answering. An idempotent request is sent again on
 // a new connection; a POST is not (it may have been acted on).
 func TestRetryOnlyWhenSafe(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var received atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
+	origin := acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for n := 0; ; n++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for n := 0; ; n++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					received.Add(1)
-					if n == 1 {
-						return // the second request on a connection: hang up
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			received.Add(1)
+			if n == 1 {
+				return // the second request on a connection: hang up
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
+	})
 	for _, tc := range []struct {
 		method   string
 		want     int
@@ -723,7 +716,7 @@ func TestRetryOnlyWhenSafe(t *testing.T) {
 	} {
 		t.Run(tc.method, func(t *testing.T) {
 			received.Store(0)
-			srv, addr := proxytest.Proxy(t, to(ln.Addr().String()), proxy.Options{})
+			srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
 			c, br := rawConn(t, addr)
 			for i, want := range []int{200, tc.want} {
 				io.WriteString(c, tc.method+" / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
