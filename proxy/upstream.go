@@ -171,20 +171,16 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	reusable := false
 	defer func() {
 		c.upstream.Store(nil)
-		if reusable {
-			up.rd.Release()
+		if up.bw != nil {
 			up.bw.Reset(nil)
 			bufWriterPool.Put(up.bw)
 			up.bw = nil
+		}
+		up.rd.Release()
+		if reusable {
 			srv.pool.Put(up.key, up, up.created, time.Now())
 		} else {
 			up.Close()
-			if up.bw != nil {
-				up.bw.Reset(nil)
-				bufWriterPool.Put(up.bw)
-				up.bw = nil
-			}
-			up.rd.Release()
 		}
 	}()
 	c.upstream.Store(up)
@@ -227,14 +223,14 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 			}
 			c.continued = true
 		}
-		if c.bodyErr == nil {
-			c.bodyErr = make(chan *Error, 1)
-		}
 		bodyRunning = true
 		go c.sendBody(s, up, chunked)
 	} else if err := up.bw.Flush(); err != nil {
-		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err, Retry: s.Stats.Reused}
+		retry := s.Stats.Reused && (idempotent(s.Request.Method) || up.written == 0)
+		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err, Retry: retry}
 	}
+	// stopBody waits for the body copier and returns its result; abortBody
+	// first cuts both its reads and its writes short.
 	stopBody := func() *Error {
 		if !bodyRunning {
 			return nil
@@ -242,22 +238,21 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		bodyRunning = false
 		return <-c.bodyErr
 	}
-	abortBody := func() {
+	abortBody := func() *Error {
 		if bodyRunning {
 			c.nc.SetReadDeadline(aLongTimeAgo)
 			up.nc.SetWriteDeadline(aLongTimeAgo)
-			stopBody()
 		}
+		return stopBody()
 	}
 	defer abortBody()
 
 	// The response head.
 	e = c.readResponseHead(s, up, sent, hasBody)
 	if e != nil {
-		if bodyRunning {
-			if be := stopBodyAfterAbort(c, up, &bodyRunning); be != nil && be.Side == Downstream {
-				return be
-			}
+		// The client's own failure, if its body broke first, is the cause.
+		if be := abortBody(); be != nil && be.Side == Downstream {
+			return be
 		}
 		return e
 	}
@@ -341,15 +336,6 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	reusable = resp.KeepAlive && up.rd.Body().Done() && up.rd.Buffered() == 0 &&
 		c.rd.Body().Done() && !c.clientGone.Load()
 	return nil
-}
-
-// stopBodyAfterAbort stops a running body copier after the exchange failed
-// and returns its result.
-func stopBodyAfterAbort(c *conn, up *upConn, running *bool) *Error {
-	up.nc.SetWriteDeadline(aLongTimeAgo)
-	c.nc.SetReadDeadline(aLongTimeAgo)
-	*running = false
-	return <-c.bodyErr
 }
 
 // writeRequestHead buffers the request head for up.
