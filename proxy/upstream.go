@@ -87,7 +87,7 @@ func (c *conn) proxy(s *Session) *Error {
 			return asError(err, Internal, KindNoPeer, 503, "choosing a peer")
 		}
 		s.Stats.Peer = peer.Addr
-		up, e := srv.connect(s, peer)
+		up, e := srv.connect(s, peer, !idempotent(s.Request.Method))
 		if e != nil {
 			if ph.FailToConnect != nil {
 				e = ph.FailToConnect(s, peer, e)
@@ -117,9 +117,11 @@ func (c *conn) bodyStarted() bool {
 	return c.req.Framing != http1.NoBody && (c.rd.Body().Done() || c.sess.Stats.BytesIn > 0)
 }
 
-// connect returns a pooled connection to peer that is still open, or dials
-// a new one.
-func (srv *Server) connect(s *Session, peer *Peer) (*upConn, *Error) {
+// connect returns a pooled connection to peer, or dials a new one. With
+// check, a pooled connection is first peeked at to see that the peer has
+// not closed it. Idempotent requests skip the check (a system call): if the
+// connection turns out closed, they are sent again on a new one.
+func (srv *Server) connect(s *Session, peer *Peer, check bool) (*upConn, *Error) {
 	key := peer.Addr
 	for {
 		now := time.Now()
@@ -127,7 +129,7 @@ func (srv *Server) connect(s *Session, peer *Peer) (*upConn, *Error) {
 		if !ok {
 			break
 		}
-		if u.alive.check(u.nc) {
+		if !check || u.alive.check(u.nc) {
 			s.Stats.Reused = true
 			return u, nil
 		}

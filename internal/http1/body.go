@@ -35,6 +35,11 @@ const (
 	stateDataEnd                   // expecting the CRLF after chunk data
 )
 
+// bodyBufSize is what the read buffer grows to for a body that does not fit
+// the room left after its head: 32 KiB moves a 64 KiB response in two reads
+// instead of sixteen, and returns to the pool with the message.
+const bodyBufSize = 32 << 10
+
 // directReadMin is the smallest read that goes from the connection straight
 // into the caller's slice when nothing is buffered, saving a copy.
 const directReadMin = 2 << 10
@@ -78,6 +83,10 @@ func (b *Body) Next() ([]byte, error) {
 		return nil, err
 	}
 	r := b.rd
+	if r.r == r.w && len(r.buf) < bodyBufSize && (b.framing != LengthBody || b.n > int64(len(r.buf)-r.head)) {
+		// A body longer than the room left moves in fewer, larger reads.
+		r.grow(bodyBufSize)
+	}
 	if err := r.need(1); err != nil {
 		return nil, b.fail(b.atClose(err))
 	}
