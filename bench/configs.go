@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// The peers are configured the way an operator tuning for throughput would:
+// one worker, keep-alive both ways, no logging. Where a default would make
+// a peer reconnect during a 5-second run (nginx's keepalive_requests 1000),
+// it is raised, so the comparison is between proxies and not between
+// defaults. strait runs on its own defaults.
+
+// nginxArgs starts nginx in the foreground on conf with everything (pid,
+// error log, temp paths) inside the temporary directory. -e sends even the
+// messages before the config is read to our log, not /var/log/nginx.
+func (b *bench) nginxArgs(name, conf string) []string {
+	return []string{"-p", b.tmp, "-c", conf, "-e", filepath.Join(b.tmp, name+".log")}
+}
+
+// nginxCommon is the part of both nginx configs that is not about serving:
+// one worker, enough connections and files for -idle, and private paths.
+func (b *bench) nginxCommon(name string) string {
+	// worker_connections counts client and upstream connections together.
+	conns := b.nofile - 100
+	d := b.tmp
+	return fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile %d;
+pid %s/%s.pid;
+error_log %s/%s.log warn;
+events {
+    worker_connections %d;
+}
+`, b.nofile, d, name, d, name, conns) + fmt.Sprintf(`http {
+    access_log off;
+    client_body_temp_path %[1]s/%[2]s-client_body;
+    proxy_temp_path %[1]s/%[2]s-proxy;
+    fastcgi_temp_path %[1]s/%[2]s-fastcgi;
+    uwsgi_temp_path %[1]s/%[2]s-uwsgi;
+    scgi_temp_path %[1]s/%[2]s-scgi;
+    # nginx's default (1000 since 1.19.10) would close each wrk connection
+    # every 1000 requests; HAProxy and httputil have no such limit.
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+`, d, name)
+}
+
+// originConf serves the payload files, and stub_status on a second port so
+// the harness can count the connections the origin accepted in a run: that
+// is how it sees whether a proxy pools its upstream connections.
+func (b *bench) originConf(www string) string {
+	return b.nginxCommon("origin") + fmt.Sprintf(`
+    default_type application/octet-stream;
+    sendfile on;
+    # The origin shares CPU 1 with wrk: keep the file descriptors open so
+    # each request costs it no open/fstat/close.
+    open_file_cache max=16 inactive=1h;
+    open_file_cache_valid 1h;
+    server {
+        listen 127.0.0.1:%d;
+        root %s;
+        location / { }
+    }
+    server {
+        listen 127.0.0.1:%d;
+        location = /status { stub_status; }
+    }
+}
+`, b.oport, www, b.sport)
+}
+
+// nginxProxyConf is nginx as a reverse proxy with a pooled upstream.
+func (b *bench) nginxProxyConf(port int) string {
+	return b.nginxCommon("nginx") + fmt.Sprintf(`
+    upstream origin {
+        server 127.0.0.1:%d;
+        keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`, b.oport, port)
+}
+
+// haproxyConf is HAProxy in HTTP mode with server-side connection reuse.
+func (b *bench) haproxyConf(port int) string {
+	// maxconn bounds client connections; -idle needs idleConns of them.
+	maxconn := max(b.cfg.idleConns+100, 4000)
+	return fmt.Sprintf(`global
+    nbthread 1
+    maxconn %d
+    # HAProxy wants ulimit-n >= 2*maxconn and refuses to start if it cannot
+    # raise it (a container's hard limit is often 20000). One idle client
+    # connection needs one descriptor and the upstream side is pooled, so
+    # the limit we have is enough: let it start with a warning.
+    no strict-limits
+
+defaults
+    mode http
+    maxconn %d
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 10s
+    timeout http-keep-alive 300s
+
+frontend fe
+    bind 127.0.0.1:%d
+    default_backend origin
+
+backend origin
+    server origin 127.0.0.1:%d
+`, maxconn, maxconn, port, b.oport)
+}

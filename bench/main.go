@@ -1,0 +1,237 @@
+// Command bench measures strait beside nginx, HAProxy and Go's
+// httputil.ReverseProxy on this machine, in one run, interleaved, and prints
+// ratios.
+//
+//	go run ./bench            # all scenarios, 5 rounds of 5 s runs (~11 min)
+//	go run ./bench -quick     # smoke test: 1 round, 2 s, small responses only
+//	go run ./bench -idle      # RSS per idle keep-alive connection (10,000 of them)
+//	go run ./bench -h         # flags
+//
+// The method (see bench/README.md): on a small shared machine an absolute
+// figure moves by 2× between runs, so only ratios measured side by side in
+// one run mean anything. Every proxy under test gets CPU 0 alone with one
+// worker; the origin (nginx) and the load generator (wrk) share CPU 1. Each
+// round runs every target once in shuffled order, and the report gives
+// medians over rounds, with "direct" (wrk straight to the origin) as the
+// ceiling that CPU 1 allows.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is everything the flags decide.
+type config struct {
+	rounds           int
+	duration         time.Duration
+	warmup           time.Duration
+	scenarios        []scenario
+	targets          []string
+	connections      int
+	closeConnections int
+	seed             uint64
+	quick            bool
+	idle             bool
+	idleConns        int
+	idleConcurrency  int
+	idleSettle       time.Duration
+	proxyCPU         int
+	loadCPU          int
+	resultsDir       string
+	straitRef        string
+	waitQuiet        time.Duration
+	maxOther         float64
+	nice             int
+	print            string
+	keep             bool
+}
+
+// allTargets are the things wrk can be pointed at, in report order. direct
+// is no proxy at all: wrk straight to the origin.
+var allTargets = []string{"direct", "strait", "nginx", "haproxy", "httputil"}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+
+	if cfg.print != "" {
+		if err := printStored(cfg.print); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		return 0
+	}
+
+	// Ctrl-C or SIGTERM cancels ctx: the loop stops, wrk is killed by
+	// exec.CommandContext, and the deferred cleanup stops every process
+	// the harness started.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b, err := newBench(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	defer b.cleanup()
+
+	if cfg.idle {
+		err = b.runIdle(ctx)
+	} else {
+		err = b.runLoad(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "bench: interrupted")
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string) (*config, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	cfg := &config{}
+	fs.IntVar(&cfg.rounds, "rounds", 5, "rounds; each runs every target once per scenario, in shuffled order")
+	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each measured wrk run (whole seconds)")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run before each measured one (0 for none)")
+	scen := fs.String("scenarios", "small,1k,64k,close", "comma-separated scenarios: "+scenarioNames())
+	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets")
+	fs.IntVar(&cfg.connections, "connections", 50, "wrk connections (-c) for the keep-alive scenarios")
+	fs.IntVar(&cfg.closeConnections, "close-connections", 50, "wrk connections for the close scenario")
+	fs.Uint64Var(&cfg.seed, "seed", 0, "shuffle seed (0: from the clock; printed either way)")
+	fs.BoolVar(&cfg.quick, "quick", false, "smoke test: -rounds 1 -duration 2s -scenarios small")
+	fs.BoolVar(&cfg.idle, "idle", false, "measure RSS per idle keep-alive connection instead of throughput")
+	fs.IntVar(&cfg.idleConns, "idle-conns", 10000, "connections held open by -idle")
+	fs.IntVar(&cfg.idleConcurrency, "idle-concurrency", 200, "goroutines opening and using the -idle connections")
+	fs.DurationVar(&cfg.idleSettle, "idle-settle", 2*time.Second, "-idle: wait between the last request and reading RSS")
+	fs.IntVar(&cfg.proxyCPU, "proxy-cpu", 0, "CPU the proxy under test runs on, alone")
+	fs.IntVar(&cfg.loadCPU, "load-cpu", 1, "CPU the origin and wrk share")
+	fs.StringVar(&cfg.resultsDir, "results", "bench/results", "directory for the JSON report (relative to the repository root)")
+	fs.StringVar(&cfg.straitRef, "strait-ref", "", "build strait from this git revision (git archive) instead of the working tree")
+	fs.DurationVar(&cfg.waitQuiet, "wait-quiet", 0, "before each run, wait up to this long for other processes to use under 10% of a CPU (0: do not wait)")
+	fs.Float64Var(&cfg.maxOther, "max-other", 0, "leave out of the medians runs during which other processes took more than this `percent` of a CPU (0: count all)")
+	fs.IntVar(&cfg.nice, "nice", 0, "run the origin, the proxies and wrk at this nice `level` (e.g. -10, as root) to take CPU from other work on a shared machine")
+	fs.StringVar(&cfg.print, "print", "", "print the tables of a stored JSON `report` (not -idle's) and exit")
+	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (configs, logs) and print its path")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: go run ./bench [flags]
+
+Runs strait, nginx, HAProxy and httputil.ReverseProxy (each pinned alone to
+-proxy-cpu) in front of an nginx origin, drives them with wrk (pinned with the
+origin to -load-cpu), interleaved over rounds, and prints medians and ratios.
+Installs nginx-light, haproxy and wrk with apt-get if missing and run as root.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (see -h)", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.quick {
+		// -quick sets what it names unless the flag was given explicitly.
+		if !set["rounds"] {
+			cfg.rounds = 1
+		}
+		if !set["duration"] {
+			cfg.duration = 2 * time.Second
+		}
+		if !set["scenarios"] {
+			*scen = "small"
+		}
+	}
+
+	var err error
+	if cfg.scenarios, err = pickScenarios(*scen); err != nil {
+		return nil, err
+	}
+	if cfg.targets, err = pickTargets(*targets); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.rounds < 1:
+		return nil, errors.New("-rounds must be at least 1")
+	case cfg.duration < time.Second || cfg.duration%time.Second != 0:
+		return nil, errors.New("-duration must be a whole number of seconds (wrk's -d)")
+	case cfg.warmup < 0 || cfg.warmup%time.Second != 0:
+		return nil, errors.New("-warmup must be 0 or a whole number of seconds")
+	case cfg.connections < 1 || cfg.closeConnections < 1:
+		return nil, errors.New("-connections and -close-connections must be at least 1")
+	case cfg.idleConns < 1 || cfg.idleConcurrency < 1:
+		return nil, errors.New("-idle-conns and -idle-concurrency must be at least 1")
+	case cfg.nice < -20 || cfg.nice > 19:
+		return nil, errors.New("-nice must be in -20..19")
+	case cfg.proxyCPU == cfg.loadCPU:
+		return nil, errors.New("-proxy-cpu and -load-cpu must differ: the proxy gets its CPU alone")
+	}
+	return cfg, nil
+}
+
+func pickTargets(list string) ([]string, error) {
+	var out []string
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		known := false
+		for _, t := range allTargets {
+			known = known || t == name
+		}
+		if !known {
+			return nil, fmt.Errorf("unknown target %q (have %s)", name, strings.Join(allTargets, ", "))
+		}
+		out = append(out, name)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no targets")
+	}
+	return out, nil
+}
+
+// findRoot walks up from the working directory to the strait module, so
+// `go run ./bench` works from the root and `go run .` from bench/.
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(data), "module github.com/straitproxy/strait\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the strait repository (no go.mod for github.com/straitproxy/strait above the working directory)")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// environment names the machine and every program version, in print order.
+func (b *bench) environment(ctx context.Context) [][2]string {
+	cmdOut := func(name string, args ...string) string {
+		out, _ := exec.CommandContext(ctx, name, args...).CombinedOutput() // wrk -v exits 1
+		return strings.TrimSpace(firstLine(string(out)))
+	}
+	cpuModel := "?"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpuModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return [][2]string{
+		{"machine", fmt.Sprintf("%d CPUs (%s), Linux %s", runtime.NumCPU(), cpuModel, strings.TrimSpace(string(kernel)))},
+		{"strait", b.straitDesc},
+		{"go", cmdOut("go", "env", "GOVERSION")},
+		{"nginx", strings.TrimPrefix(cmdOut(nginxBin(), "-v"), "nginx version: ")},
+		{"haproxy", cmdOut("haproxy", "-v")},
+		{"wrk", cmdOut("wrk", "-v")},
+	}
+}
+
+// describeStrait names the strait source being built. It runs before the
+// build, since the working tree may change while the benchmark runs.
+func (b *bench) describeStrait(ctx context.Context) string {
+	git := func(args ...string) string {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Dir = b.root
+		out, _ := cmd.Output()
+		return strings.TrimSpace(string(out))
+	}
+	var straitDesc string
+	if ref := b.cfg.straitRef; ref != "" {
+		straitDesc = fmt.Sprintf("git revision %s (commit %s)", ref, git("rev-parse", "--short", ref+"^{commit}"))
+	} else {
+		straitDesc = "working tree at commit " + git("rev-parse", "--short", "HEAD")
+		// Name the uncommitted state by the hash of its diff, so two runs
+		// can tell whether they measured the same code.
+		if diff := git("diff", "HEAD", "--", ".", ":(exclude)bench"); diff != "" {
+			straitDesc += fmt.Sprintf(" + uncommitted changes (diff sha256 %.12x)", sha256.Sum256([]byte(diff)))
+		}
+	}
+	return straitDesc
+}
+
+// printHeader prints the configuration of a run, from its report alone (so
+// -print can show a stored one).
+func printHeader(w io.Writer, rep *loadReport) {
+	fmt.Fprintf(w, "strait benchmark, %s\n", rep.Started.Format("2006-01-02 15:04:05 UTC"))
+	for _, kv := range rep.Environment {
+		fmt.Fprintf(w, "  %-10s %s\n", kv[0]+":", kv[1])
+	}
+	fmt.Fprintf(w, "  %-10s proxy under test alone on CPU %d, one worker (strait and httputil GOMAXPROCS=1, nginx worker_processes 1, HAProxy nbthread 1);\n", "pinning:", rep.ProxyCPU)
+	fmt.Fprintf(w, "  %-10s origin (nginx, 1 worker, static files) and wrk -t1 share CPU %d\n", "", rep.LoadCPU)
+	fmt.Fprintf(w, "  %-10s wrk -t1 -c%d (close scenario: -c%d), %gs measured after a %gs warm-up, %d round(s), targets shuffled per round, seed %d\n",
+		"load:", rep.Connections, rep.CloseConns, rep.DurationS, rep.WarmupS, rep.Rounds, rep.Seed)
+	if rep.Nice != 0 {
+		fmt.Fprintf(w, "  %-10s origin, proxies and wrk run at nice %d (and the harness's autogroup)\n", "priority:", rep.Nice)
+	}
+	if rep.WaitQuietS > 0 || rep.MaxOther > 0 {
+		fmt.Fprintf(w, "  %-10s each run waits up to %gs for other processes to use under 10%% of a CPU; runs during which they took over %.0f%% are not counted (0: all counted)\n",
+			"noise:", rep.WaitQuietS, rep.MaxOther)
+	}
+	fmt.Fprintf(w, "  %-10s all four keep upstream connections alive (nginx keepalive 128, HAProxy http-reuse always, httputil 1000 idle per host, strait's pool)\n", "upstream:")
+	fmt.Fprintf(w, "  %-10s %d for the harness and every process it starts\n", "open files:", rep.OpenFiles)
+	fmt.Fprintln(w)
+}
+
+// printLoad prints a run's tables, from its report alone.
+func printLoad(w io.Writer, rep *loadReport) {
+	for _, s := range rep.Scenarios {
+		fmt.Fprintf(w, "== %s: GET %s, %s; wrk -t1 -c%d, %d × %v\n", s.Name, s.Path, s.Desc, s.Connections, rep.Rounds, time.Duration(rep.DurationS*float64(time.Second)))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "target\treq/s\tp99\tp50\tvalid\tproxy CPU\tCPU µs/req\torigin conns\tother CPU\tstrait÷ req/s\tstrait÷ p99\t  req/s of each valid run\t")
+		for _, m := range s.Summaries {
+			row := []string{m.Target}
+			if m.Valid == 0 {
+				row = append(row, "FAILED", "-", "-")
+			} else {
+				row = append(row, thousands(m.ReqPerSec), fmtMs(m.P99Ms), fmtMs(m.P50Ms))
+			}
+			counted := fmt.Sprintf("%d/%d", m.Valid, m.Runs)
+			if m.Noisy > 0 {
+				counted += fmt.Sprintf(" (%d noisy)", m.Noisy)
+			}
+			row = append(row, counted)
+			if m.Target == "direct" || m.Valid == 0 {
+				row = append(row, "-", "-")
+			} else {
+				row = append(row, fmt.Sprintf("%.0f%%", m.ProxyCPUPercent), fmt.Sprintf("%.1f", m.CPUUsPerReq))
+			}
+			if m.Valid == 0 {
+				row = append(row, "-")
+			} else {
+				row = append(row, strconv.FormatFloat(m.OriginConns, 'f', -1, 64))
+			}
+			if m.Valid == 0 {
+				row = append(row, "-")
+			} else {
+				row = append(row, fmt.Sprintf("%.0f%%", m.OtherCPUPercent))
+			}
+			if m.StraitReqPerSec > 0 {
+				row = append(row, fmt.Sprintf("%.2f×", m.StraitReqPerSec), fmt.Sprintf("%.2f×", m.StraitP99))
+			} else {
+				row = append(row, "-", "-")
+			}
+			var each []string
+			for _, v := range m.AllReqPerSec {
+				each = append(each, fmt.Sprintf("%.1fk", v/1000))
+			}
+			row = append(row, "  "+strings.Join(each, " "))
+			fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+		}
+		tw.Flush()
+		var failed []*runRecord
+		for _, r := range s.Runs {
+			if !r.Valid {
+				failed = append(failed, r)
+			}
+		}
+		for _, r := range failed {
+			fmt.Fprintf(w, "  FAILED round %d %s: %s\n", r.Round, r.Target, strings.ReplaceAll(r.Failure, "\n", "\n  "))
+			if r.WrkOutput != "" {
+				fmt.Fprintf(w, "  wrk said:\n%s", indent(r.WrkOutput, "    | "))
+			}
+		}
+		fmt.Fprintln(w)
+	}
+
+	// The ratios once more, all scenarios together.
+	var others []string
+	for _, t := range rep.Targets {
+		if t != "strait" {
+			others = append(others, t)
+		}
+	}
+	if len(others) > 0 && slices.Contains(rep.Targets, "strait") {
+		fmt.Fprintln(w, "== strait ÷ target, medians: req/s (above 1: strait faster) and, in brackets, p99 (below 1: strait's lower)")
+		ratioTable(w, rep, others, func(m summary) string {
+			if m.StraitReqPerSec == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f× (%.2f×)", m.StraitReqPerSec, m.StraitP99)
+		})
+		fmt.Fprintln(w, "== strait ÷ target, req/s, median of the per-round ratios (each pair measured within the same round)")
+		ratioTable(w, rep, others, func(m summary) string {
+			if m.Pairs == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f× (%d rounds)", m.StraitPaired, m.Pairs)
+		})
+		// CPU per request does not move with other work sharing the
+		// machine (it does with the CPU's own speed).
+		fmt.Fprintln(w, "== strait ÷ target, median proxy CPU time per request (below 1: strait cheaper)")
+		proxies := slices.DeleteFunc(slices.Clone(others), func(t string) bool { return t == "direct" })
+		ratioTable(w, rep, proxies, func(m summary) string {
+			if m.StraitCPU == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f×", m.StraitCPU)
+		})
+	}
+
+	fmt.Fprintln(w, "columns: medians over valid runs; proxy CPU = the proxy's CPU time ÷ wall time (100% = its core is the limit);")
+	fmt.Fprintln(w, "CPU µs/req = the proxy's CPU time per request; origin conns = connections the origin accepted per run (pooling);")
+	fmt.Fprintln(w, "other CPU = CPU time of processes not started by the harness during the run, in % of one CPU (noise).")
+	fmt.Fprintln(w, "valid = runs counted in the medians. A run with any socket error, non-2xx/3xx response or short response")
+	fmt.Fprint(w, "is FAILED and not counted")
+	if rep.MaxOther > 0 {
+		fmt.Fprintf(w, "; a run during which other processes took over %.0f%% of a CPU is noisy and not counted", rep.MaxOther)
+	}
+	fmt.Fprintln(w, ".")
+	fmt.Fprintln(w)
+
+	if len(rep.ProcessLogs) == 0 {
+		fmt.Fprintln(w, "process logs: no proxy logged anything during the runs")
+	}
+	for _, name := range rep.Targets {
+		if lines := rep.ProcessLogs[name]; len(lines) > 0 {
+			fmt.Fprintf(w, "process log: %s logged %d line(s) during the runs:\n", name, len(lines))
+			printGrouped(w, lines)
+		}
+	}
+}
+
+// ratioTable prints one row per scenario and one column per target.
+func ratioTable(w io.Writer, rep *loadReport, targets []string, cell func(summary) string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\t"+strings.Join(targets, "\t")+"\t")
+	for _, s := range rep.Scenarios {
+		row := []string{s.Name}
+		for _, t := range targets {
+			c := "-"
+			for _, m := range s.Summaries {
+				if m.Target == t {
+					c = cell(m)
+				}
+			}
+			row = append(row, c)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+// Timestamps that make otherwise equal log lines differ: Go's log
+// package prefix, slog's JSON "time" field, HAProxy's "(pid)".
+var (
+	reLogTime  = regexp.MustCompile(`^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(\.\d+)? `)
+	reJSONTime = regexp.MustCompile(`"time":"[^"]*",?`)
+	reNginxPfx = regexp.MustCompile(`^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] \d+#\d+: (\*\d+ )?`)
+)
+
+// printGrouped prints log lines once each, without their timestamps, with
+// how often each occurred, most frequent first (at most 15 kinds): a
+// proxy that logs one error per aborted request says the same thing
+// thousands of times.
+func printGrouped(w io.Writer, lines []string) {
+	count := map[string]int{}
+	var order []string
+	for _, l := range lines {
+		l = reNginxPfx.ReplaceAllString(l, "[$1] ")
+		l = reLogTime.ReplaceAllString(l, "")
+		l = reJSONTime.ReplaceAllString(l, "")
+		if count[l] == 0 {
+			order = append(order, l)
+		}
+		count[l]++
+	}
+	sort.SliceStable(order, func(i, j int) bool { return count[order[i]] > count[order[j]] })
+	for i, l := range order {
+		if i == 15 {
+			fmt.Fprintf(w, "    | ... and %d other kinds of line\n", len(order)-15)
+			break
+		}
+		fmt.Fprintf(w, "    | %6d × %s\n", count[l], l)
+	}
+}
+
+// printStored prints a report written by an earlier run.
+func printStored(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep loadReport
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return fmt.Errorf("%s: %v", path, err)
+	}
+	if len(rep.Scenarios) == 0 {
+		return fmt.Errorf("%s: no scenarios (an -idle report?)", path)
+	}
+	if len(rep.Targets) == 0 { // reports from before these fields existed
+		for _, m := range rep.Scenarios[0].Summaries {
+			rep.Targets = append(rep.Targets, m.Target)
+		}
+		for _, s := range rep.Scenarios {
+			if s.Close {
+				rep.CloseConns = s.Connections
+			} else {
+				rep.Connections = s.Connections
+			}
+		}
+	}
+	// Recompute, so a stored report gains columns added since.
+	for _, s := range rep.Scenarios {
+		s.Summaries = summarize(rep.Targets, s.Runs)
+	}
+	printHeader(os.Stdout, &rep)
+	printLoad(os.Stdout, &rep)
+	return nil
+}
+
+// writeJSON writes v to <results>/<timestamp><suffix>.json and says where.
+func (b *bench) writeJSON(v any, suffix string) error {
+	dir := b.cfg.resultsDir
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(b.root, dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, b.started.UTC().Format("20060102-150405")+suffix+".json")
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(b.root, path)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		rel = path
+	}
+	fmt.Fprintf(os.Stdout, "\nresults: %s\n", rel)
+	return nil
+}
+
+// thousands formats a rate as an integer with comma separators.
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(v+0.5), 10)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func fmtMs(ms float64) string {
+	if ms < 10 {
+		return fmt.Sprintf("%.2f ms", ms)
+	}
+	return fmt.Sprintf("%.1f ms", ms)
+}
+
+func indent(s, prefix string) string {
+	var sb strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		sb.WriteString(prefix + l + "\n")
+	}
+	return sb.String()
+}
