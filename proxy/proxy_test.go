@@ -753,3 +753,52 @@ func TestRetryOnlyWhenSafe(t *testing.T) {
 		})
 	}
 }
+
+// TestOptionsAsteriskForwarded: OPTIONS * reaches the origin as is.
+func TestOptionsAsteriskForwarded(t *testing.T) {
+	lines := make(chan string, 1)
+	origin := acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		line, _ := br.ReadString('\n')
+		lines <- line
+		for {
+			if l, err := br.ReadString('\n'); err != nil || l == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nAllow: GET, OPTIONS\r\nContent-Length: 0\r\n\r\n")
+	})
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, _ := readResponse(t, br, "OPTIONS")
+	if got := <-lines; got != "OPTIONS * HTTP/1.1\r\n" {
+		t.Errorf("origin got request line %q", got)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Allow") != "GET, OPTIONS" {
+		t.Errorf("response %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestMaxConns: a listener at its connection limit answers new
+// connections with 503 and Retry-After, and counts them.
+func TestMaxConns(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Limits: proxy.Limits{MaxConns: 2}})
+	for range 2 {
+		c, br := rawConn(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if _, body := readResponse(t, br, "GET"); body != "ok" {
+			t.Fatalf("within the limit: %q", body)
+		}
+	}
+	c, br := rawConn(t, addr)
+	resp, _ := readResponse(t, br, "GET")
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !resp.Close {
+		t.Errorf("over the limit: %d, Retry-After %q, close %v", resp.StatusCode, resp.Header.Get("Retry-After"), resp.Close)
+	}
+	c.Close()
+	if n := srv.Counters().ConnsRejected.Load(); n != 1 {
+		t.Errorf("ConnsRejected = %d, want 1", n)
+	}
+}
