@@ -109,6 +109,8 @@ func (c *conn) serve() {
 	if c.reqState == nil {
 		c.reqState = reqStatePool.Get().(*reqState)
 		c.rd.Reset(c, srv.opts.Limits.Head)
+		// The deadline bookkeeping is this socket's, not the last owner's.
+		c.readSet, c.writeSet = time.Time{}, time.Time{}
 	}
 	for {
 		c.state.Store(connIdle)

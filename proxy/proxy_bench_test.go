@@ -91,8 +91,8 @@ func BenchmarkProxyGET(b *testing.B) {
 // request, counted across the whole process (the raw client and origin
 // allocate nothing themselves).
 func TestProxyAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("counts allocations over 2,000 requests")
+	if testing.Short() || raceEnabled {
+		t.Skip("counts allocations over 2,000 requests; meaningless under -race")
 	}
 	roundTrip := proxyRoundTripper(t, proxy.Options{Limits: proxy.Limits{MaxRequestsPerConn: -1}})
 	for range 200 {

@@ -610,6 +610,15 @@ func TestSlowReaderIsCutOff(t *testing.T) {
 	p := to(origin)
 	p.Logging = func(s *proxy.Session, e *proxy.Error) { logged <- e }
 	_, addr := proxytest.Proxy(t, p, proxy.Options{Timeouts: proxy.Timeouts{Write: 300 * time.Millisecond}})
+	// A connection that just wrote a response and closed returns its
+	// request state to the pool with fresh deadline bookkeeping: the next
+	// connection to take that state must still set its own deadline.
+	warm, warmBR := rawConn(t, addr)
+	io.WriteString(warm, "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+	readResponse(t, warmBR, "HEAD")
+	<-logged
+	warm.Close()
+	time.Sleep(50 * time.Millisecond)
 	c, _ := rawConn(t, addr)
 	c.(*net.TCPConn).SetReadBuffer(4 << 10)
 	start := time.Now()
