@@ -64,6 +64,7 @@ type reqState struct {
 	// Read deadlines: before a head starts the idle timeout applies; the
 	// first byte switches to the head timeout; bodies use a rolling one.
 	awaitingHead bool
+	headPending  bool      // a head has begun; a further read arms the head timeout
 	headStart    time.Time // when the first byte of the current head arrived
 	readIdle     time.Duration
 	readSet      time.Time
@@ -127,6 +128,7 @@ func (c *conn) serve() {
 		}
 		c.nc.SetReadDeadline(wait)
 		err := c.rd.ReadRequest(&c.req)
+		c.headPending = false
 		if err != nil {
 			if c.awaitingHead && c.rd.Buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) &&
 				time.Now().Before(idleEnd) && !srv.shuttingDown() {
@@ -235,6 +237,12 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.onFirstByte()
 		return 1, nil
 	}
+	if c.headPending {
+		// The head did not come in one read: from now on the head timeout
+		// bounds it. (Most heads arrive whole, and never pay for this.)
+		c.headPending = false
+		c.nc.SetReadDeadline(c.headStart.Add(c.srv.opts.Timeouts.Header))
+	}
 	if c.readIdle > 0 {
 		rollDeadline(c.nc.SetReadDeadline, &c.readSet, c.readIdle, time.Time{})
 	}
@@ -247,10 +255,9 @@ func (c *conn) Read(p []byte) (int, error) {
 
 func (c *conn) onFirstByte() {
 	if c.awaitingHead {
-		c.awaitingHead = false
+		c.awaitingHead, c.headPending = false, true
 		c.state.Store(connActive)
 		c.headStart = time.Now()
-		c.nc.SetReadDeadline(c.headStart.Add(c.srv.opts.Timeouts.Header))
 	}
 }
 

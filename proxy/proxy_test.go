@@ -811,3 +811,28 @@ func TestMaxConns(t *testing.T) {
 		t.Errorf("ConnsRejected = %d, want 1", n)
 	}
 }
+
+// TestHeadTimeout: a head that stops coming gets 408 after the head
+// timeout, counted from its first byte, however it is split.
+func TestHeadTimeout(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Header: 300 * time.Millisecond}})
+	for _, parts := range [][]string{
+		{"GET / HTTP/1.1\r\n"},                         // one read, then nothing
+		{"GET / HT", "TP/1.1\r\nHost: a\r\n", "X-Slow"}, // trickled
+	} {
+		c, br := rawConn(t, addr)
+		start := time.Now()
+		for _, p := range parts {
+			io.WriteString(c, p)
+			time.Sleep(50 * time.Millisecond)
+		}
+		resp, _ := readResponse(t, br, "GET")
+		if d := time.Since(start); resp.StatusCode != 408 || d > 2*time.Second {
+			t.Errorf("%q: status %d after %v, want 408 after about 300ms", parts, resp.StatusCode, d)
+		}
+	}
+	if n := srv.Counters().HeaderTimeouts.Load(); n != 2 {
+		t.Errorf("HeaderTimeouts = %d, want 2", n)
+	}
+}

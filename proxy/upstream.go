@@ -191,7 +191,12 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	if t.UpstreamTotal > 0 {
 		up.limit = time.Now().Add(t.UpstreamTotal)
 	}
-	up.writeIdle, up.writeSet = t.UpstreamWrite, time.Time{}
+	// The write deadline rolls across exchanges (it bounds each write);
+	// only a total limit, which caps it, needs it set afresh.
+	up.writeIdle = t.UpstreamWrite
+	if !up.limit.IsZero() {
+		up.writeSet = time.Time{}
+	}
 	if up.bw == nil {
 		up.bw = bufWriterPool.Get().(*bufio.Writer)
 		up.bw.Reset(up)
