@@ -818,7 +818,7 @@ func TestHeadTimeout(t *testing.T) {
 	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Header: 300 * time.Millisecond}})
 	for _, parts := range [][]string{
-		{"GET / HTTP/1.1\r\n"},                         // one read, then nothing
+		{"GET / HTTP/1.1\r\n"},                          // one read, then nothing
 		{"GET / HT", "TP/1.1\r\nHost: a\r\n", "X-Slow"}, // trickled
 	} {
 		c, br := rawConn(t, addr)
