@@ -167,6 +167,3 @@ func Default() *Config {
 	}
 	return c
 }
-
-// DefaultYAML returns the text of the embedded default config.
-func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }

@@ -73,9 +73,6 @@ type PoolLimits = pool.Limits
 // NewPool returns an empty Pool.
 func NewPool(l PoolLimits) *Pool { return &Pool{pool.New[*upConn](l)} }
 
-// Idle returns the number of idle connections held.
-func (p *Pool) Idle() int { return p.Len() }
-
 // Counters returns the server's counters, live.
 func (srv *Server) Counters() *Counters { return &srv.counters }
 

@@ -125,7 +125,7 @@ func (srv *Server) connect(s *Session, peer *Peer, check bool) (*upConn, *Error)
 	key := peer.Addr
 	for {
 		now := time.Now()
-		u, _, ok := srv.pool.Get(key, now)
+		u, ok := srv.pool.Get(key, now)
 		if !ok {
 			break
 		}

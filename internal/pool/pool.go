@@ -57,10 +57,10 @@ func New[C Conn](l Limits) *Pool[C] {
 }
 
 // Get returns the most recently used idle connection to key that is still
-// within its limits, with the time it was created, or ok false. Expired
+// within its limits, or ok false. Expired
 // connections found on the way are closed. The caller checks that the
 // connection is still open before use.
-func (p *Pool[C]) Get(key string, now time.Time) (c C, created time.Time, ok bool) {
+func (p *Pool[C]) Get(key string, now time.Time) (c C, ok bool) {
 	p.mu.Lock()
 	list := p.idle[key]
 	for len(list) > 0 {
@@ -74,11 +74,11 @@ func (p *Pool[C]) Get(key string, now time.Time) (c C, created time.Time, ok boo
 		}
 		p.idle[key] = list
 		p.mu.Unlock()
-		return e.c, e.created, true
+		return e.c, true
 	}
 	p.idle[key] = list
 	p.mu.Unlock()
-	return c, time.Time{}, false
+	return c, false
 }
 
 func (p *Pool[C]) expired(e entry[C], now time.Time) bool {
@@ -118,20 +118,6 @@ func (p *Pool[C]) Put(key string, c C, created, now time.Time) bool {
 		c.Close()
 	}
 	return ok
-}
-
-// Remove takes c out of the pool if it is there, without closing it.
-func (p *Pool[C]) Remove(key string, c C) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	list := p.idle[key]
-	for i := range list {
-		if list[i].c == c {
-			p.idle[key] = append(list[:i], list[i+1:]...)
-			p.count--
-			return
-		}
-	}
 }
 
 // Len returns the number of idle connections held.

@@ -22,17 +22,17 @@ func TestGetPutLIFOAndLimits(t *testing.T) {
 	if p.Put("k", c, now, now) || !c.closed {
 		t.Fatal("a third idle connection was kept past MaxIdlePerPeer")
 	}
-	if got, _, ok := p.Get("k", now); !ok || got != b {
+	if got, ok := p.Get("k", now); !ok || got != b {
 		t.Fatalf("Get = %v, want the most recently used (b)", got)
 	}
-	if _, _, ok := p.Get("other", now); ok {
+	if _, ok := p.Get("other", now); ok {
 		t.Fatal("Get found a connection for another peer")
 	}
 	if p.Len() != 1 {
 		t.Fatalf("Len = %d", p.Len())
 	}
 	// Past the idle timeout, a is closed rather than returned.
-	if _, _, ok := p.Get("k", now.Add(2*time.Minute)); ok || !a.closed {
+	if _, ok := p.Get("k", now.Add(2*time.Minute)); ok || !a.closed {
 		t.Fatalf("expired connection returned (closed %v)", a.closed)
 	}
 }
@@ -49,16 +49,5 @@ func TestMaxLifetimeAndCloseIdle(t *testing.T) {
 	p.CloseIdle()
 	if !fresh.closed || p.Len() != 0 {
 		t.Fatal("CloseIdle left a connection")
-	}
-}
-
-func TestRemove(t *testing.T) {
-	p := New[*fakeConn](Limits{})
-	now := time.Now()
-	a := &fakeConn{}
-	p.Put("k", a, now, now)
-	p.Remove("k", a)
-	if p.Len() != 0 || a.closed {
-		t.Fatalf("Remove: len %d closed %v", p.Len(), a.closed)
 	}
 }
