@@ -34,6 +34,11 @@ type runRecord struct {
 	// CoreBusyPercent is the whole proxy CPU's busy time (including
 	// softirq work on the proxy's packets).
 	CoreBusyPercent float64 `json:"proxy_core_busy_percent"`
+	// InstrPerReq and CyclesPerReq are the proxy's instructions and CPU
+	// cycles (user and kernel, from perf stat) per request: 0 without perf
+	// or hardware counters.
+	InstrPerReq  float64 `json:"proxy_instructions_per_request,omitempty"`
+	CyclesPerReq float64 `json:"proxy_cycles_per_request,omitempty"`
 	// OtherCPUPercent is the CPU time every process not the harness's
 	// took during the run, in % of one CPU: the noise from other work on a
 	// shared machine.
@@ -55,6 +60,8 @@ type summary struct {
 	P50Ms           float64   `json:"median_p50_ms"`
 	ProxyCPUPercent float64   `json:"median_proxy_cpu_percent"`
 	CPUUsPerReq     float64   `json:"median_proxy_cpu_us_per_request"`
+	InstrPerReq     float64   `json:"median_proxy_instructions_per_request,omitempty"`
+	CyclesPerReq    float64   `json:"median_proxy_cycles_per_request,omitempty"`
 	OriginConns     float64   `json:"median_origin_conns_opened"`
 	OtherCPUPercent float64   `json:"median_other_processes_cpu_percent"`
 	AllReqPerSec    []float64 `json:"valid_req_per_sec"`
@@ -65,6 +72,10 @@ type summary struct {
 	// StraitCPU is strait's median CPU time per request over this
 	// target's (proxies only): below 1 strait spends less per request.
 	StraitCPU float64 `json:"strait_over_target_cpu_per_request,omitempty"`
+	// StraitInstr and StraitCycles are the same ratio for instructions and
+	// cycles per request (perf stat).
+	StraitInstr  float64 `json:"strait_over_target_instructions_per_request,omitempty"`
+	StraitCycles float64 `json:"strait_over_target_cycles_per_request,omitempty"`
 	// StraitPaired is the median over rounds of strait's req/s over this
 	// target's in the same round: the machine's speed drifts between
 	// rounds, and a ratio within a round cancels most of that drift.
@@ -223,9 +234,14 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 	other0 := otherCPUSeconds(ours)
 	cpu0 := cpuSeconds(pids)
 	busy0, tot0 := cpuBusy(b.cfg.proxyCPU)
+	var perf *perfStat
+	if t.proc != nil {
+		perf = b.startPerf(pids)
+	}
 	start := time.Now()
 	res, out, err := b.runWrk(ctx, url, conns, b.cfg.duration, sc.Close)
 	wall := time.Since(start).Seconds()
+	counts, perfErr := perf.stop()
 	busy1, tot1 := cpuBusy(b.cfg.proxyCPU)
 	cpu1 := cpuSeconds(pids)
 	other1 := otherCPUSeconds(ours)
@@ -237,6 +253,10 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 		r.ProxyCPUPercent = (cpu1 - cpu0) / wall * 100
 		if res.Requests > 0 {
 			r.ProxyCPUUsPerReq = (cpu1 - cpu0) * 1e6 / float64(res.Requests)
+			if perfErr == nil {
+				r.InstrPerReq = counts.Instructions / float64(res.Requests)
+				r.CyclesPerReq = counts.Cycles / float64(res.Requests)
+			}
 		}
 		if tot1 > tot0 {
 			r.CoreBusyPercent = float64(busy1-busy0) / float64(tot1-tot0) * 100
@@ -336,6 +356,9 @@ func progress(round, rounds int, sc scenario, pos, n int, r *runRecord) {
 	cpu := ""
 	if r.Target != "direct" {
 		cpu = fmt.Sprintf("  proxy CPU %3.0f%%  %.1f µs/req", r.ProxyCPUPercent, r.ProxyCPUUsPerReq)
+		if r.InstrPerReq > 0 {
+			cpu += fmt.Sprintf("  %.1fk instr/req  %.1fk cycles/req", r.InstrPerReq/1000, r.CyclesPerReq/1000)
+		}
 	}
 	noise := ""
 	if r.OtherCPUPercent >= 10 {
@@ -355,7 +378,7 @@ func summarize(targets []string, runs []*runRecord) []summary {
 	var out []summary
 	for _, name := range targets {
 		s := summary{Target: name}
-		var rps, p99, p50, cpu, us, oc, other []float64
+		var rps, p99, p50, cpu, us, ins, cyc, oc, other []float64
 		for _, r := range runs {
 			if r.Target != name {
 				continue
@@ -374,6 +397,12 @@ func summarize(targets []string, runs []*runRecord) []summary {
 			p50 = append(p50, r.P50Ms)
 			cpu = append(cpu, r.ProxyCPUPercent)
 			us = append(us, r.ProxyCPUUsPerReq)
+			if r.InstrPerReq > 0 {
+				ins = append(ins, r.InstrPerReq)
+			}
+			if r.CyclesPerReq > 0 {
+				cyc = append(cyc, r.CyclesPerReq)
+			}
 			other = append(other, r.OtherCPUPercent)
 			if r.OriginConns >= 0 {
 				oc = append(oc, float64(r.OriginConns))
@@ -383,6 +412,7 @@ func summarize(targets []string, runs []*runRecord) []summary {
 		s.ReqPerSec, s.P99Ms, s.P50Ms = median(rps), median(p99), median(p50)
 		s.ProxyCPUPercent, s.CPUUsPerReq, s.OriginConns = median(cpu), median(us), median(oc)
 		s.OtherCPUPercent = median(other)
+		s.InstrPerReq, s.CyclesPerReq = median(ins), median(cyc)
 		out = append(out, s)
 	}
 	var st *summary
@@ -397,6 +427,12 @@ func summarize(targets []string, runs []*runRecord) []summary {
 			out[i].StraitP99 = st.P99Ms / out[i].P99Ms
 			if out[i].Target != "direct" && out[i].CPUUsPerReq > 0 {
 				out[i].StraitCPU = st.CPUUsPerReq / out[i].CPUUsPerReq
+			}
+			if st.InstrPerReq > 0 && out[i].InstrPerReq > 0 {
+				out[i].StraitInstr = st.InstrPerReq / out[i].InstrPerReq
+			}
+			if st.CyclesPerReq > 0 && out[i].CyclesPerReq > 0 {
+				out[i].StraitCycles = st.CyclesPerReq / out[i].CyclesPerReq
 			}
 			ratios := pairedRatios(runs, "strait", out[i].Target)
 			out[i].StraitPaired, out[i].Pairs = median(ratios), len(ratios)

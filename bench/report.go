@@ -96,7 +96,7 @@ func printLoad(w io.Writer, rep *loadReport) {
 	for _, s := range rep.Scenarios {
 		fmt.Fprintf(w, "== %s: GET %s, %s; wrk -t1 -c%d, %d × %v\n", s.Name, s.Path, s.Desc, s.Connections, rep.Rounds, time.Duration(rep.DurationS*float64(time.Second)))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target\treq/s\tp99\tp50\tvalid\tproxy CPU\tCPU µs/req\torigin conns\tother CPU\tstrait÷ req/s\tstrait÷ p99\t  req/s of each valid run\t")
+		fmt.Fprintln(tw, "target\treq/s\tp99\tp50\tvalid\tproxy CPU\tCPU µs/req\tinstr/req\tcycles/req\torigin conns\tother CPU\tstrait÷ req/s\tstrait÷ p99\t  req/s of each valid run\t")
 		for _, m := range s.Summaries {
 			row := []string{m.Target}
 			if m.Valid == 0 {
@@ -113,6 +113,11 @@ func printLoad(w io.Writer, rep *loadReport) {
 				row = append(row, "-", "-")
 			} else {
 				row = append(row, fmt.Sprintf("%.0f%%", m.ProxyCPUPercent), fmt.Sprintf("%.1f", m.CPUUsPerReq))
+			}
+			if m.InstrPerReq > 0 {
+				row = append(row, fmt.Sprintf("%.1fk", m.InstrPerReq/1000), fmt.Sprintf("%.1fk", m.CyclesPerReq/1000))
+			} else {
+				row = append(row, "-", "-")
 			}
 			if m.Valid == 0 {
 				row = append(row, "-")
@@ -184,10 +189,19 @@ func printLoad(w io.Writer, rep *loadReport) {
 			}
 			return fmt.Sprintf("%.2f×", m.StraitCPU)
 		})
+		// Instructions do not move with the core's speed at all.
+		fmt.Fprintln(w, "== strait ÷ target, median instructions (and cycles) per request, perf stat (below 1: strait cheaper)")
+		ratioTable(w, rep, proxies, func(m summary) string {
+			if m.StraitInstr == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f× (%.2f×)", m.StraitInstr, m.StraitCycles)
+		})
 	}
 
 	fmt.Fprintln(w, "columns: medians over valid runs; proxy CPU = the proxy's CPU time ÷ wall time (100% = its core is the limit);")
-	fmt.Fprintln(w, "CPU µs/req = the proxy's CPU time per request; origin conns = connections the origin accepted per run (pooling);")
+	fmt.Fprintln(w, "CPU µs/req = the proxy's CPU time per request; instr/req and cycles/req = the proxy's instructions and cycles")
+	fmt.Fprintln(w, "(user and kernel) per request from perf stat, when the CPU exposes its counters; origin conns = connections the origin accepted per run (pooling);")
 	fmt.Fprintln(w, "other CPU = CPU time of processes not started by the harness during the run, in % of one CPU (noise).")
 	fmt.Fprintln(w, "valid = runs counted in the medians. A run with any socket error, non-2xx/3xx response or short response")
 	fmt.Fprint(w, "is FAILED and not counted")

@@ -334,6 +334,7 @@ var tools = []struct{ cmd, pkg string }{
 	{"haproxy", "haproxy"},
 	{"wrk", "wrk"},
 	{"taskset", "util-linux"},
+	{"perf", "linux-perf"},
 }
 
 // lookTool finds cmd on PATH or in /usr/sbin, where Debian puts nginx and

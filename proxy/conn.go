@@ -35,8 +35,9 @@ type conn struct {
 
 	state     atomic.Int32 // connIdle, connActive
 	served    int
-	idleSince time.Time // when the connection last became idle
+	idleSince time.Duration // when the connection last became idle (mono)
 	ready     readiness // waits for readability without a buffer
+	rdl, wdl  deadline  // the socket's read and write deadlines
 	fd        int32     // the socket, for the parker; -1 if unknown
 	hookResp  func(s *Session, status int, body []byte, fields []string) error
 
@@ -61,14 +62,14 @@ type reqState struct {
 	req  http1.Request
 	sess Session
 
-	// Read deadlines: before a head starts the idle timeout applies; the
-	// first byte switches to the head timeout; bodies use a rolling one.
+	// Read deadlines: before a head starts the idle timeout applies; a
+	// second read for the same head arms the head timeout; bodies use a
+	// rolling one (readIdle).
 	awaitingHead bool
 	headPending  bool      // a head has begun; a further read arms the head timeout
-	headStart    time.Time // when the first byte of the current head arrived
+	headStart    time.Duration // when a head that took several reads began (mono); else 0
 	readIdle     time.Duration
-	readSet      time.Time
-	writeSet     time.Time
+	reqStart     time.Duration // when the current request began (mono)
 
 	bodyErr    chan *Error // the request body copier's result
 	bodyFailed atomic.Bool // the client side of the body failed
@@ -100,7 +101,7 @@ func (c *conn) start() {
 	c.hookResp = c.respondFromHook
 	c.ready.init(c.nc)
 	c.fd = connFD(c.ready.rc)
-	c.idleSince = time.Now()
+	c.idleSince = mono()
 	c.serve()
 }
 
@@ -110,8 +111,6 @@ func (c *conn) serve() {
 	if c.reqState == nil {
 		c.reqState = reqStatePool.Get().(*reqState)
 		c.rd.Reset(c, srv.opts.Limits.Head)
-		// The deadline bookkeeping is this socket's, not the last owner's.
-		c.readSet, c.writeSet = time.Time{}, time.Time{}
 	}
 	for {
 		c.state.Store(connIdle)
@@ -120,18 +119,15 @@ func (c *conn) serve() {
 		}
 		c.readIdle = 0
 		c.awaitingHead = true
-		c.headStart = time.Time{}
-		idleEnd := c.idleSince.Add(srv.opts.Timeouts.Idle)
-		wait := time.Now().Add(parkAfter)
-		if idleEnd.Before(wait) {
-			wait = idleEnd
-		}
-		c.nc.SetReadDeadline(wait)
+		c.headStart = 0
+		idleEnd := c.idleSince + srv.opts.Timeouts.Idle
+		// Park after parkAfter of idleness (three quarters of it, at least).
+		c.rdl.ensure(c.nc.SetReadDeadline, mono(), parkAfter, idleEnd)
 		err := c.rd.ReadRequest(&c.req)
 		c.headPending = false
 		if err != nil {
 			if c.awaitingHead && c.rd.Buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) &&
-				time.Now().Before(idleEnd) && !srv.shuttingDown() {
+				mono() < idleEnd && !srv.shuttingDown() {
 				c.park()
 				return
 			}
@@ -144,7 +140,7 @@ func (c *conn) serve() {
 			break
 		}
 		c.release()
-		c.idleSince = time.Now()
+		c.idleSince = mono()
 	}
 	c.close()
 }
@@ -165,7 +161,7 @@ func (c *conn) park() {
 }
 
 func (c *conn) waitParked() {
-	c.nc.SetReadDeadline(c.idleSince.Add(c.srv.opts.Timeouts.Idle))
+	c.rdl.set(c.nc.SetReadDeadline, wallOf(c.idleSince+c.srv.opts.Timeouts.Idle))
 	if err := c.ready.wait(); err != nil || c.srv.shuttingDown() {
 		c.close() // idle timeout, shutdown, or the socket failed
 		return
@@ -241,10 +237,11 @@ func (c *conn) Read(p []byte) (int, error) {
 		// The head did not come in one read: from now on the head timeout
 		// bounds it. (Most heads arrive whole, and never pay for this.)
 		c.headPending = false
-		c.nc.SetReadDeadline(c.headStart.Add(c.srv.opts.Timeouts.Header))
+		c.headStart = mono()
+		c.rdl.set(c.nc.SetReadDeadline, wallOf(c.headStart+c.srv.opts.Timeouts.Header))
 	}
 	if c.readIdle > 0 {
-		rollDeadline(c.nc.SetReadDeadline, &c.readSet, c.readIdle, time.Time{})
+		c.rdl.ensure(c.nc.SetReadDeadline, mono(), c.readIdle, 0)
 	}
 	n, err := c.nc.Read(p)
 	if n > 0 {
@@ -257,34 +254,14 @@ func (c *conn) onFirstByte() {
 	if c.awaitingHead {
 		c.awaitingHead, c.headPending = false, true
 		c.state.Store(connActive)
-		c.headStart = time.Now()
 	}
 }
 
 // Write is the downstream writer under the buffered writer: it keeps a
 // rolling write deadline, so a client that stops reading is cut off.
 func (c *conn) Write(p []byte) (int, error) {
-	rollDeadline(c.nc.SetWriteDeadline, &c.writeSet, c.srv.opts.Timeouts.Write, time.Time{})
+	c.wdl.ensure(c.nc.SetWriteDeadline, mono(), c.srv.opts.Timeouts.Write, 0)
 	return c.nc.Write(p)
-}
-
-// rollDeadline moves a deadline to now+d when a quarter of d has passed
-// since it was last set, so that it bounds idleness without a system call
-// per read or write. A non-zero limit caps it.
-func rollDeadline(set func(time.Time) error, last *time.Time, d time.Duration, limit time.Time) {
-	if d <= 0 {
-		return
-	}
-	now := time.Now()
-	if now.Sub(*last) < d/4 {
-		return
-	}
-	*last = now
-	at := now.Add(d)
-	if !limit.IsZero() && limit.Before(at) {
-		at = limit
-	}
-	set(at)
 }
 
 // handle proxies one request and reports whether the connection may carry
@@ -300,7 +277,7 @@ func (c *conn) handle() bool {
 
 	e := c.run(s)
 	keep := c.finish(s, e)
-	s.Stats.Total = time.Since(s.Stats.Start)
+	s.Stats.Total = mono() - c.reqStart
 	if srv.phases.Logging != nil {
 		srv.phases.Logging(s, e)
 	}
@@ -393,12 +370,12 @@ func (c *conn) flush() error {
 
 func (c *conn) startSession() {
 	s := &c.sess
-	now := time.Now()
-	start := c.headStart
-	if start.IsZero() { // a pipelined request, already buffered
-		start = now
+	t := mono()
+	c.reqStart = c.headStart
+	if c.reqStart == 0 { // the head came in one read (or was already buffered)
+		c.reqStart = t
 	}
-	s.Stats = Stats{Start: start, RequestRead: now.Sub(start)}
+	s.Stats = Stats{Start: wallOf(c.reqStart), RequestRead: t - c.reqStart}
 	s.Ctx = nil
 	s.answered = false
 	s.ClientAddr, s.LocalAddr = c.remote, c.local
@@ -431,7 +408,6 @@ func (c *conn) startSession() {
 	s.Response.Header.Reset()
 	s.Response.Trailer.Reset()
 	c.readIdle = c.srv.opts.Timeouts.Body
-	c.readSet = time.Time{}
 	c.continued = false
 	c.bodyFailed.Store(false)
 }

@@ -63,7 +63,7 @@ const epollOneShot = 1 << 30 // EPOLLONESHOT, missing from package syscall
 
 func (p *parker) run() {
 	events := make([]syscall.EpollEvent, 256)
-	lastSweep := time.Now()
+	lastSweep := mono()
 	for {
 		n, err := syscall.EpollWait(p.epfd, events, int(sweepEvery/time.Millisecond))
 		p.mu.Lock()
@@ -83,10 +83,10 @@ func (p *parker) run() {
 			go c.serve()
 		}
 		var expired []*conn
-		if now := time.Now(); now.Sub(lastSweep) >= sweepEvery {
+		if now := mono(); now-lastSweep >= sweepEvery {
 			lastSweep = now
 			for fd, c := range p.parked {
-				if now.Sub(c.idleSince) >= p.idle {
+				if now-c.idleSince >= p.idle {
 					delete(p.parked, fd)
 					syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 					expired = append(expired, c)

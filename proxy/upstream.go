@@ -19,30 +19,33 @@ import (
 type upConn struct {
 	nc      net.Conn
 	key     string
-	created time.Time
+	created time.Duration // mono
 	rd      http1.Reader
 	bw      *bufio.Writer
 	cw      http1.ChunkedWriter
 	resp    http1.Response
 	alive   aliveCheck
 
-	// Rolling read and write deadlines (see rollDeadline), capped by the
-	// request's total upstream deadline.
+	// Deadlines: rolling ones of readIdle (when not 0) and writeIdle,
+	// capped by the request's total upstream deadline (limit).
+	rdl, wdl  deadline
 	readIdle  time.Duration
-	readSet   time.Time
 	writeIdle time.Duration
-	writeSet  time.Time
-	limit     time.Time
-	written   int64 // bytes written in the current exchange
+	limit     time.Duration // mono; 0: none
+	lastWrite time.Duration // when the last write began (mono)
+	written   int64     // bytes written in the current exchange
 }
 
 func (u *upConn) Read(p []byte) (int, error) {
-	rollDeadline(u.nc.SetReadDeadline, &u.readSet, u.readIdle, u.limit)
+	if u.readIdle > 0 {
+		u.rdl.ensure(u.nc.SetReadDeadline, mono(), u.readIdle, u.limit)
+	}
 	return u.nc.Read(p)
 }
 
 func (u *upConn) Write(p []byte) (int, error) {
-	rollDeadline(u.nc.SetWriteDeadline, &u.writeSet, u.writeIdle, u.limit)
+	u.lastWrite = mono()
+	u.wdl.ensure(u.nc.SetWriteDeadline, u.lastWrite, u.writeIdle, u.limit)
 	n, err := u.nc.Write(p)
 	u.written += int64(n)
 	return n, err
@@ -59,17 +62,6 @@ func idempotent(method string) bool {
 }
 
 func (u *upConn) Close() error { return u.nc.Close() }
-
-// setReadDeadline sets a fixed read deadline (capped by the total one) and
-// stops the rolling one.
-func (u *upConn) setReadDeadline(d time.Duration) {
-	at := time.Now().Add(d)
-	if !u.limit.IsZero() && u.limit.Before(at) {
-		at = u.limit
-	}
-	u.readIdle = 0
-	u.nc.SetReadDeadline(at)
-}
 
 // proxy sends the request upstream, retrying where that is safe, and
 // relays the response.
@@ -124,8 +116,7 @@ func (c *conn) bodyStarted() bool {
 func (srv *Server) connect(s *Session, peer *Peer, check bool) (*upConn, *Error) {
 	key := peer.Addr
 	for {
-		now := time.Now()
-		u, ok := srv.pool.Get(key, now)
+		u, ok := srv.pool.Get(key, mono())
 		if !ok {
 			break
 		}
@@ -137,11 +128,11 @@ func (srv *Server) connect(s *Session, peer *Peer, check bool) (*upConn, *Error)
 		u.Close()
 	}
 	s.Stats.Reused = false
-	start := time.Now()
+	start := mono()
 	ctx, cancel := context.WithTimeout(s.ctx, srv.opts.Timeouts.Connect)
 	nc, err := srv.dialer.DialContext(ctx, "tcp", peer.Addr)
 	cancel()
-	s.Stats.UpstreamDial = time.Since(start)
+	s.Stats.UpstreamDial = mono() - start
 	if err != nil {
 		e := &Error{Side: Upstream, Kind: KindConnect, Status: 502, Where: "upstream connect", Err: err}
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
@@ -180,23 +171,20 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		}
 		up.rd.Release()
 		if reusable {
-			srv.pool.Put(up.key, up, up.created, time.Now())
+			srv.pool.Put(up.key, up, up.created, mono())
 		} else {
 			up.Close()
 		}
 	}()
 	c.upstream.Store(up)
 	up.written = 0
-	up.limit = time.Time{}
+	up.limit = 0
 	if t.UpstreamTotal > 0 {
-		up.limit = time.Now().Add(t.UpstreamTotal)
+		up.limit = mono() + t.UpstreamTotal
 	}
-	// The write deadline rolls across exchanges (it bounds each write);
-	// only a total limit, which caps it, needs it set afresh.
+	// The write deadline rolls across exchanges: it bounds each write.
 	up.writeIdle = t.UpstreamWrite
-	if !up.limit.IsZero() {
-		up.writeSet = time.Time{}
-	}
+	up.readIdle = 0
 	if up.bw == nil {
 		up.bw = bufWriterPool.Get().(*bufio.Writer)
 		up.bw.Reset(up)
@@ -216,8 +204,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		// Only a field or path a filter set can be refused here.
 		return &Error{Side: Internal, Kind: KindFilter, Status: 500, Where: "upstream request head", Err: err}
 	}
-	sent := time.Now()
-
+	var sent time.Duration // when the head went (mono)
 	// The body goes up on its own goroutine, so that an upstream that
 	// answers early (413, 401) is relayed without waiting for it.
 	bodyRunning := false
@@ -231,10 +218,14 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 			c.continued = true
 		}
 		bodyRunning = true
+		sent = mono()
 		go c.sendBody(s, up, chunked)
-	} else if err := up.bw.Flush(); err != nil {
-		retry := s.Stats.Reused && (idempotent(s.Request.Method) || up.written == 0)
-		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err, Retry: retry}
+	} else {
+		if err := up.bw.Flush(); err != nil {
+			retry := s.Stats.Reused && (idempotent(s.Request.Method) || up.written == 0)
+			return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err, Retry: retry}
+		}
+		sent = up.lastWrite
 	}
 	// stopBody waits for the body copier and returns its result; abortBody
 	// first cuts both its reads and its writes short.
@@ -246,11 +237,15 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		return <-c.bodyErr
 	}
 	abortBody := func() *Error {
-		if bodyRunning {
-			c.nc.SetReadDeadline(aLongTimeAgo)
-			up.nc.SetWriteDeadline(aLongTimeAgo)
+		if !bodyRunning {
+			return nil
 		}
-		return stopBody()
+		c.nc.SetReadDeadline(aLongTimeAgo)
+		up.nc.SetWriteDeadline(aLongTimeAgo)
+		e := stopBody() // the copier is done with both deadlines now
+		c.rdl.forget()
+		up.wdl.forget()
+		return e
 	}
 	defer abortBody()
 
@@ -264,7 +259,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		return e
 	}
 	resp := &up.resp
-	s.Stats.UpstreamHeader = time.Since(sent)
+	s.Stats.UpstreamHeader = mono() - sent
 
 	if resp.Status == 101 {
 		if !upgrade {
@@ -328,7 +323,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	}
 
 	// The response body.
-	up.readIdle, up.readSet = t.UpstreamRead, time.Time{}
+	up.readIdle = t.UpstreamRead
 	if e := c.relayResponseBody(s, up, headOnly, downChunked); e != nil {
 		return e
 	}
@@ -384,9 +379,9 @@ func (c *conn) writeRequestHead(s *Session, up *upConn, hasBody, chunked, upgrad
 
 // readResponseHead reads the final response head, relaying interim (1xx)
 // responses other than 100 and 101.
-func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Time, hasBody bool) *Error {
+func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Duration, hasBody bool) *Error {
 	t := &c.srv.opts.Timeouts
-	deadline := sent.Add(t.ResponseHeader)
+	deadline := sent + t.ResponseHeader
 	// Wait a short while first; if the upstream is slow, start watching
 	// the client so that a client that gives up cancels the request.
 	const watchAfter = 20 * time.Millisecond
@@ -398,11 +393,13 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Time, hasBody 
 	}()
 	first := !hasBody
 	for {
-		wait := time.Until(deadline)
-		if first && wait > watchAfter {
-			wait = watchAfter
+		// The deadline counts from when the request was sent, so the one
+		// set for the last response on this connection often still fits.
+		d := t.ResponseHeader
+		if first && d > watchAfter {
+			d = watchAfter
 		}
-		up.setReadDeadline(wait)
+		up.rdl.ensure(up.nc.SetReadDeadline, sent, d, up.limit)
 		if c.bodyFailed.Load() { // checked after the deadline is set: no lost wake-up
 			return errBodyFailed
 		}
@@ -410,7 +407,7 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Time, hasBody 
 		if err != nil && c.bodyFailed.Load() {
 			return errBodyFailed
 		}
-		if err != nil && first && isTimeout(err) && time.Now().Before(deadline) {
+		if err != nil && first && isTimeout(err) && mono() < deadline {
 			first = false
 			watching = c.startWatch()
 			continue

@@ -23,7 +23,7 @@ func (c *conn) startWatch() bool {
 		go c.watchLoop()
 	})
 	// The upstream's timeouts bound the wait; the client's read has none.
-	c.nc.SetReadDeadline(time.Time{})
+	c.rdl.set(c.nc.SetReadDeadline, time.Time{})
 	c.watchStart <- struct{}{}
 	return true
 }
@@ -46,6 +46,6 @@ func (c *conn) watchLoop() {
 
 // stopWatch ends the background read and waits for it.
 func (c *conn) stopWatch() {
-	c.nc.SetReadDeadline(aLongTimeAgo)
+	c.rdl.set(c.nc.SetReadDeadline, aLongTimeAgo)
 	<-c.watchDone
 }

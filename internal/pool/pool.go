@@ -33,15 +33,19 @@ type Conn interface {
 
 type entry[C Conn] struct {
 	c         C
-	created   time.Time
-	idleSince time.Time
+	created   time.Duration
+	idleSince time.Duration
 }
 
 // Pool holds idle connections. It is safe for concurrent use.
+//
+// Times are readings of one monotonic clock, as durations since any fixed
+// instant the caller chooses (time.Since of its start, say): they cost
+// less to take and compare than time.Time.
 type Pool[C Conn] struct {
 	limits Limits
 	mu     sync.Mutex
-	idle   map[string][]entry[C]
+	idle   map[string]*[]entry[C] // a key, once seen, keeps its list: no map writes per use
 	count  int
 }
 
@@ -53,63 +57,71 @@ func New[C Conn](l Limits) *Pool[C] {
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = DefaultIdleTimeout
 	}
-	return &Pool[C]{limits: l, idle: make(map[string][]entry[C])}
+	return &Pool[C]{limits: l, idle: make(map[string]*[]entry[C])}
 }
 
 // Get returns the most recently used idle connection to key that is still
-// within its limits, or ok false. Expired
-// connections found on the way are closed. The caller checks that the
-// connection is still open before use.
-func (p *Pool[C]) Get(key string, now time.Time) (c C, ok bool) {
+// within its limits, or ok false. Expired connections found on the way are
+// closed. The caller checks that the connection is still open before use.
+func (p *Pool[C]) Get(key string, now time.Duration) (c C, ok bool) {
+	var expired []C
 	p.mu.Lock()
-	list := p.idle[key]
-	for len(list) > 0 {
-		e := list[len(list)-1]
-		list[len(list)-1] = entry[C]{}
-		list = list[:len(list)-1]
-		p.count--
-		if p.expired(e, now) {
-			defer e.c.Close() // after unlocking
-			continue
+	if list := p.idle[key]; list != nil {
+		for len(*list) > 0 {
+			l := *list
+			e := l[len(l)-1]
+			l[len(l)-1] = entry[C]{}
+			*list = l[:len(l)-1]
+			p.count--
+			if !p.expired(e, now) {
+				c, ok = e.c, true
+				break
+			}
+			expired = append(expired, e.c)
 		}
-		p.idle[key] = list
-		p.mu.Unlock()
-		return e.c, true
 	}
-	p.idle[key] = list
 	p.mu.Unlock()
-	return c, false
+	for _, x := range expired {
+		x.Close()
+	}
+	return c, ok
 }
 
-func (p *Pool[C]) expired(e entry[C], now time.Time) bool {
-	return now.Sub(e.idleSince) > p.limits.IdleTimeout ||
-		(p.limits.MaxLifetime > 0 && now.Sub(e.created) > p.limits.MaxLifetime)
+func (p *Pool[C]) expired(e entry[C], now time.Duration) bool {
+	return now-e.idleSince > p.limits.IdleTimeout ||
+		(p.limits.MaxLifetime > 0 && now-e.created > p.limits.MaxLifetime)
 }
 
 // Put offers an idle connection for reuse. It reports false, and closes c,
 // if the pool for key is full or c is past its lifetime. The oldest idle
 // connections of key are closed once expired.
-func (p *Pool[C]) Put(key string, c C, created, now time.Time) bool {
+func (p *Pool[C]) Put(key string, c C, created, now time.Duration) bool {
 	e := entry[C]{c: c, created: created, idleSince: now}
 	p.mu.Lock()
 	list := p.idle[key]
+	if list == nil {
+		list = new([]entry[C])
+		p.idle[key] = list
+	}
+	l := *list
 	// Drop expired connections from the old end.
 	n := 0
-	for n < len(list) && p.expired(list[n], now) {
+	for n < len(l) && p.expired(l[n], now) {
 		n++
 	}
 	var stale []entry[C]
 	if n > 0 {
-		stale = append(stale, list[:n]...)
-		list = append(list[:0], list[n:]...)
+		stale = append(stale, l[:n]...)
+		l = append(l[:0], l[n:]...)
+		clear(l[len(l):len(l)+n])
 		p.count -= n
 	}
-	ok := len(list) < p.limits.MaxIdlePerPeer && !p.expired(e, now)
+	ok := len(l) < p.limits.MaxIdlePerPeer && !p.expired(e, now)
 	if ok {
-		list = append(list, e)
+		l = append(l, e)
 		p.count++
 	}
-	p.idle[key] = list
+	*list = l
 	p.mu.Unlock()
 	for _, s := range stale {
 		s.c.Close()
@@ -131,11 +143,11 @@ func (p *Pool[C]) Len() int {
 func (p *Pool[C]) CloseIdle() {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle = make(map[string][]entry[C])
+	p.idle = make(map[string]*[]entry[C])
 	p.count = 0
 	p.mu.Unlock()
 	for _, list := range idle {
-		for _, e := range list {
+		for _, e := range *list {
 			e.c.Close()
 		}
 	}

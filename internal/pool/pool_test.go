@@ -14,7 +14,7 @@ func (c *fakeConn) Close() error { c.closed = true; return nil }
 
 func TestGetPutLIFOAndLimits(t *testing.T) {
 	p := New[*fakeConn](Limits{MaxIdlePerPeer: 2, IdleTimeout: time.Minute, MaxLifetime: time.Hour})
-	now := time.Unix(1000, 0)
+	now := 1000 * time.Second
 	a, b, c := &fakeConn{id: 1}, &fakeConn{id: 2}, &fakeConn{id: 3}
 	if !p.Put("k", a, now, now) || !p.Put("k", b, now, now) {
 		t.Fatal("Put refused under the limit")
@@ -32,16 +32,16 @@ func TestGetPutLIFOAndLimits(t *testing.T) {
 		t.Fatalf("Len = %d", p.Len())
 	}
 	// Past the idle timeout, a is closed rather than returned.
-	if _, ok := p.Get("k", now.Add(2*time.Minute)); ok || !a.closed {
+	if _, ok := p.Get("k", now+2*time.Minute); ok || !a.closed {
 		t.Fatalf("expired connection returned (closed %v)", a.closed)
 	}
 }
 
 func TestMaxLifetimeAndCloseIdle(t *testing.T) {
 	p := New[*fakeConn](Limits{MaxLifetime: time.Minute})
-	born := time.Unix(1000, 0)
+	born := 1000 * time.Second
 	old := &fakeConn{}
-	if p.Put("k", old, born, born.Add(2*time.Minute)) || !old.closed {
+	if p.Put("k", old, born, born+2*time.Minute) || !old.closed {
 		t.Fatal("a connection past its lifetime was pooled")
 	}
 	fresh := &fakeConn{}
