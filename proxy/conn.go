@@ -36,9 +36,9 @@ type conn struct {
 	state     atomic.Int32 // connIdle, connActive
 	served    int
 	idleSince time.Duration // when the connection last became idle (mono)
-	ready     readiness // waits for readability without a buffer
-	rdl, wdl  deadline  // the socket's read and write deadlines
-	fd        int32     // the socket, for the parker; -1 if unknown
+	ready     readiness     // waits for readability without a buffer
+	rdl, wdl  deadline      // the socket's read and write deadlines
+	fd        int32         // the socket, for the parker; -1 if unknown
 	hookResp  func(s *Session, status int, body []byte, fields []string) error
 
 	// The watcher notices a client that goes away while its request waits
@@ -66,7 +66,7 @@ type reqState struct {
 	// second read for the same head arms the head timeout; bodies use a
 	// rolling one (readIdle).
 	awaitingHead bool
-	headPending  bool      // a head has begun; a further read arms the head timeout
+	headPending  bool          // a head has begun; a further read arms the head timeout
 	headStart    time.Duration // when a head that took several reads began (mono); else 0
 	readIdle     time.Duration
 	reqStart     time.Duration // when the current request began (mono)

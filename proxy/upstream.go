@@ -33,7 +33,7 @@ type upConn struct {
 	writeIdle time.Duration
 	limit     time.Duration // mono; 0: none
 	lastWrite time.Duration // when the last write began (mono)
-	written   int64     // bytes written in the current exchange
+	written   int64         // bytes written in the current exchange
 }
 
 func (u *upConn) Read(p []byte) (int, error) {

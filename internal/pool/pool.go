@@ -113,7 +113,7 @@ func (p *Pool[C]) Put(key string, c C, created, now time.Duration) bool {
 	if n > 0 {
 		stale = append(stale, l[:n]...)
 		l = append(l[:0], l[n:]...)
-		clear(l[len(l):len(l)+n])
+		clear(l[len(l) : len(l)+n])
 		p.count -= n
 	}
 	ok := len(l) < p.limits.MaxIdlePerPeer && !p.expired(e, now)
