@@ -139,7 +139,7 @@ func (c *conn) serve() {
 		if !c.handle() {
 			break
 		}
-		c.release()
+		c.rd.Trim()
 		c.idleSince = mono()
 	}
 	c.close()

@@ -44,38 +44,36 @@ func protected(name []byte) bool {
 }
 
 // stripHopByHop removes hop-by-hop fields and those the Connection fields
-// name. It returns the Upgrade value (nil if none).
-func stripHopByHop(h *header.Header) (upgrade []byte) {
+// name.
+func stripHopByHop(h *header.Header) {
 	var conn [4][]byte // Connection values; more than four is abuse
-	n := 0
+	n, hop := 0, false
 	for _, f := range h.Fields() {
-		switch {
-		case header.EqualFold(f.Name, "connection"):
-			if n < len(conn) {
-				conn[n] = f.Value
-				n++
-			}
-		case header.EqualFold(f.Name, "upgrade"):
-			upgrade = f.Value
+		if !hopByHop(f.Name) {
+			continue
 		}
+		hop = true
+		if n < len(conn) && header.EqualFold(f.Name, "connection") {
+			conn[n] = f.Value
+			n++
+		}
+	}
+	if !hop {
+		return // most requests
 	}
 	h.DelFunc(func(f header.Field) bool {
 		if hopByHop(f.Name) {
 			return true
 		}
-		if protected(f.Name) {
-			return false
-		}
 		for _, v := range conn[:n] {
 			for tok := range header.Elements(v) {
 				if header.EqualFold(f.Name, string(tok)) {
-					return true
+					return !protected(f.Name)
 				}
 			}
 		}
 		return false
 	})
-	return upgrade
 }
 
 // prepareUpstreamRequest turns the downstream request into the one sent
@@ -83,45 +81,111 @@ func stripHopByHop(h *header.Header) (upgrade []byte) {
 func (c *conn) prepareUpstreamRequest(s *Session) {
 	h := &s.Request.Header
 	stripHopByHop(h)
-	if c.req.Form == 1 || !h.Has("host") { // absolute-form: its authority wins
-		h.Set("Host", string(s.Request.Authority))
-	}
 	c.addForwarding(s)
-	c.ensureRequestID(s)
 }
 
-func (c *conn) addForwarding(s *Session) {
-	h := &s.Request.Header
-	var ipb [64]byte
-	ip := c.remote.Addr().Unmap().AppendTo(ipb[:0])
-	fw := &c.srv.opts.Forwarding
-	if !c.trusted {
-		h.Del("X-Forwarded-For")
-		h.Del("X-Forwarded-Proto")
-		h.Del("X-Forwarded-Host")
-		h.Del("Forwarded")
-	}
-	// X-Forwarded-For: the earlier hops (from a trusted client), then the
-	// client. Several fields are joined into one.
-	var buf [512]byte
-	xff := buf[:0]
-	for _, f := range h.Fields() {
-		if header.EqualFold(f.Name, "x-forwarded-for") {
-			xff = append(append(xff, f.Value...), ", "...)
+// The fields addForwarding looks at.
+const (
+	fieldOther = iota
+	fieldHost
+	fieldXFF
+	fieldXFProto
+	fieldXFHost
+	fieldForwarded
+	fieldRequestID
+)
+
+func forwardingField(name []byte) int {
+	switch len(name) {
+	case 4:
+		if header.EqualFold(name, "host") {
+			return fieldHost
+		}
+	case 9:
+		if header.EqualFold(name, "forwarded") {
+			return fieldForwarded
+		}
+	case 12:
+		if header.EqualFold(name, "x-request-id") {
+			return fieldRequestID
+		}
+	case 15:
+		if header.EqualFold(name, "x-forwarded-for") {
+			return fieldXFF
+		}
+	case 16:
+		if header.EqualFold(name, "x-forwarded-host") {
+			return fieldXFHost
+		}
+	case 17:
+		if header.EqualFold(name, "x-forwarded-proto") {
+			return fieldXFProto
 		}
 	}
-	xff = append(xff, ip...)
-	h.Del("X-Forwarded-For")
-	h.AddBytes([]byte("X-Forwarded-For"), xff)
-	if !h.Has("x-forwarded-proto") {
+	return fieldOther
+}
+
+// addForwarding sets Host for an absolute-form target, adds
+// X-Forwarded-For, -Proto and -Host (and Forwarded, if configured), and
+// keeps a well-formed incoming X-Request-Id or makes one. From a client that
+// is not trusted, earlier forwarding fields are dropped. One pass over the
+// fields finds what is there.
+func (c *conn) addForwarding(s *Session) {
+	h := &s.Request.Header
+	trusted := c.trusted
+	fwd := c.srv.opts.Forwarding.Forwarded
+	var xffBuf, fwdBuf [256]byte
+	xff, prevFwd := xffBuf[:0], fwdBuf[:0]
+	hasHost, hasProto, hasXFHost, hasID := false, false, false, false
+	s.RequestID = nil
+	h.DelFunc(func(f header.Field) bool {
+		switch forwardingField(f.Name) {
+		case fieldHost:
+			hasHost = true
+		case fieldXFF:
+			// The earlier hops (from a trusted client) come first;
+			// several fields are joined into one.
+			if trusted {
+				xff = append(append(xff, f.Value...), ", "...)
+			}
+			return true
+		case fieldXFProto:
+			hasProto = trusted
+			return !trusted
+		case fieldXFHost:
+			hasXFHost = trusted
+			return !trusted
+		case fieldForwarded:
+			if trusted && fwd {
+				prevFwd = append(append(prevFwd, f.Value...), ", "...)
+				return true
+			}
+			return !trusted
+		case fieldRequestID:
+			if !hasID && len(f.Value) > 0 && len(f.Value) <= 128 && isVisibleASCII(f.Value) {
+				hasID = true
+				s.RequestID = f.Value
+				return false
+			}
+			return true
+		}
+		return false
+	})
+	if c.req.Form == 1 || !hasHost { // absolute-form: its authority wins
+		h.Set("Host", string(s.Request.Authority))
+	}
+
+	var ipb [64]byte
+	ip := c.remote.Addr().Unmap().AppendTo(ipb[:0])
+	h.AddBytes([]byte("X-Forwarded-For"), append(xff, ip...))
+	if !hasProto {
 		h.Add("X-Forwarded-Proto", s.Request.Scheme)
 	}
-	if !h.Has("x-forwarded-host") && len(s.Request.Authority) > 0 {
+	if !hasXFHost && len(s.Request.Authority) > 0 {
 		h.AddBytes([]byte("X-Forwarded-Host"), s.Request.Authority)
 	}
-	if fw.Forwarded {
-		f := buf[:0]
-		f = append(f, "for="...)
+	if fwd {
+		f := append(prevFwd, "for="...)
 		if c.remote.Addr().Unmap().Is6() {
 			f = append(append(append(f, "\"["...), ip...), "]\""...)
 		} else {
@@ -131,26 +195,12 @@ func (c *conn) addForwarding(s *Session) {
 		if len(s.Request.Authority) > 0 {
 			f = strconv.AppendQuote(append(f, ";host="...), string(s.Request.Authority))
 		}
-		if prev := h.Get("forwarded"); prev != nil {
-			joined := append(append(append([]byte{}, prev...), ", "...), f...)
-			h.Del("Forwarded")
-			h.AddBytes([]byte("Forwarded"), joined)
-		} else {
-			h.AddBytes([]byte("Forwarded"), f)
-		}
+		h.AddBytes([]byte("Forwarded"), f)
 	}
-}
-
-// ensureRequestID keeps a well-formed incoming X-Request-Id, or makes one.
-func (c *conn) ensureRequestID(s *Session) {
-	h := &s.Request.Header
-	if id := h.Get("x-request-id"); len(id) > 0 && len(id) <= 128 && isVisibleASCII(id) {
-		s.RequestID = id
-		return
+	if !hasID {
+		s.RequestID = c.srv.ids.next(s.reqIDBuf[:0])
+		h.AddBytes([]byte("X-Request-Id"), s.RequestID)
 	}
-	h.Del("X-Request-Id")
-	s.RequestID = c.srv.ids.next(s.reqIDBuf[:0])
-	h.AddBytes([]byte("X-Request-Id"), s.RequestID)
 }
 
 func isVisibleASCII(b []byte) bool {
@@ -165,19 +215,20 @@ func isVisibleASCII(b []byte) bool {
 // idSource makes request IDs: a random per-process prefix and a counter,
 // as 32 hex digits. Unique without a random read per request.
 type idSource struct {
-	prefix [8]byte
+	prefix [16]byte // hex
 	n      atomic.Uint64
 }
 
 func newIDSource() *idSource {
 	s := &idSource{}
-	rand.Read(s.prefix[:])
+	var b [8]byte
+	rand.Read(b[:])
+	hex.Encode(s.prefix[:], b[:])
 	return s
 }
 
 func (s *idSource) next(dst []byte) []byte {
-	var b [16]byte
-	copy(b[:8], s.prefix[:])
-	binary.BigEndian.PutUint64(b[8:], s.n.Add(1))
-	return hex.AppendEncode(dst, b[:])
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], s.n.Add(1))
+	return hex.AppendEncode(append(dst, s.prefix[:]...), b[:])
 }

@@ -61,7 +61,12 @@ func idempotent(method string) bool {
 	return false
 }
 
-func (u *upConn) Close() error { return u.nc.Close() }
+// Close closes the connection and gives its read buffer back. Only its
+// owner (an exchange, or the pool) calls it.
+func (u *upConn) Close() error {
+	u.rd.Release()
+	return u.nc.Close()
+}
 
 // proxy sends the request upstream, retrying where that is safe, and
 // relays the response.
@@ -142,6 +147,7 @@ func (srv *Server) connect(s *Session, peer *Peer, check bool) (*upConn, *Error)
 	}
 	srv.counters.UpstreamDials.Add(1)
 	u := &upConn{nc: nc, key: key, created: start}
+	u.bw = bufio.NewWriterSize(u, 4<<10)
 	u.rd.Reset(u, srv.opts.Limits.UpstreamHead)
 	u.alive.init(nc)
 	return u, nil
@@ -164,12 +170,9 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	reusable := false
 	defer func() {
 		c.upstream.Store(nil)
-		if up.bw != nil {
-			up.bw.Reset(nil)
-			bufWriterPool.Put(up.bw)
-			up.bw = nil
-		}
-		up.rd.Release()
+		// A pooled connection keeps its writer and a small read buffer:
+		// fetching them from pools for every request cost more.
+		up.rd.Trim()
 		if reusable {
 			srv.pool.Put(up.key, up, up.created, mono())
 		} else {
@@ -185,10 +188,6 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	// The write deadline rolls across exchanges: it bounds each write.
 	up.writeIdle = t.UpstreamWrite
 	up.readIdle = 0
-	if up.bw == nil {
-		up.bw = bufWriterPool.Get().(*bufio.Writer)
-		up.bw.Reset(up)
-	}
 
 	// h2c upgrades are not tunnelled: strait speaks HTTP/1.1 upstream, and
 	// the field was removed with the hop-by-hop ones.

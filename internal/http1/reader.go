@@ -96,6 +96,16 @@ func (r *Reader) Release() bool {
 	return true
 }
 
+// Trim gives a buffer larger than the smallest size back to the pool, as
+// Release does, and keeps a small one: a connection that goes on serving
+// saves two pool operations per message by keeping it, while one that read
+// a large head or body does not hold the large buffer.
+func (r *Reader) Trim() {
+	if r.bufp != nil && len(r.buf) > minBufSize {
+		r.Release()
+	}
+}
+
 // endMessage forgets the current head: its buffer space may be reused.
 func (r *Reader) endMessage() {
 	r.live = false
