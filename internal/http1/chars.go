@@ -1,5 +1,7 @@
 package http1
 
+import "encoding/binary"
+
 // Character classes of RFC 9110 §5.6.2 and §5.5, as lookup tables.
 var (
 	// isTchar: token characters (method, field names, codings).
@@ -44,4 +46,33 @@ func unhex(c byte) int64 {
 		return int64(c - 'A' + 10)
 	}
 	return -1
+}
+
+// valueEnd returns the index of the first byte of b that a field value
+// cannot hold (a control other than HTAB, or DEL), or len(b). Field values
+// are most of a head's bytes, both parsed and written, so it tests eight
+// bytes at a time and looks at single bytes only in a word that may hold
+// one (HTAB makes a word look suspect, and is then accepted byte by byte).
+func valueEnd(b []byte) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		below := (x - 0x20*ones) &^ x & highs // a byte under 0x20 (not obs-text)
+		d := x ^ 0x7f*ones
+		del := (d - ones) &^ d & highs // a byte equal to 0x7f
+		if below|del != 0 {
+			for j := i; j < i+8; j++ {
+				if !isValueChar[b[j]] {
+					return j
+				}
+			}
+		}
+	}
+	for ; i < len(b); i++ {
+		if !isValueChar[b[i]] {
+			return i
+		}
+	}
+	return len(b)
 }

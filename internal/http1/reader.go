@@ -314,13 +314,11 @@ func parseFieldLine(line []byte) (nameEnd, valBeg, valEnd int, err error) {
 	case line[i] != ':' || i == 0:
 		return 0, 0, 0, ErrFieldName
 	}
-	for _, c := range line[i+1:] {
-		if !isValueChar[c] {
-			if c == '\r' {
-				return 0, 0, 0, ErrBareCR
-			}
-			return 0, 0, 0, ErrFieldValue
+	if v, j := line[i+1:], valueEnd(line[i+1:]); j < len(v) {
+		if v[j] == '\r' {
+			return 0, 0, 0, ErrBareCR
 		}
+		return 0, 0, 0, ErrFieldValue
 	}
 	vb, ve := i+1, len(line)
 	for vb < ve && (line[vb] == ' ' || line[vb] == '\t') {

@@ -60,10 +60,8 @@ func (r *Reader) parseResponse(resp *Response, method string) error {
 		if line[12] != ' ' {
 			return ErrStatusLine
 		}
-		for _, c := range line[13:] {
-			if !isValueChar[c] {
-				return ErrStatusLine
-			}
+		if valueEnd(line[13:]) < len(line)-13 {
+			return ErrStatusLine
 		}
 		resp.Reason = line[13:len(line):len(line)]
 	}

@@ -47,14 +47,7 @@ func AppendStatusLine(dst []byte, status int, reason []byte) []byte {
 	return append(append(dst, http.StatusText(status)...), "\r\n"...)
 }
 
-func validReason(b []byte) bool {
-	for _, c := range b {
-		if !isValueChar[c] {
-			return false
-		}
-	}
-	return true
-}
+func validReason(b []byte) bool { return valueEnd(b) == len(b) }
 
 // AppendField appends "name: value\r\n", or returns an error if name is
 // not a token or value holds a character a field value cannot.
@@ -62,10 +55,8 @@ func AppendField(dst, name, value []byte) ([]byte, error) {
 	if !isToken(name) {
 		return dst, ErrFieldName
 	}
-	for _, c := range value {
-		if !isValueChar[c] {
-			return dst, ErrFieldValue
-		}
+	if valueEnd(value) < len(value) {
+		return dst, ErrFieldValue
 	}
 	dst = append(dst, name...)
 	dst = append(dst, ": "...)
