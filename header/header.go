@@ -163,7 +163,7 @@ func (h *Header) CopyFrom(src *Header) {
 // EqualFold reports whether b and s are equal under ASCII case folding.
 // Field names are ASCII tokens, so Unicode folding (which would, for
 // example, equate the Kelvin sign with "k") must not apply.
-func EqualFold(b []byte, s string) bool {
+func EqualFold[S string | []byte](b []byte, s S) bool {
 	if len(b) != len(s) {
 		return false
 	}

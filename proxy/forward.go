@@ -46,16 +46,22 @@ func protected(name []byte) bool {
 // stripHopByHop removes hop-by-hop fields and those the Connection fields
 // name.
 func stripHopByHop(h *header.Header) {
-	var conn [4][]byte // Connection values; more than four is abuse
-	n, hop := 0, false
+	// The options of the Connection fields, less those that name a field
+	// removed anyway ("keep-alive", "upgrade"), or none ("close").
+	var optBuf [8][]byte
+	opts := optBuf[:0]
+	hop := false
 	for _, f := range h.Fields() {
 		if !hopByHop(f.Name) {
 			continue
 		}
 		hop = true
-		if n < len(conn) && header.EqualFold(f.Name, "connection") {
-			conn[n] = f.Value
-			n++
+		if header.EqualFold(f.Name, "connection") {
+			for tok := range header.Elements(f.Value) {
+				if !hopByHop(tok) && !header.EqualFold(tok, "close") {
+					opts = append(opts, tok)
+				}
+			}
 		}
 	}
 	if !hop {
@@ -65,11 +71,9 @@ func stripHopByHop(h *header.Header) {
 		if hopByHop(f.Name) {
 			return true
 		}
-		for _, v := range conn[:n] {
-			for tok := range header.Elements(v) {
-				if header.EqualFold(f.Name, string(tok)) {
-					return !protected(f.Name)
-				}
+		for _, o := range opts {
+			if header.EqualFold(f.Name, o) {
+				return !protected(f.Name)
 			}
 		}
 		return false

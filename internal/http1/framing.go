@@ -53,8 +53,7 @@ func lookalike(name []byte) bool {
 		norm[n] = c | 0x20
 		n++
 	}
-	s := string(norm[:n])
-	if s != "contentlength" && s != "transferencoding" {
+	if string(norm[:n]) != "contentlength" && string(norm[:n]) != "transferencoding" {
 		return false
 	}
 	return !header.EqualFold(name, "content-length") && !header.EqualFold(name, "transfer-encoding")
