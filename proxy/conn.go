@@ -35,11 +35,20 @@ type conn struct {
 
 	state     atomic.Int32 // connIdle, connActive
 	served    int
+	busy      bool          // its last wait for a request ended within parkAfter
 	idleSince time.Duration // when the connection last became idle (mono)
 	ready     readiness     // waits for readability without a buffer
 	rdl, wdl  deadline      // the socket's read and write deadlines
 	fd        int32         // the socket, for the parker; -1 if unknown
 	hookResp  func(s *Session, status int, body []byte, fields []string) error
+
+	// The parker's bookkeeping (park_linux.go): waitState, armed, fired and
+	// waitSeq are guarded by its mutex; wake ends a hot wait.
+	waitState uint8
+	armed     bool // the socket is in the parker's epoll set
+	fired     bool // it became readable while its goroutine was parking
+	waitSeq   uint32
+	wake      chan uint8
 
 	// The watcher notices a client that goes away while its request waits
 	// for a slow upstream (see watch.go).
@@ -94,6 +103,14 @@ const (
 // peak the runtime keeps).
 const parkAfter = 20 * time.Millisecond
 
+// What a wait on the parker ends with (sent on conn.wake).
+const (
+	wokeReadable    uint8 = iota // read the next request
+	wokePark                     // idle for parkAfter: give back the state and park
+	wokeClose                    // the server is closing
+	waitUnavailable              // not waited: read with a deadline instead
+)
+
 // aLongTimeAgo is a deadline in the past, to wake a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -108,11 +125,12 @@ func (c *conn) start() {
 // serve reads and proxies requests until the connection ends or parks.
 func (c *conn) serve() {
 	srv := c.srv
-	if c.reqState == nil {
-		c.reqState = reqStatePool.Get().(*reqState)
-		c.rd.Reset(c, srv.opts.Limits.Head)
-	}
+	readable := false // the parker saw the next request arrive
 	for {
+		if c.reqState == nil {
+			c.reqState = reqStatePool.Get().(*reqState)
+			c.rd.Reset(c, srv.opts.Limits.Head)
+		}
 		c.state.Store(connIdle)
 		if srv.shuttingDown() {
 			break
@@ -121,8 +139,41 @@ func (c *conn) serve() {
 		c.awaitingHead = true
 		c.headStart = 0
 		idleEnd := c.idleSince + srv.opts.Timeouts.Idle
-		// Park after parkAfter of idleness (three quarters of it, at least).
-		c.rdl.ensure(c.nc.SetReadDeadline, mono(), parkAfter, idleEnd)
+		if !readable && c.served > 0 && c.rd.Buffered() == 0 && !c.peeked {
+			// Wait for the next request on the parker, which wakes
+			// connections in the order their requests came. A connection
+			// whose last wait was short keeps its buffers; others give
+			// them back first, so that many connections going idle at
+			// once do not hold them until they park.
+			if !c.busy {
+				c.release()
+			}
+			switch srv.getParker().wait(c) {
+			case wokeReadable:
+				readable, c.busy = true, true
+			case wokePark:
+				c.busy = false
+				c.dropState()
+				if srv.parker.park(c) {
+					return
+				}
+				readable = true // it came while parking (or the parker closed)
+				continue
+			case wokeClose:
+				c.close()
+				return
+			}
+		}
+		if readable {
+			// The head is there: the timeout is the head's (a quarter
+			// early, at worst), and is seldom moved.
+			c.rdl.ensure(c.nc.SetReadDeadline, mono(), srv.opts.Timeouts.Header, idleEnd)
+			readable = false
+		} else {
+			// Park after parkAfter of idleness (three quarters of it, at
+			// least).
+			c.rdl.ensure(c.nc.SetReadDeadline, mono(), parkAfter, idleEnd)
+		}
 		err := c.rd.ReadRequest(&c.req)
 		c.headPending = false
 		if err != nil {
@@ -150,14 +201,19 @@ func (c *conn) serve() {
 // that, it waits for the next request on a new goroutine, whose stack
 // starts small: the one that served requests grew deep and would keep it.
 func (c *conn) park() {
-	c.release()
-	c.rd.Reset(nil, http1.Limits{})
-	reqStatePool.Put(c.reqState)
-	c.reqState = nil
+	c.dropState()
 	if p := c.srv.getParker(); p != nil && p.park(c) {
 		return
 	}
 	go c.waitParked()
+}
+
+// dropState gives back the request state and its buffers.
+func (c *conn) dropState() {
+	c.release()
+	c.rd.Reset(nil, http1.Limits{})
+	reqStatePool.Put(c.reqState)
+	c.reqState = nil
 }
 
 func (c *conn) waitParked() {
@@ -197,6 +253,9 @@ func (c *conn) release() {
 
 func (c *conn) close() {
 	c.nc.Close()
+	if c.armed {
+		c.srv.parker.forget(c)
+	}
 	if c.watchStart != nil {
 		close(c.watchStart)
 	}

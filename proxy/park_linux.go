@@ -1,28 +1,67 @@
 package proxy
 
 import (
+	"os"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// parker holds idle keep-alive connections without a goroutine each: one
-// goroutine waits on an epoll set of their sockets, and a connection that
-// becomes readable (a request, or the client closing) resumes on a new
-// goroutine. A parked connection then costs its small conn struct and the
-// socket, about a kilobyte, where a goroutine blocked in a read costs a
-// stack of at least 2 KiB plus its runtime state.
+// parker waits for the next request of keep-alive connections on an epoll
+// set of its own, and wakes them in the order their requests arrived.
 //
-// The sockets stay registered with Go's own poller too; an fd may be in
-// several epoll sets. Ours is one-shot: a connection is taken out as soon
-// as it fires and never fires twice.
+// Go's poller would do the waiting otherwise, but it wakes the goroutines
+// that became ready in one poll in reverse order: under load the
+// connection whose request came first is served last of its batch, and
+// p99 was 1.5-2.6 times nginx's at the same rate. (Built with a Go runtime
+// patched to wake in order, the same strait had nginx's p99.) It also
+// spares a read that fails with EAGAIN before every wait.
+//
+// A connection waits in one of two ways:
+//   - hot: its goroutine blocks on conn.wake, keeping its buffers, for up
+//     to parkAfter;
+//   - parked: after that its goroutine has given back the request state
+//     and ended, and a connection that becomes readable resumes on a new
+//     goroutine. A parked connection costs its small conn struct and the
+//     socket, about a kilobyte.
+//
+// The sockets stay registered with Go's poller too; an fd may be in several
+// epoll sets. Ours is one-shot: a socket fires once per arming. The epoll
+// descriptor is itself registered with Go's poller, so the parker's
+// goroutine waits for events without blocking a thread.
 type parker struct {
-	epfd   int
-	idle   time.Duration
+	epfd int
+	rc   syscall.RawConn // of the epoll descriptor
+	file *os.File
+	idle time.Duration
+
+	// run's epoll_wait, made once: a closure passed to RawConn.Read
+	// escapes, and would be allocated for every wait.
+	poll    func(uintptr) bool
+	events  []syscall.EpollEvent
+	n       int
+	pollErr error
+
 	mu     sync.Mutex
-	parked map[int32]*conn // by fd
+	conns  map[int32]*conn // armed connections, by fd
+	hot    []hotWait       // hot waits, oldest first (some already over)
+	timer  time.Duration   // the read deadline set on file (mono); 0: none
 	closed bool
 }
+
+type hotWait struct {
+	c     *conn
+	since time.Duration // mono
+	seq   uint32        // the conn's waitSeq when it began
+}
+
+// Wait states of a conn (conn.waitState), guarded by parker.mu.
+const (
+	notWaiting uint8 = iota
+	waitingHot
+	parking // told to park; its goroutine is giving back its state
+	parked
+)
 
 // sweepEvery is how often idle timeouts of parked connections are checked;
 // a parked connection outlives its idle timeout by at most this much.
@@ -33,82 +72,239 @@ func newParker(idle time.Duration) (*parker, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &parker{epfd: fd, idle: idle, parked: make(map[int32]*conn)}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	// Non-blocking, so os.NewFile registers it with Go's poller.
+	f := os.NewFile(uintptr(fd), "strait-parker")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	p := &parker{epfd: fd, rc: rc, file: f, idle: idle, conns: make(map[int32]*conn)}
+	p.events = make([]syscall.EpollEvent, 256)
+	p.poll = func(uintptr) bool {
+		p.n, p.pollErr = syscall.EpollWait(p.epfd, p.events, 0)
+		return p.n > 0 || (p.pollErr != nil && p.pollErr != syscall.EINTR)
+	}
 	go p.run()
 	return p, nil
 }
 
-// park hands c to the parker. It reports false if c cannot be parked here
-// (no file descriptor, or the parker is closed); the caller then waits on a
-// goroutine instead.
+// arm adds c's socket to the set, or re-arms it, for one event. Called
+// with p.mu held.
+func (p *parker) arm(c *conn) bool {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot, Fd: c.fd}
+	op := syscall.EPOLL_CTL_MOD
+	if !c.armed {
+		op = syscall.EPOLL_CTL_ADD
+	}
+	if err := syscall.EpollCtl(p.epfd, op, int(c.fd), &ev); err != nil {
+		return false
+	}
+	c.armed = true
+	p.conns[c.fd] = c
+	return true
+}
+
+// wait blocks until c is readable (wokeReadable), has been idle for
+// parkAfter (wokePark), or the server closes (wokeClose). It returns
+// waitUnavailable at once if c cannot wait here.
+func (p *parker) wait(c *conn) uint8 {
+	if p == nil || c.fd < 0 {
+		return waitUnavailable
+	}
+	p.mu.Lock()
+	if p.closed || !p.arm(c) {
+		p.mu.Unlock()
+		return waitUnavailable
+	}
+	if c.wake == nil {
+		c.wake = make(chan uint8, 1)
+	}
+	c.waitState = waitingHot
+	c.waitSeq++
+	p.hot = append(p.hot, hotWait{c: c, since: c.idleSince, seq: c.waitSeq})
+	if at := roundUp(c.idleSince + parkAfter); p.timer == 0 || at < p.timer {
+		p.setTimer(at) // run may be blocked with no deadline
+	}
+	p.mu.Unlock()
+	return <-c.wake
+}
+
+// park hands c, whose goroutine is about to end, to the parker. It reports
+// false if c cannot be parked here: it is readable already (after
+// wokePark, an event came while it gave back its state), it has no file
+// descriptor, or the parker is closed. The caller then goes on itself.
 func (p *parker) park(c *conn) bool {
 	if c.fd < 0 {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	switch {
+	case p.closed:
+		return false
+	case c.fired:
+		c.fired = false
+		return false
+	case c.waitState == parking:
+		// Still armed, since no event came.
+		c.waitState = parked
+		return true
+	}
+	if !p.arm(c) {
 		return false
 	}
-	p.parked[c.fd] = c
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot, Fd: c.fd}
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(c.fd), &ev); err != nil {
-		delete(p.parked, c.fd)
-		return false
-	}
+	c.waitState = parked
 	return true
 }
 
 const epollOneShot = 1 << 30 // EPOLLONESHOT, missing from package syscall
 
+// roundUp rounds a time of the parker's timer up to the next 5 ms, so that
+// under load the timer is seldom moved.
+func roundUp(t time.Duration) time.Duration {
+	const step = 5 * time.Millisecond
+	return (t/step + 1) * step
+}
+
+// setTimer wakes run at t. Called with p.mu held.
+func (p *parker) setTimer(t time.Duration) {
+	p.timer = t
+	p.file.SetReadDeadline(wallOf(t))
+}
+
 func (p *parker) run() {
-	events := make([]syscall.EpollEvent, 256)
+	events := p.events
+	var wake, start, expired, toPark []*conn
 	lastSweep := mono()
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, int(sweepEvery/time.Millisecond))
+		p.n, p.pollErr = 0, nil
+		err := p.rc.Read(p.poll)
+		n := p.n
+		if p.pollErr != nil && p.pollErr != syscall.EINTR {
+			err = p.pollErr
+		}
+		now := mono()
 		p.mu.Lock()
-		if p.closed || (err != nil && err != syscall.EINTR) {
-			p.closed = true
+		if p.closed {
 			p.mu.Unlock()
-			syscall.Close(p.epfd)
+			p.file.Close()
 			return
 		}
 		for _, ev := range events[:max(n, 0)] {
-			c := p.parked[ev.Fd]
+			c := p.conns[ev.Fd]
 			if c == nil {
 				continue
 			}
-			delete(p.parked, ev.Fd)
-			syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(ev.Fd), nil)
-			go c.serve()
+			switch c.waitState {
+			case waitingHot:
+				wake = append(wake, c)
+			case parking:
+				c.fired = true // its goroutine finds out in park
+			case parked:
+				start = append(start, c)
+			}
+			c.waitState = notWaiting
 		}
-		var expired []*conn
-		if now := mono(); now-lastSweep >= sweepEvery {
+		// Hot waits that have lasted parkAfter end in parking.
+		i := 0
+		for ; i < len(p.hot); i++ {
+			h := p.hot[i]
+			if h.since+parkAfter > now {
+				break
+			}
+			if h.c.waitState == waitingHot && h.c.waitSeq == h.seq {
+				h.c.waitState = parking
+				toPark = append(toPark, h.c)
+			}
+		}
+		p.hot = append(p.hot[:0], p.hot[i:]...)
+		if now-lastSweep >= sweepEvery {
 			lastSweep = now
-			for fd, c := range p.parked {
-				if now-c.idleSince >= p.idle {
-					delete(p.parked, fd)
+			for fd, c := range p.conns {
+				if c.waitState == parked && now-c.idleSince >= p.idle {
+					delete(p.conns, fd)
 					syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+					c.waitState, c.armed = notWaiting, false
 					expired = append(expired, c)
 				}
 			}
 		}
+		// Come back for the next hot wait to end, or the next sweep.
+		next := lastSweep + sweepEvery
+		if len(p.hot) > 0 {
+			next = min(next, p.hot[0].since+parkAfter)
+		}
+		if next = roundUp(next); next != p.timer {
+			p.setTimer(next)
+		}
 		p.mu.Unlock()
+
+		for _, c := range wake {
+			c.wake <- wokeReadable
+		}
+		for _, c := range toPark {
+			c.wake <- wokePark
+		}
+		for _, c := range start {
+			go c.serve()
+		}
 		for _, c := range expired {
 			c.close()
+		}
+		clear(wake)
+		clear(start)
+		clear(toPark)
+		clear(expired)
+		wake, start, toPark, expired = wake[:0], start[:0], toPark[:0], expired[:0]
+		if err != nil && !isTimeout(err) {
+			p.closeAll()
 		}
 	}
 }
 
-// closeAll closes every parked connection and stops the parker (its
-// goroutine ends within sweepEvery).
+// forget drops a closed connection. Its socket left the epoll set when it
+// was closed.
+func (p *parker) forget(c *conn) {
+	p.mu.Lock()
+	if p.conns[c.fd] == c {
+		delete(p.conns, c.fd)
+	}
+	c.armed, c.waitState = false, notWaiting
+	p.mu.Unlock()
+}
+
+// closeAll closes every parked connection, wakes every hot wait to close,
+// and stops the parker.
 func (p *parker) closeAll() {
 	p.mu.Lock()
-	parked := p.parked
-	p.parked = make(map[int32]*conn)
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	p.closed = true
+	var hot, parkedConns []*conn
+	for _, c := range p.conns {
+		switch c.waitState {
+		case waitingHot:
+			hot = append(hot, c)
+		case parked:
+			parkedConns = append(parkedConns, c)
+		}
+		c.waitState = notWaiting
+	}
+	p.conns = make(map[int32]*conn)
+	p.hot = nil
 	p.mu.Unlock()
-	for _, c := range parked {
+	p.file.SetReadDeadline(aLongTimeAgo) // wakes run, which ends
+	for _, c := range hot {
+		c.wake <- wokeClose
+	}
+	for _, c := range parkedConns {
 		c.close()
 	}
 }
