@@ -81,6 +81,9 @@ type summary struct {
 	// rounds, and a ratio within a round cancels most of that drift.
 	StraitPaired float64 `json:"strait_over_target_req_per_sec_paired,omitempty"`
 	Pairs        int     `json:"paired_rounds,omitempty"`
+	// StraitPairedP99 is the same for p99: strait's over this target's
+	// within each round, median over rounds.
+	StraitPairedP99 float64 `json:"strait_over_target_p99_paired,omitempty"`
 }
 
 type scenarioReport struct {
@@ -434,16 +437,17 @@ func summarize(targets []string, runs []*runRecord) []summary {
 			if st.CyclesPerReq > 0 && out[i].CyclesPerReq > 0 {
 				out[i].StraitCycles = st.CyclesPerReq / out[i].CyclesPerReq
 			}
-			ratios := pairedRatios(runs, "strait", out[i].Target)
+			ratios := pairedRatios(runs, "strait", out[i].Target, func(r *runRecord) float64 { return r.ReqPerSec })
 			out[i].StraitPaired, out[i].Pairs = median(ratios), len(ratios)
+			out[i].StraitPairedP99 = median(pairedRatios(runs, "strait", out[i].Target, func(r *runRecord) float64 { return r.P99Ms }))
 		}
 	}
 	return out
 }
 
 // pairedRatios returns, for each round in which both a and b have a
-// counted run, a's req/s over b's.
-func pairedRatios(runs []*runRecord, a, b string) []float64 {
+// counted run, a's value over b's.
+func pairedRatios(runs []*runRecord, a, b string, value func(*runRecord) float64) []float64 {
 	counted := func(r *runRecord) bool { return r.Valid && !r.Noisy }
 	byRound := map[int]map[string]float64{}
 	for _, r := range runs {
@@ -451,7 +455,7 @@ func pairedRatios(runs []*runRecord, a, b string) []float64 {
 			if byRound[r.Round] == nil {
 				byRound[r.Round] = map[string]float64{}
 			}
-			byRound[r.Round][r.Target] = r.ReqPerSec
+			byRound[r.Round][r.Target] = value(r)
 		}
 	}
 	var out []float64

@@ -172,12 +172,12 @@ func printLoad(w io.Writer, rep *loadReport) {
 			}
 			return fmt.Sprintf("%.2f× (%.2f×)", m.StraitReqPerSec, m.StraitP99)
 		})
-		fmt.Fprintln(w, "== strait ÷ target, req/s, median of the per-round ratios (each pair measured within the same round)")
+		fmt.Fprintln(w, "== strait ÷ target, median of the per-round ratios (each pair measured within the same round): req/s and, in brackets, p99")
 		ratioTable(w, rep, others, func(m summary) string {
 			if m.Pairs == 0 {
 				return "-"
 			}
-			return fmt.Sprintf("%.2f× (%d rounds)", m.StraitPaired, m.Pairs)
+			return fmt.Sprintf("%.2f× (%.2f×) %d rounds", m.StraitPaired, m.StraitPairedP99, m.Pairs)
 		})
 		// CPU per request does not move with other work sharing the
 		// machine (it does with the CPU's own speed).
