@@ -119,13 +119,14 @@ func (c *conn) start() {
 	c.ready.init(c.nc)
 	c.fd = connFD(c.ready.rc)
 	c.idleSince = mono()
-	c.serve()
+	c.serve(false)
 }
 
 // serve reads and proxies requests until the connection ends or parks.
-func (c *conn) serve() {
+// readable says the connection is known to have something to read (it
+// resumes from parking), so it need not wait first.
+func (c *conn) serve(readable bool) {
 	srv := c.srv
-	readable := false // the parker saw the next request arrive
 	for {
 		if c.reqState == nil {
 			c.reqState = reqStatePool.Get().(*reqState)
@@ -222,7 +223,7 @@ func (c *conn) waitParked() {
 		c.close() // idle timeout, shutdown, or the socket failed
 		return
 	}
-	c.serve()
+	c.serve(true)
 }
 
 // readFailed answers a request head that could not be read, if there is

@@ -251,7 +251,7 @@ func (p *parker) run() {
 			c.wake <- wokePark
 		}
 		for _, c := range start {
-			go c.serve()
+			go c.serve(true)
 		}
 		for _, c := range expired {
 			c.close()
