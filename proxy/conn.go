@@ -42,13 +42,13 @@ type conn struct {
 	fd        int32         // the socket, for the parker; -1 if unknown
 	hookResp  func(s *Session, status int, body []byte, fields []string) error
 
-	// The parker's bookkeeping (park_linux.go): waitState, armed, fired and
+	// The parker's bookkeeping (park_linux.go): waitState, registered, fired and
 	// waitSeq are guarded by its mutex; wake ends a hot wait.
-	waitState uint8
-	armed     bool // the socket is in the parker's epoll set
-	fired     bool // it became readable while its goroutine was parking
-	waitSeq   uint32
-	wake      chan uint8
+	waitState  uint8
+	registered bool // the socket is in the parker's epoll set
+	fired      bool // an edge came while it was not waiting
+	waitSeq    uint32
+	wake       chan uint8
 
 	// The watcher notices a client that goes away while its request waits
 	// for a slow upstream (see watch.go).
@@ -95,7 +95,7 @@ const (
 // parkAfter is how long a connection waits for its next request holding
 // its request state, goroutine and read buffer before it parks. Busy
 // keep-alive connections send their next request sooner and never pay for
-// parking (two epoll_ctl calls and a goroutine start); idle ones shed about
+// parking (a goroutine start); idle ones shed about
 // 10 KiB each almost at once, so a burst of connections that go idle
 // together never holds much. Measured with 10,000 connections making one
 // request each: 20 ms gives 2.7-3.1 KiB RSS per idle connection, 100 ms
@@ -254,7 +254,7 @@ func (c *conn) release() {
 
 func (c *conn) close() {
 	c.nc.Close()
-	if c.armed {
+	if c.registered {
 		c.srv.parker.forget(c)
 	}
 	if c.watchStart != nil {

@@ -14,9 +14,12 @@ import (
 // that became ready in one poll in reverse order: under load the
 // connection whose request came first is served last of its batch, and
 // p99 was 1.5-2.6 times nginx's at the same rate. (Built with a Go runtime
-// patched to wake in order, the same strait had nginx's p99.) Re-arming
-// costs one epoll_ctl per wait, where Go's poller cost a read that failed
-// with EAGAIN.
+// patched to wake in order, the same strait had nginx's p99.)
+//
+// A socket joins the set at its first wait and stays, edge-triggered, so a
+// wait costs no system call. An edge that comes while its connection is
+// not waiting marks it fired; the next wait peeks first, since the bytes
+// may have been read meanwhile.
 //
 // A connection waits in one of two ways:
 //   - hot: its goroutine blocks on conn.wake, keeping its buffers, for up
@@ -27,9 +30,8 @@ import (
 //     socket, about a kilobyte.
 //
 // The sockets stay registered with Go's poller too; an fd may be in several
-// epoll sets. Ours is one-shot: a socket fires once per arming. The epoll
-// descriptor is itself registered with Go's poller, so the parker's
-// goroutine waits for events without blocking a thread.
+// epoll sets. The epoll descriptor is itself registered with Go's poller,
+// so the parker's goroutine waits for events without blocking a thread.
 type parker struct {
 	epfd int
 	rc   syscall.RawConn // of the epoll descriptor
@@ -44,7 +46,7 @@ type parker struct {
 	pollErr error
 
 	mu     sync.Mutex
-	conns  map[int32]*conn // armed connections, by fd
+	conns  map[int32]*conn // registered connections, by fd
 	hot    []hotWait       // hot waits, oldest first (some already over)
 	timer  time.Duration   // the read deadline set on file (mono); 0: none
 	closed bool
@@ -94,20 +96,29 @@ func newParker(idle time.Duration) (*parker, error) {
 	return p, nil
 }
 
-// arm adds c's socket to the set, or re-arms it, for one event. Called
-// with p.mu held.
-func (p *parker) arm(c *conn) bool {
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot, Fd: c.fd}
-	op := syscall.EPOLL_CTL_MOD
-	if !c.armed {
-		op = syscall.EPOLL_CTL_ADD
+// register adds c's socket to the set, once. Called with p.mu held.
+func (p *parker) register(c *conn) bool {
+	if c.registered {
+		return true
 	}
-	if err := syscall.EpollCtl(p.epfd, op, int(c.fd), &ev); err != nil {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: c.fd}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(c.fd), &ev); err != nil {
 		return false
 	}
-	c.armed = true
+	c.registered = true
 	p.conns[c.fd] = c
 	return true
+}
+
+// firedReadable reports whether an edge came for c while it was not
+// waiting and its socket still has something to read. Called with p.mu
+// held, so an edge after the peek finds c waiting.
+func (p *parker) firedReadable(c *conn) bool {
+	if !c.fired {
+		return false
+	}
+	c.fired = false
+	return peek(uintptr(c.fd)) != syscall.EAGAIN
 }
 
 // wait blocks until c is readable (wokeReadable), has been idle for
@@ -118,9 +129,13 @@ func (p *parker) wait(c *conn) uint8 {
 		return waitUnavailable
 	}
 	p.mu.Lock()
-	if p.closed || !p.arm(c) {
+	if p.closed || !p.register(c) {
 		p.mu.Unlock()
 		return waitUnavailable
+	}
+	if p.firedReadable(c) {
+		p.mu.Unlock()
+		return wokeReadable
 	}
 	if c.wake == nil {
 		c.wake = make(chan uint8, 1)
@@ -136,34 +151,23 @@ func (p *parker) wait(c *conn) uint8 {
 }
 
 // park hands c, whose goroutine is about to end, to the parker. It reports
-// false if c cannot be parked here: it is readable already (after
-// wokePark, an event came while it gave back its state), it has no file
-// descriptor, or the parker is closed. The caller then goes on itself.
+// false if c cannot be parked here: it is readable already (bytes came
+// while it gave back its state), it has no file descriptor, or the parker
+// is closed. The caller then goes on itself.
 func (p *parker) park(c *conn) bool {
 	if c.fd < 0 {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch {
-	case p.closed:
-		return false
-	case c.fired:
-		c.fired = false
-		return false
-	case c.waitState == parking:
-		// Still armed, since no event came.
-		c.waitState = parked
-		return true
-	}
-	if !p.arm(c) {
+	if p.closed || !p.register(c) || p.firedReadable(c) {
 		return false
 	}
 	c.waitState = parked
 	return true
 }
 
-const epollOneShot = 1 << 30 // EPOLLONESHOT, missing from package syscall
+const epollET = 1 << 31 // EPOLLET; package syscall's is negative, an int
 
 // roundUp rounds a time of the parker's timer up to the next 5 ms, so that
 // under load the timer is seldom moved.
@@ -204,10 +208,11 @@ func (p *parker) run() {
 			switch c.waitState {
 			case waitingHot:
 				wake = append(wake, c)
-			case parking:
-				c.fired = true // its goroutine finds out in park
 			case parked:
 				start = append(start, c)
+			default: // its goroutine finds out in wait or park
+				c.fired = true
+				continue
 			}
 			c.waitState = notWaiting
 		}
@@ -230,7 +235,7 @@ func (p *parker) run() {
 				if c.waitState == parked && now-c.idleSince >= p.idle {
 					delete(p.conns, fd)
 					syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
-					c.waitState, c.armed = notWaiting, false
+					c.waitState, c.registered = notWaiting, false
 					expired = append(expired, c)
 				}
 			}
@@ -275,7 +280,7 @@ func (p *parker) forget(c *conn) {
 	if p.conns[c.fd] == c {
 		delete(p.conns, c.fd)
 	}
-	c.armed, c.waitState = false, notWaiting
+	c.registered, c.waitState, c.fired = false, notWaiting, false
 	p.mu.Unlock()
 }
 

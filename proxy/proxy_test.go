@@ -690,6 +690,35 @@ func TestParkedConnections(t *testing.T) {
 	}
 }
 
+// TestRequestWhileBusy: a request that arrives while the connection is
+// still busy with the previous one is served at once, though it came when
+// the connection was not waiting for it.
+func TestRequestWhileBusy(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(10 * time.Millisecond)
+		}
+		io.WriteString(w, r.URL.Path)
+	}))
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	for i := range 20 {
+		// The first request makes the connection wait for the next on the
+		// parker.
+		io.WriteString(c, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+		readResponse(t, br, "GET")
+		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+		time.Sleep(2 * time.Millisecond) // the origin is still sleeping
+		io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		for _, want := range []string{"/slow", "/next"} {
+			if _, body := readResponse(t, br, "GET"); body != want {
+				t.Fatalf("round %d: got %q, want %q", i, body, want)
+			}
+		}
+	}
+}
+
 // TestExpectContinueAnsweredEarly: a request expecting 100-continue that a
 // hook answers is not waited on for its body: the connection closes.
 func TestExpectContinueAnsweredEarly(t *testing.T) {
