@@ -18,8 +18,9 @@ type Field struct {
 //
 // A Header is not safe for concurrent use.
 type Header struct {
-	fields []Field
-	arena  []byte
+	fields  []Field
+	arena   []byte
+	checked int // leading fields added with AddChecked and unchanged since
 }
 
 // Len returns the number of fields.
@@ -27,7 +28,7 @@ func (h *Header) Len() int { return len(h.fields) }
 
 // Fields returns the fields in order. The slice and the bytes it refers to
 // belong to h: they are valid until h is next changed and must not be
-// modified.
+// modified (writers trust checked fields to stay as they were checked).
 func (h *Header) Fields() []Field { return h.fields }
 
 // Reset removes every field and keeps the memory for reuse.
@@ -35,6 +36,7 @@ func (h *Header) Reset() {
 	clear(h.fields) // drop references into buffers that may be reused
 	h.fields = h.fields[:0]
 	h.arena = h.arena[:0]
+	h.checked = 0
 }
 
 // Get returns the value of the first field named name (compared without
@@ -102,6 +104,22 @@ func (h *Header) AddRef(name, value []byte) {
 	h.fields = append(h.fields, Field{Name: name, Value: value})
 }
 
+// AddChecked is AddRef for a parser that has checked the bytes as they
+// must be on the wire: name is a token, and value holds only field-value
+// characters, without surrounding whitespace. Writers skip their own checks
+// of the leading fields so added (see Checked).
+func (h *Header) AddChecked(name, value []byte) {
+	if h.checked == len(h.fields) {
+		h.checked++
+	}
+	h.AddRef(name, value)
+}
+
+// Checked returns how many of the leading fields were added with AddChecked
+// and are unchanged since. Removing fields keeps the others checked; Set
+// ends the run at the field it changes.
+func (h *Header) Checked() int { return h.checked }
+
 // Set replaces every field named name with one field name: value, keeping
 // the position of the first one, or appends it if there was none.
 func (h *Header) Set(name, value string) {
@@ -110,6 +128,7 @@ func (h *Header) Set(name, value string) {
 			start := len(h.arena)
 			h.arena = append(h.arena, value...)
 			h.fields[i].Value = h.arena[start:len(h.arena):len(h.arena)]
+			h.checked = min(h.checked, i)
 			h.delFrom(i+1, name)
 			return
 		}
@@ -121,9 +140,12 @@ func (h *Header) Set(name, value string) {
 func (h *Header) Del(name string) int { return h.delFrom(0, name) }
 
 func (h *Header) delFrom(from int, name string) int {
-	j := from
+	j, checked := from, h.checked
 	for i := from; i < len(h.fields); i++ {
 		if EqualFold(h.fields[i].Name, name) {
+			if i < checked {
+				h.checked--
+			}
 			continue
 		}
 		h.fields[j] = h.fields[i]
@@ -137,9 +159,12 @@ func (h *Header) delFrom(from int, name string) int {
 
 // DelFunc removes every field for which drop returns true.
 func (h *Header) DelFunc(drop func(f Field) bool) {
-	j := 0
+	j, checked := 0, h.checked
 	for i := range h.fields {
 		if drop(h.fields[i]) {
+			if i < checked {
+				h.checked--
+			}
 			continue
 		}
 		h.fields[j] = h.fields[i]
@@ -158,6 +183,7 @@ func (h *Header) CopyFrom(src *Header) {
 	for _, f := range src.fields {
 		h.AddBytes(f.Name, f.Value)
 	}
+	h.checked = src.checked
 }
 
 // EqualFold reports whether b and s are equal under ASCII case folding.

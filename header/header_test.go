@@ -179,6 +179,42 @@ func TestHeaderDel(t *testing.T) {
 	}
 }
 
+func TestHeaderChecked(t *testing.T) {
+	var h Header
+	for _, n := range []string{"A", "B", "C", "D"} {
+		h.AddChecked([]byte(n), []byte("v"))
+	}
+	h.Add("E", "v")
+	h.AddChecked([]byte("F"), []byte("v")) // after an unchecked field: not in the run
+	steps := []struct {
+		do   func()
+		want int
+	}{
+		{func() {}, 4},
+		{func() { h.Del("F") }, 4},
+		{func() { h.Del("B") }, 3}, // A C D
+		{func() { h.DelFunc(func(f Field) bool { return f.Name[0] == 'E' }) }, 3}, // after the run
+		{func() { h.Set("D", "new") }, 2},                                         // the run ends at D
+		{func() { h.Set("G", "new") }, 2},                                         // appended
+		{func() { h.DelFunc(func(f Field) bool { return f.Name[0] == 'A' }) }, 1},
+	}
+	for i, s := range steps {
+		s.do()
+		if got := h.Checked(); got != s.want {
+			t.Fatalf("step %d: Checked() = %d, want %d (%s)", i, got, s.want, hdrDump(&h))
+		}
+	}
+	var c Header
+	c.CopyFrom(&h)
+	if c.Checked() != 1 || hdrDump(&c) != hdrDump(&h) {
+		t.Errorf("CopyFrom: Checked() = %d, %s", c.Checked(), hdrDump(&c))
+	}
+	h.Reset()
+	if h.Checked() != 0 {
+		t.Errorf("after Reset, Checked() = %d", h.Checked())
+	}
+}
+
 func TestHeaderCopyFrom(t *testing.T) {
 	buf := []byte("X-Ref: referenced")
 	var src Header

@@ -116,7 +116,7 @@ func (r *Reader) parseRequest(req *Request) error {
 // indexFields adds the scanned fields to h, referring into the buffer.
 func (r *Reader) indexFields(h *header.Header) {
 	for _, sp := range r.scan.spans {
-		h.AddRef(r.buf[sp.name:sp.colon:sp.colon], r.buf[sp.valBeg:sp.valEnd:sp.valEnd])
+		h.AddChecked(r.buf[sp.name:sp.colon:sp.colon], r.buf[sp.valBeg:sp.valEnd:sp.valEnd])
 	}
 }
 

@@ -67,7 +67,15 @@ func AppendField(dst, name, value []byte) ([]byte, error) {
 // AppendHeader appends every field of h, or none if one is refused.
 func AppendHeader(dst []byte, h *header.Header) ([]byte, error) {
 	orig := len(dst)
-	for _, f := range h.Fields() {
+	fields := h.Fields()
+	checked := fields[:h.Checked()]
+	for _, f := range checked { // as the parser checked them
+		dst = append(dst, f.Name...)
+		dst = append(dst, ": "...)
+		dst = append(dst, f.Value...)
+		dst = append(dst, "\r\n"...)
+	}
+	for _, f := range fields[len(checked):] {
 		var err error
 		if dst, err = AppendField(dst, f.Name, f.Value); err != nil {
 			return dst[:orig], err

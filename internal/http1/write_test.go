@@ -113,6 +113,20 @@ func TestWriteAppendHeader(t *testing.T) {
 		t.Errorf("body %q, %v", body, err)
 	}
 
+	// The parsed fields are checked, and written back as they came.
+	if n := req.Header.Checked(); n != len(got) {
+		t.Errorf("Checked() = %d of %d parsed fields", n, len(got))
+	}
+	head := dst[bytes.Index(dst, []byte("\r\n"))+2 : bytes.Index(dst, []byte("\r\n\r\n"))+2]
+	if again, err := AppendHeader(nil, &req.Header); err != nil || !bytes.Equal(again, head) {
+		t.Errorf("parsed fields written back: %q, %v; want %q", again, err, head)
+	}
+	// A checked field that is changed is checked again when written.
+	req.Header.Set("x-lower", "a\r\nX-Injected: 1")
+	if out, err := AppendHeader(nil, &req.Header); err != ErrFieldValue {
+		t.Errorf("a checked field set to a bad value: %q, %v; want ErrFieldValue", out, err)
+	}
+
 	// A bad field stops AppendHeader with the field's error.
 	h.Add("X-Bad", "a\r\nX-Injected: 1")
 	h.Add("X-After", "v")
