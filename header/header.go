@@ -167,7 +167,9 @@ func (h *Header) DelFunc(drop func(f Field) bool) {
 			}
 			continue
 		}
-		h.fields[j] = h.fields[i]
+		if i != j {
+			h.fields[j] = h.fields[i]
+		}
 		j++
 	}
 	clear(h.fields[j:])

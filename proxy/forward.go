@@ -50,12 +50,10 @@ func stripHopByHop(h *header.Header) {
 	// removed anyway ("keep-alive", "upgrade"), or none ("close").
 	var optBuf [8][]byte
 	opts := optBuf[:0]
-	hop := false
-	for _, f := range h.Fields() {
+	h.DelFunc(func(f header.Field) bool {
 		if !hopByHop(f.Name) {
-			continue
+			return false
 		}
-		hop = true
 		if header.EqualFold(f.Name, "connection") {
 			for tok := range header.Elements(f.Value) {
 				if !hopByHop(tok) && !header.EqualFold(tok, "close") {
@@ -63,14 +61,12 @@ func stripHopByHop(h *header.Header) {
 				}
 			}
 		}
-	}
-	if !hop {
-		return // most requests
+		return true
+	})
+	if len(opts) == 0 {
+		return // most messages
 	}
 	h.DelFunc(func(f header.Field) bool {
-		if hopByHop(f.Name) {
-			return true
-		}
 		for _, o := range opts {
 			if header.EqualFold(f.Name, o) {
 				return !protected(f.Name)
