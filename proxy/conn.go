@@ -40,6 +40,9 @@ type conn struct {
 	ready     readiness     // waits for readability without a buffer
 	rdl, wdl  deadline      // the socket's read and write deadlines
 	fd        int32         // the socket, for the parker; -1 if unknown
+	rawFD     int32         // the socket if plain TCP or Unix, for raw I/O; else -1
+	raw       int32         // rawFD while raw I/O is on, else -1 (rawio_linux.go)
+	helpers   int           // goroutines using the sockets beside this one's
 	hookResp  func(s *Session, status int, body []byte, fields []string) error
 
 	// The parker's bookkeeping (park_linux.go): waitState, registered, fired and
@@ -118,6 +121,8 @@ func (c *conn) start() {
 	c.hookResp = c.respondFromHook
 	c.ready.init(c.nc)
 	c.fd = connFD(c.ready.rc)
+	c.rawFD = plainFD(c.nc)
+	c.raw = c.rawFD
 	c.idleSince = mono()
 	c.serve(false)
 }
@@ -300,6 +305,10 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.headStart = mono()
 		c.rdl.set(c.nc.SetReadDeadline, wallOf(c.headStart+c.srv.opts.Timeouts.Header))
 	}
+	if n := rawRead(c.raw, p); n > 0 {
+		c.onFirstByte()
+		return n, nil
+	}
 	if c.readIdle > 0 {
 		c.rdl.ensure(c.nc.SetReadDeadline, mono(), c.readIdle, 0)
 	}
@@ -320,8 +329,13 @@ func (c *conn) onFirstByte() {
 // Write is the downstream writer under the buffered writer: it keeps a
 // rolling write deadline, so a client that stops reading is cut off.
 func (c *conn) Write(p []byte) (int, error) {
+	n := rawWrite(c.raw, p)
+	if n == len(p) {
+		return n, nil // no wait, so no deadline needed
+	}
 	c.wdl.ensure(c.nc.SetWriteDeadline, mono(), c.srv.opts.Timeouts.Write, 0)
-	return c.nc.Write(p)
+	m, err := c.nc.Write(p[n:])
+	return n + m, err
 }
 
 // handle proxies one request and reports whether the connection may carry

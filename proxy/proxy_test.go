@@ -719,6 +719,47 @@ func TestRequestWhileBusy(t *testing.T) {
 	}
 }
 
+// TestCloseEndsConnections: Close ends idle, reading and busy connections
+// at once for their clients, and each connection's goroutine then closes
+// its socket (Close shuts sockets down rather than closing them under a
+// goroutine that may be using them).
+func TestCloseEndsConnections(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(300 * time.Millisecond)
+		}
+		io.WriteString(w, "ok")
+	}))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	idle, idleBR := rawConn(t, addr)
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	readResponse(t, idleBR, "GET")
+	reading, readingBR := rawConn(t, addr)
+	io.WriteString(reading, "GET / HTTP/1.1\r\nHost: a\r\n")
+	busy, busyBR := rawConn(t, addr)
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(50 * time.Millisecond) // the head reaches the origin
+	if n := srv.Counters().ConnsOpen.Load(); n != 3 {
+		t.Fatalf("open connections before Close: %d", n)
+	}
+	start := time.Now()
+	srv.Close()
+	for name, br := range map[string]*bufio.Reader{"idle": idleBR, "reading": readingBR, "busy": busyBR} {
+		if b, err := br.ReadByte(); err == nil {
+			t.Errorf("%s connection: read %q after Close, want it closed", name, b)
+		}
+	}
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Errorf("clients saw the end %v after Close; want at once (before the slow origin answers)", d)
+	}
+	for srv.Counters().ConnsOpen.Load() != 0 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d connections still open 5 s after Close", srv.Counters().ConnsOpen.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestExpectContinueAnsweredEarly: a request expecting 100-continue that a
 // hook answers is not waited on for its body: the connection closes.
 func TestExpectContinueAnsweredEarly(t *testing.T) {

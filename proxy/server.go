@@ -239,7 +239,11 @@ func (srv *Server) Close() error {
 		ln.Close()
 	}
 	for c := range srv.conns {
-		c.nc.Close()
+		// Shut down, not closed: the serving goroutine closes it (see
+		// rawio_linux.go).
+		if !shutdown(c.nc) {
+			c.nc.Close()
+		}
 	}
 	srv.mu.Unlock()
 	srv.closeParked()

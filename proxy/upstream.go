@@ -26,6 +26,8 @@ type upConn struct {
 	cw      http1.ChunkedWriter
 	resp    http1.Response
 	alive   aliveCheck
+	rawFD   int32 // the socket if plain TCP or Unix, for raw I/O; else -1
+	raw     int32 // rawFD while raw I/O is on, else -1 (rawio_linux.go)
 
 	// Deadlines: rolling ones of readIdle (when not 0) and writeIdle,
 	// capped by the request's total upstream deadline (limit).
@@ -38,6 +40,9 @@ type upConn struct {
 }
 
 func (u *upConn) Read(p []byte) (int, error) {
+	if n := rawRead(u.raw, p); n > 0 {
+		return n, nil
+	}
 	if u.readIdle > 0 {
 		u.rdl.ensure(u.nc.SetReadDeadline, mono(), u.readIdle, u.limit)
 	}
@@ -46,10 +51,32 @@ func (u *upConn) Read(p []byte) (int, error) {
 
 func (u *upConn) Write(p []byte) (int, error) {
 	u.lastWrite = mono()
-	u.wdl.ensure(u.nc.SetWriteDeadline, u.lastWrite, u.writeIdle, u.limit)
-	n, err := u.nc.Write(p)
+	n := rawWrite(u.raw, p)
 	u.written += int64(n)
-	return n, err
+	if n == len(p) {
+		return n, nil
+	}
+	u.wdl.ensure(u.nc.SetWriteDeadline, u.lastWrite, u.writeIdle, u.limit)
+	m, err := u.nc.Write(p[n:])
+	u.written += int64(m)
+	return n + m, err
+}
+
+// share turns raw I/O on c's and u's sockets off while another goroutine
+// (a body copier, the watcher) uses them or may stop a wait with a
+// deadline; unshare turns it back on once the last such goroutine is done.
+// The fields change only while no other goroutine runs.
+func (c *conn) share(u *upConn) {
+	if c.helpers == 0 {
+		c.raw, u.raw = -1, -1
+	}
+	c.helpers++
+}
+
+func (c *conn) unshare(u *upConn) {
+	if c.helpers--; c.helpers == 0 {
+		c.raw, u.raw = c.rawFD, u.rawFD
+	}
 }
 
 // idempotent reports whether a request with this method may be sent twice
@@ -151,6 +178,8 @@ func (srv *Server) connect(s *Session, peer *Peer, check bool) (*upConn, *Error)
 	u.bw = bufio.NewWriterSize(u, 4<<10)
 	u.rd.Reset(u, srv.opts.Limits.UpstreamHead)
 	u.alive.init(nc)
+	u.rawFD = plainFD(nc)
+	u.raw = u.rawFD
 	return u, nil
 }
 
@@ -219,6 +248,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		}
 		bodyRunning = true
 		sent = mono()
+		c.share(up)
 		go c.sendBody(s, up, chunked)
 	} else {
 		if err := up.bw.Flush(); err != nil {
@@ -234,7 +264,9 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 			return nil
 		}
 		bodyRunning = false
-		return <-c.bodyErr
+		e := <-c.bodyErr
+		c.unshare(up)
+		return e
 	}
 	abortBody := func() *Error {
 		if !bodyRunning {

@@ -24,6 +24,7 @@ func (c *conn) startWatch() bool {
 	})
 	// The upstream's timeouts bound the wait; the client's read has none.
 	c.rdl.set(c.nc.SetReadDeadline, time.Time{})
+	c.share(c.upstream.Load())
 	c.watchStart <- struct{}{}
 	return true
 }
@@ -48,4 +49,5 @@ func (c *conn) watchLoop() {
 func (c *conn) stopWatch() {
 	c.rdl.set(c.nc.SetReadDeadline, aLongTimeAgo)
 	<-c.watchDone
+	c.unshare(c.upstream.Load())
 }

@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// Raw socket I/O. Reads and writes on the request path try the socket
+// directly first, with a system call the runtime is not told about, and go
+// through net.Conn only when that would block or fails: net.Conn would
+// take and release the descriptor's lock (two atomic operations, each
+// costly right after a system call), reset the poller's state, and enter
+// and leave the scheduler's syscall state, about 13% of strait's user CPU
+// time per request. The socket is non-blocking, so the call never blocks.
+//
+// Skipping the lock is safe only while no other goroutine can close the
+// socket or uses it. So: a connection's socket is closed only by the
+// goroutine serving it, or while no goroutine serves it (parked, pooled);
+// Server.Close shuts sockets down instead, which keeps their descriptors.
+// And the raw path is off (raw = -1) while a body copier or the watcher
+// runs beside the serving goroutine: they read and write through net.Conn,
+// and are stopped with deadlines, which the raw path does not see.
+
+// plainFD returns the descriptor of nc if it is a plain TCP or Unix
+// socket, whose bytes are the connection's, or -1.
+func plainFD(nc net.Conn) int32 {
+	var sc syscall.Conn
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	return connFD(rc)
+}
+
+// rawRead reads into p from fd, and returns how many bytes it read; 0 when
+// it read none, for any reason (would block, end of file, an error): the
+// caller then reads through net.Conn, which waits, or reports the error.
+func rawRead(fd int32, p []byte) int {
+	if fd < 0 || len(p) == 0 {
+		return 0
+	}
+	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0
+	}
+	return int(n)
+}
+
+// rawWrite writes what of p it can to fd without waiting, and returns how
+// much; the caller writes the rest through net.Conn.
+func rawWrite(fd int32, p []byte) int {
+	if fd < 0 || len(p) == 0 {
+		return 0
+	}
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0
+	}
+	return int(n)
+}
+
+// shutdown ends the connection of nc for both directions without closing
+// its descriptor, and reports whether it could.
+func shutdown(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	err = rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+	return err == nil
+}
