@@ -84,6 +84,12 @@ type summary struct {
 	// StraitPairedP99 is the same for p99: strait's over this target's
 	// within each round, median over rounds.
 	StraitPairedP99 float64 `json:"strait_over_target_p99_paired,omitempty"`
+	// StraitPhased and StraitPhasedP99 are the paired ratios over only the
+	// rounds in which both runs met the proxy core at the same speed (see
+	// phases); PhasedPairs counts them.
+	StraitPhased    float64 `json:"strait_over_target_req_per_sec_same_phase,omitempty"`
+	StraitPhasedP99 float64 `json:"strait_over_target_p99_same_phase,omitempty"`
+	PhasedPairs     int     `json:"same_phase_rounds,omitempty"`
 }
 
 type scenarioReport struct {
@@ -424,6 +430,11 @@ func summarize(targets []string, runs []*runRecord) []summary {
 			st = &out[i]
 		}
 	}
+	phase := phases(runs)
+	samePhase := func(a, b *runRecord) bool {
+		pa := phase(a)
+		return (pa == phaseFast || pa == phaseSlow) && pa == phase(b)
+	}
 	for i := range out {
 		if st != nil && out[i].Valid > 0 && out[i].Target != "strait" {
 			out[i].StraitReqPerSec = st.ReqPerSec / out[i].ReqPerSec
@@ -437,34 +448,83 @@ func summarize(targets []string, runs []*runRecord) []summary {
 			if st.CyclesPerReq > 0 && out[i].CyclesPerReq > 0 {
 				out[i].StraitCycles = st.CyclesPerReq / out[i].CyclesPerReq
 			}
-			ratios := pairedRatios(runs, "strait", out[i].Target, func(r *runRecord) float64 { return r.ReqPerSec })
+			rps := func(r *runRecord) float64 { return r.ReqPerSec }
+			p99 := func(r *runRecord) float64 { return r.P99Ms }
+			ratios := pairedRatios(runs, "strait", out[i].Target, rps, nil)
 			out[i].StraitPaired, out[i].Pairs = median(ratios), len(ratios)
-			out[i].StraitPairedP99 = median(pairedRatios(runs, "strait", out[i].Target, func(r *runRecord) float64 { return r.P99Ms }))
+			out[i].StraitPairedP99 = median(pairedRatios(runs, "strait", out[i].Target, p99, nil))
+			if out[i].Target != "direct" {
+				ratios = pairedRatios(runs, "strait", out[i].Target, rps, samePhase)
+				out[i].StraitPhased, out[i].PhasedPairs = median(ratios), len(ratios)
+				out[i].StraitPhasedP99 = median(pairedRatios(runs, "strait", out[i].Target, p99, samePhase))
+			}
 		}
 	}
 	return out
 }
 
 // pairedRatios returns, for each round in which both a and b have a
-// counted run, a's value over b's.
-func pairedRatios(runs []*runRecord, a, b string, value func(*runRecord) float64) []float64 {
+// counted run (and keep accepts the pair), value(a's run) ÷ value(b's).
+func pairedRatios(runs []*runRecord, a, b string, value func(*runRecord) float64, keep func(ra, rb *runRecord) bool) []float64 {
 	counted := func(r *runRecord) bool { return r.Valid && !r.Noisy }
-	byRound := map[int]map[string]float64{}
+	byRound := map[int]map[string]*runRecord{}
 	for _, r := range runs {
 		if counted(r) && (r.Target == a || r.Target == b) {
 			if byRound[r.Round] == nil {
-				byRound[r.Round] = map[string]float64{}
+				byRound[r.Round] = map[string]*runRecord{}
 			}
-			byRound[r.Round][r.Target] = value(r)
+			byRound[r.Round][r.Target] = r
 		}
 	}
 	var out []float64
 	for _, m := range byRound {
-		if m[a] > 0 && m[b] > 0 {
-			out = append(out, m[a]/m[b])
+		ra, rb := m[a], m[b]
+		if ra != nil && rb != nil && value(ra) > 0 && value(rb) > 0 && (keep == nil || keep(ra, rb)) {
+			out = append(out, value(ra)/value(rb))
 		}
 	}
 	return out
+}
+
+// Core speeds a run can meet (see phases).
+const (
+	phaseUnknown = iota // no perf counters
+	phaseFast
+	phaseSlow
+	phaseMixed // the speed changed during the run
+)
+
+// phases tells at which speed each run (with perf counters) met the
+// proxy's core. The cores of these shared machines switch between two
+// speeds for seconds at a time: cycles per request about double while
+// instructions stay. A run's instructions per cycle, against the best its
+// target reached in the scenario, say which: fast at 85% of that best or
+// more, slow at 60% or less, mixed between.
+func phases(runs []*runRecord) func(*runRecord) int {
+	ipc := func(r *runRecord) float64 {
+		if r.CyclesPerReq == 0 {
+			return 0
+		}
+		return r.InstrPerReq / r.CyclesPerReq
+	}
+	best := map[string]float64{}
+	for _, r := range runs {
+		if r.Valid {
+			best[r.Target] = max(best[r.Target], ipc(r))
+		}
+	}
+	return func(r *runRecord) int {
+		if ipc(r) == 0 || best[r.Target] == 0 {
+			return phaseUnknown
+		}
+		switch f := ipc(r) / best[r.Target]; {
+		case f >= 0.85:
+			return phaseFast
+		case f <= 0.6:
+			return phaseSlow
+		}
+		return phaseMixed
+	}
 }
 
 // median of xs (mean of the middle two for an even count); 0 for none.
