@@ -33,7 +33,7 @@ type conn struct {
 	// trusted: the client may vouch for earlier hops in X-Forwarded-*.
 	trusted bool
 
-	state     atomic.Int32 // connIdle, connActive
+	state     atomic.Int32 // connIdle while waiting for a request on Go's poller, which Shutdown ends; else connActive
 	served    int
 	busy      bool          // its last wait for a request ended within parkAfter
 	idleSince time.Duration // when the connection last became idle (mono)
@@ -56,12 +56,11 @@ type conn struct {
 	// The watcher notices a client that goes away while its request waits
 	// for a slow upstream (see watch.go).
 	watchOnce  sync.Once
-	watchStart chan struct{}
+	watchStart chan *upConn
 	watchDone  chan struct{}
 	watchByte  [1]byte
-	peeked     bool        // watchByte holds the first byte of the next request
-	clientGone atomic.Bool // the watcher saw the client close
-	upstream   atomic.Pointer[upConn]
+	peeked     bool // watchByte holds the first byte of the next request
+	clientGone bool // the watcher saw the client close
 
 	*reqState // nil while parked
 }
@@ -137,7 +136,6 @@ func (c *conn) serve(readable bool) {
 			c.reqState = reqStatePool.Get().(*reqState)
 			c.rd.Reset(c, srv.opts.Limits.Head)
 		}
-		c.state.Store(connIdle)
 		if srv.shuttingDown() {
 			break
 		}
@@ -177,7 +175,9 @@ func (c *conn) serve(readable bool) {
 			readable = false
 		} else {
 			// Park after parkAfter of idleness (three quarters of it, at
-			// least).
+			// least). Shutdown wakes this wait, which is why the state is
+			// kept (waits on the parker are its to end).
+			c.state.Store(connIdle)
 			c.rdl.ensure(c.nc.SetReadDeadline, mono(), parkAfter, idleEnd)
 		}
 		err := c.rd.ReadRequest(&c.req)
@@ -191,7 +191,7 @@ func (c *conn) serve(readable bool) {
 			c.readFailed(err)
 			break
 		}
-		c.state.Store(connActive)
+		c.setActive()
 		c.served++
 		if !c.handle() {
 			break
@@ -322,6 +322,15 @@ func (c *conn) Read(p []byte) (int, error) {
 func (c *conn) onFirstByte() {
 	if c.awaitingHead {
 		c.awaitingHead, c.headPending = false, true
+		c.setActive()
+	}
+}
+
+// setActive marks the connection busy with a request, so that Shutdown lets
+// it finish. An atomic store is a full barrier, slow right after a system
+// call, so the state is stored only when it changes.
+func (c *conn) setActive() {
+	if c.state.Load() != connActive {
 		c.state.Store(connActive)
 	}
 }
@@ -395,7 +404,7 @@ func (c *conn) finish(s *Session, e *Error) bool {
 	keep := c.req.KeepAlive && !c.srv.shuttingDown()
 	if e != nil {
 		c.srv.counters.failed(e)
-		if e.Kind == KindDownstreamGone || c.clientGone.Load() {
+		if e.Kind == KindDownstreamGone || c.clientGone {
 			return false
 		}
 		if !s.answered {
@@ -455,7 +464,7 @@ func (c *conn) startSession() {
 	s.ClientAddr, s.LocalAddr = c.remote, c.local
 	s.ctx = context.Background()
 	s.respond = c.hookResp
-	c.clientGone.Store(false)
+	c.clientGone = false
 
 	r := &s.Request
 	r.Method = internMethod(c.req.Method)

@@ -199,7 +199,6 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	t := &srv.opts.Timeouts
 	reusable := false
 	defer func() {
-		c.upstream.Store(nil)
 		// A pooled connection keeps its writer and a small read buffer:
 		// fetching them from pools for every request cost more.
 		up.rd.Trim()
@@ -209,7 +208,6 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 			up.Close()
 		}
 	}()
-	c.upstream.Store(up)
 	up.written = 0
 	up.limit = 0
 	if t.UpstreamTotal > 0 {
@@ -373,7 +371,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		c.req.KeepAlive = false
 	}
 	reusable = resp.KeepAlive && up.rd.Body().Done() && up.rd.Buffered() == 0 &&
-		c.rd.Body().Done() && !c.clientGone.Load()
+		c.rd.Body().Done() && !c.clientGone
 	return nil
 }
 
@@ -425,7 +423,7 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Duration, hasB
 	watching := false
 	defer func() {
 		if watching {
-			c.stopWatch()
+			c.stopWatch(up)
 		}
 	}()
 	first := !hasBody
@@ -446,10 +444,14 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Duration, hasB
 		}
 		if err != nil && first && isTimeout(err) && mono() < deadline {
 			first = false
-			watching = c.startWatch()
+			watching = c.startWatch(up)
 			continue
 		}
 		if err != nil {
+			if watching { // it may have seen the client go
+				c.stopWatch(up)
+				watching = false
+			}
 			return c.upstreamReadError(s, up, err)
 		}
 		st := up.resp.Status
@@ -475,7 +477,7 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Duration, hasB
 var errBodyFailed = &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "request body"}
 
 func (c *conn) upstreamReadError(s *Session, up *upConn, err error) *Error {
-	if c.clientGone.Load() {
+	if c.clientGone {
 		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "client closed while waiting for the upstream"}
 	}
 	var pe *http1.Error
@@ -547,7 +549,7 @@ func (c *conn) relayResponseBody(s *Session, up *upConn, headOnly, chunked bool)
 }
 
 func (c *conn) upstreamBodyError(err error) *Error {
-	if c.clientGone.Load() {
+	if c.clientGone {
 		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "client closed"}
 	}
 	var pe *http1.Error

@@ -13,41 +13,39 @@ import "time"
 // startWatch starts watching, and reports whether it did: not while bytes
 // of the next request are already buffered (the client is there) or the
 // request body is still being read.
-func (c *conn) startWatch() bool {
+func (c *conn) startWatch(up *upConn) bool {
 	if c.rd.Buffered() > 0 || c.peeked || !c.rd.Body().Done() {
 		return false
 	}
 	c.watchOnce.Do(func() {
-		c.watchStart = make(chan struct{})
+		c.watchStart = make(chan *upConn)
 		c.watchDone = make(chan struct{})
 		go c.watchLoop()
 	})
 	// The upstream's timeouts bound the wait; the client's read has none.
 	c.rdl.set(c.nc.SetReadDeadline, time.Time{})
-	c.share(c.upstream.Load())
-	c.watchStart <- struct{}{}
+	c.share(up)
+	c.watchStart <- up
 	return true
 }
 
 func (c *conn) watchLoop() {
-	for range c.watchStart {
+	for up := range c.watchStart {
 		n, err := c.nc.Read(c.watchByte[:])
 		switch {
 		case n == 1:
 			c.peeked = true
 		case err != nil && !isTimeout(err):
-			c.clientGone.Store(true)
-			if up := c.upstream.Load(); up != nil {
-				up.nc.SetReadDeadline(aLongTimeAgo)
-			}
+			c.clientGone = true // read after stopWatch
+			up.nc.SetReadDeadline(aLongTimeAgo)
 		}
 		c.watchDone <- struct{}{}
 	}
 }
 
 // stopWatch ends the background read and waits for it.
-func (c *conn) stopWatch() {
+func (c *conn) stopWatch(up *upConn) {
 	c.rdl.set(c.nc.SetReadDeadline, aLongTimeAgo)
 	<-c.watchDone
-	c.unshare(c.upstream.Load())
+	c.unshare(up)
 }
