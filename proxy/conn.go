@@ -305,9 +305,13 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.headStart = mono()
 		c.rdl.set(c.nc.SetReadDeadline, wallOf(c.headStart+c.srv.opts.Timeouts.Header))
 	}
-	if n := rawRead(c.raw, p); n > 0 {
-		c.onFirstByte()
-		return n, nil
+	// A new connection's first request seldom follows its handshake at
+	// once: its first read would only fail, then be made again.
+	if c.served > 0 || !c.awaitingHead {
+		if n := rawRead(c.raw, p); n > 0 {
+			c.onFirstByte()
+			return n, nil
+		}
 	}
 	if c.readIdle > 0 {
 		c.rdl.ensure(c.nc.SetReadDeadline, mono(), c.readIdle, 0)

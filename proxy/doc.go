@@ -17,6 +17,6 @@
 //			return &proxy.Peer{Addr: "127.0.0.1:9000"}, nil
 //		},
 //	}, proxy.Options{})
-//	ln, _ := net.Listen("tcp", ":8080")
+//	ln, _ := proxy.Listen(context.Background(), "tcp", ":8080")
 //	srv.Serve(ln)
 package proxy

@@ -169,7 +169,7 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "strait: %v\n", err)
 			return 1
 		}
-		ln, err := net.Listen("tcp", l.Address)
+		ln, err := proxy.Listen(context.Background(), "tcp", l.Address)
 		if err != nil {
 			fmt.Fprintf(stderr, "strait: listener %s: %v\n", l.Name, err)
 			return 1

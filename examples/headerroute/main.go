@@ -5,9 +5,9 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
-	"net"
 
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/proxy"
@@ -35,7 +35,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := proxy.Listen(context.Background(), "tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
 	}

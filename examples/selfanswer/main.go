@@ -6,9 +6,9 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log"
-	"net"
 
 	"github.com/straitproxy/strait/proxy"
 )
@@ -43,7 +43,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := proxy.Listen(context.Background(), "tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func Proxy(t testing.TB, p proxy.Phases, o proxy.Options) (*proxy.Server, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := proxy.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
