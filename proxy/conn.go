@@ -496,7 +496,9 @@ func (c *conn) startSession() {
 	s.Response.Trailer.Reset()
 	c.readIdle = c.srv.opts.Timeouts.Body
 	c.continued = false
-	c.bodyFailed.Store(false)
+	if c.bodyFailed.Load() { // a store is a full barrier
+		c.bodyFailed.Store(false)
+	}
 }
 
 func (c *conn) endSession() {
