@@ -40,7 +40,11 @@ type upConn struct {
 }
 
 func (u *upConn) Read(p []byte) (int, error) {
-	if n := rawRead(u.raw, p); n > 0 {
+	fd := u.raw
+	if u.limit > 0 && fd >= 0 && mono() >= u.limit {
+		fd = -1 // past the total deadline: net.Conn reports it
+	}
+	if n := rawRead(fd, p); n > 0 {
 		return n, nil
 	}
 	if u.readIdle > 0 {
@@ -51,7 +55,11 @@ func (u *upConn) Read(p []byte) (int, error) {
 
 func (u *upConn) Write(p []byte) (int, error) {
 	u.lastWrite = mono()
-	n := rawWrite(u.raw, p)
+	fd := u.raw
+	if u.limit > 0 && u.lastWrite >= u.limit {
+		fd = -1 // past the total deadline: net.Conn reports it
+	}
+	n := rawWrite(fd, p)
 	u.written += int64(n)
 	if n == len(p) {
 		return n, nil
