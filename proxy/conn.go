@@ -37,6 +37,8 @@ type conn struct {
 	served    int
 	busy      bool          // its last wait for a request ended within parkAfter
 	idleSince time.Duration // when the connection last became idle (mono)
+	readAt    time.Duration // when its request head was read (mono)
+	wokeAt    time.Duration // when the parker last woke it (mono; set by the parker)
 	ready     readiness     // waits for readability without a buffer
 	rdl, wdl  deadline      // the socket's read and write deadlines
 	fd        int32         // the socket, for the parker; -1 if unknown
@@ -131,6 +133,7 @@ func (c *conn) start() {
 // resumes from parking), so it need not wait first.
 func (c *conn) serve(readable bool) {
 	srv := c.srv
+	var readableAt time.Duration // when the parker saw it readable; 0: unknown
 	for {
 		if c.reqState == nil {
 			c.reqState = reqStatePool.Get().(*reqState)
@@ -155,6 +158,7 @@ func (c *conn) serve(readable bool) {
 			switch srv.getParker().wait(c) {
 			case wokeReadable:
 				readable, c.busy = true, true
+				readableAt = c.wokeAt
 			case wokePark:
 				c.busy = false
 				c.dropState()
@@ -171,8 +175,11 @@ func (c *conn) serve(readable bool) {
 		if readable {
 			// The head is there: the timeout is the head's (a quarter
 			// early, at worst), and is seldom moved.
-			c.rdl.ensure(c.nc.SetReadDeadline, mono(), srv.opts.Timeouts.Header, idleEnd)
-			readable = false
+			if readableAt == 0 {
+				readableAt = mono()
+			}
+			c.rdl.ensure(c.nc.SetReadDeadline, readableAt, srv.opts.Timeouts.Header, idleEnd)
+			readable, readableAt = false, 0
 		} else {
 			// Park after parkAfter of idleness (three quarters of it, at
 			// least). Shutdown wakes this wait, which is why the state is
@@ -197,7 +204,6 @@ func (c *conn) serve(readable bool) {
 			break
 		}
 		c.rd.Trim()
-		c.idleSince = mono()
 	}
 	c.close()
 }
@@ -364,7 +370,8 @@ func (c *conn) handle() bool {
 
 	e := c.run(s)
 	keep := c.finish(s, e)
-	s.Stats.Total = mono() - c.reqStart
+	c.idleSince = mono() // idle from now, if it goes on
+	s.Stats.Total = c.idleSince - c.reqStart
 	if srv.phases.Logging != nil {
 		srv.phases.Logging(s, e)
 	}
@@ -458,6 +465,7 @@ func (c *conn) flush() error {
 func (c *conn) startSession() {
 	s := &c.sess
 	t := mono()
+	c.readAt = t
 	c.reqStart = c.headStart
 	if c.reqStart == 0 { // the head came in one read (or was already buffered)
 		c.reqStart = t

@@ -207,6 +207,7 @@ func (p *parker) run() {
 			}
 			switch c.waitState {
 			case waitingHot:
+				c.wokeAt = now // read after the wake
 				wake = append(wake, c)
 			case parked:
 				start = append(start, c)

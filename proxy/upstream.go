@@ -120,7 +120,11 @@ func (c *conn) proxy(s *Session) *Error {
 			return asError(err, Internal, KindNoPeer, 503, "choosing a peer")
 		}
 		s.Stats.Peer = peer.Addr
-		up, e := srv.connect(s, peer, !idempotent(s.Request.Method))
+		now := c.readAt // read the clock again only for a retry
+		if s.Stats.Attempts > 1 {
+			now = mono()
+		}
+		up, e := srv.connect(s, peer, !idempotent(s.Request.Method), now)
 		if e != nil {
 			if ph.FailToConnect != nil {
 				e = ph.FailToConnect(s, peer, e)
@@ -153,11 +157,12 @@ func (c *conn) bodyStarted() bool {
 // connect returns a pooled connection to peer, or dials a new one. With
 // check, a pooled connection is first peeked at to see that the peer has
 // not closed it. Idempotent requests skip the check (a system call): if the
-// connection turns out closed, they are sent again on a new one.
-func (srv *Server) connect(s *Session, peer *Peer, check bool) (*upConn, *Error) {
+// connection turns out closed, they are sent again on a new one. now is a
+// recent clock reading, for the pool's idle ages.
+func (srv *Server) connect(s *Session, peer *Peer, check bool, now time.Duration) (*upConn, *Error) {
 	key := peer.Addr
 	for {
-		u, ok := srv.pool.Get(key, mono())
+		u, ok := srv.pool.Get(key, now)
 		if !ok {
 			break
 		}
