@@ -44,24 +44,17 @@ func plainFD(nc net.Conn) int32 {
 // rawRead reads into p from fd, and returns how many bytes it read; 0 when
 // it read none, for any reason (would block, end of file, an error): the
 // caller then reads through net.Conn, which waits, or reports the error.
-func rawRead(fd int32, p []byte) int {
-	if fd < 0 || len(p) == 0 {
-		return 0
-	}
-	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if errno != 0 {
-		return 0
-	}
-	return int(n)
-}
+func rawRead(fd int32, p []byte) int { return rawCall(syscall.SYS_READ, fd, p) }
 
 // rawWrite writes what of p it can to fd without waiting, and returns how
 // much; the caller writes the rest through net.Conn.
-func rawWrite(fd int32, p []byte) int {
+func rawWrite(fd int32, p []byte) int { return rawCall(syscall.SYS_WRITE, fd, p) }
+
+func rawCall(trap uintptr, fd int32, p []byte) int {
 	if fd < 0 || len(p) == 0 {
 		return 0
 	}
-	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, errno := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if errno != 0 {
 		return 0
 	}
