@@ -350,6 +350,23 @@ func fzStr(b []byte) string {
 	return string(b)
 }
 
+// fzHeadFields is fzFields for a parsed head, whose fields AppendHeader
+// writes without checking them (Header.Checked): each must be one that
+// AppendField accepts and writes unchanged. A violation panics, which the
+// fuzzer reports with its input.
+func fzHeadFields(h *header.Header) []fzField {
+	if h.Checked() != h.Len() {
+		panic(fmt.Sprintf("%d of %d parsed fields are checked", h.Checked(), h.Len()))
+	}
+	for _, f := range h.Fields() {
+		out, err := http1.AppendField(nil, f.Name, f.Value)
+		if want := string(f.Name) + ": " + string(f.Value) + "\r\n"; err != nil || string(out) != want {
+			panic(fmt.Sprintf("parsed field %q: %q: AppendField gives %q, %v", f.Name, f.Value, out, err))
+		}
+	}
+	return fzFields(h)
+}
+
 func fzFields(h *header.Header) []fzField {
 	var out []fzField
 	for _, f := range h.Fields() {
@@ -526,7 +543,7 @@ func fzRequests(src io.Reader, lim http1.Limits, mode fzMode, rng *rand.Rand) fz
 		}
 		m := fzMsg{
 			Method: string(req.Method), Target: string(req.Target), Minor: req.Minor,
-			Fields: fzFields(&req.Header), Form: req.Form,
+			Fields: fzHeadFields(&req.Header), Form: req.Form,
 			Authority: fzStr(req.Authority), Host: fzStr(req.Host),
 			Framing: req.Framing, ContentLength: req.ContentLength,
 			KeepAlive: req.KeepAlive, ExpectContinue: req.ExpectContinue, Upgrade: fzStr(req.Upgrade),
@@ -559,7 +576,7 @@ func fzResponses(src io.Reader, lim http1.Limits, method string, mode fzMode, rn
 		}
 		m := fzMsg{
 			Minor: resp.Minor, Status: resp.Status, Reason: fzStr(resp.Reason),
-			Fields: fzFields(&resp.Header), Framing: resp.Framing,
+			Fields: fzHeadFields(&resp.Header), Framing: resp.Framing,
 			ContentLength: resp.ContentLength, KeepAlive: resp.KeepAlive,
 		}
 		fzReadBody(r, &m, mode, src, rng)
