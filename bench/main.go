@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,7 @@ type config struct {
 	loadCPU          int
 	resultsDir       string
 	straitRef        string
+	baseRef          string
 	waitQuiet        time.Duration
 	maxOther         float64
 	nice             int
@@ -130,6 +132,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.loadCPU, "load-cpu", 1, "CPU the origin and wrk share")
 	fs.StringVar(&cfg.resultsDir, "results", "bench/results", "directory for the JSON report (relative to the repository root)")
 	fs.StringVar(&cfg.straitRef, "strait-ref", "", "build strait from this git revision (git archive) instead of the working tree")
+	fs.StringVar(&cfg.baseRef, "base", "", "also run strait built from this git `revision` as target \"base\", to compare two versions in one interleaved run (the ratio tables then include strait ÷ base)")
 	fs.DurationVar(&cfg.waitQuiet, "wait-quiet", 0, "before each run, wait up to this long for other processes to use under 10% of a CPU (0: do not wait)")
 	fs.Float64Var(&cfg.maxOther, "max-other", 0, "leave out of the medians runs during which other processes took more than this `percent` of a CPU (0: count all)")
 	fs.IntVar(&cfg.nice, "nice", 0, "run the origin, the proxies and wrk at this nice `level` (e.g. -10, as root) to take CPU from other work on a shared machine")
@@ -172,7 +175,7 @@ flags:
 	if cfg.scenarios, err = pickScenarios(*scen); err != nil {
 		return nil, err
 	}
-	if cfg.targets, err = pickTargets(*targets); err != nil {
+	if cfg.targets, err = pickTargets(*targets, cfg.baseRef != ""); err != nil {
 		return nil, err
 	}
 	switch {
@@ -194,24 +197,29 @@ flags:
 	return cfg, nil
 }
 
-func pickTargets(list string) ([]string, error) {
+// pickTargets parses -targets. With -base, "base" is a target too, and
+// is added if the list does not name it.
+func pickTargets(list string, base bool) ([]string, error) {
+	known := allTargets
+	if base {
+		known = append(slices.Clone(allTargets), "base")
+	}
 	var out []string
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
 		if name == "" {
 			continue
 		}
-		known := false
-		for _, t := range allTargets {
-			known = known || t == name
-		}
-		if !known {
-			return nil, fmt.Errorf("unknown target %q (have %s)", name, strings.Join(allTargets, ", "))
+		if !slices.Contains(known, name) {
+			return nil, fmt.Errorf("unknown target %q (have %s; base needs -base)", name, strings.Join(known, ", "))
 		}
 		out = append(out, name)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no targets")
+	}
+	if base && !slices.Contains(out, "base") {
+		out = append(out, "base")
 	}
 	return out, nil
 }

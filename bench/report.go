@@ -35,14 +35,27 @@ func (b *bench) environment(ctx context.Context) [][2]string {
 		}
 	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return [][2]string{
+	env := [][2]string{
 		{"machine", fmt.Sprintf("%d CPUs (%s), Linux %s", runtime.NumCPU(), cpuModel, strings.TrimSpace(string(kernel)))},
 		{"strait", b.straitDesc},
-		{"go", cmdOut("go", "env", "GOVERSION")},
-		{"nginx", strings.TrimPrefix(cmdOut(nginxBin(), "-v"), "nginx version: ")},
-		{"haproxy", cmdOut("haproxy", "-v")},
-		{"wrk", cmdOut("wrk", "-v")},
 	}
+	if b.base != "" {
+		env = append(env, [2]string{"base", b.baseDesc})
+	}
+	return append(env,
+		[2]string{"go", cmdOut("go", "env", "GOVERSION")},
+		[2]string{"nginx", strings.TrimPrefix(cmdOut(nginxBin(), "-v"), "nginx version: ")},
+		[2]string{"haproxy", cmdOut("haproxy", "-v")},
+		[2]string{"wrk", cmdOut("wrk", "-v")},
+	)
+}
+
+// describeRef names a committed revision.
+func (b *bench) describeRef(ctx context.Context, ref string) string {
+	cmd := exec.CommandContext(ctx, "git", "rev-parse", "--short", ref+"^{commit}")
+	cmd.Dir = b.root
+	out, _ := cmd.Output()
+	return fmt.Sprintf("git revision %s (commit %s)", ref, strings.TrimSpace(string(out)))
 }
 
 // describeStrait names the strait source being built. It runs before the
@@ -56,7 +69,7 @@ func (b *bench) describeStrait(ctx context.Context) string {
 	}
 	var straitDesc string
 	if ref := b.cfg.straitRef; ref != "" {
-		straitDesc = fmt.Sprintf("git revision %s (commit %s)", ref, git("rev-parse", "--short", ref+"^{commit}"))
+		straitDesc = b.describeRef(ctx, ref)
 	} else {
 		straitDesc = "working tree at commit " + git("rev-parse", "--short", "HEAD")
 		// Name the uncommitted state by the hash of its diff, so two runs

@@ -26,6 +26,8 @@ type bench struct {
 	nofile     uint64 // RLIMIT_NOFILE the harness and its children run with
 	strait     string // built binaries
 	straitDesc string // which source strait was built from
+	base       string // strait built from -base, if given
+	baseDesc   string
 	httpu      string
 	origin     *proc
 	oport      int // origin: the files
@@ -105,10 +107,21 @@ func (b *bench) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, bin := range []struct{ dir, out, pkg string }{
+	bins := []struct{ dir, out, pkg string }{
 		{straitSrc, b.strait, "./cmd/strait"},
 		{b.root, b.httpu, "./bench/httputilproxy"},
-	} {
+	}
+	if ref := b.cfg.baseRef; ref != "" {
+		// A second strait, to compare two versions in one interleaved run.
+		b.base = filepath.Join(b.tmp, "strait-base")
+		b.baseDesc = b.describeRef(ctx, ref)
+		baseSrc := filepath.Join(b.tmp, "base-src")
+		if err := exportRef(ctx, b.root, ref, baseSrc); err != nil {
+			return err
+		}
+		bins = append(bins, struct{ dir, out, pkg string }{baseSrc, b.base, "./cmd/strait"})
+	}
+	for _, bin := range bins {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin.out, bin.pkg)
 		cmd.Dir = bin.dir
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -237,9 +250,13 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 	upstream := fmt.Sprintf("http://127.0.0.1:%d", b.oport)
 	cpu := b.cfg.proxyCPU
 	switch name {
-	case "strait":
+	case "strait", "base":
 		// The binary's own defaults; the access log is off unless asked.
-		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.strait, "proxy", "--listen", listen, "--upstream", upstream)
+		bin := b.strait
+		if name == "base" {
+			bin = b.base
+		}
+		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, bin, "proxy", "--listen", listen, "--upstream", upstream)
 	case "httputil":
 		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.httpu, "-listen", listen, "-upstream", upstream)
 	case "nginx":
