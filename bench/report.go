@@ -192,8 +192,9 @@ func printLoad(w io.Writer, rep *loadReport) {
 			}
 			return fmt.Sprintf("%.2f× (%.2f×) %d rounds", m.StraitPaired, m.StraitPairedP99, m.Pairs)
 		})
+		proxies := slices.DeleteFunc(slices.Clone(others), func(t string) bool { return t == "direct" })
 		fmt.Fprintln(w, "== the same, over only the rounds in which both runs met the proxy core at the same speed (instructions per cycle; see bench/README.md)")
-		ratioTable(w, rep, slices.DeleteFunc(slices.Clone(others), func(t string) bool { return t == "direct" }), func(m summary) string {
+		ratioTable(w, rep, proxies, func(m summary) string {
 			if m.PhasedPairs == 0 {
 				return "-"
 			}
@@ -202,7 +203,6 @@ func printLoad(w io.Writer, rep *loadReport) {
 		// CPU per request does not move with other work sharing the
 		// machine (it does with the CPU's own speed).
 		fmt.Fprintln(w, "== strait ÷ target, median proxy CPU time per request (below 1: strait cheaper)")
-		proxies := slices.DeleteFunc(slices.Clone(others), func(t string) bool { return t == "direct" })
 		ratioTable(w, rep, proxies, func(m summary) string {
 			if m.StraitCPU == 0 {
 				return "-"

@@ -9,9 +9,9 @@ import (
 
 // aliveCheck has no portable non-blocking peek here; a stale connection is
 // caught by the retry of an idempotent request instead.
-type aliveCheck struct{}
+type aliveCheck struct{ fd int32 }
 
-func (a *aliveCheck) init(net.Conn)       {}
+func (a *aliveCheck) init(net.Conn)       { a.fd = -1 }
 func (a *aliveCheck) check(net.Conn) bool { return true }
 
 // readiness has no buffer-free wait here: the parked connection's read

@@ -122,7 +122,7 @@ func (c *conn) start() {
 	c.hookResp = c.respondFromHook
 	c.ready.init(c.nc)
 	c.fd = connFD(c.ready.rc)
-	c.rawFD = plainFD(c.nc)
+	c.rawFD = plainFD(c.nc, c.fd)
 	c.raw = c.rawFD
 	c.idleSince = mono()
 	c.serve(false)

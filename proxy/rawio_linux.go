@@ -22,23 +22,14 @@ import (
 // runs beside the serving goroutine: they read and write through net.Conn,
 // and are stopped with deadlines, which the raw path does not see.
 
-// plainFD returns the descriptor of nc if it is a plain TCP or Unix
-// socket, whose bytes are the connection's, or -1.
-func plainFD(nc net.Conn) int32 {
-	var sc syscall.Conn
-	switch c := nc.(type) {
-	case *net.TCPConn:
-		sc = c
-	case *net.UnixConn:
-		sc = c
-	default:
-		return -1
+// plainFD returns fd, the descriptor of nc, if nc is a plain TCP or Unix
+// socket, whose bytes are the connection's; else -1.
+func plainFD(nc net.Conn, fd int32) int32 {
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return fd
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1
-	}
-	return connFD(rc)
+	return -1
 }
 
 // rawRead reads into p from fd, and returns how many bytes it read; 0 when

@@ -191,7 +191,7 @@ func (srv *Server) connect(s *Session, peer *Peer, check bool, now time.Duration
 	u.bw = bufio.NewWriterSize(u, 4<<10)
 	u.rd.Reset(u, srv.opts.Limits.UpstreamHead)
 	u.alive.init(nc)
-	u.rawFD = plainFD(nc)
+	u.rawFD = plainFD(nc, u.alive.fd)
 	u.raw = u.rawFD
 	return u, nil
 }
