@@ -264,7 +264,7 @@ func (p *parker) run() {
 			c.wake <- wokePark
 		}
 		for _, c := range start {
-			go c.serve(true)
+			c.srv.workers.run(task{c: c, resume: true})
 		}
 		for _, c := range expired {
 			c.close()

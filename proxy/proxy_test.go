@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -650,6 +651,40 @@ func TestMaxRequestsPerConn(t *testing.T) {
 	}
 }
 
+// TestGoroutinesReused: one connection after another, each with one
+// request, is served on the goroutine the last one left, not a new one.
+func TestGoroutinesReused(t *testing.T) {
+	// This origin starts no goroutine per request (net/http's does).
+	_, addr := proxytest.Proxy(t, to(rawOriginKeepAlive(t, "ok")), proxy.Options{})
+	created := func() uint64 {
+		m := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+		metrics.Read(m)
+		return m[0].Value.Uint64()
+	}
+	const n = 50
+	var before uint64
+	for i := range n + 1 {
+		if i == 1 {
+			before = created() // after the first, which dials the origin
+		}
+		c, br := rawConn(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if _, body := readResponse(t, br, "GET"); body != "ok" {
+			t.Fatalf("conn %d: %q", i, body)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("conn %d: %v, want EOF", i, err)
+		}
+		c.Close()
+		// The proxy closed its end before its goroutine is free: give it
+		// time to be (a few may still be new on a loaded machine).
+		time.Sleep(2 * time.Millisecond)
+	}
+	if got := created() - before; got > n/5 {
+		t.Errorf("%d connections started %d goroutines; want most served on reused ones", n, got)
+	}
+}
+
 // TestParkedConnections: idle keep-alive connections hold no goroutine,
 // serve their next request, and still meet the idle timeout.
 func TestParkedConnections(t *testing.T) {
@@ -657,7 +692,8 @@ func TestParkedConnections(t *testing.T) {
 	// The idle timeout leaves room for a loaded machine to make the first
 	// two rounds of requests before it.
 	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 4 * time.Second}})
-	const n = 50
+	// More connections than the idle goroutines kept for new ones (64).
+	const n = 200
 	before := runtime.NumGoroutine()
 	conns := make([]net.Conn, n)
 	readers := make([]*bufio.Reader, n)
@@ -672,7 +708,7 @@ func TestParkedConnections(t *testing.T) {
 		ask(i)
 	}
 	time.Sleep(300 * time.Millisecond) // past parkAfter
-	if extra := runtime.NumGoroutine() - before; extra > 10 {
+	if extra := runtime.NumGoroutine() - before; extra > 64+10 {
 		t.Errorf("%d idle connections hold %d more goroutines; want them parked without one", n, extra)
 	}
 	for i := range conns {

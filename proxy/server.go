@@ -28,6 +28,7 @@ type Server struct {
 
 	parkOnce sync.Once
 	parker   *parker // nil if it could not be made
+	workers  workers
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -154,8 +155,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		open.Add(1)
-		c := srv.newConn(nc, &open)
-		go c.start()
+		srv.workers.run(task{c: srv.newConn(nc, &open)})
 	}
 }
 
@@ -217,6 +217,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 	srv.mu.Unlock()
 	srv.closeParked()
+	srv.workers.close()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -257,6 +258,7 @@ func (srv *Server) Close() error {
 	}
 	srv.mu.Unlock()
 	srv.closeParked()
+	srv.workers.close()
 	srv.pool.CloseIdle()
 	return nil
 }
