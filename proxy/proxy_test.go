@@ -655,7 +655,9 @@ func TestMaxRequestsPerConn(t *testing.T) {
 // request, is served on the goroutine the last one left, not a new one.
 func TestGoroutinesReused(t *testing.T) {
 	// This origin starts no goroutine per request (net/http's does).
-	_, addr := proxytest.Proxy(t, to(rawOriginKeepAlive(t, "ok")), proxy.Options{})
+	origin := rawOriginKeepAlive(t, "ok")
+	start := runtime.NumGoroutine()
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
 	created := func() uint64 {
 		m := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
 		metrics.Read(m)
@@ -682,6 +684,27 @@ func TestGoroutinesReused(t *testing.T) {
 	}
 	if got := created() - before; got > n/5 {
 		t.Errorf("%d connections started %d goroutines; want most served on reused ones", n, got)
+	}
+
+	// Ten at once leave ten idle goroutines, which Close ends.
+	conns := make([]*bufio.Reader, 10)
+	for i := range conns {
+		c, br := rawConn(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		conns[i] = br
+	}
+	for _, br := range conns {
+		readResponse(t, br, "GET")
+	}
+	srv.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	// The origin's goroutine for strait's pooled connection may outlive
+	// Close by a moment; nothing of strait's may.
+	for runtime.NumGoroutine() > start+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after Close; %d before the proxy started", runtime.NumGoroutine(), start)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
