@@ -39,6 +39,10 @@ type runRecord struct {
 	// or hardware counters.
 	InstrPerReq  float64 `json:"proxy_instructions_per_request,omitempty"`
 	CyclesPerReq float64 `json:"proxy_cycles_per_request,omitempty"`
+	// IPCMin and IPCMax are the proxy's lowest and highest instructions
+	// per cycle over the run's 250 ms intervals (see phases).
+	IPCMin float64 `json:"proxy_ipc_min,omitempty"`
+	IPCMax float64 `json:"proxy_ipc_max,omitempty"`
 	// OtherCPUPercent is the CPU time every process not the harness's
 	// took during the run, in % of one CPU: the noise from other work on a
 	// shared machine.
@@ -265,6 +269,7 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 			if perfErr == nil {
 				r.InstrPerReq = counts.Instructions / float64(res.Requests)
 				r.CyclesPerReq = counts.Cycles / float64(res.Requests)
+				r.IPCMin, r.IPCMax = counts.IPCMin, counts.IPCMax
 			}
 		}
 		if tot1 > tot0 {
@@ -367,6 +372,9 @@ func progress(round, rounds int, sc scenario, pos, n int, r *runRecord) {
 		cpu = fmt.Sprintf("  proxy CPU %3.0f%%  %.1f µs/req", r.ProxyCPUPercent, r.ProxyCPUUsPerReq)
 		if r.InstrPerReq > 0 {
 			cpu += fmt.Sprintf("  %.1fk instr/req  %.1fk cycles/req", r.InstrPerReq/1000, r.CyclesPerReq/1000)
+			if r.IPCMax > 0 {
+				cpu += fmt.Sprintf("  IPC %.2f-%.2f", r.IPCMin, r.IPCMax)
+			}
 		}
 	}
 	noise := ""
@@ -496,31 +504,41 @@ const (
 
 // phases tells at which speed each run (with perf counters) met the
 // proxy's core. The cores of these shared machines switch between two
-// speeds for seconds at a time: cycles per request about double while
-// instructions stay. A run's instructions per cycle, against the best its
-// target reached in the scenario, say which: fast at 85% of that best or
-// more, slow at 60% or less, mixed between.
+// speeds, often several times a second: cycles per request about double
+// while instructions stay. A run's instructions per cycle in each 250 ms
+// interval, against the best its target reached in the scenario, say
+// which: fast if every interval was at 85% of that best or more, slow if
+// every one was at 60% or less, mixed otherwise. A run that met the slow
+// speed for a tenth of its time has the slow speed's latency as its p99,
+// so only pure runs are paired for p99. (Results stored before intervals
+// were counted have the whole run's figure only.)
 func phases(runs []*runRecord) func(*runRecord) int {
-	ipc := func(r *runRecord) float64 {
-		if r.CyclesPerReq == 0 {
-			return 0
+	span := func(r *runRecord) (lo, hi float64) {
+		if r.IPCMax > 0 {
+			return r.IPCMin, r.IPCMax
 		}
-		return r.InstrPerReq / r.CyclesPerReq
+		if r.CyclesPerReq == 0 {
+			return 0, 0
+		}
+		ipc := r.InstrPerReq / r.CyclesPerReq
+		return ipc, ipc
 	}
 	best := map[string]float64{}
 	for _, r := range runs {
 		if r.Valid {
-			best[r.Target] = max(best[r.Target], ipc(r))
+			_, hi := span(r)
+			best[r.Target] = max(best[r.Target], hi)
 		}
 	}
 	return func(r *runRecord) int {
-		if ipc(r) == 0 || best[r.Target] == 0 {
+		lo, hi := span(r)
+		b := best[r.Target]
+		switch {
+		case hi == 0 || b == 0:
 			return phaseUnknown
-		}
-		switch f := ipc(r) / best[r.Target]; {
-		case f >= 0.85:
+		case lo >= 0.85*b:
 			return phaseFast
-		case f <= 0.6:
+		case hi <= 0.6*b:
 			return phaseSlow
 		}
 		return phaseMixed

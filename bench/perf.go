@@ -24,7 +24,14 @@ type perfStat struct {
 type perfCounts struct {
 	Instructions float64
 	Cycles       float64
+	// IPCMin and IPCMax are the lowest and highest instructions per cycle
+	// over the run's whole intervals (perfInterval): the core's speed
+	// changes within seconds, and a run that met both speeds shows both.
+	IPCMin, IPCMax float64
 }
+
+// perfInterval is how often perf reports counts during a run.
+const perfInterval = 250 // ms
 
 // startPerf attaches perf stat to pids (user and kernel work of all their
 // threads). It returns nil if perf cannot start.
@@ -39,7 +46,7 @@ func (b *bench) startPerf(pids []int) *perfStat {
 	}
 	out := filepath.Join(b.tmp, "perf.out")
 	os.Remove(out)
-	cmd := exec.Command(perf, "stat", "-x", ",", "-e", "instructions,cycles", "-o", out, "-p", strings.Join(list, ","))
+	cmd := exec.Command(perf, "stat", "-x", ",", "-I", strconv.Itoa(perfInterval), "-e", "instructions,cycles", "-o", out, "-p", strings.Join(list, ","))
 	if err := cmd.Start(); err != nil {
 		return nil
 	}
@@ -58,22 +65,55 @@ func (p *perfStat) stop() (perfCounts, error) {
 	if err != nil {
 		return c, err
 	}
-	// CSV lines: value,unit,event,run time,percentage,...
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Split(line, ",")
-		if len(f) < 3 {
+	return parsePerf(string(data)), nil
+}
+
+// parsePerf reads perf stat's interval CSV: time,value,unit,event,...
+// per counter per interval. The totals are the sums; IPCMin and IPCMax
+// leave out intervals with under half the median cycles (the last, cut
+// short, and any the proxy spent waiting).
+func parsePerf(data string) perfCounts {
+	var c perfCounts
+	type interval struct{ instr, cycles float64 }
+	var ivs []interval
+	var last string
+	for _, line := range strings.Split(data, "\n") {
+		f := strings.Split(strings.TrimSpace(line), ",")
+		if len(f) < 4 {
 			continue
 		}
-		v, err := strconv.ParseFloat(f[0], 64)
+		v, err := strconv.ParseFloat(f[1], 64)
 		if err != nil { // "<not supported>", "<not counted>"
 			continue
 		}
+		if f[0] != last {
+			last = f[0]
+			ivs = append(ivs, interval{})
+		}
+		iv := &ivs[len(ivs)-1]
 		switch {
-		case strings.HasPrefix(f[2], "instructions"):
-			c.Instructions = v
-		case strings.HasPrefix(f[2], "cycles"):
-			c.Cycles = v
+		case strings.HasPrefix(f[3], "instructions"):
+			iv.instr = v
+			c.Instructions += v
+		case strings.HasPrefix(f[3], "cycles"):
+			iv.cycles = v
+			c.Cycles += v
 		}
 	}
-	return c, nil
+	var cyc []float64
+	for _, iv := range ivs {
+		cyc = append(cyc, iv.cycles)
+	}
+	floor := median(cyc) / 2
+	for _, iv := range ivs {
+		if iv.cycles == 0 || iv.instr == 0 || iv.cycles < floor {
+			continue
+		}
+		ipc := iv.instr / iv.cycles
+		if c.IPCMin == 0 || ipc < c.IPCMin {
+			c.IPCMin = ipc
+		}
+		c.IPCMax = max(c.IPCMax, ipc)
+	}
+	return c
 }
