@@ -3,6 +3,8 @@
 // stored without allocating per message.
 package header
 
+import "math/bits"
+
 // Field is one header field. Name and Value are the bytes as received (Value
 // without surrounding whitespace) or as set by the program.
 type Field struct {
@@ -170,6 +172,31 @@ func (h *Header) DelFunc(drop func(f Field) bool) {
 		if i != j {
 			h.fields[j] = h.fields[i]
 		}
+		j++
+	}
+	clear(h.fields[j:])
+	h.fields = h.fields[:j]
+}
+
+// DelMask removes the fields whose position i, below 64, has bit i set in
+// mask: DelFunc for a caller that already knows which fields go.
+func (h *Header) DelMask(mask uint64) {
+	if mask == 0 {
+		return
+	}
+	j := bits.TrailingZeros64(mask) // the fields before the first stay
+	if j >= len(h.fields) {
+		return
+	}
+	checked := h.checked
+	for i := j; i < len(h.fields); i++ {
+		if i < 64 && mask&(1<<i) != 0 {
+			if i < checked {
+				h.checked--
+			}
+			continue
+		}
+		h.fields[j] = h.fields[i]
 		j++
 	}
 	clear(h.fields[j:])

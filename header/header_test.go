@@ -3,6 +3,7 @@ package header
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -454,6 +455,30 @@ func TestHeaderTrimSpace(t *testing.T) {
 	} {
 		if got := TrimSpace([]byte(in)); !bytes.Equal(got, []byte(want)) {
 			t.Errorf("TrimSpace(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestDelMask: DelMask removes what DelFunc removes for the same positions,
+// and keeps the count of checked fields in step.
+func TestDelMask(t *testing.T) {
+	for _, mask := range []uint64{0, 1, 1 << 2, 1<<0 | 1<<3 | 1<<4, 1 << 5, 1 << 40, ^uint64(0)} {
+		var want, got Header
+		for i := range 6 {
+			name := []byte{'A' + byte(i)}
+			if i < 3 {
+				want.AddChecked(name, name)
+				got.AddChecked(name, name)
+			} else {
+				want.AddBytes(name, name)
+				got.AddBytes(name, name)
+			}
+		}
+		i := 0
+		want.DelFunc(func(Field) bool { d := i < 64 && mask&(1<<i) != 0; i++; return d })
+		got.DelMask(mask)
+		if !reflect.DeepEqual(got.Fields(), want.Fields()) || got.checked != want.checked {
+			t.Errorf("mask %b: fields %q (checked %d), want %q (checked %d)", mask, got.Fields(), got.checked, want.Fields(), want.checked)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/http1"
 )
 
 // hopByHop reports whether name is a hop-by-hop field (RFC 9110 §7.6.1),
@@ -76,11 +77,26 @@ func stripHopByHop(h *header.Header) {
 	})
 }
 
+// stripConnFields is stripHopByHop for a header as parsed, whose
+// connection fields the parser marked: most heads.
+func stripConnFields(h *header.Header, cf http1.ConnFields) {
+	if cf.Complete {
+		h.DelMask(cf.Mask)
+		return
+	}
+	stripHopByHop(h)
+}
+
 // prepareUpstreamRequest turns the downstream request into the one sent
 // upstream: hop-by-hop fields go, forwarding fields and a request ID come.
+// A request filter may have changed the fields the parser marked.
 func (c *conn) prepareUpstreamRequest(s *Session) {
 	h := &s.Request.Header
-	stripHopByHop(h)
+	if c.srv.phases.RequestFilter == nil {
+		stripConnFields(h, c.req.Conn)
+	} else {
+		stripHopByHop(h)
+	}
 	c.addForwarding(s)
 }
 

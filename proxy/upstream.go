@@ -328,7 +328,7 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	if headOnly && resp.Status != 204 {
 		cl = s.Response.Header.Get("content-length") // HEAD and 304 keep theirs
 	}
-	stripHopByHop(&s.Response.Header)
+	stripConnFields(&s.Response.Header, resp.Conn)
 	if ph := srv.phases.ResponseFilter; ph != nil {
 		if err := ph(s, &s.Response); err != nil {
 			return asError(err, Internal, KindFilter, 502, "response filter")

@@ -23,6 +23,23 @@ type fieldFacts struct {
 	upgrade     []byte
 	expect100   bool
 	lookalike   bool
+	hop         ConnFields
+}
+
+// ConnFields marks, by position, a head's fields that belong to one
+// connection rather than to the message, which a proxy does not pass on
+// as they are: Connection, Keep-Alive, Proxy-Connection, TE,
+// Transfer-Encoding and Upgrade (RFC 9110 §7.6.1), and Content-Length and
+// Expect, which a proxy writes or answers itself. The parser finds them in
+// the pass it makes anyway, so a proxy need not look at every name again.
+type ConnFields struct {
+	// Mask has bit i set if field i is one of them.
+	Mask uint64
+	// Complete reports that Mask names every such field and that the
+	// Connection fields list no option naming another field (RFC 9110
+	// §7.6.1): a head of at most 64 fields whose Connection options are
+	// only close, keep-alive and upgrade.
+	Complete bool
 }
 
 // lookalike reports whether name is not Content-Length or Transfer-Encoding
@@ -61,27 +78,35 @@ func lookalike(name []byte) bool {
 
 func gatherFacts(h *header.Header) (f fieldFacts) {
 	var te teState
-	for _, fld := range h.Fields() {
+	fields := h.Fields()
+	f.hop.Complete = len(fields) <= 64
+	for i, fld := range fields {
 		name, v := fld.Name, fld.Value
 		if lookalike(name) {
 			f.lookalike = true
 		}
+		hop := false
 		switch len(name) {
+		case 2:
+			hop = header.EqualFold(name, "te")
 		case 4:
 			if header.EqualFold(name, "host") {
 				f.hostCount++
 				f.host = v
 			}
 		case 6:
-			if header.EqualFold(name, "expect") && header.EqualFold(v, "100-continue") {
-				f.expect100 = true
+			if header.EqualFold(name, "expect") {
+				hop = true
+				f.expect100 = f.expect100 || header.EqualFold(v, "100-continue")
 			}
 		case 7:
 			if header.EqualFold(name, "upgrade") {
+				hop = true
 				f.upgrade = v
 			}
 		case 10:
 			if header.EqualFold(name, "connection") {
+				hop = true
 				for tok := range header.Elements(v) {
 					switch {
 					case header.EqualFold(tok, "close"):
@@ -90,11 +115,16 @@ func gatherFacts(h *header.Header) (f fieldFacts) {
 						f.connKeep = true
 					case header.EqualFold(tok, "upgrade"):
 						f.connUpgrade = true
+					default:
+						f.hop.Complete = false // an option that names a field
 					}
 				}
+			} else {
+				hop = header.EqualFold(name, "keep-alive")
 			}
 		case 14:
 			if header.EqualFold(name, "content-length") {
+				hop = true
 				f.clCount++
 				n, ok := parseContentLength(v)
 				if !ok {
@@ -102,11 +132,17 @@ func gatherFacts(h *header.Header) (f fieldFacts) {
 				}
 				f.cl = n
 			}
+		case 16:
+			hop = header.EqualFold(name, "proxy-connection")
 		case 17:
 			if header.EqualFold(name, "transfer-encoding") {
+				hop = true
 				f.hasTE = true
 				te.add(v)
 			}
+		}
+		if hop && i < 64 {
+			f.hop.Mask |= 1 << i
 		}
 	}
 	if f.hasTE {
@@ -233,6 +269,7 @@ func (r *Reader) requestFraming(req *Request) error {
 		return ErrInvalidHost
 	}
 	req.Host = f.host
+	req.Conn = f.hop
 	req.Framing, req.ContentLength = NoBody, 0
 	if (f.hasTE || f.cl > 0) && req.Form == AuthorityForm {
 		// What follows a CONNECT is tunnel data (RFC 9110 §9.3.6).

@@ -47,6 +47,8 @@ type Request struct {
 	KeepAlive      bool
 	ExpectContinue bool   // Expect: 100-continue
 	Upgrade        []byte // the Upgrade field, when Connection lists "upgrade"
+	// Conn marks the connection's own fields in Header, as parsed.
+	Conn ConnFields
 }
 
 // ReadRequest reads the next request head into req. It returns io.EOF if

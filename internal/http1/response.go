@@ -17,6 +17,8 @@ type Response struct {
 	// KeepAlive reports whether the upstream connection may carry another
 	// request once this response's body has been read to its end.
 	KeepAlive bool
+	// Conn marks the connection's own fields in Header, as parsed.
+	Conn ConnFields
 }
 
 // ReadResponse reads the next response head into resp. method is the method
@@ -75,6 +77,7 @@ func (r *Reader) parseResponse(resp *Response, method string) error {
 		return err
 	}
 	resp.KeepAlive = f.keepAlive(minor)
+	resp.Conn = f.hop
 	resp.Framing, resp.ContentLength = NoBody, 0
 	switch {
 	case method == "HEAD" || resp.Status < 200 || resp.Status == 204 || resp.Status == 304:
