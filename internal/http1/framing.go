@@ -82,10 +82,7 @@ func gatherFacts(h *header.Header) (f fieldFacts) {
 	f.hop.Complete = len(fields) <= 64
 	for i, fld := range fields {
 		name, v := fld.Name, fld.Value
-		if lookalike(name) {
-			f.lookalike = true
-		}
-		hop := false
+		hop, framing := false, false // framing: Content-Length or Transfer-Encoding itself
 		switch len(name) {
 		case 2:
 			hop = header.EqualFold(name, "te")
@@ -124,7 +121,7 @@ func gatherFacts(h *header.Header) (f fieldFacts) {
 			}
 		case 14:
 			if header.EqualFold(name, "content-length") {
-				hop = true
+				hop, framing = true, true
 				f.clCount++
 				n, ok := parseContentLength(v)
 				if !ok {
@@ -136,13 +133,16 @@ func gatherFacts(h *header.Header) (f fieldFacts) {
 			hop = header.EqualFold(name, "proxy-connection")
 		case 17:
 			if header.EqualFold(name, "transfer-encoding") {
-				hop = true
+				hop, framing = true, true
 				f.hasTE = true
 				te.add(v)
 			}
 		}
 		if hop && i < 64 {
 			f.hop.Mask |= 1 << i
+		}
+		if !framing && lookalike(name) {
+			f.lookalike = true
 		}
 	}
 	if f.hasTE {
