@@ -25,8 +25,8 @@ import (
 //   - hot: its goroutine blocks on conn.wake, keeping its buffers, for up
 //     to parkAfter;
 //   - parked: after that its goroutine has given back the request state
-//     and ended, and a connection that becomes readable resumes on a new
-//     goroutine. A parked connection costs its small conn struct and the
+//     and ended, and a connection that becomes readable resumes on another
+//     (see workers). A parked connection costs its small conn struct and the
 //     socket, about a kilobyte.
 //
 // The sockets stay registered with Go's poller too; an fd may be in several
