@@ -2,9 +2,9 @@ package main
 
 import "testing"
 
-// A run that met the fast speed, then the slow one, then fast again, as
-// perf stat -I 250 -x , printed it on this machine (the last interval cut
-// short).
+// A run that met the fast speed, then the slow one, then fast again, in
+// the format perf stat -I 250 -x , prints (counts from a run on this
+// machine, rearranged; the last interval cut short).
 const perfSample = `# started on Sun Nov 22 09:26:07 2026
 
      0.250317649,2028740073,,instructions,249760292,100.00,1.93,insn per cycle
