@@ -11,28 +11,6 @@ import (
 	"github.com/straitproxy/strait/internal/http1"
 )
 
-// hopByHop reports whether name is a hop-by-hop field (RFC 9110 §7.6.1),
-// or a framing field strait always writes itself.
-func hopByHop(name []byte) bool {
-	switch len(name) {
-	case 2:
-		return header.EqualFold(name, "te")
-	case 6:
-		return header.EqualFold(name, "expect") // strait answers 100-continue itself
-	case 7:
-		return header.EqualFold(name, "upgrade")
-	case 10:
-		return header.EqualFold(name, "connection") || header.EqualFold(name, "keep-alive")
-	case 14:
-		return header.EqualFold(name, "content-length")
-	case 16:
-		return header.EqualFold(name, "proxy-connection")
-	case 17:
-		return header.EqualFold(name, "transfer-encoding")
-	}
-	return false
-}
-
 // protected reports whether a Connection option may not remove name: Host
 // and the fields strait sets for the upstream.
 func protected(name []byte) bool {
@@ -44,20 +22,21 @@ func protected(name []byte) bool {
 	return false
 }
 
-// stripHopByHop removes hop-by-hop fields and those the Connection fields
-// name.
+// stripHopByHop removes the connection's own fields (http1.IsConnField:
+// hop-by-hop fields, RFC 9110 §7.6.1, and the framing fields strait writes
+// itself) and those the Connection fields name.
 func stripHopByHop(h *header.Header) {
 	// The options of the Connection fields, less those that name a field
 	// removed anyway ("keep-alive", "upgrade"), or none ("close").
 	var optBuf [8][]byte
 	opts := optBuf[:0]
 	h.DelFunc(func(f header.Field) bool {
-		if !hopByHop(f.Name) {
+		if !http1.IsConnField(f.Name) {
 			return false
 		}
 		if header.EqualFold(f.Name, "connection") {
 			for tok := range header.Elements(f.Value) {
-				if !hopByHop(tok) && !header.EqualFold(tok, "close") {
+				if !http1.IsConnField(tok) && !header.EqualFold(tok, "close") {
 					opts = append(opts, tok)
 				}
 			}

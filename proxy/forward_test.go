@@ -13,7 +13,8 @@ import (
 
 // FuzzStripConnFields reads its input as a request head and as a response
 // head, and checks that removing the connection's fields by the parser's
-// marks leaves what stripHopByHop, which looks at every name, leaves.
+// marks (gatherFacts) leaves what stripHopByHop, which asks IsConnField of
+// every name, leaves.
 func FuzzStripConnFields(f *testing.F) {
 	many := new(strings.Builder)
 	for i := range 70 {

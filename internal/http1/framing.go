@@ -42,6 +42,30 @@ type ConnFields struct {
 	Complete bool
 }
 
+// IsConnField reports whether name is one of the fields ConnFields marks.
+// gatherFacts finds the same names within its own switch, for speed; a
+// proxy that must look at a name again (a header a filter has changed)
+// asks here.
+func IsConnField(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return header.EqualFold(name, "te")
+	case 6:
+		return header.EqualFold(name, "expect")
+	case 7:
+		return header.EqualFold(name, "upgrade")
+	case 10:
+		return header.EqualFold(name, "connection") || header.EqualFold(name, "keep-alive")
+	case 14:
+		return header.EqualFold(name, "content-length")
+	case 16:
+		return header.EqualFold(name, "proxy-connection")
+	case 17:
+		return header.EqualFold(name, "transfer-encoding")
+	}
+	return false
+}
+
 // lookalike reports whether name is not Content-Length or Transfer-Encoding
 // but reads as one to a peer that maps '_' to '-' or ignores punctuation
 // (CGI-style servers do): "Transfer_Encoding", "Content---Length". Such a
