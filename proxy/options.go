@@ -101,10 +101,18 @@ type Options struct {
 	Timeouts   Timeouts
 	Limits     Limits
 	Forwarding Forwarding
-	// Logger receives errors and, if AccessLog is set, one line per request.
-	// nil means slog.Default().
+	// Logger receives errors and, if AccessLog is set and AccessLogger is
+	// nil, one line per request. nil means slog.Default().
 	Logger    *slog.Logger
 	AccessLog bool
+	// AccessLogger receives the access log's lines when AccessLog is set;
+	// nil means Logger.
+	AccessLogger *slog.Logger
+	// Upgrades are the protocols an Upgrade request may switch to, compared
+	// without regard to case (Envoy's upgrade_configs); nil means
+	// {"websocket"}. A request asking for another protocol goes upstream
+	// as a plain request, without its Upgrade field.
+	Upgrades []string
 	// Pool holds idle upstream connections; nil gives the Server its own.
 	// Give every Server in a process the same one.
 	Pool *Pool
@@ -142,6 +150,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.AccessLogger == nil {
+		o.AccessLogger = o.Logger
+	}
+	if o.Upgrades == nil {
+		o.Upgrades = []string{"websocket"}
 	}
 	return o
 }

@@ -289,7 +289,7 @@ func (srv *Server) logAccess(s *Session, e *Error) {
 			level = slog.LevelWarn
 		}
 	}
-	srv.opts.Logger.LogAttrs(context.Background(), level, "request", attrs...)
+	srv.opts.AccessLogger.LogAttrs(context.Background(), level, "request", attrs...)
 }
 
 // ms is a duration in milliseconds, to the microsecond.
