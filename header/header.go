@@ -28,10 +28,19 @@ type Header struct {
 // Len returns the number of fields.
 func (h *Header) Len() int { return len(h.fields) }
 
-// Fields returns the fields in order. The slice and the bytes it refers to
-// belong to h: they are valid until h is next changed and must not be
-// modified (writers trust checked fields to stay as they were checked).
-func (h *Header) Fields() []Field { return h.fields }
+// Fields returns the fields in order, as a slice of h's own: a field set
+// through it (f[i].Value = v) changes h. Since the caller may so change
+// any of them, every field counts as unchecked afterwards (see Checked),
+// and writers check each again. The bytes the fields refer to are valid
+// until h is next changed and must not be modified in place.
+func (h *Header) Fields() []Field {
+	h.checked = 0
+	return h.fields
+}
+
+// Field returns the i'th field (0 <= i < Len). Its bytes must not be
+// modified.
+func (h *Header) Field(i int) Field { return h.fields[i] }
 
 // Reset removes every field and keeps the memory for reuse.
 func (h *Header) Reset() {

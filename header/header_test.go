@@ -477,8 +477,24 @@ func TestDelMask(t *testing.T) {
 		i := 0
 		want.DelFunc(func(Field) bool { d := i < 64 && mask&(1<<i) != 0; i++; return d })
 		got.DelMask(mask)
-		if !reflect.DeepEqual(got.Fields(), want.Fields()) || got.checked != want.checked {
-			t.Errorf("mask %b: fields %q (checked %d), want %q (checked %d)", mask, got.Fields(), got.checked, want.Fields(), want.checked)
+		if !reflect.DeepEqual(got.fields, want.fields) || got.checked != want.checked {
+			t.Errorf("mask %b: fields %q (checked %d), want %q (checked %d)", mask, got.fields, got.checked, want.fields, want.checked)
 		}
+	}
+}
+
+// TestFieldsUnchecks: fields given out by Fields may be changed through the
+// slice, so none of them counts as checked afterwards; Field gives a copy
+// and keeps them checked.
+func TestFieldsUnchecks(t *testing.T) {
+	var h Header
+	h.AddChecked([]byte("A"), []byte("1"))
+	h.AddChecked([]byte("B"), []byte("2"))
+	if f := h.Field(1); string(f.Name) != "B" || h.Checked() != 2 {
+		t.Fatalf("Field(1) = %q, checked %d", f.Name, h.Checked())
+	}
+	h.Fields()[0].Value = []byte("x\r\nInjected: 1")
+	if h.Checked() != 0 {
+		t.Errorf("Checked() = %d after Fields(), want 0", h.Checked())
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/http1"
 )
 
@@ -33,10 +35,11 @@ type conn struct {
 	// trusted: the client may vouch for earlier hops in X-Forwarded-*.
 	trusted bool
 
-	state     atomic.Int32 // connIdle while waiting for a request on Go's poller, which Shutdown ends; else connActive
+	waiting   atomic.Bool // in waitParked: Shutdown may end the wait (it only peeks)
 	served    int
 	busy      bool          // its last wait for a request ended within parkAfter
 	idleSince time.Duration // when the connection last became idle (mono)
+	idleEnd   time.Duration // when its wait for a request times out (mono)
 	readAt    time.Duration // when its request head was read (mono)
 	wokeAt    time.Duration // when the parker last woke it (mono; set by the parker)
 	ready     readiness     // waits for readability without a buffer
@@ -46,6 +49,7 @@ type conn struct {
 	raw       int32         // rawFD while raw I/O is on, else -1 (rawio_linux.go)
 	helpers   int           // goroutines using the sockets beside this one's
 	hookResp  func(s *Session, status int, body []byte, fields []string) error
+	tunnelUp  net.Conn // the upstream of a tunnel in progress; guarded by srv.mu
 
 	// The parker's bookkeeping (park_linux.go): waitState, registered, fired and
 	// waitSeq are guarded by its mutex; wake ends a hot wait.
@@ -56,9 +60,8 @@ type conn struct {
 	wake       chan uint8
 
 	// The watcher notices a client that goes away while its request waits
-	// for a slow upstream (see watch.go).
-	watchOnce  sync.Once
-	watchStart chan *upConn
+	// for a slow upstream (see watch.go). Its fields are written by the
+	// watcher and read once it is done (watchDone).
 	watchDone  chan struct{}
 	watchByte  [1]byte
 	peeked     bool // watchByte holds the first byte of the next request
@@ -74,6 +77,11 @@ type reqState struct {
 	cw   http1.ChunkedWriter
 	req  http1.Request
 	sess Session
+	body bodySender
+	// headReq: the client's request is HEAD, so no response body follows
+	// (read before filters, which may change Session.Request.Method).
+	headReq bool
+	scratch header.Header // fields of the answers strait makes itself
 
 	// Read deadlines: before a head starts the idle timeout applies; a
 	// second read for the same head arms the head timeout; bodies use a
@@ -84,17 +92,10 @@ type reqState struct {
 	readIdle     time.Duration
 	reqStart     time.Duration // when the current request began (mono)
 
-	bodyErr    chan *Error // the request body copier's result
-	bodyFailed atomic.Bool // the client side of the body failed
-	continued  bool        // 100 Continue was sent for this request
+	continued bool // 100 Continue was sent for this request
 }
 
-var reqStatePool = sync.Pool{New: func() any { return &reqState{bodyErr: make(chan *Error, 1)} }}
-
-const (
-	connIdle int32 = iota
-	connActive
-)
+var reqStatePool = sync.Pool{New: func() any { return &reqState{body: bodySender{result: make(chan *Error, 1)}} }}
 
 // parkAfter is how long a connection waits for its next request holding
 // its request state, goroutine and read buffer before it parks. Busy
@@ -139,13 +140,21 @@ func (c *conn) serve(readable bool) {
 			c.reqState = reqStatePool.Get().(*reqState)
 			c.rd.Reset(c, srv.opts.Limits.Head)
 		}
-		if srv.shuttingDown() {
+		if srv.shuttingDown() && !readable && !c.hasRequestBytes() {
+			// A request that has begun to arrive is served (its response
+			// closes the connection); an idle connection ends now.
 			break
 		}
 		c.readIdle = 0
 		c.awaitingHead = true
 		c.headStart = 0
-		idleEnd := c.idleSince + srv.opts.Timeouts.Idle
+		// A connection that has sent nothing yet gets the head timeout,
+		// as nginx's client_header_timeout; one between requests, the
+		// keep-alive idle timeout.
+		c.idleEnd = c.idleSince + srv.opts.Timeouts.Idle
+		if c.served == 0 {
+			c.idleEnd = c.idleSince + srv.opts.Timeouts.Header
+		}
 		if !readable && c.served > 0 && c.rd.Buffered() == 0 && !c.peeked {
 			// Wait for the next request on the parker, which wakes
 			// connections in the order their requests came. A connection
@@ -168,8 +177,11 @@ func (c *conn) serve(readable bool) {
 				readable = true // it came while parking (or the parker closed)
 				continue
 			case wokeClose:
-				c.close()
-				return
+				if !c.readable() {
+					c.close()
+					return
+				}
+				readable = true // a request came as the server began to shut down
 			}
 		}
 		if readable {
@@ -178,27 +190,24 @@ func (c *conn) serve(readable bool) {
 			if readableAt == 0 {
 				readableAt = mono()
 			}
-			c.rdl.ensure(c.nc.SetReadDeadline, readableAt, srv.opts.Timeouts.Header, idleEnd)
+			c.rdl.ensure(c.nc.SetReadDeadline, readableAt, srv.opts.Timeouts.Header, c.idleEnd)
 			readable, readableAt = false, 0
 		} else {
 			// Park after parkAfter of idleness (three quarters of it, at
-			// least). Shutdown wakes this wait, which is why the state is
-			// kept (waits on the parker are its to end).
-			c.state.Store(connIdle)
-			c.rdl.ensure(c.nc.SetReadDeadline, mono(), parkAfter, idleEnd)
+			// least). A shutdown meanwhile is noticed when it ends.
+			c.rdl.ensure(c.nc.SetReadDeadline, mono(), parkAfter, c.idleEnd)
 		}
 		err := c.rd.ReadRequest(&c.req)
 		c.headPending = false
 		if err != nil {
 			if c.awaitingHead && c.rd.Buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) &&
-				mono() < idleEnd && !srv.shuttingDown() {
+				mono() < c.idleEnd && !srv.shuttingDown() {
 				c.park()
 				return
 			}
 			c.readFailed(err)
 			break
 		}
-		c.setActive()
 		c.served++
 		if !c.handle() {
 			break
@@ -206,6 +215,20 @@ func (c *conn) serve(readable bool) {
 		c.rd.Trim()
 	}
 	c.close()
+}
+
+// hasRequestBytes reports whether bytes of a request have arrived: in the
+// read buffer, taken by the watcher, or waiting in the socket.
+func (c *conn) hasRequestBytes() bool {
+	return c.rd.Buffered() > 0 || c.peeked || c.readable()
+}
+
+// readable reports whether the socket has something to read (bytes, end of
+// file or an error), without waiting. It is a system call: for the rare
+// moments, such as shutdown, when an idle connection must be told from one
+// whose request is arriving.
+func (c *conn) readable() bool {
+	return c.fd >= 0 && peek(uintptr(c.fd)) != syscall.EAGAIN
 }
 
 // park gives back the request state and hands the connection to the
@@ -228,30 +251,53 @@ func (c *conn) dropState() {
 	c.reqState = nil
 }
 
+// waitParked waits for the next request without the parker. Shutdown ends
+// the wait by moving its deadline into the past: it only waits for
+// readability, so no request bytes are lost by it.
 func (c *conn) waitParked() {
-	c.rdl.set(c.nc.SetReadDeadline, wallOf(c.idleSince+c.srv.opts.Timeouts.Idle))
-	if err := c.ready.wait(); err != nil || c.srv.shuttingDown() {
-		c.close() // idle timeout, shutdown, or the socket failed
+	c.rdl.set(c.nc.SetReadDeadline, wallOf(c.idleEnd))
+	c.waiting.Store(true)
+	var err error
+	if !c.srv.shuttingDown() {
+		err = c.ready.wait()
+	}
+	c.waiting.Store(false)
+	if (err != nil || c.srv.shuttingDown()) && !c.readable() {
+		c.close() // idle timeout, or shutdown, with nothing to read
 		return
 	}
 	c.serve(true)
 }
 
 // readFailed answers a request head that could not be read, if there is
-// anyone to answer.
+// anyone to answer, and logs the answer.
 func (c *conn) readFailed(err error) {
 	srv := c.srv
+	var e *Error
 	var pe *http1.Error
 	switch {
 	case errors.As(err, &pe):
 		srv.counters.rejected(pe.Status)
-		c.writeError(pe.Status, pe.Reason, false)
+		e = &Error{Side: Downstream, Kind: KindProtocol, Status: pe.Status, Where: "request head", Err: err}
 	case errors.Is(err, os.ErrDeadlineExceeded) && !c.awaitingHead:
 		// A head started but did not finish in time (RFC 9110 §15.5.9).
 		srv.counters.HeaderTimeouts.Add(1)
-		c.writeError(408, "request head not received in time", false)
+		e = &Error{Side: Downstream, Kind: KindTimeout, Status: 408, Where: "request head timeout", Err: err}
+	default:
+		return // io.EOF, an idle timeout or a reset: the client is gone or done
 	}
-	// io.EOF, an idle timeout or a reset: the client is gone or done.
+	// Nothing of the request may be trusted: it may refer to a buffer the
+	// connection no longer holds, or to an earlier request.
+	c.req = http1.Request{Header: c.req.Header, Minor: 1}
+	c.req.Header.Reset()
+	c.startSession()
+	c.headReq = false
+	detail := ""
+	if pe != nil {
+		detail = pe.Reason
+	}
+	c.writeError(e.Status, detail)
+	c.endRequest(&c.sess, e)
 }
 
 func (c *conn) release() {
@@ -267,9 +313,6 @@ func (c *conn) close() {
 	c.nc.Close()
 	if c.registered {
 		c.srv.parker.forget(c)
-	}
-	if c.watchStart != nil {
-		close(c.watchStart)
 	}
 	if c.reqState != nil {
 		if c.bw != nil {
@@ -322,6 +365,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	if c.readIdle > 0 {
 		c.rdl.ensure(c.nc.SetReadDeadline, mono(), c.readIdle, 0)
 	}
+	if c.rdl.interrupted() { // the body sender is being stopped
+		return 0, errInterrupted
+	}
 	n, err := c.nc.Read(p)
 	if n > 0 {
 		c.onFirstByte()
@@ -332,16 +378,6 @@ func (c *conn) Read(p []byte) (int, error) {
 func (c *conn) onFirstByte() {
 	if c.awaitingHead {
 		c.awaitingHead, c.headPending = false, true
-		c.setActive()
-	}
-}
-
-// setActive marks the connection busy with a request, so that Shutdown lets
-// it finish. An atomic store is a full barrier, slow right after a system
-// call, so the state is stored only when it changes.
-func (c *conn) setActive() {
-	if c.state.Load() != connActive {
-		c.state.Store(connActive)
 	}
 }
 
@@ -370,16 +406,18 @@ func (c *conn) handle() bool {
 
 	e := c.run(s)
 	keep := c.finish(s, e)
+	c.endRequest(s, e)
+	return keep
+}
+
+// endRequest logs a request strait answered, by proxying it or itself, and
+// ends its context.
+func (c *conn) endRequest(s *Session, e *Error) {
 	c.idleSince = mono() // idle from now, if it goes on
 	s.Stats.Total = c.idleSince - c.reqStart
-	if srv.phases.Logging != nil {
-		srv.phases.Logging(s, e)
-	}
-	if srv.opts.AccessLog {
-		srv.logAccess(s, e)
-	}
+	c.srv.logRequest(s, e)
+	s.end(context.Canceled)
 	c.endSession()
-	return keep
 }
 
 // run takes the request through the phases.
@@ -423,15 +461,15 @@ func (c *conn) finish(s *Session, e *Error) bool {
 			if c.srv.phases.FailToProxy != nil {
 				status = c.srv.phases.FailToProxy(s, e)
 			}
-			if status == 0 {
+			if status < 200 || status > 999 {
 				status = 502
 			}
 			// The request body may be unread: the connection cannot go on
-			// unless there was none.
-			keep = keep && c.rd.Body().Done() && status < 500 && string(c.req.Method) != "CONNECT"
-			s.answered = true
-			c.writeError(status, "", keep)
-			return keep
+			// unless there was none. Nor after a CONNECT, whose client may
+			// already be sending tunnel bytes.
+			c.req.KeepAlive = keep && c.rd.Body().Done() && status < 500 && string(c.req.Method) != "CONNECT"
+			c.writeError(status, "")
+			return c.req.KeepAlive
 		}
 		return false // the response was cut short: the client must see it
 	}
@@ -474,12 +512,13 @@ func (c *conn) startSession() {
 	s.Ctx = nil
 	s.answered = false
 	s.ClientAddr, s.LocalAddr = c.remote, c.local
-	s.ctx = context.Background()
+	s.begin()
 	s.respond = c.hookResp
 	c.clientGone = false
 
 	r := &s.Request
 	r.Method = internMethod(c.req.Method)
+	c.headReq = r.Method == "HEAD"
 	r.Scheme = "http"
 	r.Authority = c.req.Host
 	r.Path = c.req.Target
@@ -502,11 +541,16 @@ func (c *conn) startSession() {
 	s.Response.Status = 0
 	s.Response.Header.Reset()
 	s.Response.Trailer.Reset()
+	// The first well-formed X-Request-Id the client sent names the request;
+	// else strait makes one. Every answer, strait's own included, is
+	// logged with it.
+	if id := r.Header.Get("x-request-id"); validRequestID(id) {
+		s.RequestID = id
+	} else {
+		s.RequestID = c.srv.ids.next(s.reqIDBuf[:0])
+	}
 	c.readIdle = c.srv.opts.Timeouts.Body
 	c.continued = false
-	if c.bodyFailed.Load() { // a store is a full barrier
-		c.bodyFailed.Store(false)
-	}
 }
 
 func (c *conn) endSession() {

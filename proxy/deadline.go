@@ -1,6 +1,11 @@
 package proxy
 
-import "time"
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+)
 
 // Reading the clock is a vDSO call (time.Now makes two), and setting a
 // deadline reads it twice more and updates a runtime timer. Setting a fresh
@@ -22,9 +27,44 @@ func mono() time.Duration { return time.Since(epoch) }
 // wallOf converts a reading of mono to a time.Time.
 func wallOf(m time.Duration) time.Time { return epoch.Add(m) }
 
-// deadline is the deadline of one direction of a socket, as last set.
+// deadline is the deadline of one direction of a socket, as last set, and
+// the flag another goroutine raises to interrupt waits in that direction.
+//
+// Interrupting is the one way a goroutine stops another's socket wait (the
+// body sender's, the watcher's, the exchange's): it raises the flag, then
+// moves the socket's deadline into the past. The waiting goroutine checks
+// the flag after every re-arm of its deadline (ensure) and before it
+// waits, so an interrupt is never lost: either the waiter sees the flag, or
+// the past deadline lands after its re-arm and ends its wait.
 type deadline struct {
-	at time.Duration // a reading of mono; 0: none, or not known
+	at   time.Duration // a reading of mono; 0: none, or not known
+	stop atomic.Bool   // waits are interrupted until reset
+}
+
+// errInterrupted is what a wait returns once another goroutine interrupted
+// it. It is a deadline error, which the codec does not keep as final: an
+// interrupted read consumed nothing, and may be made again after reset.
+var errInterrupted = fmt.Errorf("proxy: wait interrupted: %w", os.ErrDeadlineExceeded)
+
+// interrupt ends the current wait in this direction and every later one
+// until reset. Any goroutine may call it; set is the socket's
+// SetReadDeadline or SetWriteDeadline.
+func (dl *deadline) interrupt(set func(time.Time) error) {
+	dl.stop.Store(true)
+	set(aLongTimeAgo)
+}
+
+// interrupted reports whether waits in this direction are interrupted.
+func (dl *deadline) interrupted() bool { return dl.stop.Load() }
+
+// reset ends an interrupt once the goroutine that raised it is known to be
+// done, and clears the deadline it moved (the next ensure sets its own).
+func (dl *deadline) reset(set func(time.Time) error) {
+	if dl.stop.Load() {
+		dl.stop.Store(false)
+		dl.at = 0
+		set(time.Time{})
+	}
 }
 
 // ensure makes the deadline now+d, or limit if that is earlier (0: no

@@ -80,3 +80,7 @@ func asError(err error, side Side, kind Kind, status int, where string) *Error {
 	}
 	return &Error{Side: side, Kind: kind, Status: status, Where: where, Err: err}
 }
+
+// ErrClientGone is the cause (context.Cause) of a Session's context when
+// the client went away before its request was done.
+var ErrClientGone = errors.New("proxy: client went away")

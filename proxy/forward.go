@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -122,9 +123,9 @@ func forwardingField(name []byte) int {
 
 // addForwarding sets Host for an absolute-form target, adds
 // X-Forwarded-For, -Proto and -Host (and Forwarded, if configured), and
-// keeps a well-formed incoming X-Request-Id or makes one. From a client that
-// is not trusted, earlier forwarding fields are dropped. One pass over the
-// fields finds what is there.
+// sends the request's ID (Session.RequestID) as its one X-Request-Id. From
+// a client that is not trusted, earlier forwarding fields are dropped. One
+// pass over the fields finds what is there.
 func (c *conn) addForwarding(s *Session) {
 	h := &s.Request.Header
 	trusted := c.trusted
@@ -132,7 +133,6 @@ func (c *conn) addForwarding(s *Session) {
 	var xffBuf, fwdBuf [256]byte
 	xff, prevFwd := xffBuf[:0], fwdBuf[:0]
 	hasHost, hasProto, hasXFHost, hasID := false, false, false, false
-	s.RequestID = nil
 	h.DelFunc(func(f header.Field) bool {
 		switch forwardingField(f.Name) {
 		case fieldHost:
@@ -157,9 +157,10 @@ func (c *conn) addForwarding(s *Session) {
 			}
 			return !trusted
 		case fieldRequestID:
-			if !hasID && len(f.Value) > 0 && len(f.Value) <= 128 && isVisibleASCII(f.Value) {
+			// The client's own ID, when it named the request, is kept
+			// where it is; any other goes.
+			if !hasID && bytes.Equal(f.Value, s.RequestID) {
 				hasID = true
-				s.RequestID = f.Value
 				return false
 			}
 			return true
@@ -193,12 +194,16 @@ func (c *conn) addForwarding(s *Session) {
 		h.AddBytes([]byte("Forwarded"), f)
 	}
 	if !hasID {
-		s.RequestID = c.srv.ids.next(s.reqIDBuf[:0])
 		h.AddBytes([]byte("X-Request-Id"), s.RequestID)
 	}
 }
 
-func isVisibleASCII(b []byte) bool {
+// validRequestID reports whether a client's X-Request-Id may name its
+// request: visible ASCII, 1 to 128 bytes.
+func validRequestID(b []byte) bool {
+	if len(b) == 0 || len(b) > 128 {
+		return false
+	}
 	for _, ch := range b {
 		if ch <= ' ' || ch >= 0x7f {
 			return false

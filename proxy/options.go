@@ -51,7 +51,9 @@ const (
 	// many requests, so long-lived clients rebalance across instances.
 	DefaultMaxRequestsPerConn = 10000
 	// DefaultMaxConns bounds a listener's open client connections; past it
-	// new connections get 503 and are closed.
+	// new connections get 503 and are closed. Where the file-descriptor
+	// limit allows fewer (see maxConnsForFDs), the default is what it
+	// allows.
 	DefaultMaxConns = 100000
 	// DefaultMaxAttempts is how many times a request may be sent upstream.
 	DefaultMaxAttempts = 2
@@ -144,6 +146,9 @@ func (o Options) withDefaults() Options {
 	}
 	if l.MaxConns <= 0 {
 		l.MaxConns = DefaultMaxConns
+		if lim := maxConnsForFDs(); lim > 0 && lim < DefaultMaxConns {
+			l.MaxConns = int(lim)
+		}
 	}
 	if l.MaxAttempts <= 0 {
 		l.MaxAttempts = DefaultMaxAttempts
@@ -158,4 +163,18 @@ func (o Options) withDefaults() Options {
 		o.Upgrades = []string{"websocket"}
 	}
 	return o
+}
+
+// maxConnsForFDs is how many client connections fit the process's
+// file-descriptor limit: a proxied request holds two descriptors (client
+// and upstream), so half of the limit, less a reserve for listeners, logs
+// and the upstream pool's idle connections. HAProxy derives its maxconn
+// the same way. 0 if the limit is not known.
+func maxConnsForFDs() int64 {
+	n := fdLimit()
+	if n <= 0 {
+		return 0
+	}
+	reserve := min(n/4, 256)
+	return max((n-reserve)/2, 1)
 }

@@ -42,7 +42,6 @@ type parker struct {
 	epfd int
 	rc   syscall.RawConn // of the epoll descriptor
 	file *os.File
-	idle time.Duration
 	tick *time.Timer // runs expire
 
 	// run's epoll_wait, made once: a closure passed to RawConn.Read
@@ -79,7 +78,7 @@ const (
 // a parked connection outlives its idle timeout by at most this much.
 const sweepEvery = time.Second
 
-func newParker(idle time.Duration) (*parker, error) {
+func newParker() (*parker, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -95,7 +94,7 @@ func newParker(idle time.Duration) (*parker, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &parker{epfd: fd, rc: rc, file: f, idle: idle, conns: make(map[int32]*conn), lastSweep: mono()}
+	p := &parker{epfd: fd, rc: rc, file: f, conns: make(map[int32]*conn), lastSweep: mono()}
 	p.tick = time.AfterFunc(time.Hour, p.expire)
 	p.setTimer(p.lastSweep + sweepEvery)
 	p.events = make([]syscall.EpollEvent, 256)
@@ -240,14 +239,14 @@ func (p *parker) run() {
 		clear(start)
 		wake, start = wake[:0], start[:0]
 		if err != nil {
-			p.closeAll()
+			p.closeAll(false)
 		}
 	}
 }
 
 // expire ends the hot waits that have lasted parkAfter in parking, and
-// closes parked connections idle for their idle timeout. It runs on
-// p.tick.
+// closes parked connections whose wait timed out (conn.idleEnd). It runs
+// on p.tick.
 func (p *parker) expire() {
 	var toPark, expired []*conn
 	p.mu.Lock()
@@ -276,7 +275,7 @@ func (p *parker) expire() {
 	if now-p.lastSweep >= sweepEvery {
 		p.lastSweep = now
 		for fd, c := range p.conns {
-			if c.waitState == parked && now-c.idleSince >= p.idle {
+			if c.waitState == parked && now >= c.idleEnd {
 				delete(p.conns, fd)
 				syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 				c.waitState, c.registered = notWaiting, false
@@ -312,8 +311,10 @@ func (p *parker) forget(c *conn) {
 }
 
 // closeAll closes every parked connection, wakes every hot wait to close,
-// and stops the parker.
-func (p *parker) closeAll() {
+// and stops the parker. With serve, a parked connection whose next request
+// has begun to arrive is resumed to serve it instead (a woken hot wait
+// checks for itself).
+func (p *parker) closeAll(serve bool) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -339,6 +340,10 @@ func (p *parker) closeAll() {
 		c.wake <- wokeClose
 	}
 	for _, c := range parkedConns {
+		if serve && c.readable() {
+			c.srv.workers.run(task{c: c, resume: true})
+			continue
+		}
 		c.close()
 	}
 }

@@ -12,9 +12,9 @@ import (
 // goroutine of its own.
 type parker struct{}
 
-func newParker(time.Duration) (*parker, error) { return nil, errors.ErrUnsupported }
-func (p *parker) park(*conn) bool              { return false }
-func (p *parker) wait(*conn) uint8             { return waitUnavailable }
-func (p *parker) forget(*conn)                 {}
-func (p *parker) closeAll()                    {}
-func connFD(syscall.RawConn) int32             { return -1 }
+func newParker() (*parker, error)  { return nil, errors.ErrUnsupported }
+func (p *parker) park(*conn) bool  { return false }
+func (p *parker) wait(*conn) uint8 { return waitUnavailable }
+func (p *parker) forget(*conn)     {}
+func (p *parker) closeAll(bool)    {}
+func connFD(syscall.RawConn) int32 { return -1 }

@@ -483,7 +483,8 @@ func TestUpgradeTunnel(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhi")
 		io.Copy(c, c) // echo until the client half-closes
 	})
-	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	// Protocols other than WebSocket are tunnelled only when listed.
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{Upgrades: []string{"echo"}})
 	c, br := rawConn(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)

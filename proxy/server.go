@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -33,6 +34,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	closing   bool // Close has run: new tunnels must not start
 	shutting  atomic.Bool
 }
 
@@ -82,7 +84,7 @@ func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
 // getParker returns the server's parker, made on first use.
 func (srv *Server) getParker() *parker {
 	srv.parkOnce.Do(func() {
-		p, err := newParker(srv.opts.Timeouts.Idle)
+		p, err := newParker()
 		if err != nil {
 			srv.opts.Logger.Warn("idle connections will wait on goroutines", "err", err)
 			return
@@ -92,11 +94,12 @@ func (srv *Server) getParker() *parker {
 	return srv.parker
 }
 
-// closeParked closes the parked connections, which are all idle.
-func (srv *Server) closeParked() {
+// closeParked closes the parked connections, which are all idle; with
+// serve, those whose next request has begun to arrive are served first.
+func (srv *Server) closeParked(serve bool) {
 	srv.parkOnce.Do(func() {}) // no parker is made after this
 	if srv.parker != nil {
-		srv.parker.closeAll()
+		srv.parker.closeAll(serve)
 	}
 }
 
@@ -114,6 +117,9 @@ func Listen(ctx context.Context, network, address string) (net.Listener, error) 
 // ErrServerClosed then. Listeners are not shared between Serve calls: each
 // gets Options.Limits.MaxConns.
 func (srv *Server) Serve(ln net.Listener) error {
+	if ln == nil {
+		return errors.New("proxy: Serve: nil listener")
+	}
 	srv.mu.Lock()
 	if srv.shuttingDown() {
 		srv.mu.Unlock()
@@ -130,6 +136,12 @@ func (srv *Server) Serve(ln net.Listener) error {
 
 	var open atomic.Int64
 	max := int64(srv.opts.Limits.MaxConns)
+	if lim := maxConnsForFDs(); lim > 0 && max > lim {
+		srv.opts.Logger.Warn("limits.max_conns is more than the file descriptor limit allows; clients past it get 503",
+			"max_conns", max, "fd_limit", fdLimit(), "allows", lim)
+	}
+	spare := reserveFD() // given up to answer a client when descriptors run out
+	defer spare.release()
 	backoff := time.Duration(0)
 	for {
 		nc, err := ln.Accept()
@@ -137,12 +149,26 @@ func (srv *Server) Serve(ln net.Listener) error {
 			if srv.shuttingDown() {
 				return ErrServerClosed
 			}
+			if isFDExhausted(err) && spare.release() {
+				// Out of file descriptors: the spare one lets strait take
+				// the waiting client and tell it so, rather than leave it
+				// hanging in the backlog.
+				if nc, err := ln.Accept(); err == nil {
+					srv.counters.ConnsAccepted.Add(1)
+					srv.counters.ConnsOverFDLimit.Add(1)
+					srv.reject(nc, "out of file descriptors")
+				}
+				spare = reserveFD()
+				continue
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				// Out of file descriptors and the like: wait and go on.
+				// Out of file descriptors without a spare, and the like:
+				// wait and go on.
 				backoff = min(max2(2*backoff, 5*time.Millisecond), time.Second)
 				srv.opts.Logger.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
+				spare = reserveFD()
 				continue
 			}
 			return err
@@ -151,7 +177,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		srv.counters.ConnsAccepted.Add(1)
 		if open.Load() >= max {
 			srv.counters.ConnsRejected.Add(1)
-			go rejectConn(nc)
+			go srv.reject(nc, "over limits.max_conns")
 			continue
 		}
 		open.Add(1)
@@ -166,11 +192,23 @@ func isTemporaryAccept(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// rejectConn answers a connection over the limit with 503 and closes it.
-func rejectConn(nc net.Conn) {
-	nc.SetWriteDeadline(time.Now().Add(time.Second))
-	nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
+// rejectAnswer is what a connection over a limit gets before it is closed.
+const rejectAnswer = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nService Unavailable\n"
+
+// reject answers a connection strait cannot serve with 503, closes it,
+// and logs the answer like any other.
+func (srv *Server) reject(nc net.Conn, why string) {
+	start := time.Now()
+	nc.SetWriteDeadline(start.Add(time.Second))
+	io.WriteString(nc, rejectAnswer)
 	nc.Close()
+	s := &Session{ClientAddr: addrPort(nc.RemoteAddr()), LocalAddr: addrPort(nc.LocalAddr())}
+	s.RequestID = srv.ids.next(s.reqIDBuf[:0])
+	s.Stats = Stats{Start: start, Status: 503, Total: time.Since(start)}
+	s.Response.Status = 503
+	s.answered = true
+	srv.logRequest(s, &Error{Side: Internal, Kind: KindLimit, Status: 503, Where: "connection refused: " + why})
 }
 
 func (srv *Server) newConn(nc net.Conn, open *atomic.Int64) *conn {
@@ -207,8 +245,10 @@ func (srv *Server) untrack(c *conn) {
 }
 
 // Shutdown stops accepting, closes idle connections, lets requests in
-// flight finish (their connections close after them), and returns once all
-// connections are gone or ctx is done, when the rest are closed.
+// flight finish (their connections close after them; a request whose
+// bytes had begun to arrive is served too), and returns once all
+// connections are gone or ctx is done, when the rest are closed with
+// Close. Upgraded tunnels run until then.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.shutting.Store(true)
 	srv.mu.Lock()
@@ -216,7 +256,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	srv.mu.Unlock()
-	srv.closeParked()
+	srv.closeParked(true)
 	srv.workers.close()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -224,8 +264,12 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		srv.mu.Lock()
 		n := len(srv.conns)
 		for c := range srv.conns {
-			if c.state.Load() == connIdle {
-				c.nc.SetReadDeadline(aLongTimeAgo) // wakes the wait for a request
+			// Connections waiting for their next request on a goroutine
+			// of their own wait only for readability: ending the wait
+			// loses nothing. Every other connection notices the shutdown
+			// within parkAfter, or after its request.
+			if c.waiting.Load() {
+				c.nc.SetReadDeadline(aLongTimeAgo)
 			}
 		}
 		srv.mu.Unlock()
@@ -242,10 +286,11 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes every listener and connection at once.
+// Close closes every listener and connection at once, tunnels included.
 func (srv *Server) Close() error {
 	srv.shutting.Store(true)
 	srv.mu.Lock()
+	srv.closing = true
 	for ln := range srv.listeners {
 		ln.Close()
 	}
@@ -255,12 +300,26 @@ func (srv *Server) Close() error {
 		if !shutdown(c.nc) {
 			c.nc.Close()
 		}
+		if c.tunnelUp != nil && !shutdown(c.tunnelUp) {
+			c.tunnelUp.Close()
+		}
 	}
 	srv.mu.Unlock()
-	srv.closeParked()
+	srv.closeParked(false)
 	srv.workers.close()
 	srv.pool.CloseIdle()
 	return nil
+}
+
+// logRequest runs the Logging phase and writes the access log line for a
+// request strait answered, by proxying it or itself.
+func (srv *Server) logRequest(s *Session, e *Error) {
+	if srv.phases.Logging != nil {
+		srv.phases.Logging(s, e)
+	}
+	if srv.opts.AccessLog {
+		srv.logAccess(s, e)
+	}
 }
 
 // logAccess writes one access-log line for a finished request.
@@ -302,6 +361,7 @@ func ms(key string, d time.Duration) slog.Attr {
 type Counters struct {
 	ConnsAccepted    atomic.Int64 // client connections accepted
 	ConnsRejected    atomic.Int64 // refused with 503: over Limits.MaxConns
+	ConnsOverFDLimit atomic.Int64 // refused with 503: out of file descriptors
 	ConnsOpen        atomic.Int64 // client connections open now
 	Requests         atomic.Int64 // request heads read
 	BadRequests      atomic.Int64 // 400 and 505: malformed requests

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/straitproxy/strait/header"
@@ -64,10 +65,17 @@ type Session struct {
 	// Stats are filled in as the request goes; read them in Logging.
 	Stats Stats
 
-	ctx      context.Context
 	respond  func(s *Session, status int, body []byte, fields []string) error
 	answered bool
 	reqIDBuf [32]byte
+
+	// The request's context is made on first use (most requests never ask
+	// for it, and making one allocates). ctxMu guards it: the watcher and
+	// the body sender end it from their goroutines.
+	ctxMu  sync.Mutex
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	ended  error // why the request's context ended; nil while it runs
 }
 
 // Stats describe one request, for logs.
@@ -85,8 +93,40 @@ type Stats struct {
 	Status         int    // status sent downstream; 0 if none
 }
 
-// Context is cancelled when the client goes away or the request ends.
-func (s *Session) Context() context.Context { return s.ctx }
+// Context returns the request's context. It is cancelled when the request
+// ends (after Logging), or earlier when the client goes away, with
+// ErrClientGone as its cause (context.Cause). Hooks may hand it to work
+// they start for the request.
+func (s *Session) Context() context.Context {
+	s.ctxMu.Lock()
+	defer s.ctxMu.Unlock()
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancelCause(context.Background())
+		if s.ended != nil {
+			s.cancel(s.ended)
+		}
+	}
+	return s.ctx
+}
+
+// end cancels the request's context with cause, if it has not ended yet.
+// Safe for concurrent use.
+func (s *Session) end(cause error) {
+	s.ctxMu.Lock()
+	if s.ended == nil {
+		s.ended = cause
+		if s.cancel != nil {
+			s.cancel(cause)
+		}
+	}
+	s.ctxMu.Unlock()
+}
+
+// begin readies the session's context for a new request: the last
+// request's, if it was made, stays with whoever holds it (cancelled).
+func (s *Session) begin() {
+	s.ctx, s.cancel, s.ended = nil, nil, nil
+}
 
 // Respond answers the request from a hook instead of the upstream. fields
 // are name, value pairs. It may be called once, before any response has

@@ -88,12 +88,12 @@ func TestUpstreamReadAndTotalTimeouts(t *testing.T) {
 // way is closed after the tunnel idle timeout; traffic keeps it open.
 func TestTunnelIdleTimeout(t *testing.T) {
 	origin := rawOrigin(t, func(c net.Conn) {
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		io.Copy(c, c)
 	})
 	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{TunnelIdle: 400 * time.Millisecond}})
 	c, br := rawConn(t, addr)
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
 		t.Fatalf("%v %v", resp, err)
 	}

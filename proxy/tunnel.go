@@ -8,39 +8,118 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/http1"
 )
 
+// upgradeOffer returns the protocols of the request's Upgrade field that
+// Options.Upgrades allows, as the field to send upstream; nil if none (the
+// request then goes as a plain one). h2c is never offered: strait speaks
+// HTTP/1.1 upstream.
+func (c *conn) upgradeOffer() []byte {
+	if c.req.Upgrade == nil {
+		return nil
+	}
+	var offer []byte
+	for tok := range header.Elements(c.req.Upgrade) {
+		if c.srv.upgradeAllowed(tok) {
+			if offer != nil {
+				offer = append(offer, ", "...)
+			}
+			offer = append(offer, tok...)
+		}
+	}
+	return offer
+}
+
+// upgradeAllowed reports whether Options.Upgrades lists the protocol of an
+// Upgrade token ("websocket", "foo/2").
+func (srv *Server) upgradeAllowed(tok []byte) bool {
+	name := protocolName(tok)
+	if header.EqualFold(name, "h2c") {
+		return false
+	}
+	for _, p := range srv.opts.Upgrades {
+		if header.EqualFold(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// protocolName is an Upgrade token without its version.
+func protocolName(tok []byte) []byte {
+	for i, ch := range tok {
+		if ch == '/' {
+			return tok[:i]
+		}
+	}
+	return tok
+}
+
+// switchedTo checks a 101 response against the upgrade the request
+// offered, and returns the protocol it switches to: it must be one the
+// client asked for and strait allows (RFC 9110 §7.8).
+func (c *conn) switchedTo(resp *http1.Response, offer []byte) ([]byte, *Error) {
+	if offer == nil {
+		return nil, &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "upstream switched protocols unasked"}
+	}
+	proto := resp.Header.Get("upgrade")
+	if len(proto) > 0 {
+		for tok := range header.Elements(offer) {
+			if header.EqualFold(protocolName(proto), protocolName(tok)) {
+				return proto, nil
+			}
+		}
+	}
+	return nil, &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "upstream switched to a protocol not asked for"}
+}
+
 // tunnel relays the 101 response and then bytes both ways until both sides
-// are done or the tunnel is idle for Timeouts.TunnelIdle.
-func (c *conn) tunnel(s *Session, up *upConn) *Error {
+// are done, the tunnel is idle for Timeouts.TunnelIdle, or the server
+// closes.
+func (c *conn) tunnel(s *Session, up *upConn, proto []byte) *Error {
 	resp := &up.resp
-	down := c.writer()
-	buf := http1.AppendStatusLine(down.AvailableBuffer(), 101, resp.Reason)
-	buf, err := http1.AppendHeader(buf, &resp.Header)
-	if err != nil {
+	stripConnFields(&resp.Header, resp.Conn)
+	if _, err := c.writeResponseHead(&responseHead{status: 101, reason: resp.Reason, header: &resp.Header, upgrade: proto}); err != nil {
 		return &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "101 response head", Err: err}
 	}
-	buf = append(buf, "\r\n"...)
 	s.answered = true
 	s.Stats.Status = 101
 	s.Response.Status = 101
-	if _, err := down.Write(buf); err != nil {
-		return c.downstreamWriteError(err)
-	}
-	if err := down.Flush(); err != nil {
+	if err := c.bw.Flush(); err != nil {
 		return c.downstreamWriteError(err)
 	}
 	c.req.KeepAlive = false // the connection is the tunnel's now
 
-	idle := c.srv.opts.Timeouts.TunnelIdle
+	// Server.Close ends the tunnel by shutting down both its sockets.
+	srv := c.srv
+	srv.mu.Lock()
+	c.tunnelUp = up.nc
+	closing := srv.closing
+	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		c.tunnelUp = nil
+		srv.mu.Unlock()
+	}()
+	if closing {
+		return nil
+	}
+
+	idle := srv.opts.Timeouts.TunnelIdle
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	var upErr, downErr error
 	wg.Add(2)
-	// Bytes that arrived with the heads are the first of each direction.
+	// Bytes that arrived with the heads are the first of each direction;
+	// a byte the watcher took while the 101 was awaited comes before them.
 	fromClient := c.rd.TakeBuffered()
+	if c.peeked {
+		c.peeked = false
+		fromClient = append([]byte{c.watchByte[0]}, fromClient...)
+	}
 	fromUpstream := up.rd.TakeBuffered()
 	go func() {
 		defer wg.Done()

@@ -8,10 +8,10 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/http1"
 )
 
@@ -50,6 +50,9 @@ func (u *upConn) Read(p []byte) (int, error) {
 	if u.readIdle > 0 {
 		u.rdl.ensure(u.nc.SetReadDeadline, mono(), u.readIdle, u.limit)
 	}
+	if u.rdl.interrupted() { // the watcher or the body sender ended the exchange
+		return 0, errInterrupted
+	}
 	return u.nc.Read(p)
 }
 
@@ -65,6 +68,9 @@ func (u *upConn) Write(p []byte) (int, error) {
 		return n, nil
 	}
 	u.wdl.ensure(u.nc.SetWriteDeadline, u.lastWrite, u.writeIdle, u.limit)
+	if u.wdl.interrupted() { // the body sender is being stopped
+		return n, errInterrupted
+	}
 	m, err := u.nc.Write(p[n:])
 	u.written += int64(m)
 	return n + m, err
@@ -148,12 +154,6 @@ func (c *conn) proxy(s *Session) *Error {
 	}
 }
 
-// bodyStarted reports whether any of the request body was consumed, which
-// rules out sending the request again.
-func (c *conn) bodyStarted() bool {
-	return c.req.Framing != http1.NoBody && (c.rd.Body().Done() || c.sess.Stats.BytesIn > 0)
-}
-
 // connect returns a pooled connection to peer, or dials a new one. With
 // check, a pooled connection is first peeked at to see that the peer has
 // not closed it. Idempotent requests skip the check (a system call): if the
@@ -175,7 +175,7 @@ func (srv *Server) connect(s *Session, peer *Peer, check bool, now time.Duration
 	}
 	s.Stats.Reused = false
 	start := mono()
-	ctx, cancel := context.WithTimeout(s.ctx, srv.opts.Timeouts.Connect)
+	ctx, cancel := context.WithTimeout(context.Background(), srv.opts.Timeouts.Connect)
 	nc, err := srv.dialer.DialContext(ctx, "tcp", peer.Addr)
 	cancel()
 	s.Stats.UpstreamDial = mono() - start
@@ -206,8 +206,9 @@ func isTimeout(err error) bool {
 }
 
 // exchange sends the request on up and relays the response. On return up
-// is back in the pool or closed.
-func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
+// is back in the pool or closed, and nothing else runs on the connection's
+// sockets.
+func (c *conn) exchange(s *Session, up *upConn) *Error {
 	srv := c.srv
 	t := &srv.opts.Timeouts
 	reusable := false
@@ -229,14 +230,15 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	// The write deadline rolls across exchanges: it bounds each write.
 	up.writeIdle = t.UpstreamWrite
 	up.readIdle = 0
+	c.body.err = nil
 
-	// h2c upgrades are not tunnelled: strait speaks HTTP/1.1 upstream, and
-	// the field was removed with the hop-by-hop ones.
-	upgrade := c.req.Upgrade != nil && !header.HasElement(c.req.Upgrade, "h2c")
+	upgrade := c.upgradeOffer()
 	if ph := srv.phases.UpstreamRequestFilter; ph != nil {
 		if err := ph(s, &s.Request); err != nil {
 			return asError(err, Internal, KindFilter, 500, "upstream request filter")
 		}
+		// Framing and connection fields are strait's to write.
+		stripHopByHop(&s.Request.Header)
 	}
 	hasBody := c.req.Framing != http1.NoBody
 	chunked := hasBody && (c.req.Framing == http1.ChunkedBody || srv.phases.RequestBodyFilter != nil)
@@ -245,52 +247,26 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 		return &Error{Side: Internal, Kind: KindFilter, Status: 500, Where: "upstream request head", Err: err}
 	}
 	var sent time.Duration // when the head went (mono)
-	// The body goes up on its own goroutine, so that an upstream that
-	// answers early (413, 401) is relayed without waiting for it.
-	bodyRunning := false
 	if hasBody {
-		if c.req.ExpectContinue {
+		if c.req.ExpectContinue && !c.continued {
 			// strait answers 100-continue itself, once the upstream is
 			// reached (nginx does the same).
-			if _, err := io.WriteString(c.writer(), "HTTP/1.1 100 Continue\r\n\r\n"); err == nil {
+			if _, err := c.writeResponseHead(&responseHead{status: 100}); err == nil {
 				c.bw.Flush()
 			}
 			c.continued = true
 		}
-		bodyRunning = true
 		sent = mono()
-		c.share(up)
-		go c.sendBody(s, up, chunked)
+		c.startBody(s, up, chunked)
+		defer c.abortBody(up) // on every early return; a no-op after the last
 	} else {
 		if err := up.bw.Flush(); err != nil {
-			retry := s.Stats.Reused && (idempotent(s.Request.Method) || up.written == 0)
-			return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err, Retry: retry}
+			e := &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
+			e.Retry = s.Stats.Reused && (idempotent(s.Request.Method) || up.written == 0)
+			return e
 		}
 		sent = up.lastWrite
 	}
-	// stopBody waits for the body copier and returns its result; abortBody
-	// first cuts both its reads and its writes short.
-	stopBody := func() *Error {
-		if !bodyRunning {
-			return nil
-		}
-		bodyRunning = false
-		e := <-c.bodyErr
-		c.unshare(up)
-		return e
-	}
-	abortBody := func() *Error {
-		if !bodyRunning {
-			return nil
-		}
-		c.nc.SetReadDeadline(aLongTimeAgo)
-		up.nc.SetWriteDeadline(aLongTimeAgo)
-		e := stopBody() // the copier is done with both deadlines now
-		c.rdl.forget()
-		up.wdl.forget()
-		return e
-	}
-	defer abortBody()
 
 	// The response head. It is seldom there yet: let other connections
 	// run first, so that it usually is by the time this one reads. That
@@ -298,98 +274,127 @@ func (c *conn) exchange(s *Session, up *upConn) (e *Error) {
 	// one system call in five per request under load. (Yielding before
 	// the client's next request too starved the netpoller: p99 10 ms.)
 	runtime.Gosched()
-	e = c.readResponseHead(s, up, sent, hasBody)
-	if e != nil {
-		// The client's own failure, if its body broke first, is the cause.
-		if be := abortBody(); be != nil && be.Side == Downstream {
-			return be
-		}
-		return e
+	if e := c.readResponseHead(s, up, sent, hasBody); e != nil {
+		return c.exchangeFailed(s, up, e)
 	}
 	resp := &up.resp
 	s.Stats.UpstreamHeader = mono() - sent
 
 	if resp.Status == 101 {
-		if !upgrade {
-			return &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "upstream switched protocols unasked"}
+		proto, e := c.switchedTo(resp, upgrade)
+		if e != nil {
+			return e
 		}
-		if be := stopBody(); be != nil {
+		if be := c.waitBody(up); be != nil {
 			return be
 		}
-		return c.tunnel(s, up)
+		return c.tunnel(s, up, proto)
 	}
 
 	// The response head downstream.
 	s.Response.Status = resp.Status
 	s.Response.Header, resp.Header = resp.Header, s.Response.Header
 	defer func() { s.Response.Header, resp.Header = resp.Header, s.Response.Header }()
-	headOnly := resp.Framing == http1.NoBody
-	var cl []byte
-	if headOnly && resp.Status != 204 {
-		cl = s.Response.Header.Get("content-length") // HEAD and 304 keep theirs
+	// What a HEAD or 304 response says of the representation's length,
+	// before the framing fields go with the hop-by-hop ones.
+	represented := int64(-1)
+	if resp.Framing == http1.LengthBody {
+		represented = resp.ContentLength
+	} else if resp.Framing == http1.NoBody && (c.headReq || resp.Status == 304) {
+		if n, err := strconv.ParseInt(string(s.Response.Header.Get("content-length")), 10, 64); err == nil && n >= 0 {
+			represented = n
+		}
 	}
 	stripConnFields(&s.Response.Header, resp.Conn)
 	if ph := srv.phases.ResponseFilter; ph != nil {
 		if err := ph(s, &s.Response); err != nil {
 			return asError(err, Internal, KindFilter, 502, "response filter")
 		}
+		if st := s.Response.Status; st < 200 || st > 999 {
+			return &Error{Side: Internal, Kind: KindFilter, Status: 502, Where: "response filter set status " + strconv.Itoa(st)}
+		}
+		stripHopByHop(&s.Response.Header)
 	}
-	down := c.writer()
-	buf := down.AvailableBuffer()
-	buf = http1.AppendStatusLine(buf, s.Response.Status, resp.Reason)
-	buf, err := http1.AppendHeader(buf, &s.Response.Header)
+	// Framing downstream follows the final status and the body strait
+	// will send, whatever filters did (writeResponseHead).
+	originBody := resp.Framing != http1.NoBody
+	length := int64(-1)
+	switch st := s.Response.Status; {
+	case c.headReq || st == 304:
+		length = represented
+	case !originBody:
+		length = 0
+	case resp.Framing == http1.LengthBody && srv.phases.ResponseBodyFilter == nil:
+		length = resp.ContentLength
+	}
+	reason := resp.Reason
+	if s.Response.Status != resp.Status {
+		reason = nil // the origin's no longer fits
+	}
+	framing, err := c.writeResponseHead(&responseHead{status: s.Response.Status, reason: reason, header: &s.Response.Header, length: length})
 	if err != nil {
 		return &Error{Side: Internal, Kind: KindFilter, Status: 502, Where: "response head", Err: err}
 	}
-	// Framing downstream: the length when known and unchanged, else chunked
-	// to HTTP/1.1 clients and close-delimited to HTTP/1.0 ones.
-	downChunked, downClose := false, false
-	switch {
-	case headOnly:
-		if cl != nil {
-			buf = append(append(append(buf, "Content-Length: "...), cl...), "\r\n"...)
-		}
-	case resp.Framing == http1.LengthBody && srv.phases.ResponseBodyFilter == nil:
-		buf = http1.AppendContentLength(buf, resp.ContentLength)
-	case c.req.Minor == 1:
-		buf = append(buf, "Transfer-Encoding: chunked\r\n"...)
-		downChunked = true
-	default:
-		downClose = true
-	}
-	if downClose || !c.req.KeepAlive || srv.shuttingDown() {
-		buf = append(buf, "Connection: close\r\n"...)
-		c.req.KeepAlive = false
-	} else if c.req.Minor == 0 {
-		buf = append(buf, "Connection: keep-alive\r\n"...)
-	}
-	buf = append(buf, "\r\n"...)
 	s.answered = true
 	s.Stats.Status = s.Response.Status
-	if _, err := down.Write(buf); err != nil {
-		return c.downstreamWriteError(err)
+
+	// The response body. One the client is not to get (HEAD, 204, 304) is
+	// left unread, and the connection with it.
+	up.readIdle = t.UpstreamRead
+	if framing != noBody && originBody {
+		if e := c.relayResponseBody(s, up, framing); e != nil {
+			return c.exchangeFailed(s, up, e)
+		}
+	}
+	if err := c.bw.Flush(); err != nil {
+		return c.exchangeFailed(s, up, c.downstreamWriteError(err))
 	}
 
-	// The response body.
-	up.readIdle = t.UpstreamRead
-	if e := c.relayResponseBody(s, up, headOnly, downChunked); e != nil {
-		return e
-	}
-	if err := down.Flush(); err != nil {
-		return c.downstreamWriteError(err)
-	}
-	if be := stopBody(); be != nil && be.Side == Downstream {
-		// The client failed mid-body after the response went out: the
-		// response stands, but the connection ends.
+	// The response is complete, so a request body still going is no
+	// longer wanted (nginx stops sending it too). The connection is
+	// reused only if the whole request went out and the whole response
+	// came in.
+	be := c.abortBody(up)
+	switch {
+	case be == nil, be == errBodyAborted, be.Side == Upstream:
+		// Done; or the origin answered before it had the whole body.
+	case be.Side == Downstream:
+		// The client broke its body after the response went out: the
+		// response stands, the connection ends.
 		c.req.KeepAlive = false
+	default:
+		return be // a body filter failed: the request failed
 	}
-	reusable = resp.KeepAlive && up.rd.Body().Done() && up.rd.Buffered() == 0 &&
-		c.rd.Body().Done() && !c.clientGone
+	reusable = be == nil && resp.KeepAlive && up.rd.Body().Done() && up.rd.Buffered() == 0 &&
+		!up.rdl.interrupted()
 	return nil
 }
 
-// writeRequestHead buffers the request head for up.
-func (c *conn) writeRequestHead(s *Session, up *upConn, hasBody, chunked, upgrade bool) error {
+// exchangeFailed stops the body sender and returns the error the exchange
+// ends with: when another goroutine interrupted it, the cause that one
+// found. A request the origin closed on without answering is marked for a
+// retry where sending it again is safe.
+func (c *conn) exchangeFailed(s *Session, up *upConn, e *Error) *Error {
+	be := c.abortBody(up)
+	switch {
+	case c.clientGone:
+		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "client closed while waiting for the upstream"}
+	case be != nil && be != errBodyAborted && be.Side != Upstream:
+		return be // the client's body broke, or a body filter failed
+	}
+	if e.Side == Upstream && e.Kind == KindClosed && !s.answered && (e.Err == io.EOF || isReset(e.Err)) {
+		// A reused connection the origin closed as we sent, with nothing
+		// of a response back: the request may go again if that cannot do
+		// harm twice (an idempotent method) or it never left (nothing
+		// written).
+		e.Retry = s.Stats.Reused && (idempotent(s.Request.Method) || up.written == 0)
+	}
+	return e
+}
+
+// writeRequestHead buffers the request head for up. upgrade is the Upgrade
+// field to send, nil for none.
+func (c *conn) writeRequestHead(s *Session, up *upConn, hasBody, chunked bool, upgrade []byte) error {
 	r := &s.Request
 	buf := up.bw.AvailableBuffer()
 	path := r.Path
@@ -414,8 +419,8 @@ func (c *conn) writeRequestHead(s *Session, up *upConn, hasBody, chunked, upgrad
 	case hasBody:
 		buf = http1.AppendContentLength(buf, r.ContentLength)
 	}
-	if upgrade {
-		buf, err = http1.AppendField(append(buf, "Connection: upgrade\r\n"...), []byte("Upgrade"), c.req.Upgrade)
+	if upgrade != nil {
+		buf, err = http1.AppendField(append(buf, "Connection: upgrade\r\n"...), []byte("Upgrade"), upgrade)
 		if err != nil {
 			return err
 		}
@@ -425,74 +430,86 @@ func (c *conn) writeRequestHead(s *Session, up *upConn, hasBody, chunked, upgrad
 	return err
 }
 
+// maxInterim bounds the interim (1xx) responses read before a final one:
+// real origins send one or two (a 100, a 103). net/http's client stops at
+// 5; past this many, the origin is cut off with 502.
+const maxInterim = 10
+
 // readResponseHead reads the final response head, relaying interim (1xx)
-// responses other than 100 and 101.
+// responses other than 100 and 101. Interim responses count against the
+// response-head timeout, and at most maxInterim are read.
 func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Duration, hasBody bool) *Error {
 	t := &c.srv.opts.Timeouts
 	deadline := sent + t.ResponseHeader
 	// Wait a short while first; if the upstream is slow, start watching
 	// the client so that a client that gives up cancels the request.
-	const watchAfter = 20 * time.Millisecond
+	waitShort := true
 	watching := false
 	defer func() {
 		if watching {
 			c.stopWatch(up)
 		}
 	}()
-	first := !hasBody
-	for {
+	for interim := 0; ; {
 		// The deadline counts from when the request was sent, so the one
 		// set for the last response on this connection often still fits.
 		d := t.ResponseHeader
-		if first && d > watchAfter {
+		if waitShort && d > watchAfter {
 			d = watchAfter
 		}
 		up.rdl.ensure(up.nc.SetReadDeadline, sent, d, up.limit)
-		if c.bodyFailed.Load() { // checked after the deadline is set: no lost wake-up
-			return errBodyFailed
-		}
 		err := up.rd.ReadResponse(&up.resp, []byte(s.Request.Method))
-		if err != nil && c.bodyFailed.Load() {
-			return errBodyFailed
+		if err != nil && up.rdl.interrupted() {
+			// The watcher or the body sender ended the exchange: the
+			// cause is theirs (exchangeFailed).
+			return &Error{Side: Internal, Kind: KindOther, Status: 502, Where: "upstream wait interrupted", Err: err}
 		}
-		if err != nil && first && isTimeout(err) && mono() < deadline {
-			first = false
+		if err != nil && waitShort && isTimeout(err) && mono() < deadline {
+			waitShort = false
+			// The client is watched once its body, if any, is sent: while
+			// it sends one, it is there.
+			if hasBody {
+				if !c.body.done.Load() {
+					continue
+				}
+				if be := c.waitBody(up); be != nil && be.Side != Upstream {
+					return be
+				}
+			}
 			watching = c.startWatch(up)
 			continue
 		}
 		if err != nil {
-			if watching { // it may have seen the client go
-				c.stopWatch(up)
-				watching = false
-			}
-			return c.upstreamReadError(s, up, err)
+			return c.upstreamReadError(err)
 		}
 		st := up.resp.Status
 		if st >= 200 || st == 101 {
 			return nil
 		}
+		// An origin that sends interim responses without end is cut off:
+		// by number, and by the head timeout, which the reads alone would
+		// not meet while bytes keep coming (raw reads see no deadline).
+		if interim++; interim > maxInterim {
+			c.srv.counters.UpstreamProtocol.Add(1)
+			return &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "upstream sent too many interim responses"}
+		}
+		if mono() >= deadline {
+			return &Error{Side: Upstream, Kind: KindTimeout, Status: 504, Where: "upstream response header timeout"}
+		}
 		if st != 100 && c.req.Minor == 1 {
 			// 103 Early Hints and others go to the client as they come.
-			down := c.writer()
-			buf := http1.AppendStatusLine(down.AvailableBuffer(), st, up.resp.Reason)
-			buf, _ = http1.AppendHeader(buf, &up.resp.Header)
-			buf = append(buf, "\r\n"...)
-			down.Write(buf)
-			if err := down.Flush(); err != nil {
+			stripConnFields(&up.resp.Header, up.resp.Conn)
+			if _, err := c.writeResponseHead(&responseHead{status: st, reason: up.resp.Reason, header: &up.resp.Header}); err != nil {
+				return &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "interim response head", Err: err}
+			}
+			if err := c.bw.Flush(); err != nil {
 				return c.downstreamWriteError(err)
 			}
 		}
 	}
 }
 
-// errBodyFailed stands for the request body's own error, which the
-// exchange takes from the body copier.
-var errBodyFailed = &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "request body"}
-
-func (c *conn) upstreamReadError(s *Session, up *upConn, err error) *Error {
-	if c.clientGone {
-		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "client closed while waiting for the upstream"}
-	}
+func (c *conn) upstreamReadError(err error) *Error {
 	var pe *http1.Error
 	switch {
 	case errors.As(err, &pe):
@@ -501,59 +518,52 @@ func (c *conn) upstreamReadError(s *Session, up *upConn, err error) *Error {
 	case isTimeout(err):
 		return &Error{Side: Upstream, Kind: KindTimeout, Status: 504, Where: "upstream response header timeout", Err: err}
 	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err):
-		// A reused connection the origin closed as we sent, with nothing
-		// of a response back: the request may go again if that cannot do
-		// harm twice (an idempotent method) or it never left (nothing
-		// written).
-		retry := s.Stats.Reused && (err == io.EOF || isReset(err)) && (idempotent(s.Request.Method) || up.written == 0)
-		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream closed before responding", Err: err, Retry: retry}
+		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream closed before responding", Err: err}
 	}
 	return &Error{Side: Upstream, Kind: KindOther, Status: 502, Where: "upstream read", Err: err}
 }
 
 // relayResponseBody streams the response body downstream as it arrives,
 // flushing each piece so that streams (SSE, long polls) are not held back.
-func (c *conn) relayResponseBody(s *Session, up *upConn, headOnly, chunked bool) *Error {
+func (c *conn) relayResponseBody(s *Session, up *upConn, framing bodyFraming) *Error {
 	body := up.rd.Body()
 	down := c.bw
 	var w io.Writer = down
-	if chunked {
+	if framing == chunkedBody {
 		c.cw.Reset(down)
 		w = &c.cw
 	}
 	filter := c.srv.phases.ResponseBodyFilter
-	if !headOnly {
-		for {
-			data, rerr := body.Next()
-			if len(data) > 0 || (rerr == io.EOF && filter != nil) {
-				if filter != nil {
-					var err error
-					if data, err = filter(s, data, rerr == io.EOF); err != nil {
-						return asError(err, Internal, KindFilter, 502, "response body filter")
-					}
-				}
-				if len(data) > 0 {
-					if _, err := w.Write(data); err != nil {
-						return c.downstreamWriteError(err)
-					}
-					s.Stats.BytesOut += int64(len(data))
-				}
-				if rerr == nil && !body.Ready() {
-					if err := down.Flush(); err != nil {
-						return c.downstreamWriteError(err)
-					}
+	for {
+		data, rerr := body.Next()
+		if len(data) > 0 || (rerr == io.EOF && filter != nil) {
+			if filter != nil {
+				var err error
+				if data, err = filter(s, data, rerr == io.EOF); err != nil {
+					return asError(err, Internal, KindFilter, 502, "response body filter")
 				}
 			}
-			if rerr == io.EOF {
-				break
+			if len(data) > 0 {
+				if _, err := w.Write(data); err != nil {
+					return c.downstreamWriteError(err)
+				}
+				s.Stats.BytesOut += int64(len(data))
 			}
-			if rerr != nil {
-				return c.upstreamBodyError(rerr)
+			if rerr == nil && !body.Ready() {
+				if err := down.Flush(); err != nil {
+					return c.downstreamWriteError(err)
+				}
 			}
 		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return upstreamBodyError(rerr)
+		}
 	}
-	if chunked {
-		s.Response.Trailer.CopyFrom(&body.Trailer)
+	if framing == chunkedBody {
+		copyTrailers(&s.Response.Trailer, &body.Trailer)
 		if err := c.cw.Close(&s.Response.Trailer); err != nil {
 			return c.downstreamWriteError(err)
 		}
@@ -561,10 +571,7 @@ func (c *conn) relayResponseBody(s *Session, up *upConn, headOnly, chunked bool)
 	return nil
 }
 
-func (c *conn) upstreamBodyError(err error) *Error {
-	if c.clientGone {
-		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "client closed"}
-	}
+func upstreamBodyError(err error) *Error {
 	var pe *http1.Error
 	switch {
 	case errors.As(err, &pe):
@@ -573,74 +580,4 @@ func (c *conn) upstreamBodyError(err error) *Error {
 		return &Error{Side: Upstream, Kind: KindTimeout, Status: 504, Where: "upstream read timeout", Err: err}
 	}
 	return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream response body", Err: err}
-}
-
-// sendBody copies the request body upstream and reports on c.bodyErr. If
-// the client side fails (it left, stalled, or broke the framing), the wait
-// for the response head is woken: the exchange is over.
-func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
-	e := c.copyBody(s, up, chunked)
-	if e != nil && e.Side == Downstream {
-		c.bodyFailed.Store(true)
-		up.nc.SetReadDeadline(aLongTimeAgo)
-	}
-	c.bodyErr <- e
-}
-
-func (c *conn) copyBody(s *Session, up *upConn, chunked bool) *Error {
-	body := c.rd.Body()
-	var w io.Writer = up.bw
-	if chunked {
-		up.cw.Reset(up.bw)
-		w = &up.cw
-	}
-	filter := c.srv.phases.RequestBodyFilter
-	max := c.srv.opts.Limits.MaxRequestBody
-	for {
-		data, rerr := body.Next()
-		if rerr != nil && rerr != io.EOF {
-			var pe *http1.Error
-			if errors.As(rerr, &pe) {
-				return &Error{Side: Downstream, Kind: KindProtocol, Status: pe.Status, Where: "request body", Err: rerr}
-			}
-			if isTimeout(rerr) {
-				return &Error{Side: Downstream, Kind: KindTimeout, Status: 408, Where: "request body timeout", Err: rerr}
-			}
-			return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "request body", Err: rerr}
-		}
-		s.Stats.BytesIn += int64(len(data))
-		if max > 0 && s.Stats.BytesIn > max {
-			c.srv.counters.BodyTooLarge.Add(1)
-			return &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}
-		}
-		if filter != nil {
-			var err error
-			if data, err = filter(s, data, rerr == io.EOF); err != nil {
-				return asError(err, Internal, KindFilter, 500, "request body filter")
-			}
-		}
-		if len(data) > 0 {
-			if _, err := w.Write(data); err != nil {
-				return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if !body.Ready() {
-			if err := up.bw.Flush(); err != nil {
-				return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
-			}
-		}
-	}
-	if chunked {
-		s.Request.Trailer.CopyFrom(&body.Trailer)
-		if err := up.cw.Close(&s.Request.Trailer); err != nil {
-			return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
-		}
-	}
-	if err := up.bw.Flush(); err != nil {
-		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
-	}
-	return nil
 }

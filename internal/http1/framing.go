@@ -102,9 +102,10 @@ func lookalike(name []byte) bool {
 
 func gatherFacts(h *header.Header) (f fieldFacts) {
 	var te teState
-	fields := h.Fields()
-	f.hop.Complete = len(fields) <= 64
-	for i, fld := range fields {
+	n := h.Len()
+	f.hop.Complete = n <= 64
+	for i := range n {
+		fld := h.Field(i)
 		name, v := fld.Name, fld.Value
 		hop, framing := false, false // framing: Content-Length or Transfer-Encoding itself
 		switch len(name) {

@@ -67,15 +67,16 @@ func AppendField(dst, name, value []byte) ([]byte, error) {
 // AppendHeader appends every field of h, or none if one is refused.
 func AppendHeader(dst []byte, h *header.Header) ([]byte, error) {
 	orig := len(dst)
-	fields := h.Fields()
-	checked := fields[:h.Checked()]
-	for _, f := range checked { // as the parser checked them
+	checked := h.Checked()
+	for i := range checked { // as the parser checked them
+		f := h.Field(i)
 		dst = append(dst, f.Name...)
 		dst = append(dst, ": "...)
 		dst = append(dst, f.Value...)
 		dst = append(dst, "\r\n"...)
 	}
-	for _, f := range fields[len(checked):] {
+	for i := checked; i < h.Len(); i++ {
+		f := h.Field(i)
 		var err error
 		if dst, err = AppendField(dst, f.Name, f.Value); err != nil {
 			return dst[:orig], err
@@ -122,11 +123,12 @@ func (c *ChunkedWriter) Write(p []byte) (int, error) {
 // not nil), then the empty line. Trailer fields are checked before anything
 // is written.
 func (c *ChunkedWriter) Close(t *header.Header) error {
-	var fields []header.Field
+	n := 0
 	if t != nil {
-		fields = t.Fields()
+		n = t.Len()
 	}
-	for _, f := range fields {
+	for i := range n {
+		f := t.Field(i)
 		if _, err := AppendField(c.scratch[:0:0], f.Name, nil); err != nil {
 			return err
 		}
@@ -137,7 +139,8 @@ func (c *ChunkedWriter) Close(t *header.Header) error {
 	if _, err := io.WriteString(c.w, "0\r\n"); err != nil {
 		return err
 	}
-	for _, f := range fields {
+	for i := range n {
+		f := t.Field(i)
 		if _, err := c.w.Write(f.Name); err != nil {
 			return err
 		}

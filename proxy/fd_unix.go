@@ -1,0 +1,46 @@
+//go:build unix
+
+package proxy
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+// fdLimit returns the process's limit on open file descriptors (the soft
+// RLIMIT_NOFILE, which Go raises to the hard limit at start), or 0 if it
+// cannot tell.
+func fdLimit() int64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<40 {
+		return 0
+	}
+	return int64(rl.Cur)
+}
+
+// isFDExhausted reports whether an accept failed for want of a file
+// descriptor.
+func isFDExhausted(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// spareFD is a file descriptor held in reserve, so that when the process
+// runs out, one can be given up to accept a waiting client and tell it so
+// (a 503) instead of leaving it in the listen backlog, where it would hang.
+type spareFD struct{ f *os.File }
+
+func reserveFD() spareFD {
+	f, _ := os.Open(os.DevNull)
+	return spareFD{f}
+}
+
+// release closes the reserved descriptor and reports whether there was one.
+func (s *spareFD) release() bool {
+	if s.f == nil {
+		return false
+	}
+	s.f.Close()
+	s.f = nil
+	return true
+}
