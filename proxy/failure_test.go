@@ -862,3 +862,28 @@ func TestOriginFailsMidExchange(t *testing.T) {
 		})
 	}
 }
+
+// TestAnswerBeforeUnreadBody: strait refuses a request whose body is
+// still coming (413 on its Content-Length) and closes the connection; the
+// client, still sending, must read the answer rather than a reset.
+func TestAnswerBeforeUnreadBody(t *testing.T) {
+	_, addr := proxytest.Proxy(t, to("127.0.0.1:1"), proxy.Options{Limits: proxy.Limits{MaxRequestBody: 1 << 10}})
+	body := strings.Repeat("x", 4<<20)
+	for i := range 10 {
+		c, br := rawConn(t, addr)
+		go func() {
+			io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4194304\r\n\r\n")
+			time.Sleep(10 * time.Millisecond) // strait answers as the body starts
+			io.WriteString(c, body)
+		}()
+		time.Sleep(50 * time.Millisecond) // a client busy sending reads late
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if resp.StatusCode != 413 || !resp.Close {
+			t.Fatalf("round %d: %d, close %v", i, resp.StatusCode, resp.Close)
+		}
+		c.Close()
+	}
+}
