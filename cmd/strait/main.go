@@ -5,6 +5,7 @@
 //	strait validate -c FILE     check a config file
 //	strait proxy --listen ADDR --upstream URL [--upstream URL ...]
 //	strait version
+//	strait help [COMMAND]
 package main
 
 import (
@@ -37,22 +38,30 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "-help", "--help":
+			if len(args) > 1 && args[0] == "help" {
+				return run([]string{args[1], "-h"}, stdout, stderr)
+			}
+			usage(stdout)
+			return 0
+		case "version", "-version", "--version":
+			fmt.Fprintln(stdout, "strait", version)
+			return 0
+		}
+		// Flags without a command are run's: `strait -c FILE`.
+		if !strings.HasPrefix(args[0], "-") {
+			cmd, args = args[0], args[1:]
+		}
 	}
 	switch cmd {
 	case "run":
-		return cmdRun(args, stderr)
+		return cmdRun(args, stdout, stderr)
 	case "validate":
 		return cmdValidate(args, stdout, stderr)
 	case "proxy":
-		return cmdProxy(args, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "strait", version)
-		return 0
-	case "help", "-h", "--help":
-		usage(stdout)
-		return 0
+		return cmdProxy(args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "strait: unknown command %q\n", cmd)
 	usage(stderr)
@@ -66,16 +75,46 @@ func usage(w io.Writer) {
   strait validate -c FILE     check a config file; errors name file, line and key
   strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--access-log]
                               proxy ADDR (host:port) to http://host:port upstreams
-  strait version
+  strait version              print the version
+  strait help [COMMAND]       print this, or a command's flags (also COMMAND -h)
 `)
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
+// parseFlags parses a command's flags. Help asked for with -h or --help
+// goes to stdout and exits 0; a mistake is reported on stderr with the
+// usage and exits 2. done says the command should return code now.
+func parseFlags(fs *flag.FlagSet, synopsis string, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	// The flag package prints both help and errors to one writer; print
+	// them here instead, each where it belongs.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	printUsage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: %s\n\nflags:\n", synopsis)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(stdout)
+		return 0, true
+	}
+	fmt.Fprintf(stderr, "strait %s: %v\n", fs.Name(), err)
+	printUsage(stderr)
+	return 2, true
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	file := fs.String("c", "", "config `file` (default: the embedded default config)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, "strait run [-c FILE]", args, stdout, stderr); done {
+		return code
 	}
 	cfg := config.Default()
 	if *file != "" {
@@ -90,13 +129,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	file := fs.String("c", "", "config `file`")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	const synopsis = "strait validate -c FILE"
+	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
+		return code
 	}
 	if *file == "" {
 		fmt.Fprintln(stderr, "strait validate: -c FILE is required")
+		fmt.Fprintf(stderr, "usage: %s\n", synopsis)
 		return 2
 	}
 	if _, err := config.Load(*file); err != nil {
@@ -114,18 +154,19 @@ func (u *urlList) Set(v string) error { *u = append(*u, v); return nil }
 
 // cmdProxy builds a one-listener config from flags: the same config the
 // file would give, so both paths run the same code.
-func cmdProxy(args []string, stderr io.Writer) int {
+func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	listen := fs.String("listen", "", "`address` to listen on (host:port)")
 	var upstreams urlList
 	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port); repeat for more")
-	accessLog := fs.Bool("access-log", false, "write one log line per request")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	accessLog := fs.Bool("access-log", false, "write one log line per request to standard error")
+	const synopsis = "strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--access-log]"
+	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
+		return code
 	}
 	if *listen == "" || len(upstreams) == 0 {
 		fmt.Fprintln(stderr, "strait proxy: --listen and at least one --upstream are required")
+		fmt.Fprintf(stderr, "usage: %s\n", synopsis)
 		return 2
 	}
 	var endpoints []string
