@@ -113,20 +113,22 @@ type DemoOrigin struct {
 // Duration is a time.Duration written as "10s", "1m30s" or "250ms".
 type Duration time.Duration
 
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+func (d *Duration) set(n *yaml.Node) bool {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return typeError(n, "%q is not a duration (write it like 10s, 1m30s or 250ms)", n.Value)
-	}
 	*d = Duration(v)
-	return nil
+	return err == nil
 }
+
+func (*Duration) want() string { return "a duration like 10s, 1m30s or 250ms" }
+
+// UnmarshalYAML lets a Duration be decoded by the YAML library too.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return unmarshal(d, n) }
 
 // Size is a byte count written as a number or with a unit: "64KiB",
 // "1MiB", "512" (KiB, MiB and GiB are powers of 1024).
 type Size int64
 
-func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+func (s *Size) set(n *yaml.Node) bool {
 	v := strings.TrimSpace(n.Value)
 	mult := int64(1)
 	for _, u := range []struct {
@@ -140,16 +142,24 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	}
 	x, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || x < 0 || x > (1<<62)/mult {
-		return typeError(n, "%q is not a size (write it like 512, 64KiB or 1MiB)", n.Value)
+		return false
 	}
 	*s = Size(x * mult)
-	return nil
+	return true
 }
 
-// typeError reports a bad value the way the YAML decoder reports its own,
-// so that decoding goes on and every problem in the file is listed.
-func typeError(n *yaml.Node, format string, args ...any) error {
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+func (*Size) want() string { return "a size like 512, 64KiB or 1MiB" }
+
+// UnmarshalYAML lets a Size be decoded by the YAML library too.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error { return unmarshal(s, n) }
+
+// unmarshal reports a bad value as the YAML decoder reports its own, so
+// that decoding goes on and every problem is listed.
+func unmarshal(s scalar, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || !s.set(n) {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want %s, got %s", n.Line, s.want(), got(n))}}
+	}
+	return nil
 }
 
 //go:embed default.yaml
