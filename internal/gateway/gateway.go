@@ -135,7 +135,10 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			UpstreamRead: d(t.UpstreamRead), UpstreamTotal: d(t.UpstreamTotal), TunnelIdle: d(t.TunnelIdle), Grace: d(t.Grace),
 		},
 		Limits: proxy.Limits{
-			Head:               http1.Limits{MaxRequestLine: int(l.MaxRequestLine), MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},
+			Head: http1.Limits{MaxRequestLine: int(l.MaxRequestLine), MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},
+			// One pair of keys bounds heads both ways (docs/config.md);
+			// max_request_line has no meaning for a status line.
+			UpstreamHead:       http1.Limits{MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},
 			MaxRequestBody:     int64(l.MaxRequestBody),
 			MaxRequestsPerConn: l.MaxRequestsPerConn,
 			MaxConns:           l.MaxConns,
