@@ -39,6 +39,10 @@ type Listener struct {
 	Name    string  `yaml:"name"`    // for logs; default: the address
 	Address string  `yaml:"address"` // host:port, e.g. 127.0.0.1:8080 or [::]:80
 	Routes  []Route `yaml:"routes"`  // tried in order; the first match wins
+	// Upgrades are the protocols a request may switch the connection to
+	// with Upgrade, compared without regard to case. nil (left out) means
+	// [websocket]; an empty list allows none.
+	Upgrades []string `yaml:"upgrades"`
 }
 
 // Route sends matching requests to a cluster.

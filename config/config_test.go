@@ -50,7 +50,7 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listeners:\n  - address: 127.0.0.1:80\n    routes: [{cluster: c}]\n    colour: red\nclusters: [{name: c, endpoints: [a:1]}]\n",
-			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, routes)"}},
+			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, routes, upgrades)"}},
 		{"bad duration and size", "listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\ntimeouts:\n  idle: soon\nlimits:\n  max_request_body: 1TB\n",
 			[]string{`f.yaml:4: timeouts.idle: want a duration like 10s, 1m30s or 250ms, got "soon"`, `f.yaml:6: limits.max_request_body: want a size like 512, 64KiB or 1MiB, got "1TB"`}},
 		{"validation", "listeners:\n  - address: nope\n    routes:\n      - cluster: missing\n        path_prefix: api\nclusters:\n  - name: c\n    endpoints: []\n    balance: fastest\n",
@@ -190,5 +190,38 @@ func TestAliasBomb(t *testing.T) {
 	_, err := Parse("f.yaml", []byte(yaml))
 	if err == nil || len(err.(Errors)) != 1 || !strings.Contains(err.Error(), "expands to more than") {
 		t.Fatalf("got %.300v, want one message saying the file expands too far", err)
+	}
+}
+
+func TestUpgrades(t *testing.T) {
+	const clusters = "clusters: [{name: c, endpoints: [a:1]}]\n"
+	for _, tc := range []struct {
+		name, listener string
+		want           []string // nil: left to the default
+	}{
+		{"left out", "{address: 'a:1', routes: [{cluster: c}]}", nil},
+		{"empty", "{address: 'a:1', routes: [{cluster: c}], upgrades: ~}", nil},
+		{"none", "{address: 'a:1', routes: [{cluster: c}], upgrades: []}", []string{}},
+		{"two", "{address: 'a:1', routes: [{cluster: c}], upgrades: [websocket, h2c]}", []string{"websocket", "h2c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("f.yaml", []byte("listeners: ["+tc.listener+"]\n"+clusters))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := c.Listeners[0].Upgrades
+			if (got == nil) != (tc.want == nil) || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("upgrades %#v, want %#v", got, tc.want)
+			}
+		})
+	}
+	_, err := Parse("f.yaml", []byte("listeners:\n  - address: a:1\n    routes: [{cluster: c}]\n    upgrades:\n      - websocket\n      - ''\n      - web socket\n      - h2c/1\n"+clusters))
+	want := strings.Join([]string{
+		`f.yaml:6: listeners[0].upgrades[1]: want a protocol name (an HTTP token, like websocket), got ""`,
+		`f.yaml:7: listeners[0].upgrades[2]: want a protocol name (an HTTP token, like websocket), got "web socket"`,
+		`f.yaml:8: listeners[0].upgrades[3]: want a protocol name (an HTTP token, like websocket), got "h2c/1"`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
 	}
 }

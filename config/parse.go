@@ -215,6 +215,11 @@ func (v *validator) config(c *Config) {
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
 		}
+		for j, u := range l.Upgrades {
+			if !isToken(u) {
+				v.errorf(at(p, "upgrades", j), "want a protocol name (an HTTP token, like websocket), got %q", u)
+			}
+		}
 		for j, r := range l.Routes {
 			rp := at(p, "routes", j)
 			if r.Cluster == "" {
@@ -287,6 +292,20 @@ func checkHostPort(s string) error {
 		return fmt.Errorf("%q has an invalid host", s)
 	}
 	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 §5.6.2).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // ParsePrefix parses a CIDR, or a single address as a one-address prefix.

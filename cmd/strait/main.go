@@ -205,7 +205,9 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 	var servers []*proxy.Server
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
-		srv, err := proxy.New(l.Phases, opts)
+		o := opts
+		o.Upgrades = l.Upgrades
+		srv, err := proxy.New(l.Phases, o)
 		if err != nil {
 			fmt.Fprintf(stderr, "strait: %v\n", err)
 			return 1

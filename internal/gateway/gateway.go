@@ -73,12 +73,15 @@ func hostOnly(a []byte) []byte {
 	return a
 }
 
-// Listener is one configured listener: its address and the phases that
-// route its requests.
+// Listener is one configured listener: its address, the phases that
+// route its requests, and what it lets requests upgrade to.
 type Listener struct {
 	Name    string
 	Address string
 	Phases  proxy.Phases
+	// Upgrades is the listener's proxy.Options.Upgrades: nil for the
+	// default.
+	Upgrades []string
 }
 
 // Build compiles a config into listeners sharing one set of clusters, and
@@ -105,7 +108,7 @@ func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 		if name == "" {
 			name = lc.Address
 		}
-		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: phases(routes)})
+		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: phases(routes), Upgrades: lc.Upgrades})
 	}
 	return ls, options(c, logger)
 }
