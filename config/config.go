@@ -27,8 +27,8 @@ type Config struct {
 	Pool Pool `yaml:"upstream_pool"`
 	// Forwarding controls X-Forwarded-* and Forwarded.
 	Forwarding Forwarding `yaml:"forwarding"`
-	// AccessLog writes one structured line per request (default false).
-	AccessLog bool `yaml:"access_log"`
+	// AccessLog is where one JSON line per request goes (default none).
+	AccessLog AccessLog `yaml:"access_log"`
 	// DemoOrigins are tiny HTTP servers the binary starts itself, each
 	// answering with its name: for trying strait on a fresh machine.
 	DemoOrigins []DemoOrigin `yaml:"demo_origins"`
@@ -113,6 +113,41 @@ type DemoOrigin struct {
 	Name    string `yaml:"name"`
 	Address string `yaml:"address"`
 }
+
+// AccessLog is where the access log goes: "" for nowhere, "stderr",
+// "stdout", or the path of a file. In YAML it is written true (stderr),
+// false, stderr, stdout, or a path, which must have a / in it so that a
+// misspelt word is not taken for a file name.
+type AccessLog string
+
+// The access log's standard places.
+const (
+	AccessLogStderr AccessLog = "stderr"
+	AccessLogStdout AccessLog = "stdout"
+)
+
+func (a *AccessLog) set(n *yaml.Node) bool {
+	var on bool
+	switch {
+	case n.Decode(&on) == nil:
+		*a = ""
+		if on {
+			*a = AccessLogStderr
+		}
+	case n.Value == string(AccessLogStderr) || n.Value == string(AccessLogStdout) || strings.Contains(n.Value, "/"):
+		*a = AccessLog(n.Value)
+	default:
+		return false
+	}
+	return true
+}
+
+func (*AccessLog) want() string {
+	return "true, false, stderr, stdout or a file path (like /var/log/strait/access.log or ./access.log)"
+}
+
+// UnmarshalYAML lets an AccessLog be decoded by the YAML library too.
+func (a *AccessLog) UnmarshalYAML(n *yaml.Node) error { return unmarshal(a, n) }
 
 // Duration is a time.Duration written as "10s", "1m30s" or "250ms".
 type Duration time.Duration

@@ -106,7 +106,7 @@ func TestValueErrors(t *testing.T) {
 		{"string for list", "listeners:\n  - address: 127.0.0.1:8080\n    routes: [{cluster: web}]\nclusters:\n  - name: web\n    endpoints: 127.0.0.1:9000\n",
 			[]string{`f.yaml:6: clusters[0].endpoints: want a list, got a string`}},
 		{"word for bool", head + "access_log: maybe\n",
-			[]string{`f.yaml:8: access_log: want true or false, got "maybe"`}},
+			[]string{`f.yaml:8: access_log: want true, false, stderr, stdout or a file path (like /var/log/strait/access.log or ./access.log), got "maybe"`}},
 		{"mapping for string", "listeners:\n  - address: {host: x}\n    routes: [{cluster: web}]\nclusters: [{name: web, endpoints: [a:1]}]\n",
 			[]string{`f.yaml:2: listeners[0].address: want a string, got a mapping`}},
 		{"block mapping for string", "listeners:\n  - address:\n      host: x\n    routes: [{cluster: web}]\nclusters: [{name: web, endpoints: [a:1]}]\n",
@@ -223,5 +223,35 @@ func TestUpgrades(t *testing.T) {
 	}, "\n")
 	if err == nil || err.Error() != want {
 		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want AccessLog
+	}{
+		{"", ""},
+		{"access_log: false", ""},
+		{"access_log: true", AccessLogStderr},
+		{"access_log: stderr", AccessLogStderr},
+		{"access_log: stdout", AccessLogStdout},
+		{"access_log: /var/log/strait/access.log", "/var/log/strait/access.log"},
+		{"access_log: ./access.log", "./access.log"},
+	} {
+		c, err := Parse("f.yaml", []byte("listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\n"+tc.yaml+"\n"))
+		if err != nil {
+			t.Errorf("%s: %v", tc.yaml, err)
+			continue
+		}
+		if c.AccessLog != tc.want {
+			t.Errorf("%s: %q, want %q", tc.yaml, c.AccessLog, tc.want)
+		}
+	}
+	for _, bad := range []string{"access.log", "[a]", "''"} {
+		_, err := Parse("f.yaml", []byte("listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\naccess_log: "+bad+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "access_log: want true, false") {
+			t.Errorf("access_log: %s: got %v, want an error", bad, err)
+		}
 	}
 }

@@ -124,7 +124,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	return serve(cfg, stderr)
+	return serve(cfg, stdout, stderr)
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -185,14 +185,46 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	cfg := &config.Config{
 		Listeners: []config.Listener{{Address: *listen, Routes: []config.Route{{Cluster: "upstream"}}}},
 		Clusters:  []config.Cluster{{Name: "upstream", Endpoints: endpoints}},
-		AccessLog: *accessLog,
 	}
-	return serve(cfg, stderr)
+	if *accessLog {
+		cfg.AccessLog = config.AccessLogStderr
+	}
+	return serve(cfg, stdout, stderr)
+}
+
+// accessLogger returns the logger for the access log's lines, nil meaning
+// the error log's (standard error), and the file to close at exit.
+func accessLogger(where config.AccessLog, stdout io.Writer) (*slog.Logger, io.Closer, error) {
+	switch where {
+	case "", config.AccessLogStderr:
+		return nil, nil, nil
+	case config.AccessLogStdout:
+		return slog.New(slog.NewJSONHandler(stdout, nil)), nil, nil
+	}
+	// O_APPEND makes each line one atomic append, so logrotate's
+	// copytruncate, or another writer, cannot leave a hole or a torn line.
+	f, err := os.OpenFile(string(where), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, nil, fmt.Errorf("access_log: cannot open %s: %w", where, err)
+	}
+	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
 }
 
 // serve runs cfg until SIGINT or SIGTERM, then drains and exits 0.
-func serve(cfg *config.Config, stderr io.Writer) int {
+func serve(cfg *config.Config, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	access, accessFile, err := accessLogger(cfg.AccessLog, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "strait: %v\n", err)
+		return 1
+	}
+	if accessFile != nil {
+		defer accessFile.Close()
+	}
 	for _, d := range cfg.DemoOrigins {
 		o, err := demo.Start(d.Name, d.Address)
 		if err != nil {
@@ -202,6 +234,7 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 		defer o.Stop(context.Background())
 	}
 	listeners, opts := gateway.Build(cfg, logger)
+	opts.AccessLogger = access
 	var servers []*proxy.Server
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {

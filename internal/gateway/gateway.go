@@ -85,7 +85,8 @@ type Listener struct {
 }
 
 // Build compiles a config into listeners sharing one set of clusters, and
-// the options every listener's server uses.
+// the options every listener's server uses. The access log goes to logger;
+// a caller that honours access_log's stdout or file sets AccessLogger.
 func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 	clusters := make(map[string]*Cluster)
 	for _, cc := range c.Clusters {
@@ -149,7 +150,7 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 		},
 		Forwarding: proxy.Forwarding{Forwarded: c.Forwarding.Forwarded},
 		Logger:     logger,
-		AccessLog:  c.AccessLog,
+		AccessLog:  c.AccessLog != "",
 		Pool: proxy.NewPool(proxy.PoolLimits{
 			MaxIdlePerPeer: c.Pool.MaxIdlePerEndpoint,
 			IdleTimeout:    d(c.Pool.IdleTimeout),
