@@ -116,15 +116,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if code, done := parseFlags(fs, "strait run [-c FILE]", args, stdout, stderr); done {
 		return code
 	}
-	cfg := config.Default()
-	if *file != "" {
-		var err error
-		if cfg, err = config.Load(*file); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
+	if *file == "" {
+		return serve(config.Default(), config.DefaultName, stdout, stderr)
 	}
-	return serve(cfg, stdout, stderr)
+	cfg, err := config.Load(*file)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return serve(cfg, *file, stdout, stderr)
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -189,7 +189,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	if *accessLog {
 		cfg.AccessLog = config.AccessLogStderr
 	}
-	return serve(cfg, stdout, stderr)
+	return serve(cfg, "", stdout, stderr)
 }
 
 // accessLogger returns the logger for the access log's lines, nil meaning
@@ -214,8 +214,9 @@ func accessLogger(where config.AccessLog, stdout io.Writer) (*slog.Logger, io.Cl
 	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
 }
 
-// serve runs cfg until SIGINT or SIGTERM, then drains and exits 0.
-func serve(cfg *config.Config, stdout, stderr io.Writer) int {
+// serve runs cfg until SIGINT or SIGTERM, then drains and exits 0. name
+// is the config's file, config.DefaultName, or "" for the proxy command.
+func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	access, accessFile, err := accessLogger(cfg.AccessLog, stdout)
 	if err != nil {
@@ -225,11 +226,23 @@ func serve(cfg *config.Config, stdout, stderr io.Writer) int {
 	if accessFile != nil {
 		defer accessFile.Close()
 	}
+	// Someone trying strait on the default config learns which of its
+	// fixed ports is taken, and how to do without it.
+	whose := ""
+	if name == config.DefaultName {
+		whose = "the default config's "
+	}
+	cannotListen := func(what, addr string, err error) int {
+		fmt.Fprintf(stderr, "strait: cannot start %s%s on %s: %s\n", whose, what, addr, why(err))
+		if name == config.DefaultName {
+			fmt.Fprintf(stderr, "strait: %s; free those ports, or run a config of your own: strait run -c FILE (docs/config.md)\n", defaultPorts(cfg))
+		}
+		return 1
+	}
 	for _, d := range cfg.DemoOrigins {
 		o, err := demo.Start(d.Name, d.Address)
 		if err != nil {
-			fmt.Fprintf(stderr, "strait: demo origin %s: %v\n", d.Name, err)
-			return 1
+			return cannotListen("demo origin "+d.Name, d.Address, err)
 		}
 		defer o.Stop(context.Background())
 	}
@@ -247,8 +260,7 @@ func serve(cfg *config.Config, stdout, stderr io.Writer) int {
 		}
 		ln, err := proxy.Listen(context.Background(), "tcp", l.Address)
 		if err != nil {
-			fmt.Fprintf(stderr, "strait: listener %s: %v\n", l.Name, err)
-			return 1
+			return cannotListen("listener "+l.Name, l.Address, err)
 		}
 		fmt.Fprintf(stderr, "strait: listening on http://%s (%s)\n", ln.Addr(), l.Name)
 		servers = append(servers, srv)
@@ -279,4 +291,27 @@ func serve(cfg *config.Config, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "strait: stopped")
 	return code
+}
+
+// why is the reason a listen failed, without the address and system call
+// that the message around it names already: "address already in use".
+func why(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
+}
+
+// defaultPorts says which addresses the default config, cfg, listens on.
+func defaultPorts(cfg *config.Config) string {
+	var ls, ds []string
+	for _, l := range cfg.Listeners {
+		ls = append(ls, l.Address)
+	}
+	for _, d := range cfg.DemoOrigins {
+		ds = append(ds, d.Address)
+	}
+	return fmt.Sprintf("the embedded default config listens on %s and starts demo origins on %s",
+		strings.Join(ls, ", "), strings.Join(ds, " and "))
 }

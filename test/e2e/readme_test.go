@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/straitproxy/strait/config"
 )
 
 // TestReadmeQuickStart follows the README's quick start in a fresh clone
@@ -324,4 +326,40 @@ func goBlock(markdown, want string) string {
 		}
 	}
 	return ""
+}
+
+// TestReadmeDefaultPorts checks that the README names the ports of the
+// embedded default config, and that when one of its demo origins' ports is
+// taken, strait says which and that the default config wants it.
+func TestReadmeDefaultPorts(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(moduleRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick, _, _ := strings.Cut(string(readme), "Run the whole test suite")
+	def := config.Default()
+	addrs := []string{def.Listeners[0].Address}
+	for _, d := range def.DemoOrigins {
+		addrs = append(addrs, d.Address)
+	}
+	for _, a := range addrs {
+		if !strings.Contains(quick, a) {
+			t.Errorf("the README's quick start does not name %s, which the default config uses", a)
+		}
+	}
+
+	taken := def.DemoOrigins[0].Address
+	if ln, err := net.Listen("tcp", taken); err == nil { // else it is taken already
+		defer ln.Close()
+	}
+	_, stderr, code := runStrait(t)
+	if code != 1 {
+		t.Fatalf("strait with %s taken: exit %d, want 1\n%s", taken, code, stderr)
+	}
+	for _, want := range []string{taken, "default config", "demo origin " + def.DemoOrigins[0].Name, "run -c"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the message does not say %q:\n%s", want, stderr)
+		}
+	}
+	t.Logf("%s", stderr)
 }
