@@ -201,8 +201,9 @@ func accessLogger(where config.AccessLog, stdout io.Writer) (*slog.Logger, io.Cl
 	case config.AccessLogStdout:
 		return slog.New(slog.NewJSONHandler(stdout, nil)), nil, nil
 	}
-	// O_APPEND makes each line one atomic append, so logrotate's
-	// copytruncate, or another writer, cannot leave a hole or a torn line.
+	// O_APPEND writes each line at the file's end as it is then: after
+	// logrotate's copytruncate the next line starts the file again rather
+	// than leaving a hole of zeros before it.
 	f, err := os.OpenFile(string(where), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		var pe *os.PathError
