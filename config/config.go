@@ -27,8 +27,8 @@ type Config struct {
 	Pool Pool `yaml:"upstream_pool"`
 	// Forwarding controls X-Forwarded-* and Forwarded.
 	Forwarding Forwarding `yaml:"forwarding"`
-	// AccessLog writes one structured line per request (default false).
-	AccessLog bool `yaml:"access_log"`
+	// AccessLog is where one JSON line per request goes (default none).
+	AccessLog AccessLog `yaml:"access_log"`
 	// DemoOrigins are tiny HTTP servers the binary starts itself, each
 	// answering with its name: for trying strait on a fresh machine.
 	DemoOrigins []DemoOrigin `yaml:"demo_origins"`
@@ -39,6 +39,10 @@ type Listener struct {
 	Name    string  `yaml:"name"`    // for logs; default: the address
 	Address string  `yaml:"address"` // host:port, e.g. 127.0.0.1:8080 or [::]:80
 	Routes  []Route `yaml:"routes"`  // tried in order; the first match wins
+	// Upgrades are the protocols a request may switch the connection to
+	// with Upgrade, compared without regard to case. nil (left out) means
+	// [websocket]; an empty list allows none.
+	Upgrades []string `yaml:"upgrades"`
 }
 
 // Route sends matching requests to a cluster.
@@ -110,23 +114,60 @@ type DemoOrigin struct {
 	Address string `yaml:"address"`
 }
 
+// AccessLog is where the access log goes: "" for nowhere, "stderr",
+// "stdout", or the path of a file. In YAML it is written true (stderr),
+// false, stderr, stdout, or a path, which must have a / in it so that a
+// misspelt word is not taken for a file name.
+type AccessLog string
+
+// The access log's standard places.
+const (
+	AccessLogStderr AccessLog = "stderr"
+	AccessLogStdout AccessLog = "stdout"
+)
+
+func (a *AccessLog) set(n *yaml.Node) bool {
+	var on bool
+	switch {
+	case n.Decode(&on) == nil:
+		*a = ""
+		if on {
+			*a = AccessLogStderr
+		}
+	case n.Value == string(AccessLogStderr) || n.Value == string(AccessLogStdout) || strings.Contains(n.Value, "/"):
+		*a = AccessLog(n.Value)
+	default:
+		return false
+	}
+	return true
+}
+
+func (*AccessLog) want() string {
+	return "true, false, stderr, stdout or a file path (like /var/log/strait/access.log or ./access.log)"
+}
+
+// UnmarshalYAML lets an AccessLog be decoded by the YAML library too.
+func (a *AccessLog) UnmarshalYAML(n *yaml.Node) error { return unmarshal(a, n) }
+
 // Duration is a time.Duration written as "10s", "1m30s" or "250ms".
 type Duration time.Duration
 
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+func (d *Duration) set(n *yaml.Node) bool {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return typeError(n, "%q is not a duration (write it like 10s, 1m30s or 250ms)", n.Value)
-	}
 	*d = Duration(v)
-	return nil
+	return err == nil
 }
+
+func (*Duration) want() string { return "a duration like 10s, 1m30s or 250ms" }
+
+// UnmarshalYAML lets a Duration be decoded by the YAML library too.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return unmarshal(d, n) }
 
 // Size is a byte count written as a number or with a unit: "64KiB",
 // "1MiB", "512" (KiB, MiB and GiB are powers of 1024).
 type Size int64
 
-func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+func (s *Size) set(n *yaml.Node) bool {
 	v := strings.TrimSpace(n.Value)
 	mult := int64(1)
 	for _, u := range []struct {
@@ -140,16 +181,24 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	}
 	x, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || x < 0 || x > (1<<62)/mult {
-		return typeError(n, "%q is not a size (write it like 512, 64KiB or 1MiB)", n.Value)
+		return false
 	}
 	*s = Size(x * mult)
-	return nil
+	return true
 }
 
-// typeError reports a bad value the way the YAML decoder reports its own,
-// so that decoding goes on and every problem in the file is listed.
-func typeError(n *yaml.Node, format string, args ...any) error {
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+func (*Size) want() string { return "a size like 512, 64KiB or 1MiB" }
+
+// UnmarshalYAML lets a Size be decoded by the YAML library too.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error { return unmarshal(s, n) }
+
+// unmarshal reports a bad value as the YAML decoder reports its own, so
+// that decoding goes on and every problem is listed.
+func unmarshal(s scalar, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || !s.set(n) {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want %s, got %s", n.Line, s.want(), got(n))}}
+	}
+	return nil
 }
 
 //go:embed default.yaml

@@ -50,9 +50,9 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listeners:\n  - address: 127.0.0.1:80\n    routes: [{cluster: c}]\n    colour: red\nclusters: [{name: c, endpoints: [a:1]}]\n",
-			[]string{"f.yaml:4: listeners[0].colour: unknown key (not a field of listener)"}},
+			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, routes, upgrades)"}},
 		{"bad duration and size", "listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\ntimeouts:\n  idle: soon\nlimits:\n  max_request_body: 1TB\n",
-			[]string{"f.yaml:4: timeouts.idle: \"soon\" is not a duration", "f.yaml:6: limits.max_request_body: \"1TB\" is not a size"}},
+			[]string{`f.yaml:4: timeouts.idle: want a duration like 10s, 1m30s or 250ms, got "soon"`, `f.yaml:6: limits.max_request_body: want a size like 512, 64KiB or 1MiB, got "1TB"`}},
 		{"validation", "listeners:\n  - address: nope\n    routes:\n      - cluster: missing\n        path_prefix: api\nclusters:\n  - name: c\n    endpoints: []\n    balance: fastest\n",
 			[]string{
 				"f.yaml:2: listeners[0].address: \"nope\" is not host:port",
@@ -84,5 +84,174 @@ func TestErrors(t *testing.T) {
 				t.Errorf("%d problems reported, want %d:\n%s", n, len(tc.want), msg)
 			}
 		})
+	}
+}
+
+// TestValueErrors checks the messages for values of the wrong type: each
+// says in plain words what was wanted and what was found, nothing more is
+// said about a value that could not be read, and the problems come in the
+// order of their lines.
+func TestValueErrors(t *testing.T) {
+	const head = "listeners:\n  - address: 127.0.0.1:8080\n    routes:\n      - cluster: web\nclusters:\n  - name: web\n    endpoints: [127.0.0.1:9000]\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // the whole message, line by line
+	}{
+		{"word for number", head + "limits: {max_conns: lots}\n",
+			[]string{`f.yaml:8: limits.max_conns: want a whole number, got "lots"`}},
+		{"fraction for number", head + "limits:\n  max_header_count: 1.5\n",
+			[]string{`f.yaml:9: limits.max_header_count: want a whole number, got "1.5"`}},
+		{"quoted number", head + "limits:\n  max_attempts: \"3\"\n",
+			[]string{`f.yaml:9: limits.max_attempts: want a whole number, got "3"`}},
+		{"string for list", "listeners:\n  - address: 127.0.0.1:8080\n    routes: [{cluster: web}]\nclusters:\n  - name: web\n    endpoints: 127.0.0.1:9000\n",
+			[]string{`f.yaml:6: clusters[0].endpoints: want a list, got a string`}},
+		{"word for bool", head + "access_log: maybe\n",
+			[]string{`f.yaml:8: access_log: want true, false, stderr, stdout or a file path (like /var/log/strait/access.log or ./access.log), got "maybe"`}},
+		{"mapping for string", "listeners:\n  - address: {host: x}\n    routes: [{cluster: web}]\nclusters: [{name: web, endpoints: [a:1]}]\n",
+			[]string{`f.yaml:2: listeners[0].address: want a string, got a mapping`}},
+		{"block mapping for string", "listeners:\n  - address:\n      host: x\n    routes: [{cluster: web}]\nclusters: [{name: web, endpoints: [a:1]}]\n",
+			[]string{`f.yaml:2: listeners[0].address: want a string, got a mapping`}},
+		{"mapping for duration and size", head + "timeouts:\n  header: {s: 1}\nlimits:\n  max_request_body: [1]\n",
+			[]string{
+				`f.yaml:9: timeouts.header: want a duration like 10s, 1m30s or 250ms, got a mapping`,
+				`f.yaml:11: limits.max_request_body: want a size like 512, 64KiB or 1MiB, got a list`,
+			}},
+		{"string for routes", "listeners:\n  - address: 127.0.0.1:8080\n    routes: x\nclusters: [{name: web, endpoints: [a:1]}]\n",
+			[]string{`f.yaml:3: listeners[0].routes: want a list, got a string`}},
+		{"list for mapping", head + "timeouts: [1s]\n",
+			[]string{`f.yaml:8: timeouts: want a mapping, got a list`}},
+		{"number for listeners", "listeners: 5\nclusters: [{name: web, endpoints: [a:1]}]\n",
+			[]string{`f.yaml:1: listeners: want a list, got a number`}},
+		{"string for cluster", "listeners:\n  - address: 127.0.0.1:8080\n    routes: [{cluster: web}]\nclusters:\n  - web\n",
+			[]string{`f.yaml:5: clusters[0]: want a mapping, got a string`}},
+		{"unknown cluster beside unreadable endpoints", "listeners:\n  - address: 127.0.0.1:8080\n    routes: [{cluster: nope}]\nclusters:\n  - name: web\n    endpoints: a:1\n",
+			[]string{
+				`f.yaml:3: listeners[0].routes[0].cluster: no cluster is named "nope"`,
+				`f.yaml:6: clusters[0].endpoints: want a list, got a string`,
+			}},
+		{"list for route cluster", "listeners:\n  - address: 127.0.0.1:8080\n    routes: [{cluster: [web]}]\nclusters: [{name: web, endpoints: [a:1]}]\n",
+			[]string{`f.yaml:3: listeners[0].routes[0].cluster: want a string, got a list`}},
+		{"list for file", "- a\n- b\n",
+			[]string{`f.yaml:1: want a mapping, got a list`}},
+		{"twice", head + "limits:\n  max_conns: 1\n  max_conns: 2\n",
+			[]string{`f.yaml:10: limits.max_conns: set twice (first on line 9)`}},
+		{"unknown key", head + "limits: {max_con: 1}\n",
+			[]string{`f.yaml:8: limits.max_con: unknown key (known: max_request_line, max_header_bytes, max_header_count, max_request_body, max_requests_per_conn, max_conns, max_attempts)`}},
+		{"in line order", "listeners:\n  - address: 127.0.0.1:8080\n    routes:\n      - cluster: nope\n        pathprefix: /\nclusters: [{name: web, endpoints: [a:1]}]\ntimeouts:\n  header: 10x\n",
+			[]string{
+				`f.yaml:4: listeners[0].routes[0].cluster: no cluster is named "nope"`,
+				`f.yaml:5: listeners[0].routes[0].pathprefix: unknown key (known: host, path_prefix, cluster)`,
+				`f.yaml:8: timeouts.header: want a duration like 10s, 1m30s or 250ms, got "10x"`,
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("f.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.yaml)
+			}
+			if got, want := err.Error(), strings.Join(tc.want, "\n"); got != want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// TestAliases checks that YAML anchors, aliases and merge keys work as
+// they do with the YAML library's own decoder.
+func TestAliases(t *testing.T) {
+	c, err := Parse("f.yaml", []byte(`
+clusters:
+  - &base {name: a, endpoints: &eps [127.0.0.1:9000, 127.0.0.1:9001]}
+  - <<: *base
+    name: b
+  - {name: c, endpoints: *eps}
+listeners:
+  - address: 127.0.0.1:8080
+    routes: [{cluster: a}, {cluster: b}, {cluster: c}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"a", "b", "c"} {
+		cl := c.Clusters[i]
+		if cl.Name != name || len(cl.Endpoints) != 2 || cl.Endpoints[1] != "127.0.0.1:9001" {
+			t.Errorf("clusters[%d] = %+v, want %s with both endpoints", i, cl, name)
+		}
+	}
+}
+
+// TestAliasBomb checks that a file whose aliases expand to millions of
+// values is refused quickly with one message, not decoded.
+func TestAliasBomb(t *testing.T) {
+	const n = 1100 // n*n values: past maxValues
+	eps := strings.TrimSuffix(strings.Repeat("a:1,", n), ",")
+	refs := strings.TrimSuffix(strings.Repeat("*c,", n), ",")
+	yaml := "x: &c {name: c, endpoints: [" + eps + "]}\nclusters: [" + refs + "]\n"
+	_, err := Parse("f.yaml", []byte(yaml))
+	if err == nil || len(err.(Errors)) != 1 || !strings.Contains(err.Error(), "expands to more than") {
+		t.Fatalf("got %.300v, want one message saying the file expands too far", err)
+	}
+}
+
+func TestUpgrades(t *testing.T) {
+	const clusters = "clusters: [{name: c, endpoints: [a:1]}]\n"
+	for _, tc := range []struct {
+		name, listener string
+		want           []string // nil: left to the default
+	}{
+		{"left out", "{address: 'a:1', routes: [{cluster: c}]}", nil},
+		{"empty", "{address: 'a:1', routes: [{cluster: c}], upgrades: ~}", nil},
+		{"none", "{address: 'a:1', routes: [{cluster: c}], upgrades: []}", []string{}},
+		{"two", "{address: 'a:1', routes: [{cluster: c}], upgrades: [websocket, h2c]}", []string{"websocket", "h2c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("f.yaml", []byte("listeners: ["+tc.listener+"]\n"+clusters))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := c.Listeners[0].Upgrades
+			if (got == nil) != (tc.want == nil) || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("upgrades %#v, want %#v", got, tc.want)
+			}
+		})
+	}
+	_, err := Parse("f.yaml", []byte("listeners:\n  - address: a:1\n    routes: [{cluster: c}]\n    upgrades:\n      - websocket\n      - ''\n      - web socket\n      - h2c/1\n"+clusters))
+	want := strings.Join([]string{
+		`f.yaml:6: listeners[0].upgrades[1]: want a protocol name (an HTTP token, like websocket), got ""`,
+		`f.yaml:7: listeners[0].upgrades[2]: want a protocol name (an HTTP token, like websocket), got "web socket"`,
+		`f.yaml:8: listeners[0].upgrades[3]: want a protocol name (an HTTP token, like websocket), got "h2c/1"`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want AccessLog
+	}{
+		{"", ""},
+		{"access_log: false", ""},
+		{"access_log: true", AccessLogStderr},
+		{"access_log: stderr", AccessLogStderr},
+		{"access_log: stdout", AccessLogStdout},
+		{"access_log: /var/log/strait/access.log", "/var/log/strait/access.log"},
+		{"access_log: ./access.log", "./access.log"},
+	} {
+		c, err := Parse("f.yaml", []byte("listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\n"+tc.yaml+"\n"))
+		if err != nil {
+			t.Errorf("%s: %v", tc.yaml, err)
+			continue
+		}
+		if c.AccessLog != tc.want {
+			t.Errorf("%s: %q, want %q", tc.yaml, c.AccessLog, tc.want)
+		}
+	}
+	for _, bad := range []string{"access.log", "[a]", "''"} {
+		_, err := Parse("f.yaml", []byte("listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\naccess_log: "+bad+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "access_log: want true, false") {
+			t.Errorf("access_log: %s: got %v, want an error", bad, err)
+		}
 	}
 }

@@ -1,13 +1,14 @@
 package config
 
 import (
-	"bytes"
-	"errors"
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -55,13 +56,9 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-var (
-	reLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
-	reUnknown = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
-)
-
 // Parse decodes and validates a config; name is used in messages. Unknown
-// keys are errors. On error the returned error is an Errors.
+// keys are errors. On error the returned error is an Errors, in the order
+// of the file's lines.
 func Parse(name string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -71,39 +68,25 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, Errors{{File: name, Msg: "the file is empty"}}
 	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var es Errors
-	if err := dec.Decode(&c); err != nil {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, Errors{yamlError(name, err)}
-		}
-		for _, msg := range te.Errors {
-			e := &Error{File: name, Msg: msg}
-			if m := reLine.FindStringSubmatch(msg); m != nil {
-				e.Line, _ = strconv.Atoi(m[1])
-				e.Msg = m[2]
-				e.Key = keyString(keyAtLine(root.Content[0], e.Line, nil))
-				if u := reUnknown.FindStringSubmatch(m[2]); u != nil {
-					if e.Key == "" {
-						e.Key = u[1]
-					}
-					e.Msg = fmt.Sprintf("unknown key (not a field of %s)", strings.ToLower(u[2]))
-				}
-			}
-			es = append(es, e)
-		}
+	doc := root.Content[0]
+	d := decoder{file: name, failed: make(map[string]bool)}
+	d.value(doc, doc.Line, reflect.ValueOf(&c).Elem(), nil)
+	if d.tooBig != nil {
+		return nil, Errors{d.tooBig}
 	}
 	// Validate what decoded, so that one run lists every problem.
-	v := validator{file: name, root: root.Content[0], errs: es}
+	v := validator{file: name, root: doc, failed: d.failed, errs: d.errs}
 	v.config(&c)
 	if len(v.errs) > 0 {
+		slices.SortStableFunc(v.errs, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
 		return nil, v.errs
 	}
 	return &c, nil
 }
 
+var reLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// yamlError turns the YAML library's syntax error into an Error.
 func yamlError(name string, err error) *Error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	e := &Error{File: name, Msg: msg}
@@ -117,13 +100,22 @@ func yamlError(name string, err error) *Error {
 // validator checks a decoded config and finds the line of each key it
 // complains about in the YAML tree.
 type validator struct {
-	file string
-	root *yaml.Node
-	errs Errors
+	file   string
+	root   *yaml.Node
+	failed map[string]bool // key paths the decoder could not read
+	errs   Errors
 }
 
-// path elements are strings (mapping keys) and ints (sequence indexes).
+// errorf reports a problem at path, unless path or a key above it could not
+// be read: that was reported already, and what follows from it (an empty
+// list, a missing name) would only mislead. Path elements are strings
+// (mapping keys) and ints (sequence indexes).
 func (v *validator) errorf(path []any, format string, args ...any) {
+	for i := len(path); i >= 0; i-- {
+		if v.failed[keyString(path[:i])] {
+			return
+		}
+	}
 	v.errs = append(v.errs, &Error{File: v.file, Line: v.line(path), Key: keyString(path), Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -157,34 +149,6 @@ func (v *validator) line(path []any) int {
 	return line
 }
 
-// keyAtLine returns the path of the deepest key or item on line.
-func keyAtLine(n *yaml.Node, line int, path []any) []any {
-	switch n.Kind {
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			p := at(path, k.Value)
-			if k.Line == line && (val.Line != line || len(val.Content) == 0) {
-				return p
-			}
-			if found := keyAtLine(val, line, p); found != nil {
-				return found
-			}
-		}
-	case yaml.SequenceNode:
-		for i, item := range n.Content {
-			p := at(path, i)
-			if found := keyAtLine(item, line, p); found != nil {
-				return found
-			}
-			if item.Line == line {
-				return p
-			}
-		}
-	}
-	return nil
-}
-
 func keyString(path []any) string {
 	var b strings.Builder
 	for _, p := range path {
@@ -207,11 +171,17 @@ func at(path []any, more ...any) []any {
 
 func (v *validator) config(c *Config) {
 	clusters := make(map[string]bool)
+	// A route may name a cluster whose name could not be read; then an
+	// unknown name is no news.
+	allNamed := !v.failed["clusters"]
 	for i, cl := range c.Clusters {
 		p := []any{"clusters", i}
+		if v.failed[keyString(p)] || v.failed[keyString(at(p, "name"))] {
+			allNamed = false
+		}
 		switch {
 		case cl.Name == "":
-			v.errorf(at(p), "a cluster needs a name")
+			v.errorf(at(p, "name"), "a cluster needs a name")
 		case clusters[cl.Name]:
 			v.errorf(at(p, "name"), "cluster %q is defined twice", cl.Name)
 		}
@@ -245,11 +215,16 @@ func (v *validator) config(c *Config) {
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
 		}
+		for j, u := range l.Upgrades {
+			if !isToken(u) {
+				v.errorf(at(p, "upgrades", j), "want a protocol name (an HTTP token, like websocket), got %q", u)
+			}
+		}
 		for j, r := range l.Routes {
 			rp := at(p, "routes", j)
 			if r.Cluster == "" {
-				v.errorf(rp, "a route needs a cluster")
-			} else if !clusters[r.Cluster] {
+				v.errorf(at(rp, "cluster"), "a route needs a cluster")
+			} else if !clusters[r.Cluster] && allNamed {
 				v.errorf(at(rp, "cluster"), "no cluster is named %q", r.Cluster)
 			}
 			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
@@ -263,7 +238,7 @@ func (v *validator) config(c *Config) {
 	for i, d := range c.DemoOrigins {
 		p := []any{"demo_origins", i}
 		if d.Name == "" {
-			v.errorf(p, "a demo origin needs a name")
+			v.errorf(at(p, "name"), "a demo origin needs a name")
 		}
 		if err := checkHostPort(d.Address); err != nil {
 			v.errorf(at(p, "address"), "%v", err)
@@ -317,6 +292,20 @@ func checkHostPort(s string) error {
 		return fmt.Errorf("%q has an invalid host", s)
 	}
 	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 §5.6.2).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // ParsePrefix parses a CIDR, or a single address as a one-address prefix.

@@ -5,6 +5,7 @@
 //	strait validate -c FILE     check a config file
 //	strait proxy --listen ADDR --upstream URL [--upstream URL ...]
 //	strait version
+//	strait help [COMMAND]
 package main
 
 import (
@@ -37,22 +38,30 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "-help", "--help":
+			if len(args) > 1 && args[0] == "help" {
+				return run([]string{args[1], "-h"}, stdout, stderr)
+			}
+			usage(stdout)
+			return 0
+		case "version", "-version", "--version":
+			fmt.Fprintln(stdout, "strait", version)
+			return 0
+		}
+		// Flags without a command are run's: `strait -c FILE`.
+		if !strings.HasPrefix(args[0], "-") {
+			cmd, args = args[0], args[1:]
+		}
 	}
 	switch cmd {
 	case "run":
-		return cmdRun(args, stderr)
+		return cmdRun(args, stdout, stderr)
 	case "validate":
 		return cmdValidate(args, stdout, stderr)
 	case "proxy":
-		return cmdProxy(args, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "strait", version)
-		return 0
-	case "help", "-h", "--help":
-		usage(stdout)
-		return 0
+		return cmdProxy(args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "strait: unknown command %q\n", cmd)
 	usage(stderr)
@@ -66,37 +75,68 @@ func usage(w io.Writer) {
   strait validate -c FILE     check a config file; errors name file, line and key
   strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--access-log]
                               proxy ADDR (host:port) to http://host:port upstreams
-  strait version
+  strait version              print the version
+  strait help [COMMAND]       print this, or a command's flags (also COMMAND -h)
 `)
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
+// parseFlags parses a command's flags. Help asked for with -h or --help
+// goes to stdout and exits 0; a mistake is reported on stderr with the
+// usage and exits 2. done says the command should return code now.
+func parseFlags(fs *flag.FlagSet, synopsis string, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	// The flag package prints both help and errors to one writer; print
+	// them here instead, each where it belongs.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	printUsage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: %s\n\nflags:\n", synopsis)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(stdout)
+		return 0, true
+	}
+	fmt.Fprintf(stderr, "strait %s: %v\n", fs.Name(), err)
+	printUsage(stderr)
+	return 2, true
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	file := fs.String("c", "", "config `file` (default: the embedded default config)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, "strait run [-c FILE]", args, stdout, stderr); done {
+		return code
 	}
-	cfg := config.Default()
-	if *file != "" {
-		var err error
-		if cfg, err = config.Load(*file); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
+	if *file == "" {
+		return serve(config.Default(), config.DefaultName, stdout, stderr)
 	}
-	return serve(cfg, stderr)
+	cfg, err := config.Load(*file)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return serve(cfg, *file, stdout, stderr)
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	file := fs.String("c", "", "config `file`")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	const synopsis = "strait validate -c FILE"
+	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
+		return code
 	}
 	if *file == "" {
 		fmt.Fprintln(stderr, "strait validate: -c FILE is required")
+		fmt.Fprintf(stderr, "usage: %s\n", synopsis)
 		return 2
 	}
 	if _, err := config.Load(*file); err != nil {
@@ -114,18 +154,19 @@ func (u *urlList) Set(v string) error { *u = append(*u, v); return nil }
 
 // cmdProxy builds a one-listener config from flags: the same config the
 // file would give, so both paths run the same code.
-func cmdProxy(args []string, stderr io.Writer) int {
+func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	listen := fs.String("listen", "", "`address` to listen on (host:port)")
 	var upstreams urlList
 	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port); repeat for more")
-	accessLog := fs.Bool("access-log", false, "write one log line per request")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	accessLog := fs.Bool("access-log", false, "write one log line per request to standard error")
+	const synopsis = "strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--access-log]"
+	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
+		return code
 	}
 	if *listen == "" || len(upstreams) == 0 {
 		fmt.Fprintln(stderr, "strait proxy: --listen and at least one --upstream are required")
+		fmt.Fprintf(stderr, "usage: %s\n", synopsis)
 		return 2
 	}
 	var endpoints []string
@@ -144,35 +185,83 @@ func cmdProxy(args []string, stderr io.Writer) int {
 	cfg := &config.Config{
 		Listeners: []config.Listener{{Address: *listen, Routes: []config.Route{{Cluster: "upstream"}}}},
 		Clusters:  []config.Cluster{{Name: "upstream", Endpoints: endpoints}},
-		AccessLog: *accessLog,
 	}
-	return serve(cfg, stderr)
+	if *accessLog {
+		cfg.AccessLog = config.AccessLogStderr
+	}
+	return serve(cfg, "", stdout, stderr)
 }
 
-// serve runs cfg until SIGINT or SIGTERM, then drains and exits 0.
-func serve(cfg *config.Config, stderr io.Writer) int {
+// accessLogger returns the logger for the access log's lines, nil meaning
+// the error log's (standard error), and the file to close at exit.
+func accessLogger(where config.AccessLog, stdout io.Writer) (*slog.Logger, io.Closer, error) {
+	switch where {
+	case "", config.AccessLogStderr:
+		return nil, nil, nil
+	case config.AccessLogStdout:
+		return slog.New(slog.NewJSONHandler(stdout, nil)), nil, nil
+	}
+	// O_APPEND writes each line at the file's end as it is then: after
+	// logrotate's copytruncate the next line starts the file again rather
+	// than leaving a hole of zeros before it.
+	f, err := os.OpenFile(string(where), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, nil, fmt.Errorf("access_log: cannot open %s: %w", where, err)
+	}
+	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
+}
+
+// serve runs cfg until SIGINT or SIGTERM, then drains and exits 0. name
+// is the config's file, config.DefaultName, or "" for the proxy command.
+func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	access, accessFile, err := accessLogger(cfg.AccessLog, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "strait: %v\n", err)
+		return 1
+	}
+	if accessFile != nil {
+		defer accessFile.Close()
+	}
+	// Someone trying strait on the default config learns which of its
+	// fixed ports is taken, and how to do without it.
+	whose := ""
+	if name == config.DefaultName {
+		whose = "the default config's "
+	}
+	cannotListen := func(what, addr string, err error) int {
+		fmt.Fprintf(stderr, "strait: cannot start %s%s on %s: %s\n", whose, what, addr, why(err))
+		if name == config.DefaultName {
+			fmt.Fprintf(stderr, "strait: %s; free those ports, or run a config of your own: strait run -c FILE (docs/config.md)\n", defaultPorts(cfg))
+		}
+		return 1
+	}
 	for _, d := range cfg.DemoOrigins {
 		o, err := demo.Start(d.Name, d.Address)
 		if err != nil {
-			fmt.Fprintf(stderr, "strait: demo origin %s: %v\n", d.Name, err)
-			return 1
+			return cannotListen("demo origin "+d.Name, d.Address, err)
 		}
 		defer o.Stop(context.Background())
 	}
 	listeners, opts := gateway.Build(cfg, logger)
+	opts.AccessLogger = access
 	var servers []*proxy.Server
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
-		srv, err := proxy.New(l.Phases, opts)
+		o := opts
+		o.Upgrades = l.Upgrades
+		srv, err := proxy.New(l.Phases, o)
 		if err != nil {
 			fmt.Fprintf(stderr, "strait: %v\n", err)
 			return 1
 		}
 		ln, err := proxy.Listen(context.Background(), "tcp", l.Address)
 		if err != nil {
-			fmt.Fprintf(stderr, "strait: listener %s: %v\n", l.Name, err)
-			return 1
+			return cannotListen("listener "+l.Name, l.Address, err)
 		}
 		fmt.Fprintf(stderr, "strait: listening on http://%s (%s)\n", ln.Addr(), l.Name)
 		servers = append(servers, srv)
@@ -203,4 +292,27 @@ func serve(cfg *config.Config, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "strait: stopped")
 	return code
+}
+
+// why is the reason a listen failed, without the address and system call
+// that the message around it names already: "address already in use".
+func why(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
+}
+
+// defaultPorts says which addresses the default config, cfg, listens on.
+func defaultPorts(cfg *config.Config) string {
+	var ls, ds []string
+	for _, l := range cfg.Listeners {
+		ls = append(ls, l.Address)
+	}
+	for _, d := range cfg.DemoOrigins {
+		ds = append(ds, d.Address)
+	}
+	return fmt.Sprintf("the embedded default config listens on %s and starts demo origins on %s",
+		strings.Join(ls, ", "), strings.Join(ds, " and "))
 }

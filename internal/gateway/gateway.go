@@ -73,16 +73,20 @@ func hostOnly(a []byte) []byte {
 	return a
 }
 
-// Listener is one configured listener: its address and the phases that
-// route its requests.
+// Listener is one configured listener: its address, the phases that
+// route its requests, and what it lets requests upgrade to.
 type Listener struct {
 	Name    string
 	Address string
 	Phases  proxy.Phases
+	// Upgrades is the listener's proxy.Options.Upgrades: nil for the
+	// default.
+	Upgrades []string
 }
 
 // Build compiles a config into listeners sharing one set of clusters, and
-// the options every listener's server uses.
+// the options every listener's server uses. The access log goes to logger;
+// a caller that honours access_log's stdout or file sets AccessLogger.
 func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 	clusters := make(map[string]*Cluster)
 	for _, cc := range c.Clusters {
@@ -105,7 +109,7 @@ func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 		if name == "" {
 			name = lc.Address
 		}
-		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: phases(routes)})
+		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: phases(routes), Upgrades: lc.Upgrades})
 	}
 	return ls, options(c, logger)
 }
@@ -135,7 +139,10 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			UpstreamRead: d(t.UpstreamRead), UpstreamTotal: d(t.UpstreamTotal), TunnelIdle: d(t.TunnelIdle), Grace: d(t.Grace),
 		},
 		Limits: proxy.Limits{
-			Head:               http1.Limits{MaxRequestLine: int(l.MaxRequestLine), MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},
+			Head: http1.Limits{MaxRequestLine: int(l.MaxRequestLine), MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},
+			// One pair of keys bounds heads both ways (docs/config.md);
+			// max_request_line has no meaning for a status line.
+			UpstreamHead:       http1.Limits{MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},
 			MaxRequestBody:     int64(l.MaxRequestBody),
 			MaxRequestsPerConn: l.MaxRequestsPerConn,
 			MaxConns:           l.MaxConns,
@@ -143,7 +150,7 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 		},
 		Forwarding: proxy.Forwarding{Forwarded: c.Forwarding.Forwarded},
 		Logger:     logger,
-		AccessLog:  c.AccessLog,
+		AccessLog:  c.AccessLog != "",
 		Pool: proxy.NewPool(proxy.PoolLimits{
 			MaxIdlePerPeer: c.Pool.MaxIdlePerEndpoint,
 			IdleTimeout:    d(c.Pool.IdleTimeout),

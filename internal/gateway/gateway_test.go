@@ -50,3 +50,29 @@ clusters:
 		}
 	}
 }
+
+// TestBuildUpgrades checks that each listener carries its own upgrades,
+// nil (the proxy's default) where the config leaves them out.
+func TestBuildUpgrades(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - {address: "127.0.0.1:1", routes: [{cluster: c}]}
+  - {address: "127.0.0.1:2", routes: [{cluster: c}], upgrades: [websocket, h2c]}
+  - {address: "127.0.0.1:3", routes: [{cluster: c}], upgrades: []}
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := Build(cfg, slog.Default())
+	if ls[0].Upgrades != nil {
+		t.Errorf("listener 0: upgrades %#v, want nil (the default)", ls[0].Upgrades)
+	}
+	if got := ls[1].Upgrades; len(got) != 2 || got[0] != "websocket" || got[1] != "h2c" {
+		t.Errorf("listener 1: upgrades %#v, want [websocket h2c]", got)
+	}
+	if got := ls[2].Upgrades; got == nil || len(got) != 0 {
+		t.Errorf("listener 2: upgrades %#v, want empty (none allowed)", got)
+	}
+}

@@ -132,11 +132,76 @@ access_log: true
 	})
 
 	t.Run("Version", func(t *testing.T) {
-		stdout, stderr, code := runStrait(t, "version")
-		if code != 0 || !regexp.MustCompile(`^strait \S+\n$`).MatchString(stdout) {
-			t.Fatalf("version: exit %d, stdout %q, stderr %q; want \"strait VERSION\"", code, stdout, stderr)
+		for _, arg := range []string{"version", "--version", "-version"} {
+			stdout, stderr, code := runStrait(t, arg)
+			if code != 0 || !regexp.MustCompile(`^strait \S+\n$`).MatchString(stdout) || stderr != "" {
+				t.Errorf("strait %s: exit %d, stdout %q, stderr %q; want exit 0 and \"strait VERSION\"", arg, code, stdout, stderr)
+			}
 		}
-		t.Logf("%s", strings.TrimSpace(stdout))
+	})
+
+	// Help asked for is printed to stdout with exit 0, so that
+	// `strait --help | less` works; help given because of a mistake goes
+	// to stderr with exit 2.
+	t.Run("Help", func(t *testing.T) {
+		for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}, {"help"}} {
+			stdout, stderr, code := runStrait(t, args...)
+			if code != 0 || stderr != "" {
+				t.Errorf("strait %s: exit %d, stderr %q; want exit 0 and nothing on stderr", args[0], code, stderr)
+			}
+			for _, want := range []string{"usage:", "strait run", "strait validate", "strait proxy", "strait version"} {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("strait %s: stdout lacks %q:\n%s", args[0], want, stdout)
+				}
+			}
+		}
+	})
+
+	t.Run("CommandHelp", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			want []string // in stdout
+		}{
+			{[]string{"run", "-h"}, []string{"strait run", "-c file"}},
+			{[]string{"run", "--help"}, []string{"strait run", "-c file"}},
+			{[]string{"validate", "-h"}, []string{"strait validate", "-c file"}},
+			{[]string{"proxy", "-h"}, []string{"strait proxy", "-listen", "-upstream", "-access-log"}},
+			{[]string{"help", "proxy"}, []string{"strait proxy", "-listen"}},
+		} {
+			cmd := strings.Join(tc.args, " ")
+			stdout, stderr, code := runStrait(t, tc.args...)
+			if code != 0 || stderr != "" {
+				t.Errorf("strait %s: exit %d, stderr %q; want exit 0 and nothing on stderr", cmd, code, stderr)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("strait %s: stdout lacks %q:\n%s", cmd, want, stdout)
+				}
+			}
+		}
+	})
+
+	t.Run("Mistakes", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			want string // in stderr, besides the usage
+		}{
+			{[]string{"--bogus"}, "-bogus"},
+			{[]string{"run", "--bogus"}, "-bogus"},
+			{[]string{"validate", "-x"}, "-x"},
+			{[]string{"proxy", "--listn", "127.0.0.1:1"}, "-listn"},
+			{[]string{"run", "extra"}, `"extra"`},
+			{[]string{"frobnicate"}, `"frobnicate"`},
+		} {
+			cmd := strings.Join(tc.args, " ")
+			stdout, stderr, code := runStrait(t, tc.args...)
+			if code != 2 || stdout != "" {
+				t.Errorf("strait %s: exit %d, stdout %q; want exit 2 and nothing on stdout", cmd, code, stdout)
+			}
+			if !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "usage:") {
+				t.Errorf("strait %s: stderr does not name %s and give the usage:\n%s", cmd, tc.want, stderr)
+			}
+		}
 	})
 
 	t.Run("Proxy", func(t *testing.T) {

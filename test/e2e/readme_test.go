@@ -2,17 +2,21 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/straitproxy/strait/config"
 )
 
 // TestReadmeQuickStart follows the README's quick start in a fresh clone
@@ -247,4 +251,115 @@ func waitString(ws syscall.WaitStatus) string {
 		return fmt.Sprintf("signal %v", ws.Signal())
 	}
 	return fmt.Sprintf("wait status %#x", uint32(ws))
+}
+
+// TestReadmeLibraryExample builds the README's library example as it
+// stands, so that it cannot drift from the API, and runs it with its port
+// taken: it must say so and exit, not panic.
+func TestReadmeLibraryExample(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(moduleRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := goBlock(string(readme), "proxy.New(")
+	if code == "" {
+		t.Fatal("README.md has no ```go block calling proxy.New")
+	}
+	if !strings.HasPrefix(code, "package main\n") {
+		t.Errorf("the example is not a whole program (it does not start with package main):\n%s", code)
+	}
+	if n := strings.Count(code, "\n"); n > 30 {
+		t.Errorf("the example has %d lines; keep it short", n)
+	}
+
+	// An overlay puts the file inside the module, so that its imports
+	// resolve to this tree, without writing into the tree.
+	dir := t.TempDir()
+	src := writeFile(t, dir, "main.go", []byte(code))
+	overlay, err := json.Marshal(map[string]any{
+		"Replace": map[string]string{filepath.Join(moduleRoot, "test", "e2e", "readmeexample", "main.go"): src},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlayPath := writeFile(t, dir, "overlay.json", overlay)
+	bin := filepath.Join(dir, "example")
+	build := exec.Command("go", "build", "-overlay", overlayPath, "-o", bin, "./test/e2e/readmeexample")
+	build.Dir = moduleRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s\nthe example:\n%s", err, out, code)
+	}
+
+	addr := regexp.MustCompile(`"(127\.0\.0\.1:\d+)"\)\n`).FindStringSubmatch(code)
+	if addr == nil {
+		t.Fatalf("cannot find the address the example listens on:\n%s", code)
+	}
+	if ln, err := net.Listen("tcp", addr[1]); err == nil { // else it is taken already
+		defer ln.Close()
+	}
+	cmd := exec.Command(bin)
+	cmd.WaitDelay = 5 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the example ran on although %s is taken", addr[1])
+	}
+	if err == nil || strings.Contains(stderr.String(), "panic") || !strings.Contains(stderr.String(), "address already in use") {
+		t.Errorf("with %s taken the example ended with %v:\n%s\nwant a message saying the address is in use", addr[1], err, stderr.String())
+	}
+}
+
+// goBlock returns the first ```go block of markdown that contains want.
+func goBlock(markdown, want string) string {
+	for _, part := range strings.Split(markdown, "```go\n")[1:] {
+		block, _, ok := strings.Cut(part, "```")
+		if ok && strings.Contains(block, want) {
+			return block
+		}
+	}
+	return ""
+}
+
+// TestReadmeDefaultPorts checks that the README names the ports of the
+// embedded default config, and that when one of its demo origins' ports is
+// taken, strait says which and that the default config wants it.
+func TestReadmeDefaultPorts(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(moduleRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick, _, _ := strings.Cut(string(readme), "Run the whole test suite")
+	def := config.Default()
+	addrs := []string{def.Listeners[0].Address}
+	for _, d := range def.DemoOrigins {
+		addrs = append(addrs, d.Address)
+	}
+	for _, a := range addrs {
+		if !strings.Contains(quick, a) {
+			t.Errorf("the README's quick start does not name %s, which the default config uses", a)
+		}
+	}
+
+	taken := def.DemoOrigins[0].Address
+	if ln, err := net.Listen("tcp", taken); err == nil { // else it is taken already
+		defer ln.Close()
+	}
+	_, stderr, code := runStrait(t)
+	if code != 1 {
+		t.Fatalf("strait with %s taken: exit %d, want 1\n%s", taken, code, stderr)
+	}
+	for _, want := range []string{taken, "default config", "demo origin " + def.DemoOrigins[0].Name, "run -c"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the message does not say %q:\n%s", want, stderr)
+		}
+	}
+	t.Logf("%s", stderr)
 }
