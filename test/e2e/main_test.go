@@ -437,6 +437,7 @@ func startStraitConfig(t testing.TB, cfg *config.Config, tweak func(*proxy.Optio
 	if len(listeners) == 0 {
 		t.Fatal("gateway.Build returned no listeners")
 	}
+	opts.Upgrades = listeners[0].Upgrades
 	if tweak != nil {
 		tweak(&opts)
 	}
