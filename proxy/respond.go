@@ -113,6 +113,7 @@ func (c *conn) writeError(status int, detail string) {
 		bw.WriteByte('\n')
 	}
 	c.bw.Flush()
+	c.sess.answered = true
 	c.sess.Stats.Status = status
 	c.sess.Response.Status = status
 }
