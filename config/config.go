@@ -94,6 +94,7 @@ type Limits struct {
 // Pool bounds the upstream connection pool; zero means the default.
 type Pool struct {
 	MaxIdlePerEndpoint int      `yaml:"max_idle_per_endpoint"` // default 128
+	MaxIdle            int      `yaml:"max_idle"`              // in all; default an eighth of the file-descriptor limit
 	IdleTimeout        Duration `yaml:"idle_timeout"`          // default 60s
 	MaxLifetime        Duration `yaml:"max_lifetime"`          // default none
 }

@@ -273,6 +273,7 @@ func (v *validator) nonNegative(c *Config) {
 	check([]any{"limits", "max_conns"}, int64(l.MaxConns))
 	check([]any{"limits", "max_attempts"}, int64(l.MaxAttempts))
 	check([]any{"upstream_pool", "max_idle_per_endpoint"}, int64(c.Pool.MaxIdlePerEndpoint))
+	check([]any{"upstream_pool", "max_idle"}, int64(c.Pool.MaxIdle))
 	check([]any{"upstream_pool", "idle_timeout"}, int64(c.Pool.IdleTimeout))
 	check([]any{"upstream_pool", "max_lifetime"}, int64(c.Pool.MaxLifetime))
 }

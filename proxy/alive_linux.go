@@ -6,9 +6,9 @@ import (
 	"unsafe"
 )
 
-// aliveCheck tells whether an idle pooled connection is still open, before
-// it is reused: a peek that does not block finds nothing to read on an open
-// idle connection, and end-of-file (or stray bytes) on one the peer closed.
+// aliveCheck tells whether an idle pooled connection may be reused: a peek
+// that does not block finds nothing to read on an open idle connection,
+// and end-of-file on one the peer closed, or stray bytes it sent.
 // It peeks the descriptor directly, not through RawConn.Read, which would
 // fail once the connection's last read deadline has passed; the pool owns
 // the connection, so nothing else uses or closes it meanwhile.

@@ -15,12 +15,26 @@ import (
 // whole body first) or stops it (the response is complete, or the exchange
 // failed). Either way the exchange learns whether the whole body went out:
 // only then may the upstream connection carry another request.
+//
+// If the response is slow to come, the exchange asks the sender to watch
+// the client once the body is sent (watch.go): the sender's goroutine goes
+// on as the watcher, and its result waits until it is stopped.
 type bodySender struct {
-	result  chan *Error // the goroutine's result; buffered
-	done    atomic.Bool // the goroutine has its result
-	running bool        // started and not yet waited for
-	err     *Error      // the result, once waited for
+	result  chan *Error  // the goroutine's result; buffered
+	done    atomic.Bool  // the goroutine has its result
+	state   atomic.Int32 // sending, sent, or watchWanted
+	running bool         // started and not yet waited for
+	err     *Error       // the result, once waited for
 }
+
+// The body sender's states. The sender moves sending to sent when it is
+// done; the exchange moves sending to watchWanted when it would watch the
+// client. Whichever comparison-and-swap fails learns the other's move.
+const (
+	sending int32 = iota
+	sent
+	watchWanted
+)
 
 // errBodyAborted is the body sender's result when the exchange stopped it
 // before the whole body was sent. It never leaves the exchange.
@@ -31,6 +45,7 @@ func (c *conn) startBody(s *Session, up *upConn, chunked bool) {
 	b := &c.body
 	b.running, b.err = true, nil
 	b.done.Store(false)
+	b.state.Store(sending)
 	c.share(up)
 	go c.sendBody(s, up, chunked)
 }
@@ -40,15 +55,29 @@ func (c *conn) startBody(s *Session, up *upConn, chunked bool) {
 // exchange's wait for the response is interrupted: the request is over.
 // An upstream that stops reading is left to answer (it may have, early).
 func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
+	b := &c.body
 	e := c.copyBody(s, up, chunked)
-	if e != nil && e != errBodyAborted && e.Side != Upstream {
+	watch := !b.state.CompareAndSwap(sending, sent) // watchWanted
+	switch {
+	case e == nil && watch:
+		// The exchange waits for a slow response: watch the client
+		// until it is stopped.
+		c.watchClient(up)
+	case e != nil && e != errBodyAborted && e.Side != Upstream:
 		if e.Kind == KindDownstreamGone {
 			s.end(ErrClientGone)
 		}
 		up.rdl.interrupt(up.nc.SetReadDeadline)
 	}
-	c.body.done.Store(true)
-	c.body.result <- e
+	b.done.Store(true)
+	b.result <- e
+}
+
+// watchAfterBody asks the body sender to watch the client once the body is
+// sent, and reports whether it will; false means it has finished, and its
+// result may be waited for.
+func (c *conn) watchAfterBody() bool {
+	return c.canWatch() && c.body.state.CompareAndSwap(sending, watchWanted)
 }
 
 // waitBody waits for the body sender to finish and returns its result.
@@ -78,6 +107,7 @@ func (c *conn) abortBody(up *upConn) *Error {
 	e := c.waitBody(up)
 	c.rdl.reset(c.nc.SetReadDeadline)
 	up.wdl.reset(up.nc.SetWriteDeadline)
+	c.dropWatchBuf()
 	return e
 }
 

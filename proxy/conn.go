@@ -61,11 +61,11 @@ type conn struct {
 
 	// The watcher notices a client that goes away while its request waits
 	// for a slow upstream (see watch.go). Its fields are written by the
-	// watcher and read once it is done (watchDone).
-	watchDone  chan struct{}
-	watchByte  [1]byte
-	peeked     bool // watchByte holds the first byte of the next request
-	clientGone bool // the watcher saw the client close
+	// watcher and read once it is done.
+	watchDone      chan struct{}
+	watchBuf       *[watchBufSize]byte // bytes it read ahead; nil when none are kept
+	watchR, watchW int                 // watchBuf[watchR:watchW] is not yet parsed
+	clientGone     bool                // the watcher saw the client close
 
 	*reqState // nil while parked
 }
@@ -155,7 +155,7 @@ func (c *conn) serve(readable bool) {
 		if c.served == 0 {
 			c.idleEnd = c.idleSince + srv.opts.Timeouts.Header
 		}
-		if !readable && c.served > 0 && c.rd.Buffered() == 0 && !c.peeked {
+		if !readable && c.served > 0 && c.rd.Buffered() == 0 && c.watchR == c.watchW {
 			// Wait for the next request on the parker, which wakes
 			// connections in the order their requests came. A connection
 			// whose last wait was short keeps its buffers; others give
@@ -218,9 +218,9 @@ func (c *conn) serve(readable bool) {
 }
 
 // hasRequestBytes reports whether bytes of a request have arrived: in the
-// read buffer, taken by the watcher, or waiting in the socket.
+// read buffer, read ahead by the watcher, or waiting in the socket.
 func (c *conn) hasRequestBytes() bool {
-	return c.rd.Buffered() > 0 || c.peeked || c.readable()
+	return c.rd.Buffered() > 0 || c.watchR < c.watchW || c.readable()
 }
 
 // readable reports whether the socket has something to read (bytes, end of
@@ -314,6 +314,8 @@ func (c *conn) close() {
 	if c.registered {
 		c.srv.parker.forget(c)
 	}
+	c.watchR = c.watchW
+	c.dropWatchBuf()
 	if c.reqState != nil {
 		if c.bw != nil {
 			c.bw.Reset(nil)
@@ -338,14 +340,15 @@ func (c *conn) writer() *bufio.Writer {
 	return c.bw
 }
 
-// Read is the downstream reader under the codec: it hands back a byte the
-// watcher took, and keeps the read deadline.
+// Read is the downstream reader under the codec: it hands on bytes the
+// watcher read ahead, and keeps the read deadline.
 func (c *conn) Read(p []byte) (int, error) {
-	if c.peeked {
-		c.peeked = false
-		p[0] = c.watchByte[0]
+	if c.watchR < c.watchW {
+		n := copy(p, c.watchBuf[c.watchR:c.watchW])
+		c.watchR += n
+		c.dropWatchBuf()
 		c.onFirstByte()
-		return 1, nil
+		return n, nil
 	}
 	if c.headPending {
 		// The head did not come in one read: from now on the head timeout
@@ -471,7 +474,10 @@ func (c *conn) finish(s *Session, e *Error) bool {
 			c.writeError(status, "")
 			return c.req.KeepAlive
 		}
-		return false // the response was cut short: the client must see it
+		// The response was cut short: what of it was written goes out,
+		// and the connection's end tells the client it is incomplete.
+		c.flush()
+		return false
 	}
 	if !c.rd.Body().Done() {
 		// Answered without reading the body (a hook, or an early upstream

@@ -887,3 +887,156 @@ func TestAnswerBeforeUnreadBody(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestStrayBytesInPool: bytes an origin sends after a complete response
+// (a second response, a HEAD response's body sent late) are never read as
+// the next request's response: a pooled connection holding any is not
+// reused, whatever the next request's method.
+func TestStrayBytesInPool(t *testing.T) {
+	for _, tc := range []struct {
+		name, method string
+		stray        string
+	}{
+		{"second response", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nSet-Cookie: stolen=1\r\n\r\nINJECTED!!!"},
+		{"second response before a PUT", "PUT", "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nINJECTED!!!"},
+		{"late body of a HEAD response", "HEAD", "hello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOrigin(t, func(oc *originConn, req *http.Request) bool {
+				s := oc.readBody(req)
+				if req.URL.Path != "/first" {
+					return serveOK(oc, req)
+				}
+				oc.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+				if req.Method != "HEAD" {
+					oc.write("first")
+				}
+				time.Sleep(50 * time.Millisecond)
+				oc.write(tc.stray)
+				return s.err == nil
+			})
+			_, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{})
+			c, br := rawConn(t, addr)
+			io.WriteString(c, tc.method+" /first HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+			readResponse(t, br, tc.method)
+			time.Sleep(100 * time.Millisecond) // the stray bytes arrive while the connection is idle
+			for i := range 3 {
+				c, br := rawConn(t, addr) // another client
+				path := fmt.Sprintf("/client%d", i)
+				io.WriteString(c, tc.method+" "+path+" HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+				resp, body := readResponse(t, br, tc.method)
+				want := path
+				if tc.method == "HEAD" {
+					want = ""
+				}
+				if resp.StatusCode != 200 || body != want || resp.Header.Get("Set-Cookie") != "" {
+					t.Errorf("client %d got %d %q %v, want its own response", i, resp.StatusCode, body, resp.Header)
+				}
+			}
+		})
+	}
+}
+
+// TestStaleConnectionWithBody: an idempotent request whose body came with
+// its head, sent on a pooled connection the origin has closed, is not
+// answered 502: the closed connection is found before it is used.
+func TestStaleConnectionWithBody(t *testing.T) {
+	o := newOrigin(t, func(oc *originConn, req *http.Request) bool {
+		serveOK(oc, req)
+		time.Sleep(10 * time.Millisecond)
+		return false // closes after each answer, without saying so
+	})
+	_, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{})
+	c, br := rawConn(t, addr)
+	for i, method := range []string{"PUT", "DELETE", "GET", "PUT", "POST"} {
+		path := fmt.Sprintf("/%d", i)
+		io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+		if resp, body := readResponse(t, br, method); resp.StatusCode != 200 || body != path {
+			t.Errorf("%s after the origin closed the pooled connection: %d %q", method, resp.StatusCode, body)
+		}
+		time.Sleep(50 * time.Millisecond) // the origin's close arrives
+	}
+}
+
+// TestClientLeavesWhileWatched: a client that leaves is noticed however
+// it left: after pipelining a few bytes, or after a request body that took
+// longer than the first wait for the response.
+func TestClientLeavesWhileWatched(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		parts []string // sent 50ms apart, then the client waits 100ms and closes
+	}{
+		{"pipelined bytes, then gone", []string{"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nG"}},
+		{"pipelined head, then gone", []string{"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"}},
+		{"body after 50ms", []string{"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", "hello"}},
+		{"body after 300ms", []string{"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", "", "", "", "", "", "hello"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gone := make(chan time.Time, 1)
+			origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.ReadAll(r.Body)
+				select {
+				case <-r.Context().Done():
+					gone <- time.Now()
+				case <-time.After(5 * time.Second):
+				}
+			}))
+			_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+			c, _ := rawConn(t, addr)
+			for i, p := range tc.parts {
+				if i > 0 {
+					time.Sleep(50 * time.Millisecond)
+				}
+				io.WriteString(c, p)
+			}
+			time.Sleep(100 * time.Millisecond)
+			c.Close()
+			left := time.Now()
+			select {
+			case at := <-gone:
+				if d := at.Sub(left); d > 500*time.Millisecond {
+					t.Errorf("the origin saw the client go %v after it left", d)
+				}
+			case <-time.After(3 * time.Second):
+				t.Errorf("the upstream request was not cancelled when the client left")
+			}
+		})
+	}
+}
+
+// TestResponseCutShortIsSent: a response whose body fails mid-way, in the
+// same read as its head, reaches the client as far as it went, then ends:
+// the client sees it cut short, not nothing.
+func TestResponseCutShortIsSent(t *testing.T) {
+	origin := rawOrigin(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nZZ\r\nxx\r\n0\r\n\r\n")
+	})
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no response head: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" || err == nil {
+		t.Errorf("%d %q, %v; want 200 and \"ok\" cut short", resp.StatusCode, body, err)
+	}
+}
+
+// TestUpgradeHTTP10Ignored: an HTTP/1.0 request's Upgrade is ignored (RFC
+// 9110 §7.8): it goes upstream as a plain request.
+func TestUpgradeHTTP10Ignored(t *testing.T) {
+	o := newOrigin(t, nil)
+	_, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET /old HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != "/old" {
+		t.Errorf("%d %q", resp.StatusCode, body)
+	}
+	for _, s := range o.requests() {
+		if s.header.Get("Upgrade") != "" {
+			t.Errorf("the origin got Upgrade %q", s.header.Get("Upgrade"))
+		}
+	}
+}

@@ -9,3 +9,4 @@ type spareFD struct{}
 
 func reserveFD() spareFD         { return spareFD{} }
 func (s *spareFD) release() bool { return false }
+func (s *spareFD) held() bool    { return false }

@@ -44,3 +44,6 @@ func (s *spareFD) release() bool {
 	s.f = nil
 	return true
 }
+
+// held reports whether the descriptor is reserved.
+func (s *spareFD) held() bool { return s.f != nil }

@@ -5,7 +5,6 @@ package proxy
 import (
 	"errors"
 	"syscall"
-	"time"
 )
 
 // parker is Linux-only (epoll); elsewhere an idle connection waits on a

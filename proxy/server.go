@@ -69,12 +69,19 @@ type Pool struct {
 	*pool.Pool[*upConn]
 }
 
-// PoolLimits bound a Pool; zero values mean the defaults (128 idle
+// PoolLimits bound a Pool; zero values mean the defaults (MaxIdle: an
+// eighth of the file-descriptor limit, at least 8, so that idle upstream
+// connections leave descriptors for clients; 128 idle
 // connections per peer, closed after 60 s idle, no lifetime limit).
 type PoolLimits = pool.Limits
 
 // NewPool returns an empty Pool.
-func NewPool(l PoolLimits) *Pool { return &Pool{pool.New[*upConn](l)} }
+func NewPool(l PoolLimits) *Pool {
+	if n := fdLimit(); l.MaxIdle == 0 && n > 0 {
+		l.MaxIdle = int(max(n/8, 8))
+	}
+	return &Pool{pool.New[*upConn](l)}
+}
 
 // Counters returns the server's counters, live.
 func (srv *Server) Counters() *Counters { return &srv.counters }
@@ -150,15 +157,25 @@ func (srv *Server) Serve(ln net.Listener) error {
 				return ErrServerClosed
 			}
 			if isFDExhausted(err) && spare.release() {
-				// Out of file descriptors: the spare one lets strait take
-				// the waiting client and tell it so, rather than leave it
-				// hanging in the backlog.
-				if nc, err := ln.Accept(); err == nil {
+				// Out of file descriptors: the spare lets strait take the
+				// waiting client and tell it so, rather than leave it
+				// hanging in the backlog. (Idle upstream connections are
+				// kept: the clients being served need them.)
+				nc, err := ln.Accept()
+				spare = reserveFD()
+				switch {
+				case err != nil:
+				case spare.held():
+					// Short only for a moment: Linux can report EMFILE
+					// before it finds the backlog empty, and this client
+					// came later. Serve it.
+					srv.accepted(nc, &open, max)
+				default:
 					srv.counters.ConnsAccepted.Add(1)
 					srv.counters.ConnsOverFDLimit.Add(1)
 					srv.reject(nc, "out of file descriptors")
+					spare = reserveFD()
 				}
-				spare = reserveFD()
 				continue
 			}
 			var ne net.Error
@@ -174,15 +191,20 @@ func (srv *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		srv.counters.ConnsAccepted.Add(1)
-		if open.Load() >= max {
-			srv.counters.ConnsRejected.Add(1)
-			go srv.reject(nc, "over limits.max_conns")
-			continue
-		}
-		open.Add(1)
-		srv.workers.run(task{c: srv.newConn(nc, &open)})
+		srv.accepted(nc, &open, max)
 	}
+}
+
+// accepted serves a new connection, or refuses it over Limits.MaxConns.
+func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, max int64) {
+	srv.counters.ConnsAccepted.Add(1)
+	if open.Load() >= max {
+		srv.counters.ConnsRejected.Add(1)
+		go srv.reject(nc, "over limits.max_conns")
+		return
+	}
+	open.Add(1)
+	srv.workers.run(task{c: srv.newConn(nc, open)})
 }
 
 func max2(a, b time.Duration) time.Duration { return max(a, b) }

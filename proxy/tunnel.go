@@ -15,9 +15,10 @@ import (
 // upgradeOffer returns the protocols of the request's Upgrade field that
 // Options.Upgrades allows, as the field to send upstream; nil if none (the
 // request then goes as a plain one). h2c is never offered: strait speaks
-// HTTP/1.1 upstream.
+// HTTP/1.1 upstream. An HTTP/1.0 request's Upgrade is ignored (RFC 9110
+// §7.8).
 func (c *conn) upgradeOffer() []byte {
-	if c.req.Upgrade == nil {
+	if c.req.Upgrade == nil || c.req.Minor == 0 {
 		return nil
 	}
 	var offer []byte
@@ -114,11 +115,10 @@ func (c *conn) tunnel(s *Session, up *upConn, proto []byte) *Error {
 	var upErr, downErr error
 	wg.Add(2)
 	// Bytes that arrived with the heads are the first of each direction;
-	// a byte the watcher took while the 101 was awaited comes before them.
+	// the client's, then those the watcher read while the 101 was awaited.
 	fromClient := c.rd.TakeBuffered()
-	if c.peeked {
-		c.peeked = false
-		fromClient = append([]byte{c.watchByte[0]}, fromClient...)
+	if w := c.takeWatched(); len(w) > 0 {
+		fromClient = append(fromClient[:len(fromClient):len(fromClient)], w...)
 	}
 	fromUpstream := up.rd.TakeBuffered()
 	go func() {

@@ -130,7 +130,7 @@ func (c *conn) proxy(s *Session) *Error {
 		if s.Stats.Attempts > 1 {
 			now = mono()
 		}
-		up, e := srv.connect(s, peer, !idempotent(s.Request.Method), now)
+		up, e := srv.connect(s, peer, now)
 		if e != nil {
 			if ph.FailToConnect != nil {
 				e = ph.FailToConnect(s, peer, e)
@@ -154,19 +154,24 @@ func (c *conn) proxy(s *Session) *Error {
 	}
 }
 
-// connect returns a pooled connection to peer, or dials a new one. With
-// check, a pooled connection is first peeked at to see that the peer has
-// not closed it. Idempotent requests skip the check (a system call): if the
-// connection turns out closed, they are sent again on a new one. now is a
-// recent clock reading, for the pool's idle ages.
-func (srv *Server) connect(s *Session, peer *Peer, check bool, now time.Duration) (*upConn, *Error) {
+// connect returns a pooled connection to peer, or dials a new one. now is
+// a recent clock reading, for the pool's idle ages.
+//
+// A pooled connection is peeked at first (one system call): one the peer
+// has closed, or that holds bytes it sent after its last response, is not
+// used. Those bytes would otherwise be read as the next request's
+// response: one client's answer given to another (nginx and Envoy close
+// such connections too). Bytes that come after the peek cannot be told
+// from a response; a request the peer closes on unanswered is sent again
+// where that is safe (see exchangeFailed).
+func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (*upConn, *Error) {
 	key := peer.Addr
 	for {
 		u, ok := srv.pool.Get(key, now)
 		if !ok {
 			break
 		}
-		if !check || u.alive.check(u.nc) {
+		if u.alive.check(u.nc) {
 			s.Stats.Reused = true
 			return u, nil
 		}
@@ -177,12 +182,22 @@ func (srv *Server) connect(s *Session, peer *Peer, check bool, now time.Duration
 	start := mono()
 	ctx, cancel := context.WithTimeout(context.Background(), srv.opts.Timeouts.Connect)
 	nc, err := srv.dialer.DialContext(ctx, "tcp", peer.Addr)
+	if err != nil && isFDExhausted(err) && srv.pool.Len() > 0 {
+		// Out of file descriptors: idle upstream connections are the
+		// ones to give up.
+		srv.pool.CloseIdle()
+		nc, err = srv.dialer.DialContext(ctx, "tcp", peer.Addr)
+	}
 	cancel()
 	s.Stats.UpstreamDial = mono() - start
 	if err != nil {
 		e := &Error{Side: Upstream, Kind: KindConnect, Status: 502, Where: "upstream connect", Err: err}
-		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 			e.Kind, e.Status, e.Where = KindTimeout, 504, "upstream connect timeout"
+		case isFDExhausted(err):
+			srv.counters.ConnsOverFDLimit.Add(1)
+			e.Side, e.Kind, e.Status, e.Where = Internal, KindLimit, 503, "upstream connect: out of file descriptors"
 		}
 		return nil, e
 	}
@@ -466,10 +481,11 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Duration, hasB
 		}
 		if err != nil && waitShort && isTimeout(err) && mono() < deadline {
 			waitShort = false
-			// The client is watched once its body, if any, is sent: while
-			// it sends one, it is there.
+			// The client is watched once its body, if any, is sent (while
+			// it sends one, it is there): by the body sender, if it is
+			// still sending; else here.
 			if hasBody {
-				if !c.body.done.Load() {
+				if c.watchAfterBody() {
 					continue
 				}
 				if be := c.waitBody(up); be != nil && be.Side != Upstream {

@@ -56,6 +56,11 @@ func (r *route) matches(req *proxy.Request) bool {
 			return false
 		}
 	}
+	// OPTIONS * asks about the server, not a path: the routes for every
+	// path take it.
+	if req.PathIs("*") {
+		return r.pathPrefix == "/"
+	}
 	return req.HasPathPrefix(r.pathPrefix)
 }
 
@@ -153,6 +158,7 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 		AccessLog:  c.AccessLog != "",
 		Pool: proxy.NewPool(proxy.PoolLimits{
 			MaxIdlePerPeer: c.Pool.MaxIdlePerEndpoint,
+			MaxIdle:        c.Pool.MaxIdle,
 			IdleTimeout:    d(c.Pool.IdleTimeout),
 			MaxLifetime:    d(c.Pool.MaxLifetime),
 		}),

@@ -35,6 +35,8 @@ clusters:
 		{"example.com", "/static/a.css", "10.0.0.4:80"},
 		{"[::1]:80", "/static/", "10.0.0.4:80"},
 		{"other.org", "/", ""},
+		{"api.example.com", "*", "10.0.0.2:80"}, // OPTIONS *: only routes for every path take it
+		{"example.com", "*", ""},
 	} {
 		s := &proxy.Session{Request: proxy.Request{Authority: []byte(tc.authority), Path: []byte(tc.path)}}
 		peer, err := pick(s)

@@ -21,6 +21,7 @@ const (
 // Limits bound the pool. Zero values mean the defaults.
 type Limits struct {
 	MaxIdlePerPeer int           // idle connections kept per peer
+	MaxIdle        int           // idle connections kept in all; 0: no limit but per peer
 	IdleTimeout    time.Duration // an idle connection older than this is closed
 	MaxLifetime    time.Duration // a connection older than this is not reused; 0: no limit
 }
@@ -93,7 +94,8 @@ func (p *Pool[C]) expired(e entry[C], now time.Duration) bool {
 }
 
 // Put offers an idle connection for reuse. It reports false, and closes c,
-// if the pool for key is full or c is past its lifetime. The oldest idle
+// if the pool for key, or the whole pool, is full or c is past its
+// lifetime. The oldest idle
 // connections of key are closed once expired.
 func (p *Pool[C]) Put(key string, c C, created, now time.Duration) bool {
 	e := entry[C]{c: c, created: created, idleSince: now}
@@ -116,7 +118,8 @@ func (p *Pool[C]) Put(key string, c C, created, now time.Duration) bool {
 		clear(l[len(l) : len(l)+n])
 		p.count -= n
 	}
-	ok := len(l) < p.limits.MaxIdlePerPeer && !p.expired(e, now)
+	ok := len(l) < p.limits.MaxIdlePerPeer && !p.expired(e, now) &&
+		(p.limits.MaxIdle <= 0 || p.count < p.limits.MaxIdle)
 	if ok {
 		l = append(l, e)
 		p.count++

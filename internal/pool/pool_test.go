@@ -51,3 +51,20 @@ func TestMaxLifetimeAndCloseIdle(t *testing.T) {
 		t.Fatal("CloseIdle left a connection")
 	}
 }
+
+// TestMaxIdle: the whole pool holds at most MaxIdle connections, whatever
+// the peers.
+func TestMaxIdle(t *testing.T) {
+	p := New[*fakeConn](Limits{MaxIdlePerPeer: 10, MaxIdle: 2})
+	now := time.Second
+	a, b, c := &fakeConn{id: 1}, &fakeConn{id: 2}, &fakeConn{id: 3}
+	if !p.Put("x", a, now, now) || !p.Put("y", b, now, now) {
+		t.Fatal("Put refused under the limit")
+	}
+	if p.Put("z", c, now, now) || !c.closed {
+		t.Fatal("a third idle connection was kept past MaxIdle")
+	}
+	if _, ok := p.Get("x", now); !ok || !p.Put("z", c, now, now) {
+		t.Fatal("room made by Get was not used")
+	}
+}
