@@ -22,18 +22,21 @@ import (
 type bodySender struct {
 	result  chan *Error  // the goroutine's result; buffered
 	done    atomic.Bool  // the goroutine has its result
-	state   atomic.Int32 // sending, sent, or watchWanted
+	state   atomic.Int32 // what the goroutine is doing, or is asked to do next
 	running bool         // started and not yet waited for
 	err     *Error       // the result, once waited for
 }
 
-// The body sender's states. The sender moves sending to sent when it is
-// done; the exchange moves sending to watchWanted when it would watch the
-// client. Whichever comparison-and-swap fails learns the other's move.
+// The body sender's states. The exchange moves sending to watchWanted when
+// it would have the client watched, and back when it would rather not (an
+// upgrade); the sender, with the body sent, moves watchWanted to watching,
+// or else stores sent. Whichever comparison-and-swap fails learns the
+// other's move.
 const (
-	sending int32 = iota
-	sent
-	watchWanted
+	sending     int32 = iota // the body is being sent
+	sent                     // the goroutine is done with the body, and finishes
+	watchWanted              // it is to watch the client once the body is sent
+	watching                 // it sent the body and watches the client
 )
 
 // errBodyAborted is the body sender's result when the exchange stopped it
@@ -57,17 +60,22 @@ func (c *conn) startBody(s *Session, up *upConn, chunked bool) {
 func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
 	b := &c.body
 	e := c.copyBody(s, up, chunked)
-	watch := !b.state.CompareAndSwap(sending, sent) // watchWanted
-	switch {
-	case e == nil && watch:
-		// The exchange waits for a slow response: watch the client
-		// until it is stopped.
-		c.watchClient(up)
-	case e != nil && e != errBodyAborted && e.Side != Upstream:
+	if e != nil && e != errBodyAborted && e.Side != Upstream {
 		if e.Kind == KindDownstreamGone {
 			s.end(ErrClientGone)
 		}
 		up.rdl.interrupt(up.nc.SetReadDeadline)
+	}
+	// Unless the exchange is over, it goes on waiting for the response:
+	// if it asked, watch the client until it is stopped.
+	goesOn := e == nil || e.Side == Upstream
+	for !b.state.CompareAndSwap(sending, sent) {
+		if b.state.CompareAndSwap(watchWanted, watching) {
+			if goesOn {
+				c.watchClient(up)
+			}
+			break
+		}
 	}
 	b.done.Store(true)
 	b.result <- e
@@ -78,6 +86,18 @@ func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
 // result may be waited for.
 func (c *conn) watchAfterBody() bool {
 	return c.canWatch() && c.body.state.CompareAndSwap(sending, watchWanted)
+}
+
+// finishBody waits for the whole body to be sent, stopping the watch the
+// body sender may have begun, and returns the sender's result.
+func (c *conn) finishBody(up *upConn) *Error {
+	b := &c.body
+	if b.running && !b.state.CompareAndSwap(watchWanted, sending) && b.state.Load() == watching {
+		c.rdl.interrupt(c.nc.SetReadDeadline) // the body is sent: this ends the watch only
+	}
+	e := c.waitBody(up)
+	c.rdl.reset(c.nc.SetReadDeadline)
+	return e
 }
 
 // waitBody waits for the body sender to finish and returns its result.

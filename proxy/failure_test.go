@@ -1040,3 +1040,35 @@ func TestUpgradeHTTP10Ignored(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeWithBodyLate101: an upgrade request with a body, answered
+// 101 only after the client has been watched for a while, becomes a
+// tunnel (the body sender, watching, is stopped, not waited for).
+func TestUpgradeWithBodyLate101(t *testing.T) {
+	origin := acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, _ := io.ReadAll(req.Body)
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"+string(body))
+		io.Copy(c, br)
+	})
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\n")
+	time.Sleep(30 * time.Millisecond) // the body comes after the first wait for the response
+	io.WriteString(c, "hello")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.WriteString(c, "ping")
+	got := make([]byte, 9)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "helloping" {
+		t.Errorf("tunnel carried %q (%v), want %q", got, err, "helloping")
+	}
+}

@@ -309,7 +309,7 @@ func (c *conn) exchange(s *Session, up *upConn) *Error {
 		if e != nil {
 			return e
 		}
-		if be := c.waitBody(up); be != nil {
+		if be := c.finishBody(up); be != nil {
 			return be
 		}
 		return c.tunnel(s, up, proto)

@@ -25,8 +25,11 @@ import (
 // starts watching the client.
 const watchAfter = 20 * time.Millisecond
 
-// watchBufSize bounds what the watcher reads ahead of the parser.
-const watchBufSize = 4 << 10
+// watchBufSize bounds what the watcher reads ahead of the parser: room for
+// a pipelined request head or two. A client that sends more while its
+// request waits is there; the watcher stops, and TCP holds the rest. Each
+// waiting request holds one, so long polls by the thousand hold a few MiB.
+const watchBufSize = 1 << 10
 
 var watchBufPool = sync.Pool{New: func() any { return new([watchBufSize]byte) }}
 
