@@ -81,13 +81,6 @@ func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
 	b.result <- e
 }
 
-// watchAfterBody asks the body sender to watch the client once the body is
-// sent, and reports whether it will; false means it has finished, and its
-// result may be waited for.
-func (c *conn) watchAfterBody() bool {
-	return c.canWatch() && c.body.state.CompareAndSwap(sending, watchWanted)
-}
-
 // finishBody waits for the whole body to be sent, stopping the watch the
 // body sender may have begun, and returns the sender's result.
 func (c *conn) finishBody(up *upConn) *Error {

@@ -493,15 +493,21 @@ func (c *conn) readResponseHead(s *Session, up *upConn, sent time.Duration, hasB
 			// The client is watched once its body, if any, is sent (while
 			// it sends one, it is there): by the body sender, if it is
 			// still sending; else here.
-			if hasBody {
-				if c.watchAfterBody() {
-					continue
-				}
+			switch {
+			case !c.canWatch():
+				// The watcher's buffer is full: the client sent plenty;
+				// it is there.
+			case hasBody && c.body.state.CompareAndSwap(sending, watchWanted):
+				// The body sender watches once it has sent the body.
+			case hasBody:
+				// The body sender has finished.
 				if be := c.waitBody(up); be != nil && be.Side != Upstream {
 					return be
 				}
+				watching = c.startWatch(up)
+			default:
+				watching = c.startWatch(up)
 			}
-			watching = c.startWatch(up)
 			continue
 		}
 		if err != nil {
