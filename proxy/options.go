@@ -166,15 +166,17 @@ func (o Options) withDefaults() Options {
 }
 
 // maxConnsForFDs is how many client connections fit the process's
-// file-descriptor limit: a proxied request holds two descriptors (client
-// and upstream), so half of the limit, less a reserve for listeners, logs
-// and the upstream pool's idle connections. HAProxy derives its maxconn
-// the same way. 0 if the limit is not known.
+// file-descriptor limit: three quarters of it. The last quarter is for
+// upstream connections (the pool keeps at most an eighth of the limit
+// idle; a request in flight holds one more) and the process's own
+// descriptors. An idle keep-alive client, the common case at the edge,
+// holds one descriptor; were most clients in flight at once, dials could
+// still run out, and get 503 (Counters.ConnsOverFDLimit). 0 if the limit
+// is not known.
 func maxConnsForFDs() int64 {
 	n := fdLimit()
 	if n <= 0 {
 		return 0
 	}
-	reserve := min(n/4, 256)
-	return max((n-reserve)/2, 1)
+	return max(n-n/4, 1)
 }

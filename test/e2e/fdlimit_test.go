@@ -113,7 +113,7 @@ access_log: true
 	waitPort(t, addr, 10*time.Second, p.exited)
 	for round := range 3 {
 		for _, path := range []string{"/a", "/b"} {
-			const n = 20 // within max_conns (24 for 64 descriptors)
+			const n = 20 // within max_conns (48 for 64 descriptors)
 			codes := make(chan int, n)
 			for range n {
 				go func() {
