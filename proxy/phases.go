@@ -68,7 +68,9 @@ type Phases struct {
 	FailToProxy func(s *Session, err *Error) int
 
 	// Logging runs after every request, answered or failed; err is nil on
-	// success.
+	// success. It runs too for what strait answers without a parsed
+	// request (malformed heads, heads too slow, connections refused over
+	// a limit), with an empty Session.Request.
 	Logging func(s *Session, err *Error)
 }
 
