@@ -146,7 +146,11 @@ func (c *conn) serve(readable bool) {
 			break
 		}
 		c.readIdle = 0
-		c.awaitingHead = true
+		// Bytes of the next head may have come with the last request (or
+		// the watcher read them): that head has begun, and the head
+		// timeout bounds it.
+		begun := c.rd.Buffered() > 0 || c.watchR < c.watchW
+		c.awaitingHead = !begun
 		c.headStart = 0
 		// A connection that has sent nothing yet gets the head timeout,
 		// as nginx's client_header_timeout; one between requests, the
@@ -155,7 +159,7 @@ func (c *conn) serve(readable bool) {
 		if c.served == 0 {
 			c.idleEnd = c.idleSince + srv.opts.Timeouts.Header
 		}
-		if !readable && c.served > 0 && c.rd.Buffered() == 0 && c.watchR == c.watchW {
+		if !readable && !begun && c.served > 0 {
 			// Wait for the next request on the parker, which wakes
 			// connections in the order their requests came. A connection
 			// whose last wait was short keeps its buffers; others give
@@ -171,7 +175,7 @@ func (c *conn) serve(readable bool) {
 			case wokePark:
 				c.busy = false
 				c.dropState()
-				if srv.parker.park(c) {
+				if srv.parker.Load().park(c) {
 					return
 				}
 				readable = true // it came while parking (or the parker closed)
@@ -184,11 +188,14 @@ func (c *conn) serve(readable bool) {
 				readable = true // a request came as the server began to shut down
 			}
 		}
-		if readable {
-			// The head is there: the timeout is the head's (a quarter
-			// early, at worst), and is seldom moved.
+		if readable || begun {
+			// The head is there, or has begun: the timeout is the head's
+			// (a quarter early, at worst), and is seldom moved.
 			if readableAt == 0 {
 				readableAt = mono()
+			}
+			if begun {
+				c.headStart = readableAt
 			}
 			c.rdl.ensure(c.nc.SetReadDeadline, readableAt, srv.opts.Timeouts.Header, c.idleEnd)
 			readable, readableAt = false, 0
@@ -312,7 +319,7 @@ func (c *conn) release() {
 func (c *conn) close() {
 	c.nc.Close()
 	if c.registered {
-		c.srv.parker.forget(c)
+		c.srv.parker.Load().forget(c)
 	}
 	c.watchR = c.watchW
 	c.dropWatchBuf()

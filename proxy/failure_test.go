@@ -1072,3 +1072,67 @@ func TestUpgradeWithBodyLate101(t *testing.T) {
 		t.Errorf("tunnel carried %q (%v), want %q", got, err, "helloping")
 	}
 }
+
+// TestPipelinedHeadSplit: a pipelined request whose head came partly with
+// the previous request, the rest later, is answered once it is whole; one
+// that never completes gets 408 after the head timeout, not silence.
+func TestPipelinedHeadSplit(t *testing.T) {
+	o := newOrigin(t, nil)
+	_, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{Timeouts: proxy.Timeouts{Header: 500 * time.Millisecond}})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHo")
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != "/a" {
+		t.Fatalf("/a: %d %q", resp.StatusCode, body)
+	}
+	time.Sleep(100 * time.Millisecond) // past parkAfter
+	io.WriteString(c, "st: x\r\n\r\nGET /third HTTP/1.1\r\nHo")
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != "/second" {
+		t.Fatalf("/second: %d %q", resp.StatusCode, body)
+	}
+	start := time.Now()
+	resp, _ := readResponse(t, br, "GET")
+	if d := time.Since(start); resp.StatusCode != 408 || d > 2*time.Second {
+		t.Errorf("a head left unfinished: %d after %v, want 408 after the 500ms head timeout", resp.StatusCode, d)
+	}
+}
+
+// TestReuseSoonAfterResponse: a connection reused within a millisecond of
+// its last response is checked too. The origin closes each connection at
+// once after answering (without saying so), or sends stray bytes in a
+// write of their own after each response; then the client sends its next
+// request at once.
+func TestReuseSoonAfterResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name, method string
+		after        func(oc *originConn) bool // once the response is sent; false closes
+	}{
+		{"origin closes, bodiless POST", "POST", func(oc *originConn) bool { oc.c.Close(); return false }},
+		{"stray bytes, GET", "GET", func(oc *originConn) bool {
+			oc.write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+			return true
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan struct{}, 1) // the origin has closed, or sent its stray bytes
+			o := newOrigin(t, func(oc *originConn, req *http.Request) bool {
+				ok := serveOK(oc, req) && tc.after(oc)
+				done <- struct{}{}
+				return ok
+			})
+			_, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{})
+			c, br := rawConn(t, addr)
+			for i := range 100 {
+				path := fmt.Sprintf("/%d", i)
+				io.WriteString(c, tc.method+" "+path+" HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+				if resp, body := readResponse(t, br, tc.method); resp.StatusCode != 200 || body != path {
+					t.Fatalf("request %d got %d %q, not its own response", i, resp.StatusCode, body)
+				}
+				<-done
+				// 50 µs for the bytes to cross loopback: a spin, as
+				// time.Sleep would take a millisecond or so.
+				for start := time.Now(); time.Since(start) < 50*time.Microsecond; {
+				}
+			}
+		})
+	}
+}

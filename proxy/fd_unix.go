@@ -4,7 +4,9 @@ package proxy
 
 import (
 	"errors"
+	"net"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -19,10 +21,12 @@ func fdLimit() int64 {
 	return int64(rl.Cur)
 }
 
-// isFDExhausted reports whether an accept failed for want of a file
-// descriptor.
+// isFDExhausted reports whether an accept or a dial failed for want of a
+// file descriptor. The resolver reports it in words only.
 func isFDExhausted(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+	var de *net.DNSError
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.As(err, &de) && strings.Contains(de.Err, "too many open files")
 }
 
 // spareFD is a file descriptor held in reserve, so that when the process

@@ -27,9 +27,12 @@ type Server struct {
 	ids      *idSource
 	counters Counters
 
-	parkOnce sync.Once
-	parker   *parker // nil if it could not be made
-	workers  workers
+	parker    atomic.Pointer[parker] // nil until made, or while it cannot be
+	parkMu    sync.Mutex             // guards the two below
+	parkTried time.Duration          // when making the parker last failed (mono)
+	parkDone  bool                   // closing, or unsupported: no parker is made
+	workers   workers
+	fdWarned  atomic.Int64 // when running out of descriptors was last logged (mono)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -88,25 +91,42 @@ func (srv *Server) Counters() *Counters { return &srv.counters }
 
 func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
 
-// getParker returns the server's parker, made on first use.
+// getParker returns the server's parker, made on first use (Serve makes
+// it). Should that fail (out of descriptors, say), idle connections wait
+// on goroutines of their own, and it is tried again a second later.
 func (srv *Server) getParker() *parker {
-	srv.parkOnce.Do(func() {
-		p, err := newParker()
-		if err != nil {
-			srv.opts.Logger.Warn("idle connections will wait on goroutines", "err", err)
-			return
-		}
-		srv.parker = p
-	})
-	return srv.parker
+	if p := srv.parker.Load(); p != nil {
+		return p
+	}
+	srv.parkMu.Lock()
+	defer srv.parkMu.Unlock()
+	now := mono()
+	if p := srv.parker.Load(); p != nil || srv.parkDone || srv.parkTried != 0 && now-srv.parkTried < time.Second {
+		return p
+	}
+	p, err := newParker()
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		srv.parkDone = true
+		return nil
+	case err != nil:
+		srv.parkTried = now
+		srv.opts.Logger.Warn("idle connections wait on goroutines until the parker can be made", "err", err)
+		return nil
+	}
+	srv.parker.Store(p)
+	return p
 }
 
 // closeParked closes the parked connections, which are all idle; with
 // serve, those whose next request has begun to arrive are served first.
 func (srv *Server) closeParked(serve bool) {
-	srv.parkOnce.Do(func() {}) // no parker is made after this
-	if srv.parker != nil {
-		srv.parker.closeAll(serve)
+	srv.parkMu.Lock()
+	srv.parkDone = true // no parker is made after this
+	p := srv.parker.Load()
+	srv.parkMu.Unlock()
+	if p != nil {
+		p.closeAll(serve)
 	}
 }
 
@@ -147,7 +167,8 @@ func (srv *Server) Serve(ln net.Listener) error {
 		srv.opts.Logger.Warn("limits.max_conns is more than the file descriptor limit allows; clients past it get 503",
 			"max_conns", max, "fd_limit", fdLimit(), "allows", lim)
 	}
-	spare := reserveFD() // given up to answer a client when descriptors run out
+	srv.getParker() // now, while descriptors are plenty
+	spare := reserveFD()
 	defer spare.release()
 	backoff := time.Duration(0)
 	for {
@@ -156,36 +177,15 @@ func (srv *Server) Serve(ln net.Listener) error {
 			if srv.shuttingDown() {
 				return ErrServerClosed
 			}
-			if isFDExhausted(err) && spare.release() {
-				// Out of file descriptors: the spare lets strait take the
-				// waiting client and tell it so, rather than leave it
-				// hanging in the backlog. (Idle upstream connections are
-				// kept: the clients being served need them.)
-				nc, err := ln.Accept()
-				spare = reserveFD()
-				switch {
-				case err != nil:
-				case spare.held():
-					// Short only for a moment: Linux can report EMFILE
-					// before it finds the backlog empty, and this client
-					// came later. Serve it.
-					srv.accepted(nc, &open, max)
-				default:
-					srv.counters.ConnsAccepted.Add(1)
-					srv.counters.ConnsOverFDLimit.Add(1)
-					srv.reject(nc, "out of file descriptors")
-					spare = reserveFD()
-				}
+			if isFDExhausted(err) {
+				srv.outOfFDs(ln, &spare, &open, max)
 				continue
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				// Out of file descriptors without a spare, and the like:
-				// wait and go on.
 				backoff = min(max2(2*backoff, 5*time.Millisecond), time.Second)
 				srv.opts.Logger.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
-				spare = reserveFD()
 				continue
 			}
 			return err
@@ -195,12 +195,54 @@ func (srv *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// accepted serves a new connection, or refuses it over Limits.MaxConns.
+// fdRetry is how often accept is tried again while every file descriptor
+// is held: clients wait in the backlog meanwhile, so not long.
+const fdRetry = 5 * time.Millisecond
+
+// outOfFDs answers a client waiting in ln's backlog after accept ran out
+// of file descriptors, with the spare one given up for the moment: 503,
+// rather than leave it hanging. (Idle upstream connections are kept: the
+// clients being served need them.) Without the spare, as when another
+// goroutine took the descriptor it freed, it waits fdRetry for one to come
+// back, and takes it as the spare.
+func (srv *Server) outOfFDs(ln net.Listener, spare *spareFD, open *atomic.Int64, max int64) {
+	if now := mono(); now-time.Duration(srv.fdWarned.Load()) >= time.Second {
+		srv.fdWarned.Store(int64(now))
+		srv.opts.Logger.Warn("out of file descriptors: new clients get 503", "fd_limit", fdLimit())
+	}
+	if !spare.release() {
+		time.Sleep(fdRetry)
+		*spare = reserveFD()
+		return
+	}
+	nc, err := ln.Accept()
+	*spare = reserveFD()
+	switch {
+	case err != nil:
+	case spare.held():
+		// Short only for a moment: Linux can report EMFILE before it
+		// finds the backlog empty, and this client came later. Serve it.
+		srv.accepted(nc, open, max)
+	default:
+		srv.counters.ConnsAccepted.Add(1)
+		srv.counters.ConnsOverFDLimit.Add(1)
+		srv.reject(nc, "out of file descriptors")
+		*spare = reserveFD()
+	}
+}
+
+// accepted serves a new connection, or refuses it over Limits.MaxConns
+// or the process's socket budget.
 func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, max int64) {
 	srv.counters.ConnsAccepted.Add(1)
 	if open.Load() >= max {
 		srv.counters.ConnsRejected.Add(1)
 		go srv.reject(nc, "over limits.max_conns")
+		return
+	}
+	if !takeSocket() {
+		srv.counters.ConnsOverFDLimit.Add(1)
+		go srv.reject(nc, "out of file descriptors")
 		return
 	}
 	open.Add(1)
@@ -259,6 +301,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 func (srv *Server) untrack(c *conn) {
+	releaseSocket()
 	srv.counters.ConnsOpen.Add(-1)
 	c.open.Add(-1)
 	srv.mu.Lock()

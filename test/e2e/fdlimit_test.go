@@ -137,3 +137,52 @@ access_log: true
 		}
 	}
 }
+
+// TestFDLimitBurst: a burst of slow requests holds every descriptor; the
+// clients that come next are each answered at once (503, or served once
+// descriptors come back), never left waiting in the backlog.
+func TestFDLimitBurst(t *testing.T) {
+	prlimit := needTool(t, "prlimit")
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(2 * time.Second)
+		}
+		io.WriteString(w, "ok")
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	yaml := strings.Replace(clusterYAML(origin), "127.0.0.1:0", addr, 1)
+	p := startProc(t, exec.Command(prlimit, "--nofile=64", straitBin, "run", "-c", writeFile(t, t.TempDir(), "strait.yaml", []byte(yaml))))
+	waitPort(t, addr, 10*time.Second, p.exited)
+	var burst []net.Conn
+	defer func() {
+		for _, c := range burst {
+			c.Close()
+		}
+	}()
+	for range 100 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+		burst = append(burst, c)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for i := range 5 {
+		start := time.Now()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(1500 * time.Millisecond))
+		io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("client %d after the burst: no answer after %v (%v)", i, time.Since(start), err)
+		}
+		if resp.StatusCode != 503 && resp.StatusCode != 200 {
+			t.Errorf("client %d after the burst: %d", i, resp.StatusCode)
+		}
+	}
+}
