@@ -297,8 +297,7 @@ func (c *conn) readFailed(err error) {
 	// connection no longer holds, or to an earlier request.
 	c.req = http1.Request{Header: c.req.Header, Minor: 1}
 	c.req.Header.Reset()
-	c.startSession()
-	c.headReq = false
+	c.startSession() // an empty request: no method, so not HEAD either
 	detail := ""
 	if pe != nil {
 		detail = pe.Reason
