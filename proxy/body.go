@@ -4,9 +4,10 @@ import (
 	"errors"
 	"io"
 	"sync/atomic"
+	"time"
 
-	"github.com/straitproxy/strait/header"
-	"github.com/straitproxy/strait/internal/http1"
+	"github.com/straitproxy/strait/internal/hop"
+	"github.com/straitproxy/strait/internal/stream"
 )
 
 // bodySender sends a request body upstream on a goroutine of its own, so
@@ -17,8 +18,8 @@ import (
 // only then may the upstream connection carry another request.
 //
 // If the response is slow to come, the exchange asks the sender to watch
-// the client once the body is sent (watch.go): the sender's goroutine goes
-// on as the watcher, and its result waits until it is stopped.
+// the client once the body is sent: the sender's goroutine goes on as the
+// watcher, and its result waits until it is stopped.
 type bodySender struct {
 	result  chan *Error  // the goroutine's result; buffered
 	done    atomic.Bool  // the goroutine has its result
@@ -44,27 +45,28 @@ const (
 var errBodyAborted = &Error{Side: Internal, Kind: KindOther, Where: "request body: stopped by the exchange"}
 
 // startBody starts sending the request body to up.
-func (c *conn) startBody(s *Session, up *upConn, chunked bool) {
-	b := &c.body
+func (x *call) startBody(up stream.Upstream) {
+	b := &x.body
 	b.running, b.err = true, nil
 	b.done.Store(false)
 	b.state.Store(sending)
-	c.share(up)
-	go c.sendBody(s, up, chunked)
+	x.ds.Share()
+	up.Share()
+	go x.sendBody(up)
 }
 
 // sendBody is the body sender's goroutine. If the client's side fails (it
 // left, stalled, or broke the framing) or a body filter does, the
 // exchange's wait for the response is interrupted: the request is over.
 // An upstream that stops reading is left to answer (it may have, early).
-func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
-	b := &c.body
-	e := c.copyBody(s, up, chunked)
+func (x *call) sendBody(up stream.Upstream) {
+	b := &x.body
+	e := x.copyBody(up)
 	if e != nil && e != errBodyAborted && e.Side != Upstream {
 		if e.Kind == KindDownstreamGone {
-			s.end(ErrClientGone)
+			x.sess.end(ErrClientGone)
 		}
-		up.rdl.interrupt(up.nc.SetReadDeadline)
+		up.Interrupt(stream.Read)
 	}
 	// Unless the exchange is over, it goes on waiting for the response:
 	// if it asked, watch the client until it is stopped.
@@ -72,7 +74,7 @@ func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
 	for !b.state.CompareAndSwap(sending, sent) {
 		if b.state.CompareAndSwap(watchWanted, watching) {
 			if goesOn {
-				c.watchClient(up)
+				x.ds.Watch(x)
 			}
 			break
 		}
@@ -83,23 +85,24 @@ func (c *conn) sendBody(s *Session, up *upConn, chunked bool) {
 
 // finishBody waits for the whole body to be sent, stopping the watch the
 // body sender may have begun, and returns the sender's result.
-func (c *conn) finishBody(up *upConn) *Error {
-	b := &c.body
+func (x *call) finishBody(up stream.Upstream) *Error {
+	b := &x.body
 	if b.running && !b.state.CompareAndSwap(watchWanted, sending) && b.state.Load() == watching {
-		c.rdl.interrupt(c.nc.SetReadDeadline) // the body is sent: this ends the watch only
+		x.ds.Interrupt(stream.Read) // the body is sent: this ends the watch only
 	}
-	e := c.waitBody(up)
-	c.rdl.reset(c.nc.SetReadDeadline)
+	e := x.waitBody(up)
+	x.ds.ClearInterrupt(stream.Read)
 	return e
 }
 
 // waitBody waits for the body sender to finish and returns its result.
-func (c *conn) waitBody(up *upConn) *Error {
-	b := &c.body
+func (x *call) waitBody(up stream.Upstream) *Error {
+	b := &x.body
 	if b.running {
 		b.running = false
 		b.err = <-b.result
-		c.unshare(up)
+		x.ds.Unshare()
+		up.Unshare()
 	}
 	return b.err
 }
@@ -108,61 +111,56 @@ func (c *conn) waitBody(up *upConn) *Error {
 // and returns its result: errBodyAborted if it was stopped first. The
 // request body is left where the sender stopped; what is left of it may
 // still be read (the interrupt consumed nothing).
-func (c *conn) abortBody(up *upConn) *Error {
-	b := &c.body
+func (x *call) abortBody(up stream.Upstream) *Error {
+	b := &x.body
 	if !b.running {
 		return b.err
 	}
 	if !b.done.Load() {
-		c.rdl.interrupt(c.nc.SetReadDeadline)
-		up.wdl.interrupt(up.nc.SetWriteDeadline)
+		x.ds.Interrupt(stream.Read)
+		up.Interrupt(stream.Write)
 	}
-	e := c.waitBody(up)
-	c.rdl.reset(c.nc.SetReadDeadline)
-	up.wdl.reset(up.nc.SetWriteDeadline)
-	c.dropWatchBuf()
+	e := x.waitBody(up)
+	x.ds.ClearInterrupt(stream.Read)
+	up.ClearInterrupt(stream.Write)
 	return e
 }
 
 // bodyStarted reports whether any of the request body was consumed, which
 // rules out sending the request again.
-func (c *conn) bodyStarted() bool {
-	return c.req.Framing != http1.NoBody && (c.rd.Body().Done() || c.sess.Stats.BytesIn > 0)
+func (x *call) bodyStarted() bool {
+	return x.head.ContentLength != 0 && (x.ds.BodyDone() || x.sess.Stats.BytesIn > 0)
 }
 
 // copyBody copies the request body to up, through the body filter.
-func (c *conn) copyBody(s *Session, up *upConn, chunked bool) *Error {
-	body := c.rd.Body()
-	var w io.Writer = up.bw
-	if chunked {
-		up.cw.Reset(up.bw)
-		w = &up.cw
-	}
+func (x *call) copyBody(up stream.Upstream) *Error {
+	s := &x.sess
+	ds := x.ds
 	writeErr := func(err error) *Error {
-		if up.wdl.interrupted() {
+		if up.Interrupted(stream.Write) {
 			return errBodyAborted
 		}
 		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
 	}
-	filter := c.srv.phases.RequestBodyFilter
-	max := c.srv.opts.Limits.MaxRequestBody
+	filter := x.srv.phases.RequestBodyFilter
+	limit := x.srv.opts.Limits.MaxRequestBody
 	for {
-		data, rerr := body.Next()
+		data, rerr := ds.ReadBody()
 		if rerr != nil && rerr != io.EOF {
-			var pe *http1.Error
+			var pe stream.ProtocolError
 			switch {
-			case c.rdl.interrupted():
+			case ds.Interrupted(stream.Read):
 				return errBodyAborted
 			case errors.As(rerr, &pe):
-				return &Error{Side: Downstream, Kind: KindProtocol, Status: pe.Status, Where: "request body", Err: rerr}
+				return &Error{Side: Downstream, Kind: KindProtocol, Status: pe.HTTPStatus(), Where: "request body", Err: rerr}
 			case isTimeout(rerr):
 				return &Error{Side: Downstream, Kind: KindTimeout, Status: 408, Where: "request body timeout", Err: rerr}
 			}
 			return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "request body", Err: rerr}
 		}
 		s.Stats.BytesIn += int64(len(data))
-		if max > 0 && s.Stats.BytesIn > max {
-			c.srv.counters.BodyTooLarge.Add(1)
+		if limit > 0 && s.Stats.BytesIn > limit {
+			x.srv.counters.BodyTooLarge.Add(1)
 			return &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}
 		}
 		if filter != nil {
@@ -172,65 +170,73 @@ func (c *conn) copyBody(s *Session, up *upConn, chunked bool) *Error {
 			}
 		}
 		if len(data) > 0 {
-			if _, err := w.Write(data); err != nil {
+			if err := up.WriteBody(data); err != nil {
 				return writeErr(err)
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
-		if !body.Ready() {
-			if err := up.bw.Flush(); err != nil {
+		if !ds.BodyBuffered() {
+			if err := up.Flush(); err != nil {
 				return writeErr(err)
 			}
 		}
 	}
-	if chunked {
-		copyTrailers(&s.Request.Trailer, &body.Trailer)
-		if err := up.cw.Close(&s.Request.Trailer); err != nil {
-			return writeErr(err)
-		}
+	if t := ds.Trailer(); t.Len() > 0 {
+		hop.CopyTrailers(&s.Request.Trailer, t)
 	}
-	if err := up.bw.Flush(); err != nil {
+	if err := up.EndBody(&s.Request.Trailer); err != nil {
+		return writeErr(err)
+	}
+	if err := up.Flush(); err != nil {
 		return writeErr(err)
 	}
 	return nil
 }
 
-// copyTrailers makes dst a copy of the trailer fields src received, less
-// those a trailer may not carry.
-func copyTrailers(dst, src *header.Header) {
-	dst.CopyFrom(src)
-	dst.DelFunc(func(f header.Field) bool { return prohibitedTrailer(f.Name) })
-}
+// While a request waits for a slow upstream, nothing reads the client's
+// connection, so a client that gives up would go unnoticed until the
+// response is written. The client is watched (stream.Downstream.Watch)
+// beside the exchange for responses slower than watchAfter, so fast
+// requests pay nothing for it, and its goroutine ends with the wait: an
+// idle connection keeps none. For a request with a body, the body sender
+// becomes the watcher once it has sent the body.
 
-// prohibitedTrailer reports whether a field may not be sent as a trailer:
-// RFC 9110 §6.5.1 rules out fields that frame the message, route it,
-// modify the request, authenticate, control the response or caching, or
-// say how to process the content; and connection fields are hop-by-hop.
-// A recipient could otherwise merge them into the head and act on them.
-func prohibitedTrailer(name []byte) bool {
-	if http1.IsConnField(name) {
-		return true // Connection, Content-Length, Transfer-Encoding, TE, ...
-	}
-	var lower [32]byte
-	if len(name) > len(lower) {
+// watchAfter is how long the exchange waits for a response head before it
+// starts watching the client.
+const watchAfter = 20 * time.Millisecond
+
+// startWatch starts a watcher on a goroutine of its own, and reports
+// whether it did. The request body, if any, must have been sent.
+func (x *call) startWatch(up stream.Upstream) bool {
+	if !x.ds.CanWatch() {
 		return false
 	}
-	for i, ch := range name {
-		if 'A' <= ch && ch <= 'Z' {
-			ch += 'a' - 'A'
-		}
-		lower[i] = ch
-	}
-	switch string(lower[:len(name)]) {
-	case "host", "authorization", "proxy-authorization", "proxy-authenticate", "www-authenticate",
-		"authentication-info", "cookie", "set-cookie",
-		"cache-control", "expires", "age", "date", "pragma", "vary", "warning", "max-forwards",
-		"range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
-		"location", "retry-after", "trailer",
-		"content-type", "content-encoding", "content-range", "content-language", "content-location":
-		return true
-	}
-	return false
+	x.ds.Share()
+	up.Share()
+	go func() {
+		x.ds.Watch(x)
+		x.watchDone <- struct{}{}
+	}()
+	return true
+}
+
+// stopWatch ends the watcher's read and waits for it. Its findings
+// (clientGone, the bytes it read) may be used from then on.
+func (x *call) stopWatch(up stream.Upstream) {
+	x.ds.Interrupt(stream.Read)
+	<-x.watchDone
+	x.ds.ClearInterrupt(stream.Read)
+	x.ds.Unshare()
+	up.Unshare()
+}
+
+// ClientGone ends the request of a watched client that went away: its
+// context, and the exchange's wait for the upstream
+// (stream.ClientGoneNotifier).
+func (x *call) ClientGone() {
+	x.clientGone = true
+	x.sess.end(ErrClientGone)
+	x.up.Interrupt(stream.Read)
 }

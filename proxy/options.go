@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/http1"
 )
 
@@ -174,7 +175,7 @@ func (o Options) withDefaults() Options {
 // still run out, and get 503 (Counters.ConnsOverFDLimit). 0 if the limit
 // is not known.
 func maxConnsForFDs() int64 {
-	n := fdLimit()
+	n := fdlimit.Limit()
 	if n <= 0 {
 		return 0
 	}

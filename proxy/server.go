@@ -3,15 +3,17 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/internal/fdlimit"
+	"github.com/straitproxy/strait/internal/h1"
+	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/pool"
+	"github.com/straitproxy/strait/internal/sockio"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -26,25 +28,19 @@ type Server struct {
 	dialer   net.Dialer
 	ids      *idSource
 	counters Counters
-
-	parker    atomic.Pointer[parker] // nil until made, or while it cannot be
-	parkMu    sync.Mutex             // guards the two below
-	parkTried time.Duration          // when making the parker last failed (mono)
-	parkDone  bool                   // closing, or unsupported: no parker is made
-	workers   workers
-	fdWarned  atomic.Int64 // when running out of descriptors was last logged (mono)
+	h1       h1.Server    // the HTTP/1.1 connections from clients
+	fdWarned atomic.Int64 // when running out of descriptors was last logged (mono)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	closing   bool // Close has run: new tunnels must not start
 	shutting  atomic.Bool
 }
 
-// New returns a Server that runs p with the options o.
+// New returns a Server that runs p with the options o. p must choose a
+// peer (UpstreamPeer), or answer requests itself (RequestFilter), or both.
 func New(p Phases, o Options) (*Server, error) {
 	if p.UpstreamPeer == nil && p.RequestFilter == nil {
-		return nil, errors.New("proxy: Phases.UpstreamPeer is required")
+		return nil, errors.New("proxy: Phases needs UpstreamPeer or RequestFilter")
 	}
 	if p.UpstreamPeer == nil {
 		p.UpstreamPeer = func(*Session) (*Peer, error) {
@@ -55,21 +51,28 @@ func New(p Phases, o Options) (*Server, error) {
 	if o.Pool == nil {
 		o.Pool = NewPool(PoolLimits{})
 	}
-	return &Server{
+	srv := &Server{
 		phases:    p,
 		opts:      o,
 		pool:      o.Pool,
 		dialer:    net.Dialer{KeepAlive: 30 * time.Second},
 		ids:       newIDSource(),
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
-	}, nil
+	}
+	t := &o.Timeouts
+	srv.h1.Handler = (*handler)(srv)
+	srv.h1.Timeouts = h1.Timeouts{Header: t.Header, Body: t.Body, Write: t.Write, Idle: t.Idle}
+	srv.h1.Head = o.Limits.Head
+	srv.h1.MaxRequestsPerConn = o.Limits.MaxRequestsPerConn
+	srv.h1.Logger = o.Logger
+	srv.h1.Open = &srv.counters.ConnsOpen
+	return srv, nil
 }
 
-// Pool is a set of idle upstream connections. Servers given the same Pool
-// share it: one per process is the intent.
+// Pool is a set of upstream connections kept for reuse. Servers given the
+// same Pool share it: one per process is the intent.
 type Pool struct {
-	*pool.Pool[*upConn]
+	p *pool.Pool[upstreamConn]
 }
 
 // PoolLimits bound a Pool; zero values mean the defaults (MaxIdle: an
@@ -80,55 +83,16 @@ type PoolLimits = pool.Limits
 
 // NewPool returns an empty Pool.
 func NewPool(l PoolLimits) *Pool {
-	if n := fdLimit(); l.MaxIdle == 0 && n > 0 {
+	if n := fdlimit.Limit(); l.MaxIdle == 0 && n > 0 {
 		l.MaxIdle = int(max(n/8, 8))
 	}
-	return &Pool{pool.New[*upConn](l)}
+	return &Pool{pool.New[upstreamConn](l)}
 }
 
 // Counters returns the server's counters, live.
 func (srv *Server) Counters() *Counters { return &srv.counters }
 
 func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
-
-// getParker returns the server's parker, made on first use (Serve makes
-// it). Should that fail (out of descriptors, say), idle connections wait
-// on goroutines of their own, and it is tried again a second later.
-func (srv *Server) getParker() *parker {
-	if p := srv.parker.Load(); p != nil {
-		return p
-	}
-	srv.parkMu.Lock()
-	defer srv.parkMu.Unlock()
-	now := mono()
-	if p := srv.parker.Load(); p != nil || srv.parkDone || srv.parkTried != 0 && now-srv.parkTried < time.Second {
-		return p
-	}
-	p, err := newParker()
-	switch {
-	case errors.Is(err, errors.ErrUnsupported):
-		srv.parkDone = true
-		return nil
-	case err != nil:
-		srv.parkTried = now
-		srv.opts.Logger.Warn("idle connections wait on goroutines until the parker can be made", "err", err)
-		return nil
-	}
-	srv.parker.Store(p)
-	return p
-}
-
-// closeParked closes the parked connections, which are all idle; with
-// serve, those whose next request has begun to arrive are served first.
-func (srv *Server) closeParked(serve bool) {
-	srv.parkMu.Lock()
-	srv.parkDone = true // no parker is made after this
-	p := srv.parker.Load()
-	srv.parkMu.Unlock()
-	if p != nil {
-		p.closeAll(serve)
-	}
-}
 
 // Listen listens on a TCP address for Serve. Unlike net.Listen it leaves
 // TCP keep-alive probes off on accepted connections: turning them on costs
@@ -162,14 +126,14 @@ func (srv *Server) Serve(ln net.Listener) error {
 	}()
 
 	var open atomic.Int64
-	max := int64(srv.opts.Limits.MaxConns)
-	if lim := maxConnsForFDs(); lim > 0 && max > lim {
+	maxConns := int64(srv.opts.Limits.MaxConns)
+	if lim := maxConnsForFDs(); lim > 0 && maxConns > lim {
 		srv.opts.Logger.Warn("limits.max_conns is more than the file descriptor limit allows; clients past it get 503",
-			"max_conns", max, "fd_limit", fdLimit(), "allows", lim)
+			"max_conns", maxConns, "fd_limit", fdlimit.Limit(), "allows", lim)
 	}
-	srv.getParker() // now, while descriptors are plenty
-	spare := reserveFD()
-	defer spare.release()
+	srv.h1.Parker() // now, while descriptors are plenty
+	spare := fdlimit.Reserve()
+	defer spare.Release()
 	backoff := time.Duration(0)
 	for {
 		nc, err := ln.Accept()
@@ -177,13 +141,13 @@ func (srv *Server) Serve(ln net.Listener) error {
 			if srv.shuttingDown() {
 				return ErrServerClosed
 			}
-			if isFDExhausted(err) {
-				srv.outOfFDs(ln, &spare, &open, max)
+			if fdlimit.Exhausted(err) {
+				srv.outOfFDs(ln, &spare, &open, maxConns)
 				continue
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				backoff = min(max2(2*backoff, 5*time.Millisecond), time.Second)
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				srv.opts.Logger.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
 				continue
@@ -191,7 +155,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		srv.accepted(nc, &open, max)
+		srv.accepted(nc, &open, maxConns)
 	}
 }
 
@@ -205,108 +169,66 @@ const fdRetry = 5 * time.Millisecond
 // clients being served need them.) Without the spare, as when another
 // goroutine took the descriptor it freed, it waits fdRetry for one to come
 // back, and takes it as the spare.
-func (srv *Server) outOfFDs(ln net.Listener, spare *spareFD, open *atomic.Int64, max int64) {
-	if now := mono(); now-time.Duration(srv.fdWarned.Load()) >= time.Second {
+func (srv *Server) outOfFDs(ln net.Listener, spare *fdlimit.Spare, open *atomic.Int64, maxConns int64) {
+	if now := mono.Now(); now-time.Duration(srv.fdWarned.Load()) >= time.Second {
 		srv.fdWarned.Store(int64(now))
-		srv.opts.Logger.Warn("out of file descriptors: new clients get 503", "fd_limit", fdLimit())
+		srv.opts.Logger.Warn("out of file descriptors: new clients get 503", "fd_limit", fdlimit.Limit())
 	}
-	if !spare.release() {
+	if !spare.Release() {
 		time.Sleep(fdRetry)
-		*spare = reserveFD()
+		*spare = fdlimit.Reserve()
 		return
 	}
 	nc, err := ln.Accept()
-	*spare = reserveFD()
+	*spare = fdlimit.Reserve()
 	switch {
 	case err != nil:
-	case spare.held():
+	case spare.Held():
 		// Short only for a moment: Linux can report EMFILE before it
 		// finds the backlog empty, and this client came later. Serve it.
-		srv.accepted(nc, open, max)
+		srv.accepted(nc, open, maxConns)
 	default:
 		srv.counters.ConnsAccepted.Add(1)
 		srv.counters.ConnsOverFDLimit.Add(1)
 		srv.reject(nc, "out of file descriptors")
-		*spare = reserveFD()
+		*spare = fdlimit.Reserve()
 	}
 }
 
 // accepted serves a new connection, or refuses it over Limits.MaxConns
 // or the process's socket budget.
-func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, max int64) {
+func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 	srv.counters.ConnsAccepted.Add(1)
-	if open.Load() >= max {
+	if open.Load() >= maxConns {
 		srv.counters.ConnsRejected.Add(1)
 		go srv.reject(nc, "over limits.max_conns")
 		return
 	}
-	if !takeSocket() {
+	if !fdlimit.TakeSocket() {
 		srv.counters.ConnsOverFDLimit.Add(1)
 		go srv.reject(nc, "out of file descriptors")
 		return
 	}
 	open.Add(1)
-	srv.workers.run(task{c: srv.newConn(nc, open)})
+	srv.h1.Serve(nc, open)
 }
-
-func max2(a, b time.Duration) time.Duration { return max(a, b) }
 
 func isTemporaryAccept(err error) bool {
 	var t interface{ Temporary() bool }
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// rejectAnswer is what a connection over a limit gets before it is closed.
-const rejectAnswer = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n" +
-	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nService Unavailable\n"
-
 // reject answers a connection strait cannot serve with 503, closes it,
 // and logs the answer like any other.
 func (srv *Server) reject(nc net.Conn, why string) {
 	start := time.Now()
-	nc.SetWriteDeadline(start.Add(time.Second))
-	io.WriteString(nc, rejectAnswer)
-	nc.Close()
-	s := &Session{ClientAddr: addrPort(nc.RemoteAddr()), LocalAddr: addrPort(nc.LocalAddr())}
+	s := &Session{ClientAddr: sockio.AddrPort(nc.RemoteAddr()), LocalAddr: sockio.AddrPort(nc.LocalAddr())}
+	h1.Refuse(nc)
 	s.RequestID = srv.ids.next(s.reqIDBuf[:0])
 	s.Stats = Stats{Start: start, Status: 503, Total: time.Since(start)}
 	s.Response.Status = 503
 	s.answered = true
 	srv.logRequest(s, &Error{Side: Internal, Kind: KindLimit, Status: 503, Where: "connection refused: " + why})
-}
-
-func (srv *Server) newConn(nc net.Conn, open *atomic.Int64) *conn {
-	c := &conn{srv: srv, nc: nc, open: open}
-	c.remote = addrPort(nc.RemoteAddr())
-	c.local = addrPort(nc.LocalAddr())
-	for _, p := range srv.opts.Forwarding.TrustedProxies {
-		if p.Contains(c.remote.Addr().Unmap()) {
-			c.trusted = true
-			break
-		}
-	}
-	srv.counters.ConnsOpen.Add(1)
-	srv.mu.Lock()
-	srv.conns[c] = struct{}{}
-	srv.mu.Unlock()
-	return c
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort()
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
-}
-
-func (srv *Server) untrack(c *conn) {
-	releaseSocket()
-	srv.counters.ConnsOpen.Add(-1)
-	c.open.Add(-1)
-	srv.mu.Lock()
-	delete(srv.conns, c)
-	srv.mu.Unlock()
 }
 
 // Shutdown stops accepting, closes idle connections, lets requests in
@@ -316,32 +238,11 @@ func (srv *Server) untrack(c *conn) {
 // Close. Upgraded tunnels run until then.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.shutting.Store(true)
-	srv.mu.Lock()
-	for ln := range srv.listeners {
-		ln.Close()
-	}
-	srv.mu.Unlock()
-	srv.closeParked(true)
-	srv.workers.close()
+	srv.closeListeners()
+	srv.h1.Shutdown()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		srv.mu.Lock()
-		n := len(srv.conns)
-		for c := range srv.conns {
-			// Connections waiting for their next request on a goroutine
-			// of their own wait only for readability: ending the wait
-			// loses nothing. Every other connection notices the shutdown
-			// within parkAfter, or after its request.
-			if c.waiting.Load() {
-				c.nc.SetReadDeadline(aLongTimeAgo)
-			}
-		}
-		srv.mu.Unlock()
-		if n == 0 {
-			srv.pool.CloseIdle()
-			return nil
-		}
+	for srv.h1.Drain() > 0 {
 		select {
 		case <-ctx.Done():
 			srv.Close()
@@ -349,31 +250,25 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+	srv.pool.p.CloseIdle()
+	return nil
 }
 
 // Close closes every listener and connection at once, tunnels included.
 func (srv *Server) Close() error {
 	srv.shutting.Store(true)
+	srv.closeListeners()
+	srv.h1.Close()
+	srv.pool.p.CloseIdle()
+	return nil
+}
+
+func (srv *Server) closeListeners() {
 	srv.mu.Lock()
-	srv.closing = true
 	for ln := range srv.listeners {
 		ln.Close()
 	}
-	for c := range srv.conns {
-		// Shut down, not closed: the serving goroutine closes it (see
-		// rawio_linux.go).
-		if !shutdown(c.nc) {
-			c.nc.Close()
-		}
-		if c.tunnelUp != nil && !shutdown(c.tunnelUp) {
-			c.tunnelUp.Close()
-		}
-	}
 	srv.mu.Unlock()
-	srv.closeParked(false)
-	srv.workers.close()
-	srv.pool.CloseIdle()
-	return nil
 }
 
 // logRequest runs the Logging phase and writes the access log line for a

@@ -65,7 +65,7 @@ type Session struct {
 	// Stats are filled in as the request goes; read them in Logging.
 	Stats Stats
 
-	respond  func(s *Session, status int, body []byte, fields []string) error
+	call     *call // what the forwarding path keeps of the request; nil for refused connections
 	answered bool
 	reqIDBuf [32]byte
 
@@ -136,7 +136,7 @@ func (s *Session) Respond(status int, body []byte, fields ...string) error {
 		return errAlreadyAnswered
 	}
 	s.answered = true
-	return s.respond(s, status, body, fields)
+	return s.call.respond(status, body, fields)
 }
 
 // Answered reports whether a response has been started.

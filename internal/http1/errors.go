@@ -14,6 +14,9 @@ type Error struct {
 
 func (e *Error) Error() string { return "http1: " + e.Reason }
 
+// HTTPStatus is Status (stream.ProtocolError).
+func (e *Error) HTTPStatus() int { return e.Status }
+
 func newError(status int, reason string) *Error { return &Error{Status: status, Reason: reason} }
 
 // The rules. Each names what the message did.

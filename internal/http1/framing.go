@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/hop"
 )
 
 // fieldFacts are what the fields that govern framing and persistence say,
@@ -23,47 +24,7 @@ type fieldFacts struct {
 	upgrade     []byte
 	expect100   bool
 	lookalike   bool
-	hop         ConnFields
-}
-
-// ConnFields marks, by position, a head's fields that belong to one
-// connection rather than to the message, which a proxy does not pass on
-// as they are: Connection, Keep-Alive, Proxy-Connection, TE,
-// Transfer-Encoding and Upgrade (RFC 9110 §7.6.1), and Content-Length and
-// Expect, which a proxy writes or answers itself. The parser finds them in
-// the pass it makes anyway, so a proxy need not look at every name again.
-type ConnFields struct {
-	// Mask has bit i set if field i is one of them.
-	Mask uint64
-	// Complete reports that Mask names every such field and that the
-	// Connection fields list no option naming another field (RFC 9110
-	// §7.6.1): a head of at most 64 fields whose Connection options are
-	// only close, keep-alive and upgrade.
-	Complete bool
-}
-
-// IsConnField reports whether name is one of the fields ConnFields marks.
-// gatherFacts finds the same names within its own switch, for speed; a
-// proxy that must look at a name again (a header a filter has changed)
-// asks here.
-func IsConnField(name []byte) bool {
-	switch len(name) {
-	case 2:
-		return header.EqualFold(name, "te")
-	case 6:
-		return header.EqualFold(name, "expect")
-	case 7:
-		return header.EqualFold(name, "upgrade")
-	case 10:
-		return header.EqualFold(name, "connection") || header.EqualFold(name, "keep-alive")
-	case 14:
-		return header.EqualFold(name, "content-length")
-	case 16:
-		return header.EqualFold(name, "proxy-connection")
-	case 17:
-		return header.EqualFold(name, "transfer-encoding")
-	}
-	return false
+	hop         hop.Marks
 }
 
 // lookalike reports whether name is not Content-Length or Transfer-Encoding

@@ -2,6 +2,7 @@ package http1
 
 import (
 	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/hop"
 )
 
 // Framing says how a message body is delimited (RFC 9112 §6.3).
@@ -48,7 +49,7 @@ type Request struct {
 	ExpectContinue bool   // Expect: 100-continue
 	Upgrade        []byte // the Upgrade field, when Connection lists "upgrade"
 	// Conn marks the connection's own fields in Header, as parsed.
-	Conn ConnFields
+	Conn hop.Marks
 }
 
 // ReadRequest reads the next request head into req. It returns io.EOF if

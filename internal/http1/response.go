@@ -2,6 +2,7 @@ package http1
 
 import (
 	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/hop"
 )
 
 // Response is a parsed response head. Byte slices refer to the Reader's
@@ -18,7 +19,7 @@ type Response struct {
 	// request once this response's body has been read to its end.
 	KeepAlive bool
 	// Conn marks the connection's own fields in Header, as parsed.
-	Conn ConnFields
+	Conn hop.Marks
 }
 
 // ReadResponse reads the next response head into resp. method is the method

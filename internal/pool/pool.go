@@ -1,7 +1,12 @@
-// Package pool keeps idle upstream connections for reuse, one pool for the
-// whole process, keyed by peer. Sharing one pool across every goroutine is
-// what lets a busy proxy reuse connections well (see docs/design: nginx's
-// per-worker pools reuse badly).
+// Package pool keeps upstream connections for reuse: one pool for the whole
+// process, keyed by peer, shared by every goroutine. Sharing one pool is
+// what lets a busy proxy reuse connections well: nginx keeps one per
+// worker process and reuses connections badly (DESIGN.md, decision 3).
+//
+// A connection that carries one exchange at a time (HTTP/1.1) leaves the
+// pool while it is acquired and comes back when released. One that
+// carries several at once (HTTP/2: Conn.Streams above 1) stays in the pool
+// while acquired, shared, until all its streams are taken.
 package pool
 
 import (
@@ -20,9 +25,9 @@ const (
 
 // Limits bound the pool. Zero values mean the defaults.
 type Limits struct {
-	MaxIdlePerPeer int           // idle connections kept per peer
-	MaxIdle        int           // idle connections kept in all; 0: no limit but per peer
-	IdleTimeout    time.Duration // an idle connection older than this is closed
+	MaxIdlePerPeer int           // connections kept per peer
+	MaxIdle        int           // connections kept in all; 0: no limit but per peer
+	IdleTimeout    time.Duration // a connection idle longer than this is closed
 	MaxLifetime    time.Duration // a connection older than this is not reused; 0: no limit
 }
 
@@ -30,23 +35,28 @@ type Limits struct {
 type Conn interface {
 	comparable
 	Close() error
+	// Streams is how many exchanges the connection carries at once: 1 for
+	// HTTP/1.1; for HTTP/2 the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+	Streams() int
 }
 
 type entry[C Conn] struct {
 	c         C
 	created   time.Duration
-	idleSince time.Duration
+	idleSince time.Duration // when its last stream was released
+	inUse     int           // streams acquired (multiplexed connections only)
+	draining  bool          // no new streams; closed when the last is released
 }
 
-// Pool holds idle connections. It is safe for concurrent use.
+// Pool holds connections. It is safe for concurrent use.
 //
 // Times are readings of one monotonic clock, as durations since any fixed
-// instant the caller chooses (time.Since of its start, say): they cost
-// less to take and compare than time.Time.
+// instant the caller chooses (mono.Now): they cost less to take and
+// compare than time.Time.
 type Pool[C Conn] struct {
 	limits Limits
 	mu     sync.Mutex
-	idle   map[string]*[]entry[C] // a key, once seen, keeps its list: no map writes per use
+	conns  map[string]*[]entry[C] // a key, once seen, keeps its list: no map writes per use
 	count  int
 }
 
@@ -58,100 +68,192 @@ func New[C Conn](l Limits) *Pool[C] {
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = DefaultIdleTimeout
 	}
-	return &Pool[C]{limits: l, idle: make(map[string]*[]entry[C])}
+	return &Pool[C]{limits: l, conns: make(map[string]*[]entry[C])}
 }
 
-// Get returns the most recently used idle connection to key that is still
-// within its limits, or ok false. Expired connections found on the way are
-// closed. The caller checks that the connection is still open before use.
-func (p *Pool[C]) Get(key string, now time.Duration) (c C, ok bool) {
+// Acquire returns a connection to key that can take an exchange (the most
+// recently released one still within its limits) and when it was made,
+// or ok false. Expired connections found on the way are closed. The
+// caller checks that the connection is still open before use, and
+// releases it after.
+func (p *Pool[C]) Acquire(key string, now time.Duration) (c C, created time.Duration, ok bool) {
 	var expired []C
 	p.mu.Lock()
-	if list := p.idle[key]; list != nil {
-		for len(*list) > 0 {
-			l := *list
-			e := l[len(l)-1]
-			l[len(l)-1] = entry[C]{}
-			*list = l[:len(l)-1]
-			p.count--
-			if !p.expired(e, now) {
-				c, ok = e.c, true
-				break
+	if list := p.conns[key]; list != nil {
+		l := *list
+		for i := len(l) - 1; i >= 0; i-- {
+			e := &l[i]
+			if e.inUse > 0 { // a shared connection, busy
+				if !e.draining && e.inUse < e.c.Streams() {
+					e.inUse++
+					c, created, ok = e.c, e.created, true
+					break
+				}
+				continue
 			}
-			expired = append(expired, e.c)
+			if p.expired(e, now) {
+				expired = append(expired, e.c)
+				l = p.remove(l, i)
+				continue
+			}
+			c, created, ok = e.c, e.created, true
+			if e.c.Streams() > 1 {
+				e.inUse++ // it stays, shared
+			} else {
+				l = p.remove(l, i)
+			}
+			break
 		}
+		*list = l
 	}
 	p.mu.Unlock()
 	for _, x := range expired {
 		x.Close()
 	}
-	return c, ok
+	return c, created, ok
 }
 
-func (p *Pool[C]) expired(e entry[C], now time.Duration) bool {
+// remove takes entry i out of l. Called with p.mu held.
+func (p *Pool[C]) remove(l []entry[C], i int) []entry[C] {
+	copy(l[i:], l[i+1:])
+	l[len(l)-1] = entry[C]{}
+	p.count--
+	return l[:len(l)-1]
+}
+
+func (p *Pool[C]) expired(e *entry[C], now time.Duration) bool {
 	return now-e.idleSince > p.limits.IdleTimeout ||
 		(p.limits.MaxLifetime > 0 && now-e.created > p.limits.MaxLifetime)
 }
 
-// Put offers an idle connection for reuse. It reports false, and closes c,
-// if the pool for key, or the whole pool, is full or c is past its
-// lifetime. The oldest idle
-// connections of key are closed once expired.
-func (p *Pool[C]) Put(key string, c C, created, now time.Duration) bool {
-	e := entry[C]{c: c, created: created, idleSince: now}
+// Add puts a multiplexed connection just dialled, whose first stream the
+// caller holds, in the pool, so that other exchanges share it at once. It
+// adds nothing, and reports false, for a connection that carries one
+// exchange at a time (it joins the pool when released), or when the pool
+// is full (the caller keeps the connection to itself until it releases
+// it).
+func (p *Pool[C]) Add(key string, c C, created time.Duration) bool {
+	if c.Streams() <= 1 {
+		return false
+	}
 	p.mu.Lock()
-	list := p.idle[key]
+	defer p.mu.Unlock()
+	list := p.list(key)
+	if !p.room(*list) {
+		return false
+	}
+	*list = append(*list, entry[C]{c: c, created: created, idleSince: created, inUse: 1})
+	p.count++
+	return true
+}
+
+func (p *Pool[C]) list(key string) *[]entry[C] {
+	list := p.conns[key]
 	if list == nil {
 		list = new([]entry[C])
-		p.idle[key] = list
+		p.conns[key] = list
 	}
+	return list
+}
+
+func (p *Pool[C]) room(l []entry[C]) bool {
+	return len(l) < p.limits.MaxIdlePerPeer && (p.limits.MaxIdle <= 0 || p.count < p.limits.MaxIdle)
+}
+
+// Release gives back a connection acquired from the pool, or dialled for
+// an exchange. reusable says it can take another exchange; if not, or if
+// the pool is full or it is past its lifetime, it is closed (a shared one
+// once its last stream is released), and Release reports false. The
+// oldest connections of key are closed once expired.
+func (p *Pool[C]) Release(key string, c C, reusable bool, created, now time.Duration) bool {
+	var closing []C
+	p.mu.Lock()
+	list := p.list(key)
 	l := *list
-	// Drop expired connections from the old end.
-	n := 0
-	for n < len(l) && p.expired(l[n], now) {
-		n++
+	// Drop expired idle connections from the old end.
+	for len(l) > 0 && l[0].inUse == 0 && p.expired(&l[0], now) {
+		closing = append(closing, l[0].c)
+		l = p.remove(l, 0)
 	}
-	var stale []entry[C]
-	if n > 0 {
-		stale = append(stale, l[:n]...)
-		l = append(l[:0], l[n:]...)
-		clear(l[len(l) : len(l)+n])
-		p.count -= n
+	kept := false
+	shared := false
+	for i := range l {
+		if c.Streams() <= 1 {
+			break // not shared: it is not in the list
+		}
+		if e := &l[i]; e.inUse > 0 && e.c == c {
+			shared = true
+			e.inUse--
+			e.draining = e.draining || !reusable
+			if e.inUse > 0 {
+				kept = !e.draining
+			} else if e.draining || p.expired(e, now) {
+				l = p.remove(l, i)
+			} else {
+				e.idleSince, kept = now, true
+			}
+			break
+		}
 	}
-	ok := len(l) < p.limits.MaxIdlePerPeer && !p.expired(e, now) &&
-		(p.limits.MaxIdle <= 0 || p.count < p.limits.MaxIdle)
-	if ok {
-		l = append(l, e)
-		p.count++
+	if !shared {
+		e := entry[C]{c: c, created: created, idleSince: now}
+		if reusable && p.room(l) && !p.expired(&e, now) {
+			l = append(l, e)
+			p.count++
+			kept = true
+		}
 	}
 	*list = l
 	p.mu.Unlock()
-	for _, s := range stale {
-		s.c.Close()
+	if !kept && (!shared || !p.holds(key, c)) {
+		closing = append(closing, c)
 	}
-	if !ok {
-		c.Close()
+	for _, x := range closing {
+		x.Close()
 	}
-	return ok
+	return kept
 }
 
-// Len returns the number of idle connections held.
+// holds reports whether c is still in the pool for key (a shared
+// connection others still use).
+func (p *Pool[C]) holds(key string, c C) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range *p.list(key) {
+		if e.c == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Len returns the number of connections held.
 func (p *Pool[C]) Len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.count
 }
 
-// CloseIdle closes every idle connection.
+// CloseIdle closes every connection that carries no exchange. Shared
+// connections in use are closed when their last stream is released.
 func (p *Pool[C]) CloseIdle() {
+	var idle []C
 	p.mu.Lock()
-	idle := p.idle
-	p.idle = make(map[string]*[]entry[C])
-	p.count = 0
-	p.mu.Unlock()
-	for _, list := range idle {
-		for _, e := range *list {
-			e.c.Close()
+	for _, list := range p.conns {
+		l := *list
+		for i := 0; i < len(l); {
+			if l[i].inUse == 0 {
+				idle = append(idle, l[i].c)
+				l = p.remove(l, i)
+				continue
+			}
+			l[i].draining = true
+			i++
 		}
+		*list = l
+	}
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
 	}
 }

@@ -5,34 +5,38 @@ import (
 	"time"
 )
 
+// fakeConn stands in for a connection: the pool only counts and closes
+// them.
 type fakeConn struct {
-	id     int
-	closed bool
+	id      int
+	streams int // 0: one at a time
+	closed  bool
 }
 
 func (c *fakeConn) Close() error { c.closed = true; return nil }
+func (c *fakeConn) Streams() int { return max(c.streams, 1) }
 
-func TestGetPutLIFOAndLimits(t *testing.T) {
+func TestAcquireReleaseLIFOAndLimits(t *testing.T) {
 	p := New[*fakeConn](Limits{MaxIdlePerPeer: 2, IdleTimeout: time.Minute, MaxLifetime: time.Hour})
 	now := 1000 * time.Second
 	a, b, c := &fakeConn{id: 1}, &fakeConn{id: 2}, &fakeConn{id: 3}
-	if !p.Put("k", a, now, now) || !p.Put("k", b, now, now) {
-		t.Fatal("Put refused under the limit")
+	if !p.Release("k", a, true, now, now) || !p.Release("k", b, true, now, now) {
+		t.Fatal("Release refused under the limit")
 	}
-	if p.Put("k", c, now, now) || !c.closed {
+	if p.Release("k", c, true, now, now) || !c.closed {
 		t.Fatal("a third idle connection was kept past MaxIdlePerPeer")
 	}
-	if got, ok := p.Get("k", now); !ok || got != b {
+	if got, _, ok := p.Acquire("k", now); !ok || got != b {
 		t.Fatalf("Get = %v, want the most recently used (b)", got)
 	}
-	if _, ok := p.Get("other", now); ok {
+	if _, _, ok := p.Acquire("other", now); ok {
 		t.Fatal("Get found a connection for another peer")
 	}
 	if p.Len() != 1 {
 		t.Fatalf("Len = %d", p.Len())
 	}
 	// Past the idle timeout, a is closed rather than returned.
-	if _, ok := p.Get("k", now+2*time.Minute); ok || !a.closed {
+	if _, _, ok := p.Acquire("k", now+2*time.Minute); ok || !a.closed {
 		t.Fatalf("expired connection returned (closed %v)", a.closed)
 	}
 }
@@ -41,11 +45,11 @@ func TestMaxLifetimeAndCloseIdle(t *testing.T) {
 	p := New[*fakeConn](Limits{MaxLifetime: time.Minute})
 	born := 1000 * time.Second
 	old := &fakeConn{}
-	if p.Put("k", old, born, born+2*time.Minute) || !old.closed {
+	if p.Release("k", old, true, born, born+2*time.Minute) || !old.closed {
 		t.Fatal("a connection past its lifetime was pooled")
 	}
 	fresh := &fakeConn{}
-	p.Put("k", fresh, born, born)
+	p.Release("k", fresh, true, born, born)
 	p.CloseIdle()
 	if !fresh.closed || p.Len() != 0 {
 		t.Fatal("CloseIdle left a connection")
@@ -58,13 +62,80 @@ func TestMaxIdle(t *testing.T) {
 	p := New[*fakeConn](Limits{MaxIdlePerPeer: 10, MaxIdle: 2})
 	now := time.Second
 	a, b, c := &fakeConn{id: 1}, &fakeConn{id: 2}, &fakeConn{id: 3}
-	if !p.Put("x", a, now, now) || !p.Put("y", b, now, now) {
-		t.Fatal("Put refused under the limit")
+	if !p.Release("x", a, true, now, now) || !p.Release("y", b, true, now, now) {
+		t.Fatal("Release refused under the limit")
 	}
-	if p.Put("z", c, now, now) || !c.closed {
+	if p.Release("z", c, true, now, now) || !c.closed {
 		t.Fatal("a third idle connection was kept past MaxIdle")
 	}
-	if _, ok := p.Get("x", now); !ok || !p.Put("z", c, now, now) {
-		t.Fatal("room made by Get was not used")
+	if _, _, ok := p.Acquire("x", now); !ok || !p.Release("z", c, true, now, now) {
+		t.Fatal("room made by Acquire was not used")
+	}
+}
+
+// TestNotReusable: a connection released as not reusable is closed, not
+// kept.
+func TestNotReusable(t *testing.T) {
+	p := New[*fakeConn](Limits{})
+	a := &fakeConn{}
+	if p.Release("k", a, false, 0, time.Second) || !a.closed || p.Len() != 0 {
+		t.Fatal("a connection released as not reusable was kept")
+	}
+}
+
+// TestShared: a multiplexed connection stays in the pool while acquired,
+// is handed to further Acquires until its streams are all taken, is
+// closed once drained after a release as not reusable, and CloseIdle
+// leaves it to its last stream.
+func TestShared(t *testing.T) {
+	p := New[*fakeConn](Limits{})
+	now := time.Second
+	m := &fakeConn{id: 1, streams: 2}
+	if !p.Add("k", m, now) {
+		t.Fatal("Add refused a multiplexed connection")
+	}
+	if p.Add("k", &fakeConn{}, now) {
+		t.Fatal("Add took a connection that carries one exchange at a time")
+	}
+	if got, _, ok := p.Acquire("k", now); !ok || got != m {
+		t.Fatal("the shared connection's second stream was not given")
+	}
+	if _, _, ok := p.Acquire("k", now); ok {
+		t.Fatal("a third stream was given on a connection that carries two")
+	}
+	// One stream ends: its room is given again.
+	if !p.Release("k", m, true, now, now) {
+		t.Fatal("a shared connection was dropped on a reusable release")
+	}
+	if got, _, ok := p.Acquire("k", now); !ok || got != m {
+		t.Fatal("a released stream's room was not given again")
+	}
+	// CloseIdle while both streams run: it drains, and is closed with its
+	// last stream, not before.
+	p.CloseIdle()
+	if m.closed {
+		t.Fatal("CloseIdle closed a connection in use")
+	}
+	if _, _, ok := p.Acquire("k", now); ok {
+		t.Fatal("a draining connection took a new stream")
+	}
+	p.Release("k", m, true, now, now)
+	if m.closed {
+		t.Fatal("closed with a stream still running")
+	}
+	p.Release("k", m, true, now, now)
+	if !m.closed || p.Len() != 0 {
+		t.Fatalf("not closed after its last stream (closed %v, len %d)", m.closed, p.Len())
+	}
+
+	// Released idle, it is reused as a whole and then shared again.
+	n := &fakeConn{id: 2, streams: 2}
+	p.Add("k", n, now)
+	p.Release("k", n, true, now, now)
+	if got, _, ok := p.Acquire("k", now); !ok || got != n || p.Len() != 1 {
+		t.Fatal("an idle shared connection was not reused in place")
+	}
+	if p.Release("k", n, false, now, now) || !n.closed || p.Len() != 0 {
+		t.Fatal("a shared connection released as not reusable was kept")
 	}
 }

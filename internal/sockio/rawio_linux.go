@@ -1,4 +1,4 @@
-package proxy
+package sockio
 
 import (
 	"net"
@@ -17,14 +17,14 @@ import (
 // Skipping the lock is safe only while no other goroutine can close the
 // socket or uses it. So: a connection's socket is closed only by the
 // goroutine serving it, or while no goroutine serves it (parked, pooled);
-// Server.Close shuts sockets down instead, which keeps their descriptors.
-// And the raw path is off (raw = -1) while a body copier or the watcher
-// runs beside the serving goroutine: they read and write through net.Conn,
-// and are stopped with deadlines, which the raw path does not see.
+// Server.Close shuts sockets down instead (Shutdown), which keeps their
+// descriptors. And callers turn the raw path off while another goroutine
+// uses the socket beside theirs or may stop a wait with a deadline, which
+// the raw path does not see.
 
-// plainFD returns fd, the descriptor of nc, if nc is a plain TCP or Unix
+// PlainFD returns fd, the descriptor of nc, if nc is a plain TCP or Unix
 // socket, whose bytes are the connection's; else -1.
-func plainFD(nc net.Conn, fd int32) int32 {
+func PlainFD(nc net.Conn, fd int32) int32 {
 	switch nc.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		return fd
@@ -32,14 +32,15 @@ func plainFD(nc net.Conn, fd int32) int32 {
 	return -1
 }
 
-// rawRead reads into p from fd, and returns how many bytes it read; 0 when
-// it read none, for any reason (would block, end of file, an error): the
-// caller then reads through net.Conn, which waits, or reports the error.
-func rawRead(fd int32, p []byte) int { return rawCall(syscall.SYS_READ, fd, p) }
+// Read reads into p from fd, and returns how many bytes it read; 0 when it
+// read none, for any reason (would block, end of file, an error, fd < 0):
+// the caller then reads through net.Conn, which waits, or reports the
+// error.
+func Read(fd int32, p []byte) int { return rawCall(syscall.SYS_READ, fd, p) }
 
-// rawWrite writes what of p it can to fd without waiting, and returns how
+// Write writes what of p it can to fd without waiting, and returns how
 // much; the caller writes the rest through net.Conn.
-func rawWrite(fd int32, p []byte) int { return rawCall(syscall.SYS_WRITE, fd, p) }
+func Write(fd int32, p []byte) int { return rawCall(syscall.SYS_WRITE, fd, p) }
 
 func rawCall(trap uintptr, fd int32, p []byte) int {
 	if fd < 0 || len(p) == 0 {
@@ -52,9 +53,9 @@ func rawCall(trap uintptr, fd int32, p []byte) int {
 	return int(n)
 }
 
-// shutdown ends the connection of nc for both directions without closing
+// Shutdown ends the connection of nc for both directions without closing
 // its descriptor, and reports whether it could.
-func shutdown(nc net.Conn) bool {
+func Shutdown(nc net.Conn) bool {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return false

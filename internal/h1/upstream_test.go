@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"errors"
@@ -6,6 +6,9 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/straitproxy/strait/internal/http1"
+	"github.com/straitproxy/strait/internal/mono"
 )
 
 // TestRawIOTotalLimit: once the upstream total deadline has passed, reads
@@ -29,16 +32,14 @@ func TestRawIOTotalLimit(t *testing.T) {
 	}
 	defer peer.Close()
 
-	u := &upConn{nc: nc, readIdle: time.Minute, writeIdle: time.Minute}
-	u.alive.init(nc)
-	u.rawFD = plainFD(nc, u.alive.fd)
-	u.raw = u.rawFD
+	u := NewUpstream(nc, http1.Limits{})
 	if _, err := peer.Write([]byte("response bytes")); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 64)
 	// Within the limit the bytes are read (and, on Linux, raw).
-	u.limit = mono() + time.Minute
+	u.Begin(mono.Now()+time.Minute, time.Minute, time.Minute)
+	u.readIdle = time.Minute
 	if n, err := u.Read(buf[:4]); n != 4 || err != nil {
 		t.Fatalf("read within the limit: %d, %v", n, err)
 	}
@@ -46,7 +47,8 @@ func TestRawIOTotalLimit(t *testing.T) {
 		t.Fatalf("write within the limit: %d, %v", n, err)
 	}
 
-	u.limit = 1 // long past
+	u.Begin(1, time.Minute, time.Minute) // long past
+	u.readIdle = time.Minute
 	if n, err := u.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("read past the limit: %d bytes (%q), %v; want a timeout", n, buf[:n], err)
 	}

@@ -5,79 +5,25 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 
 	"github.com/straitproxy/strait/header"
-	"github.com/straitproxy/strait/internal/http1"
+	"github.com/straitproxy/strait/internal/hop"
 )
-
-// protected reports whether a Connection option may not remove name: Host
-// and the fields strait sets for the upstream.
-func protected(name []byte) bool {
-	for _, p := range [...]string{"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id"} {
-		if header.EqualFold(name, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// stripHopByHop removes the connection's own fields (http1.IsConnField:
-// hop-by-hop fields, RFC 9110 §7.6.1, and the framing fields strait writes
-// itself) and those the Connection fields name.
-func stripHopByHop(h *header.Header) {
-	// The options of the Connection fields, less those that name a field
-	// removed anyway ("keep-alive", "upgrade"), or none ("close").
-	var optBuf [8][]byte
-	opts := optBuf[:0]
-	h.DelFunc(func(f header.Field) bool {
-		if !http1.IsConnField(f.Name) {
-			return false
-		}
-		if header.EqualFold(f.Name, "connection") {
-			for tok := range header.Elements(f.Value) {
-				if !http1.IsConnField(tok) && !header.EqualFold(tok, "close") {
-					opts = append(opts, tok)
-				}
-			}
-		}
-		return true
-	})
-	if len(opts) == 0 {
-		return // most messages
-	}
-	h.DelFunc(func(f header.Field) bool {
-		for _, o := range opts {
-			if header.EqualFold(f.Name, o) {
-				return !protected(f.Name)
-			}
-		}
-		return false
-	})
-}
-
-// stripConnFields is stripHopByHop for a header as parsed, whose
-// connection fields the parser marked: most heads.
-func stripConnFields(h *header.Header, cf http1.ConnFields) {
-	if cf.Complete {
-		h.DelMask(cf.Mask)
-		return
-	}
-	stripHopByHop(h)
-}
 
 // prepareUpstreamRequest turns the downstream request into the one sent
 // upstream: hop-by-hop fields go, forwarding fields and a request ID come.
 // A request filter may have changed the fields the parser marked.
-func (c *conn) prepareUpstreamRequest(s *Session) {
-	h := &s.Request.Header
-	if c.srv.phases.RequestFilter == nil {
-		stripConnFields(h, c.req.Conn)
+func (x *call) prepareUpstreamRequest() {
+	h := &x.sess.Request.Header
+	if x.srv.phases.RequestFilter == nil {
+		hop.StripMarked(h, x.head.Conn)
 	} else {
-		stripHopByHop(h)
+		hop.Strip(h)
 	}
-	c.addForwarding(s)
+	x.addForwarding()
 }
 
 // The fields addForwarding looks at.
@@ -126,10 +72,12 @@ func forwardingField(name []byte) int {
 // sends the request's ID (Session.RequestID) as its one X-Request-Id. From
 // a client that is not trusted, earlier forwarding fields are dropped. One
 // pass over the fields finds what is there.
-func (c *conn) addForwarding(s *Session) {
+func (x *call) addForwarding() {
+	s := &x.sess
 	h := &s.Request.Header
-	trusted := c.trusted
-	fwd := c.srv.opts.Forwarding.Forwarded
+	client := s.ClientAddr.Addr().Unmap()
+	trusted := x.srv.trusts(client)
+	fwd := x.srv.opts.Forwarding.Forwarded
 	var xffBuf, fwdBuf [256]byte
 	xff, prevFwd := xffBuf[:0], fwdBuf[:0]
 	hasHost, hasProto, hasXFHost, hasID := false, false, false, false
@@ -167,12 +115,12 @@ func (c *conn) addForwarding(s *Session) {
 		}
 		return false
 	})
-	if c.req.Form == 1 || !hasHost { // absolute-form: its authority wins
+	if x.head.AuthorityFirst || !hasHost { // absolute-form: its authority wins
 		h.Set("Host", string(s.Request.Authority))
 	}
 
 	var ipb [64]byte
-	ip := c.remote.Addr().Unmap().AppendTo(ipb[:0])
+	ip := client.AppendTo(ipb[:0])
 	h.AddBytes([]byte("X-Forwarded-For"), append(xff, ip...))
 	if !hasProto {
 		h.Add("X-Forwarded-Proto", s.Request.Scheme)
@@ -182,7 +130,7 @@ func (c *conn) addForwarding(s *Session) {
 	}
 	if fwd {
 		f := append(prevFwd, "for="...)
-		if c.remote.Addr().Unmap().Is6() {
+		if client.Is6() {
 			f = append(append(append(f, "\"["...), ip...), "]\""...)
 		} else {
 			f = append(f, ip...)
@@ -196,6 +144,17 @@ func (c *conn) addForwarding(s *Session) {
 	if !hasID {
 		h.AddBytes([]byte("X-Request-Id"), s.RequestID)
 	}
+}
+
+// trusts reports whether a client at addr may vouch for earlier hops in
+// X-Forwarded-* (Forwarding.TrustedProxies).
+func (srv *Server) trusts(addr netip.Addr) bool {
+	for _, p := range srv.opts.Forwarding.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // validRequestID reports whether a client's X-Request-Id may name its

@@ -1,4 +1,4 @@
-package proxy
+package hop_test
 
 import (
 	"bytes"
@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/hop"
 	"github.com/straitproxy/strait/internal/http1"
 )
 
 // FuzzStripConnFields reads its input as a request head and as a response
 // head, and checks that removing the connection's fields by the parser's
-// marks (gatherFacts) leaves what stripHopByHop, which asks IsConnField of
+// marks (StripMarked) leaves what Strip, which asks IsConnField of
 // every name, leaves.
 func FuzzStripConnFields(f *testing.F) {
 	many := new(strings.Builder)
@@ -47,15 +48,15 @@ func FuzzStripConnFields(f *testing.F) {
 	})
 }
 
-func checkStrip(t *testing.T, what string, h *header.Header, cf http1.ConnFields) {
+func checkStrip(t *testing.T, what string, h *header.Header, m hop.Marks) {
 	t.Helper()
 	var want, got header.Header
 	want.CopyFrom(h)
 	got.CopyFrom(h)
-	stripHopByHop(&want)
-	stripConnFields(&got, cf)
+	hop.Strip(&want)
+	hop.StripMarked(&got, m)
 	if !reflect.DeepEqual(names(&got), names(&want)) {
-		t.Fatalf("%s with fields %q (marks %+v): kept %q, want %q", what, names(h), cf, names(&got), names(&want))
+		t.Fatalf("%s with fields %q (marks %+v): kept %q, want %q", what, names(h), m, names(&got), names(&want))
 	}
 }
 

@@ -1,6 +1,6 @@
 //go:build unix
 
-package proxy
+package fdlimit
 
 import (
 	"fmt"
@@ -22,8 +22,8 @@ func TestIsFDExhausted(t *testing.T) {
 		{&net.DNSError{Err: "no such host", Name: "example.com", IsNotFound: true}, false},
 		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, false},
 	} {
-		if got := isFDExhausted(tc.err); got != tc.want {
-			t.Errorf("isFDExhausted(%v) = %v, want %v", tc.err, got, tc.want)
+		if got := Exhausted(tc.err); got != tc.want {
+			t.Errorf("Exhausted(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }

@@ -1,8 +1,8 @@
-package proxy
+package park
 
 import "sync"
 
-// workers keeps the goroutines of connections that ended (closed, or
+// Workers keeps the goroutines of connections that ended (closed, or
 // parked), and runs the next connection (a new one, or a parked one that
 // resumes) on one of them rather than on a new goroutine.
 //
@@ -13,9 +13,9 @@ import "sync"
 // (5%). An idle worker waits on its own channel; at most maxIdleWorkers
 // wait, the most recent first, so that a burst of closing connections
 // does not leave many stacks behind.
-type workers struct {
+type Workers struct {
 	mu     sync.Mutex
-	idle   []chan task // the most recently idle last
+	idle   []chan Task // the most recently idle last
 	closed bool
 }
 
@@ -23,23 +23,12 @@ type workers struct {
 // stacks at most.
 const maxIdleWorkers = 64
 
-// task is a connection to serve: a new one (start), or one that resumes
-// from parking with its next request readable.
-type task struct {
-	c      *conn
-	resume bool
-}
+// Task is a connection to serve: a new one, or one that resumes from
+// parking with its next request readable.
+type Task interface{ Run() }
 
-func (t task) run() {
-	if t.resume {
-		t.c.serve(true)
-	} else {
-		t.c.start()
-	}
-}
-
-// run runs t on an idle worker, or on a new goroutine.
-func (w *workers) run(t task) {
+// Run runs t on an idle worker, or on a new goroutine.
+func (w *Workers) Run(t Task) {
 	w.mu.Lock()
 	if n := len(w.idle); n > 0 {
 		ch := w.idle[n-1]
@@ -55,34 +44,34 @@ func (w *workers) run(t task) {
 
 // work runs t, then the tasks it is given while idle, until there are
 // enough idle workers or they are closed.
-func (w *workers) work(t task) {
-	var ch chan task
+func (w *Workers) work(t Task) {
+	var ch chan Task
 	for {
-		t.run()
+		t.Run()
 		w.mu.Lock()
 		if w.closed || len(w.idle) >= maxIdleWorkers {
 			w.mu.Unlock()
 			return
 		}
 		if ch == nil {
-			ch = make(chan task, 1)
+			ch = make(chan Task, 1)
 		}
 		w.idle = append(w.idle, ch)
 		w.mu.Unlock()
-		if t = <-ch; t.c == nil {
+		if t = <-ch; t == nil {
 			return // closed
 		}
 	}
 }
 
-// close ends the idle workers, and those that become idle from now on.
-func (w *workers) close() {
+// Close ends the idle workers, and those that become idle from now on.
+func (w *Workers) Close() {
 	w.mu.Lock()
 	w.closed = true
 	idle := w.idle
 	w.idle = nil
 	w.mu.Unlock()
 	for _, ch := range idle {
-		ch <- task{}
+		ch <- nil
 	}
 }

@@ -1,0 +1,192 @@
+package h1
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/straitproxy/strait/internal/fdlimit"
+	"github.com/straitproxy/strait/internal/http1"
+	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/internal/park"
+	"github.com/straitproxy/strait/internal/sockio"
+	"github.com/straitproxy/strait/internal/stream"
+)
+
+// Server is what the HTTP/1 connections of one proxy share: their
+// settings, the Handler of their requests, the parker and workers that
+// hold and run them, and the set of them that Shutdown and Close end. Set
+// the exported fields before the first Serve.
+type Server struct {
+	Handler            stream.Handler
+	Timeouts           Timeouts
+	Head               http1.Limits // request heads
+	MaxRequestsPerConn int          // 0: no limit
+	Logger             *slog.Logger
+	// Open counts the server's open connections, for its owner's metrics.
+	Open *atomic.Int64
+
+	shutting atomic.Bool
+	workers  park.Workers
+
+	parker    atomic.Pointer[park.Parker] // nil until made, or while it cannot be
+	parkMu    sync.Mutex                  // guards the two below
+	parkTried time.Duration               // when making the parker last failed (mono)
+	parkDone  bool                        // closing, or unsupported: no parker is made
+
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	closing bool // Close has run: new tunnels must not start
+}
+
+// Timeouts are the waits of a server connection (proxy.Timeouts).
+type Timeouts struct {
+	Header time.Duration // a request head, once begun (and a new connection's first)
+	Body   time.Duration // each read of a request body
+	Write  time.Duration // each write of a response
+	Idle   time.Duration // between requests
+}
+
+// Serve serves the HTTP/1.1 connection nc on a worker goroutine. listener
+// counts the open connections of the listener it came from. When nc
+// closes it is uncounted from listener and Open, and its socket from
+// fdlimit's count, which the caller took.
+func (srv *Server) Serve(nc net.Conn, listener *atomic.Int64) {
+	c := &conn{srv: srv, listener: listener}
+	c.remote, c.local = sockio.AddrPort(nc.RemoteAddr()), sockio.AddrPort(nc.LocalAddr())
+	fd := c.ready.Init(nc)
+	c.sock.Init(nc, fd)
+	c.wait.Init(fd, c)
+	c.wait.IdleSince = mono.Now()
+	srv.Open.Add(1)
+	srv.mu.Lock()
+	if srv.conns == nil {
+		srv.conns = make(map[*conn]struct{})
+	}
+	srv.conns[c] = struct{}{}
+	srv.mu.Unlock()
+	srv.workers.Run((*startTask)(c))
+}
+
+// startTask starts a new connection; resumeTask resumes a parked one whose
+// next request is readable.
+type (
+	startTask  conn
+	resumeTask conn
+)
+
+func (t *startTask) Run()  { (*conn)(t).serve(false) }
+func (t *resumeTask) Run() { (*conn)(t).serve(true) }
+
+func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
+
+// Parker returns the server's parker, made on first use (call it before
+// the first Serve, while descriptors are plenty). Should making it fail
+// (out of descriptors, say), idle connections wait on goroutines of their
+// own, and it is tried again a second later.
+func (srv *Server) Parker() *park.Parker {
+	if p := srv.parker.Load(); p != nil {
+		return p
+	}
+	srv.parkMu.Lock()
+	defer srv.parkMu.Unlock()
+	now := mono.Now()
+	if p := srv.parker.Load(); p != nil || srv.parkDone || srv.parkTried != 0 && now-srv.parkTried < time.Second {
+		return p
+	}
+	p, err := park.New()
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		srv.parkDone = true
+		return nil
+	case err != nil:
+		srv.parkTried = now
+		srv.Logger.Warn("idle connections wait on goroutines until the parker can be made", "err", err)
+		return nil
+	}
+	srv.parker.Store(p)
+	return p
+}
+
+// closeParked closes the parked connections, which are all idle; with
+// serve, those whose next request has begun to arrive are served first.
+func (srv *Server) closeParked(serve bool) {
+	srv.parkMu.Lock()
+	srv.parkDone = true // no parker is made after this
+	p := srv.parker.Load()
+	srv.parkMu.Unlock()
+	if p != nil {
+		p.CloseAll(serve)
+	}
+}
+
+// Shutdown begins a graceful shutdown: idle connections close, requests
+// in flight finish (their connections close after them; a request whose
+// bytes had begun to arrive is served too). Call Drain until it reports
+// none are left.
+func (srv *Server) Shutdown() {
+	srv.shutting.Store(true)
+	srv.closeParked(true)
+	srv.workers.Close()
+}
+
+// Drain ends the waits of connections waiting for their next request on a
+// goroutine of their own (the others notice the shutdown within
+// park.After, or after their request), and returns how many connections
+// are open.
+func (srv *Server) Drain() int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for c := range srv.conns {
+		// Such a wait is only for readability: ending it loses nothing.
+		if c.waiting.Load() {
+			c.sock.NC.SetReadDeadline(sockio.Past)
+		}
+	}
+	return len(srv.conns)
+}
+
+// Close closes every connection at once, tunnels included.
+func (srv *Server) Close() {
+	srv.shutting.Store(true)
+	srv.mu.Lock()
+	srv.closing = true
+	for c := range srv.conns {
+		// Shut down, not closed: the serving goroutine closes it (see
+		// sockio's raw path).
+		if !sockio.Shutdown(c.sock.NC) {
+			c.sock.NC.Close()
+		}
+		if c.tunnelUp != nil && !sockio.Shutdown(c.tunnelUp) {
+			c.tunnelUp.Close()
+		}
+	}
+	srv.mu.Unlock()
+	srv.closeParked(false)
+	srv.workers.Close()
+}
+
+func (srv *Server) untrack(c *conn) {
+	fdlimit.ReleaseSocket()
+	srv.Open.Add(-1)
+	c.listener.Add(-1)
+	srv.mu.Lock()
+	delete(srv.conns, c)
+	srv.mu.Unlock()
+}
+
+// rejectAnswer is what a connection over a limit gets before it is closed.
+const rejectAnswer = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nService Unavailable\n"
+
+// Refuse answers a connection that cannot be served with 503, and closes
+// it.
+func Refuse(nc net.Conn) {
+	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(nc, rejectAnswer)
+	nc.Close()
+}

@@ -1,0 +1,82 @@
+package sockio
+
+import (
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// FD returns nc's file descriptor, or -1 if it has none.
+func FD(nc net.Conn) int32 {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	return rawConnFD(rc)
+}
+
+func rawConnFD(rc syscall.RawConn) int32 {
+	fd := int32(-1)
+	rc.Control(func(f uintptr) { fd = int32(f) })
+	return fd
+}
+
+// Readable reports whether fd has something to read (bytes, end of file
+// or an error), without waiting or taking anything. It is a system call.
+// An unknown descriptor (fd < 0) is not readable.
+//
+// It peeks the descriptor directly, not through RawConn.Read, which would
+// fail once the connection's last read deadline has passed: an idle
+// pooled connection, say, whose owner nothing else disturbs.
+func Readable(fd int32) bool { return fd >= 0 && peek(uintptr(fd)) != syscall.EAGAIN }
+
+// Quiet reports whether fd has nothing to read: an open idle connection,
+// not one the peer closed or sent stray bytes on. An unknown descriptor
+// (fd < 0) is taken to be quiet.
+func Quiet(fd int32) bool { return fd < 0 || peek(uintptr(fd)) == syscall.EAGAIN }
+
+// peek looks at one byte without taking it or blocking, and returns the
+// errno (0 when there is a byte or end of file). It never blocks, so the
+// runtime need not be told of the system call (RawSyscall6: about 80 ns
+// less than Syscall6, of some 500 here).
+func peek(fd uintptr) syscall.Errno {
+	var b [1]byte
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno
+}
+
+// Readiness waits until a connection has something to read (bytes, end of
+// file or an error) without reading it, so the wait needs no buffer.
+type Readiness struct {
+	rc syscall.RawConn
+	fn func(fd uintptr) bool
+}
+
+// Init readies r for nc, and returns nc's descriptor, or -1.
+func (r *Readiness) Init(nc net.Conn) int32 {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	r.rc = rc
+	r.fn = func(fd uintptr) bool { return peek(fd) != syscall.EAGAIN }
+	return rawConnFD(rc)
+}
+
+// Wait returns when the connection is readable, or with the read
+// deadline's error.
+func (r *Readiness) Wait() error {
+	if r.rc == nil {
+		return nil // the read that follows will block instead
+	}
+	return r.rc.Read(r.fn)
+}

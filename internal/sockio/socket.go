@@ -1,0 +1,85 @@
+package sockio
+
+import (
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Socket is a connection's socket as its owner uses it: net.Conn, the raw
+// path beside it (for a plain TCP or Unix socket, while no other goroutine
+// shares it), and the deadlines and interrupts of both directions.
+type Socket struct {
+	NC     net.Conn
+	FD     int32 // the descriptor; -1 if unknown
+	plain  int32 // FD if the socket is plain TCP or Unix; else -1
+	raw    int32 // plain while the raw path is on; else -1
+	shared int   // goroutines sharing the socket with its owner
+	rd, wr Deadline
+}
+
+// Init readies s for nc, whose descriptor is fd (-1 if unknown).
+func (s *Socket) Init(nc net.Conn, fd int32) {
+	s.NC, s.FD = nc, fd
+	s.plain = PlainFD(nc, fd)
+	s.raw = s.plain
+}
+
+// Share turns the raw path off while another goroutine uses the socket
+// or may stop a wait on it with a deadline; Unshare turns it back on once
+// the last such goroutine is done. Only the owner calls them, while no
+// other goroutine runs on the socket.
+func (s *Socket) Share() {
+	if s.shared == 0 {
+		s.raw = -1
+	}
+	s.shared++
+}
+
+func (s *Socket) Unshare() {
+	if s.shared--; s.shared == 0 {
+		s.raw = s.plain
+	}
+}
+
+// ReadRaw reads what it can without waiting (Read); 0 when the raw path is
+// off or it read nothing.
+func (s *Socket) ReadRaw(p []byte) int { return Read(s.raw, p) }
+
+// WriteRaw writes what it can without waiting (Write).
+func (s *Socket) WriteRaw(p []byte) int { return Write(s.raw, p) }
+
+// Raw reports whether the raw path is on.
+func (s *Socket) Raw() bool { return s.raw >= 0 }
+
+// EnsureReadDeadline and EnsureWriteDeadline keep a deadline (Deadline.Ensure).
+func (s *Socket) EnsureReadDeadline(now, d, limit time.Duration) {
+	s.rd.Ensure(s.NC.SetReadDeadline, now, d, limit)
+}
+
+func (s *Socket) EnsureWriteDeadline(now, d, limit time.Duration) {
+	s.wr.Ensure(s.NC.SetWriteDeadline, now, d, limit)
+}
+
+// SetReadDeadline sets the read deadline to t (zero: none), an exception
+// the next EnsureReadDeadline replaces (Deadline.Set).
+func (s *Socket) SetReadDeadline(t time.Time) { s.rd.Set(s.NC.SetReadDeadline, t) }
+
+// InterruptRead, InterruptWrite, ReadInterrupted, WriteInterrupted,
+// ResumeRead and ResumeWrite are Deadline's Interrupt, Interrupted and
+// Reset for each direction.
+func (s *Socket) InterruptRead()         { s.rd.Interrupt(s.NC.SetReadDeadline) }
+func (s *Socket) InterruptWrite()        { s.wr.Interrupt(s.NC.SetWriteDeadline) }
+func (s *Socket) ReadInterrupted() bool  { return s.rd.Interrupted() }
+func (s *Socket) WriteInterrupted() bool { return s.wr.Interrupted() }
+func (s *Socket) ResumeRead()            { s.rd.Reset(s.NC.SetReadDeadline) }
+func (s *Socket) ResumeWrite()           { s.wr.Reset(s.NC.SetWriteDeadline) }
+
+// AddrPort returns a's address and port, or the zero value.
+func AddrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
