@@ -148,6 +148,7 @@ func (x *call) finish(e *Error) stream.End {
 	s := &x.sess
 	x.srv.counters.failed(e)
 	if e.Kind == KindDownstreamGone || x.clientGone {
+		s.end(ErrClientGone)
 		return stream.Gone
 	}
 	if s.answered {

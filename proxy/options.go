@@ -37,8 +37,8 @@ const (
 	// DefaultTunnelIdleTimeout closes an upgraded (WebSocket) tunnel that
 	// carried nothing either way for this long.
 	DefaultTunnelIdleTimeout = 5 * time.Minute
-	// DefaultGracePeriod bounds how long shutdown waits for requests in
-	// flight.
+	// DefaultGracePeriod is how long strait's binary lets requests in
+	// flight finish when it stops: the context it gives Server.Shutdown.
 	DefaultGracePeriod = 30 * time.Second
 )
 
@@ -73,7 +73,6 @@ type Timeouts struct {
 	UpstreamRead   time.Duration // upstream: each read of a response body
 	UpstreamTotal  time.Duration // upstream: the whole exchange; default none
 	TunnelIdle     time.Duration // an upgraded tunnel with no traffic either way
-	Grace          time.Duration // shutdown: how long in-flight requests may finish
 }
 
 // Limits bound what one connection or request may use. Zero means the
@@ -137,7 +136,6 @@ func (o Options) withDefaults() Options {
 	def(&t.ResponseHeader, DefaultResponseHeaderTimeout)
 	def(&t.UpstreamRead, DefaultUpstreamReadTimeout)
 	def(&t.TunnelIdle, DefaultTunnelIdleTimeout)
-	def(&t.Grace, DefaultGracePeriod)
 	l := &o.Limits
 	if l.MaxRequestBody == 0 {
 		l.MaxRequestBody = DefaultMaxRequestBody

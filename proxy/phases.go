@@ -1,8 +1,9 @@
 package proxy
 
 // Phases are the steps of proxying one request that a program can fill in,
-// after Cloudflare Pingora's ProxyHttp. Every field is optional except
-// UpstreamPeer. They run in this order:
+// after Cloudflare Pingora's ProxyHttp. Every field is optional, but a
+// program sets UpstreamPeer, or a RequestFilter that answers requests
+// itself, or both (New refuses neither). They run in this order:
 //
 //	RequestFilter         may answer the request itself
 //	UpstreamPeer          chooses where the request goes
@@ -17,8 +18,11 @@ package proxy
 // (the request failed: choose the status to answer with).
 //
 // Hooks run on the request's goroutine, one request at a time per
-// connection; a Phases value is shared by every connection, so hooks must be
-// safe for concurrent use.
+// connection, except RequestBodyFilter: it runs on a goroutine that sends
+// the body while the response is awaited, and may run at the same time as
+// ResponseFilter and ResponseBodyFilter when the upstream answers before
+// it has the whole body. A Phases value is shared by every connection, so
+// hooks must be safe for concurrent use.
 type Phases struct {
 	// NewCtx returns the per-request value stored in Session.Ctx before
 	// RequestFilter runs.
@@ -31,7 +35,8 @@ type Phases struct {
 
 	// UpstreamPeer chooses the peer to send the request to. Returning an
 	// error fails the request (with Status 503 unless the error is an
-	// *Error that says otherwise).
+	// *Error that says otherwise). Without it, a request RequestFilter
+	// does not answer gets 502.
 	UpstreamPeer func(s *Session) (*Peer, error)
 
 	// UpstreamRequestFilter may change s.Request before its head is sent.

@@ -102,3 +102,37 @@ func TestProxyAllocs(t *testing.T) {
 		t.Errorf("%v allocations per proxied request, want 0", n)
 	}
 }
+
+// BenchmarkProxyConnClose sends each GET on a connection of its own, as
+// clients that close after one request do: what a connection costs.
+// Allocations are counted for the whole process, the client's dial
+// included.
+func BenchmarkProxyConnClose(b *testing.B) {
+	origin := rawOriginKeepAlive(b, "Hello, World!")
+	_, addr := proxytest.Proxy(b, to(origin), proxy.Options{})
+	req := []byte("GET /hello HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+	buf := make([]byte, 4096)
+	roundTrip := func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		for { // until strait closes
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
+	}
+	for range 100 { // warm the pools
+		roundTrip()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		roundTrip()
+	}
+}

@@ -94,9 +94,11 @@ type Stats struct {
 }
 
 // Context returns the request's context. It is cancelled when the request
-// ends (after Logging), or earlier when the client goes away, with
-// ErrClientGone as its cause (context.Cause). Hooks may hand it to work
-// they start for the request.
+// ends (after Logging), or earlier, with ErrClientGone as its cause
+// (context.Cause), when strait finds the client gone: while its request
+// body is read, while the response is awaited (the client is watched once
+// the wait passes 20 ms), or when the response cannot be written. Hooks
+// may hand it to work they start for the request.
 func (s *Session) Context() context.Context {
 	s.ctxMu.Lock()
 	defer s.ctxMu.Unlock()

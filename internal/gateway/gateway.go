@@ -141,7 +141,7 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 		Timeouts: proxy.Timeouts{
 			Header: d(t.Header), Body: d(t.Body), Write: d(t.Write), Idle: d(t.Idle),
 			Connect: d(t.Connect), UpstreamWrite: d(t.UpstreamWrite), ResponseHeader: d(t.ResponseHeader),
-			UpstreamRead: d(t.UpstreamRead), UpstreamTotal: d(t.UpstreamTotal), TunnelIdle: d(t.TunnelIdle), Grace: d(t.Grace),
+			UpstreamRead: d(t.UpstreamRead), UpstreamTotal: d(t.UpstreamTotal), TunnelIdle: d(t.TunnelIdle),
 		},
 		Limits: proxy.Limits{
 			Head: http1.Limits{MaxRequestLine: int(l.MaxRequestLine), MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},

@@ -345,19 +345,19 @@ func (r *Reader) readChunkSize() (int64, error) {
 
 // readLine returns the next CRLF-terminated line without its CRLF and
 // consumes it. The line is valid until the next read.
-func (r *Reader) readLine(max int, tooLong error) ([]byte, error) {
+func (r *Reader) readLine(limit int, tooLong error) ([]byte, error) {
 	scanned := 0
 	for {
-		// The line ends within max bytes and its CRLF: look no further, so
+		// The line ends within limit bytes and its CRLF: look no further, so
 		// that what is found does not depend on how many bytes have arrived.
-		win := min(r.w, r.r+max+2)
+		win := min(r.w, r.r+limit+2)
 		if i := bytes.IndexByte(r.buf[r.r+scanned:win], '\n'); i >= 0 {
 			end := r.r + scanned + i
 			if end == r.r || r.buf[end-1] != '\r' {
 				return nil, ErrBareLF
 			}
 			line := r.buf[r.r : end-1]
-			if end-1-r.r > max {
+			if end-1-r.r > limit {
 				return nil, tooLong
 			}
 			if bytes.IndexByte(line, '\r') >= 0 {
@@ -367,7 +367,7 @@ func (r *Reader) readLine(max int, tooLong error) ([]byte, error) {
 			return line, nil
 		}
 		scanned = win - r.r
-		if scanned == max+2 {
+		if scanned == limit+2 {
 			return nil, tooLong
 		}
 		if err := r.need(scanned + 1); err != nil {

@@ -741,20 +741,20 @@ func TestRequestLimitBoundaries(t *testing.T) {
 		const fixed = "GET / HTTP/1.1"
 		return "GET /" + strings.Repeat("a", n-len(fixed)) + " HTTP/1.1"
 	}
-	for _, max := range []int{64, DefaultMaxRequestLine} {
-		lim := Limits{MaxRequestLine: max}
-		if max == DefaultMaxRequestLine {
+	for _, limit := range []int{64, DefaultMaxRequestLine} {
+		lim := Limits{MaxRequestLine: limit}
+		if limit == DefaultMaxRequestLine {
 			lim = Limits{}
 		}
-		for _, n := range []int{max - 1, max, max + 1, max + 100} {
+		for _, n := range []int{limit - 1, limit, limit + 1, limit + 100} {
 			var want error
-			if n > max {
+			if n > limit {
 				want = ErrRequestLineTooBig
 			}
-			cases = append(cases, tc{fmt.Sprintf("request-line-%d/max-%d", n, max), line(n) + "\r\nHost: x\r\n\r\n", lim, want})
+			cases = append(cases, tc{fmt.Sprintf("request-line-%d/limit-%d", n, limit), line(n) + "\r\nHost: x\r\n\r\n", lim, want})
 		}
 		// A long line that never ends is refused once it passes the limit.
-		cases = append(cases, tc{fmt.Sprintf("request-line-unterminated/max-%d", max), line(max + 10), lim, ErrRequestLineTooBig})
+		cases = append(cases, tc{fmt.Sprintf("request-line-unterminated/limit-%d", limit), line(limit + 10), lim, ErrRequestLineTooBig})
 	}
 
 	// Head of exactly n bytes, start line and final CRLF included.
@@ -762,17 +762,17 @@ func TestRequestLimitBoundaries(t *testing.T) {
 		const fixed = "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: \r\n\r\n"
 		return "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", n-len(fixed)) + "\r\n\r\n"
 	}
-	for _, max := range []int{256, DefaultMaxHeaderBytes} {
-		lim := Limits{MaxHeaderBytes: max}
-		if max == DefaultMaxHeaderBytes {
+	for _, limit := range []int{256, DefaultMaxHeaderBytes} {
+		lim := Limits{MaxHeaderBytes: limit}
+		if limit == DefaultMaxHeaderBytes {
 			lim = Limits{}
 		}
-		for _, n := range []int{max - 1, max, max + 1, max + 2, max + 3, max + 100} {
+		for _, n := range []int{limit - 1, limit, limit + 1, limit + 2, limit + 3, limit + 100} {
 			var want error
-			if n > max {
+			if n > limit {
 				want = ErrHeaderTooBig
 			}
-			cases = append(cases, tc{fmt.Sprintf("head-%d/max-%d", n, max), head(n), lim, want})
+			cases = append(cases, tc{fmt.Sprintf("head-%d/limit-%d", n, limit), head(n), lim, want})
 		}
 	}
 
@@ -785,14 +785,14 @@ func TestRequestLimitBoundaries(t *testing.T) {
 		}
 		return b.String() + "\r\n"
 	}
-	for _, max := range []int{5, DefaultMaxHeaderCount} {
-		lim := Limits{MaxHeaderCount: max}
-		if max == DefaultMaxHeaderCount {
+	for _, limit := range []int{5, DefaultMaxHeaderCount} {
+		lim := Limits{MaxHeaderCount: limit}
+		if limit == DefaultMaxHeaderCount {
 			lim = Limits{}
 		}
 		cases = append(cases,
-			tc{fmt.Sprintf("fields-%d/max-%d", max, max), fields(max), lim, nil},
-			tc{fmt.Sprintf("fields-%d/max-%d", max+1, max), fields(max + 1), lim, ErrTooManyFields})
+			tc{fmt.Sprintf("fields-%d/limit-%d", limit, limit), fields(limit), lim, nil},
+			tc{fmt.Sprintf("fields-%d/limit-%d", limit+1, limit), fields(limit + 1), lim, ErrTooManyFields})
 	}
 
 	// Empty lines before the request line count against its limit.
