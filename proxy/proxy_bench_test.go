@@ -72,8 +72,12 @@ func proxyRoundTripper(b testing.TB, opts proxy.Options) func() {
 // connection, through strait to a raw origin. Allocations are counted for
 // the whole process: client, strait and origin.
 func benchProxy(b *testing.B, opts proxy.Options) {
-	roundTrip := proxyRoundTripper(b, opts)
-	for range 100 { // warm the pools
+	benchRoundTrips(b, proxyRoundTripper(b, opts))
+}
+
+// benchRoundTrips runs roundTrip b.N times, after warming the pools.
+func benchRoundTrips(b *testing.B, roundTrip func()) {
+	for range 100 {
 		roundTrip()
 	}
 	b.ReportAllocs()
@@ -127,12 +131,5 @@ func BenchmarkProxyConnClose(b *testing.B) {
 			}
 		}
 	}
-	for range 100 { // warm the pools
-		roundTrip()
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		roundTrip()
-	}
+	benchRoundTrips(b, roundTrip)
 }

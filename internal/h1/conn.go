@@ -54,7 +54,7 @@ type reqState struct {
 	head stream.RequestHead // req, as the forwarding path sees it
 
 	// The response.
-	bw      *bufio.Writer // nil between requests
+	bw      *bufio.Writer // given back while the connection waits idle (release)
 	cw      http1.ChunkedWriter
 	framing bodyFraming // of the response body being written
 	// headReq: the request is HEAD, so no response body follows (read
@@ -332,7 +332,7 @@ func (c *conn) Close() {
 	if c.wait.Registered() {
 		c.srv.parker.Load().Forget(&c.wait)
 	}
-	c.watch.drop()
+	c.watch.discard()
 	if c.reqState != nil {
 		if c.bw != nil {
 			c.bw.Reset(nil)
@@ -390,7 +390,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	if c.readIdle > 0 {
 		c.sock.EnsureReadDeadline(mono.Now(), c.readIdle, 0)
 	}
-	if c.sock.ReadInterrupted() { // the body sender is being stopped
+	if c.sock.Interrupted(false) { // the body sender is being stopped
 		return 0, sockio.ErrInterrupted
 	}
 	n, err := c.sock.NC.Read(p)

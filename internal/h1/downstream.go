@@ -22,29 +22,15 @@ func (c *conn) Trailer() *header.Header   { return &c.rd.Body().Trailer }
 func (c *conn) Share()   { c.sock.Share() }
 func (c *conn) Unshare() { c.sock.Unshare() }
 
-func (c *conn) Interrupt(d stream.Dir) {
-	if d == stream.Read {
-		c.sock.InterruptRead()
-	} else {
-		c.sock.InterruptWrite()
-	}
-}
-
-func (c *conn) Interrupted(d stream.Dir) bool {
-	if d == stream.Read {
-		return c.sock.ReadInterrupted()
-	}
-	return c.sock.WriteInterrupted()
-}
+func (c *conn) Interrupt(d stream.Dir)        { c.sock.Interrupt(d == stream.Write) }
+func (c *conn) Interrupted(d stream.Dir) bool { return c.sock.Interrupted(d == stream.Write) }
 
 // ClearInterrupt ends an interrupt; after one of reading, the watch buffer
 // goes back to its pool if the watcher left nothing in it.
 func (c *conn) ClearInterrupt(d stream.Dir) {
+	c.sock.ClearInterrupt(d == stream.Write)
 	if d == stream.Read {
-		c.sock.ResumeRead()
 		c.watch.drop()
-	} else {
-		c.sock.ResumeWrite()
 	}
 }
 

@@ -64,7 +64,7 @@ func (u *Upstream) Read(p []byte) (int, error) {
 	if u.readIdle > 0 {
 		u.sock.EnsureReadDeadline(mono.Now(), u.readIdle, u.limit)
 	}
-	if u.sock.ReadInterrupted() { // the watcher or the body sender ended the exchange
+	if u.sock.Interrupted(false) { // the watcher or the body sender ended the exchange
 		return 0, sockio.ErrInterrupted
 	}
 	return u.sock.NC.Read(p)
@@ -81,7 +81,7 @@ func (u *Upstream) Write(p []byte) (int, error) {
 		return n, nil
 	}
 	u.sock.EnsureWriteDeadline(u.lastWrite, u.writeIdle, u.limit)
-	if u.sock.WriteInterrupted() { // the body sender is being stopped
+	if u.sock.Interrupted(true) { // the body sender is being stopped
 		return n, sockio.ErrInterrupted
 	}
 	m, err := u.sock.NC.Write(p[n:])
@@ -199,7 +199,7 @@ func (u *Upstream) Trailer() *header.Header   { return &u.rd.Body().Trailer }
 // no wait was interrupted.
 func (u *Upstream) Finish(sentWhole bool) bool {
 	reusable := sentWhole && u.resp.KeepAlive && u.rd.Body().Done() && u.rd.Buffered() == 0 &&
-		!u.sock.ReadInterrupted()
+		!u.sock.Interrupted(false)
 	u.rd.Trim()
 	return reusable
 }
@@ -209,25 +209,6 @@ func (u *Upstream) Detach() (net.Conn, []byte) { return u.sock.NC, u.rd.TakeBuff
 func (u *Upstream) Share()   { u.sock.Share() }
 func (u *Upstream) Unshare() { u.sock.Unshare() }
 
-func (u *Upstream) Interrupt(d stream.Dir) {
-	if d == stream.Read {
-		u.sock.InterruptRead()
-	} else {
-		u.sock.InterruptWrite()
-	}
-}
-
-func (u *Upstream) Interrupted(d stream.Dir) bool {
-	if d == stream.Read {
-		return u.sock.ReadInterrupted()
-	}
-	return u.sock.WriteInterrupted()
-}
-
-func (u *Upstream) ClearInterrupt(d stream.Dir) {
-	if d == stream.Read {
-		u.sock.ResumeRead()
-	} else {
-		u.sock.ResumeWrite()
-	}
-}
+func (u *Upstream) Interrupt(d stream.Dir)        { u.sock.Interrupt(d == stream.Write) }
+func (u *Upstream) Interrupted(d stream.Dir) bool { return u.sock.Interrupted(d == stream.Write) }
+func (u *Upstream) ClearInterrupt(d stream.Dir)   { u.sock.ClearInterrupt(d == stream.Write) }

@@ -56,6 +56,12 @@ func (w *watcher) takeAll() []byte {
 	return b
 }
 
+// discard forgets what was read ahead, and gives the buffer back.
+func (w *watcher) discard() {
+	w.r = w.w
+	w.drop()
+}
+
 // drop gives the buffer back once it holds nothing unread.
 func (w *watcher) drop() {
 	if w.buf != nil && w.r == w.w {
@@ -80,7 +86,7 @@ func (c *conn) Watch(gone stream.ClientGoneNotifier) {
 	// No deadline: the upstream's timeouts bound the wait. Set, then the
 	// interrupt checked: an interrupt is never lost.
 	c.sock.SetReadDeadline(time.Time{})
-	for w.w < len(w.buf) && !c.sock.ReadInterrupted() {
+	for w.w < len(w.buf) && !c.sock.Interrupted(false) {
 		n, err := c.sock.NC.Read(w.buf[w.w:])
 		w.w += n
 		if err != nil {

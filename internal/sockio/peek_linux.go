@@ -7,21 +7,22 @@ import (
 )
 
 // FD returns nc's file descriptor, or -1 if it has none.
-func FD(nc net.Conn) int32 {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return -1
+func FD(nc net.Conn) int32 { return fdOf(rawConn(nc)) }
+
+func rawConn(nc net.Conn) syscall.RawConn {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1
-	}
-	return rawConnFD(rc)
+	return nil
 }
 
-func rawConnFD(rc syscall.RawConn) int32 {
+func fdOf(rc syscall.RawConn) int32 {
 	fd := int32(-1)
-	rc.Control(func(f uintptr) { fd = int32(f) })
+	if rc != nil {
+		rc.Control(func(f uintptr) { fd = int32(f) })
+	}
 	return fd
 }
 
@@ -59,17 +60,10 @@ type Readiness struct {
 
 // Init readies r for nc, and returns nc's descriptor, or -1.
 func (r *Readiness) Init(nc net.Conn) int32 {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return -1
+	if r.rc = rawConn(nc); r.rc != nil {
+		r.fn = func(fd uintptr) bool { return peek(fd) != syscall.EAGAIN }
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1
-	}
-	r.rc = rc
-	r.fn = func(fd uintptr) bool { return peek(fd) != syscall.EAGAIN }
-	return rawConnFD(rc)
+	return fdOf(r.rc)
 }
 
 // Wait returns when the connection is readable, or with the read

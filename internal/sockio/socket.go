@@ -65,15 +65,30 @@ func (s *Socket) EnsureWriteDeadline(now, d, limit time.Duration) {
 // the next EnsureReadDeadline replaces (Deadline.Set).
 func (s *Socket) SetReadDeadline(t time.Time) { s.rd.Set(s.NC.SetReadDeadline, t) }
 
-// InterruptRead, InterruptWrite, ReadInterrupted, WriteInterrupted,
-// ResumeRead and ResumeWrite are Deadline's Interrupt, Interrupted and
-// Reset for each direction.
-func (s *Socket) InterruptRead()         { s.rd.Interrupt(s.NC.SetReadDeadline) }
-func (s *Socket) InterruptWrite()        { s.wr.Interrupt(s.NC.SetWriteDeadline) }
-func (s *Socket) ReadInterrupted() bool  { return s.rd.Interrupted() }
-func (s *Socket) WriteInterrupted() bool { return s.wr.Interrupted() }
-func (s *Socket) ResumeRead()            { s.rd.Reset(s.NC.SetReadDeadline) }
-func (s *Socket) ResumeWrite()           { s.wr.Reset(s.NC.SetWriteDeadline) }
+// Interrupt, Interrupted and ClearInterrupt are Deadline's Interrupt,
+// Interrupted and Reset, for writes if write is set, else for reads.
+func (s *Socket) Interrupt(write bool) {
+	if write {
+		s.wr.Interrupt(s.NC.SetWriteDeadline)
+	} else {
+		s.rd.Interrupt(s.NC.SetReadDeadline)
+	}
+}
+
+func (s *Socket) Interrupted(write bool) bool {
+	if write {
+		return s.wr.Interrupted()
+	}
+	return s.rd.Interrupted()
+}
+
+func (s *Socket) ClearInterrupt(write bool) {
+	if write {
+		s.wr.Reset(s.NC.SetWriteDeadline)
+	} else {
+		s.rd.Reset(s.NC.SetReadDeadline)
+	}
+}
 
 // AddrPort returns a's address and port, or the zero value.
 func AddrPort(a net.Addr) netip.AddrPort {
