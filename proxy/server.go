@@ -223,7 +223,7 @@ func isTemporaryAccept(err error) bool {
 func (srv *Server) reject(nc net.Conn, why string) {
 	start := time.Now()
 	s := &Session{ClientAddr: sockio.AddrPort(nc.RemoteAddr()), LocalAddr: sockio.AddrPort(nc.LocalAddr())}
-	h1.Refuse(nc)
+	srv.h1.Refuse(nc)
 	s.RequestID = srv.ids.next(s.reqIDBuf[:0])
 	s.Stats = Stats{Start: start, Status: 503, Total: time.Since(start)}
 	s.Response.Status = 503

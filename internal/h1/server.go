@@ -1,14 +1,16 @@
 package h1
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/mono"
@@ -179,14 +181,22 @@ func (srv *Server) untrack(c *conn) {
 	srv.mu.Unlock()
 }
 
-// rejectAnswer is what a connection over a limit gets before it is closed.
-const rejectAnswer = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n" +
-	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n\r\nService Unavailable\n"
-
-// Refuse answers a connection that cannot be served with 503, and closes
-// it.
-func Refuse(nc net.Conn) {
+// Refuse answers a connection that cannot be served (over a limit) with
+// 503 and closes it, within a second. The answer goes through WriteHead
+// like every other, as to an HTTP/1.1 request that asked to close.
+func (srv *Server) Refuse(nc net.Conn) {
+	c := &conn{srv: srv, reqState: &reqState{req: http1.Request{Minor: 1}}}
+	var out bytes.Buffer
+	c.bw = bufio.NewWriterSize(&out, 256)
+	var h header.Header
+	h.Add("Retry-After", "1")
+	h.Add("Content-Type", "text/plain; charset=utf-8")
+	const text = "Service Unavailable\n"
+	if body, err := c.WriteHead(&stream.ResponseHead{Status: 503, Header: &h, Length: int64(len(text))}); err == nil && body {
+		c.WriteBody([]byte(text))
+	}
+	c.bw.Flush()
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(nc, rejectAnswer)
+	nc.Write(out.Bytes())
 	nc.Close()
 }
