@@ -208,7 +208,8 @@ func (x *call) copyBody(up stream.Upstream) *Error {
 const watchAfter = 20 * time.Millisecond
 
 // startWatch starts a watcher on a goroutine of its own, and reports
-// whether it did. The request body, if any, must have been sent.
+// whether it did: not if the watch buffer is full (the client sent plenty;
+// it is there). The request body, if any, must have been sent.
 func (x *call) startWatch(up stream.Upstream) bool {
 	if !x.ds.CanWatch() {
 		return false

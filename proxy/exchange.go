@@ -365,11 +365,10 @@ func (x *call) readResponseHead(up stream.Upstream, sent time.Duration, hasBody 
 			// it sends one, it is there): by the body sender, if it is
 			// still sending; else here.
 			switch {
-			case !x.ds.CanWatch():
-				// The watcher's buffer is full: the client sent plenty;
-				// it is there.
 			case hasBody && x.body.state.CompareAndSwap(sending, watchWanted):
-				// The body sender watches once it has sent the body.
+				// The body sender watches once it has sent the body. (It
+				// may still be reading the client: only it may touch the
+				// watch buffer meanwhile.)
 			case hasBody:
 				// The body sender has finished.
 				if be := x.waitBody(up); be != nil && be.Side != Upstream {

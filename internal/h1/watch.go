@@ -70,7 +70,9 @@ func (w *watcher) drop() {
 	}
 }
 
-// CanWatch readies the watch buffer and reports whether it has room.
+// CanWatch readies the watch buffer and reports whether it has room. The
+// buffer is the reading goroutine's: the body sender's while it reads the
+// body (conn.Read takes from it), else the exchange's.
 func (c *conn) CanWatch() bool {
 	if c.watch.buf == nil {
 		c.watch.buf = watchBufPool.Get().(*[watchBufSize]byte)
@@ -79,9 +81,13 @@ func (c *conn) CanWatch() bool {
 }
 
 // Watch reads the client's connection into the watch buffer until it is
-// interrupted, the client closes, or the buffer fills. A client that
-// closed is reported to gone. CanWatch must have reported true.
+// interrupted, the client closes, or the buffer fills (at once, if it is
+// full). A client that closed is reported to gone. Only the goroutine that
+// reads the client may call it, as CanWatch.
 func (c *conn) Watch(gone stream.ClientGoneNotifier) {
+	if !c.CanWatch() {
+		return
+	}
 	w := &c.watch
 	// No deadline: the upstream's timeouts bound the wait. Set, then the
 	// interrupt checked: an interrupt is never lost.

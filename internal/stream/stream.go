@@ -170,12 +170,15 @@ type Downstream interface {
 	// Connection: close).
 	CloseAfter()
 
-	// CanWatch reports whether Watch could start now.
+	// CanWatch reports whether Watch would watch now, rather than return
+	// at once (the client sent plenty already: it is there).
 	CanWatch() bool
 	// Watch watches the client, on the calling goroutine, while the
 	// request waits for its response: until the stream is interrupted
 	// for reading, or the client leaves, when it calls gone.ClientGone.
-	// Whatever the client sends meanwhile is kept for later.
+	// Whatever the client sends meanwhile is kept for later. CanWatch and
+	// Watch are called by the goroutine that reads the request body, or
+	// once none does.
 	Watch(gone ClientGoneNotifier)
 
 	// Tunnel relays bytes between the client (a) and the connection of
