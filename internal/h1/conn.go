@@ -209,7 +209,11 @@ func (c *conn) waitParked() {
 	if !c.srv.shuttingDown() {
 		err = c.ready.Wait()
 	}
+	// Under the server's lock: a Drain that saw the wait moves the
+	// deadline before this goes on, never after serve has set its own.
+	c.srv.mu.Lock()
 	c.waiting.Store(false)
+	c.srv.mu.Unlock()
 	if (err != nil || c.srv.shuttingDown()) && !sockio.Readable(c.sock.FD) {
 		c.Close() // idle timeout, or shutdown, with nothing to read
 		return

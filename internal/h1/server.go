@@ -145,6 +145,8 @@ func (srv *Server) Drain() int {
 	defer srv.mu.Unlock()
 	for c := range srv.conns {
 		// Such a wait is only for readability: ending it loses nothing.
+		// Its deadline is not in the Socket's cache (waitParked set it
+		// with SetReadDeadline, which forgets), so serve sets its own.
 		if c.waiting.Load() {
 			c.sock.NC.SetReadDeadline(sockio.Past)
 		}
