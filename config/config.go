@@ -43,17 +43,83 @@ type Listener struct {
 	// with Upgrade, compared without regard to case. nil (left out) means
 	// [websocket]; an empty list allows none.
 	Upgrades []string `yaml:"upgrades"`
+	// Paths says how request paths are normalised before routes see them.
+	Paths Paths `yaml:"paths"`
 }
 
-// Route sends matching requests to a cluster.
+// Paths says how request paths are normalised (docs/config.md).
+type Paths struct {
+	Slashes        string `yaml:"slashes"`         // merge (default) or keep
+	EncodedSlashes string `yaml:"encoded_slashes"` // reject (default, 400) or keep
+	Forward        string `yaml:"forward"`         // normalized (default) or original
+}
+
+// Route takes the requests it matches (every condition set must hold) and
+// sends them to a cluster, redirects them, or answers them itself.
 type Route struct {
 	// Host matches the request's host without port, without regard to
 	// case: "api.example.com", or "*.example.com" for any subdomain. Empty
 	// matches any host.
 	Host string `yaml:"host"`
-	// PathPrefix matches the start of the path (default "/": every path).
-	PathPrefix string `yaml:"path_prefix"`
-	Cluster    string `yaml:"cluster"`
+	// Path matches the whole normalised path; PathPrefix its start;
+	// PathRegex (RE2) the whole of it. At most one is set; none matches
+	// every path.
+	Path       string       `yaml:"path"`
+	PathPrefix string       `yaml:"path_prefix"`
+	PathRegex  string       `yaml:"path_regex"`
+	Methods    []string     `yaml:"methods"` // any of them
+	Headers    []FieldMatch `yaml:"headers"` // all of them
+	Query      []FieldMatch `yaml:"query"`   // all of them
+
+	// What the route does: exactly one of these.
+	Cluster  string         `yaml:"cluster"`
+	Redirect Redirect       `yaml:"redirect"`
+	Respond  DirectResponse `yaml:"respond"`
+
+	// With a cluster: what changes on the way.
+	PrefixRewrite   string      `yaml:"prefix_rewrite"` // replaces the matched path_prefix
+	HostRewrite     string      `yaml:"host_rewrite"`   // the Host sent upstream
+	RequestHeaders  HeaderRules `yaml:"request_headers"`
+	ResponseHeaders HeaderRules `yaml:"response_headers"`
+}
+
+// FieldMatch matches a header field or query parameter by name: equal to
+// Exact, matched whole by Regex, or (neither set) present.
+type FieldMatch struct {
+	Name  string `yaml:"name"`
+	Exact string `yaml:"exact"`
+	Regex string `yaml:"regex"`
+}
+
+// Redirect answers with a redirect; the parts set replace the request's.
+type Redirect struct {
+	Status        int    `yaml:"status"` // 301, 302, 303, 307 or 308; required
+	Scheme        string `yaml:"scheme"`
+	Host          string `yaml:"host"`
+	Path          string `yaml:"path"`
+	PrefixRewrite string `yaml:"prefix_rewrite"`
+	StripQuery    bool   `yaml:"strip_query"`
+}
+
+// DirectResponse answers without an upstream.
+type DirectResponse struct {
+	Status      int    `yaml:"status"` // required
+	Body        string `yaml:"body"`
+	ContentType string `yaml:"content_type"` // default text/plain; charset=utf-8
+}
+
+// HeaderRules change header fields: remove, then set, then add. Values
+// may use ${client_addr}, ${request_id} and ${host}.
+type HeaderRules struct {
+	Remove []string      `yaml:"remove"`
+	Set    []HeaderValue `yaml:"set"`
+	Add    []HeaderValue `yaml:"add"`
+}
+
+// HeaderValue is a field to write.
+type HeaderValue struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"`
 }
 
 // Cluster is a group of endpoints requests are balanced across.

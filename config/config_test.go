@@ -50,7 +50,7 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listeners:\n  - address: 127.0.0.1:80\n    routes: [{cluster: c}]\n    colour: red\nclusters: [{name: c, endpoints: [a:1]}]\n",
-			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, routes, upgrades)"}},
+			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, routes, upgrades, paths)"}},
 		{"bad duration and size", "listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\ntimeouts:\n  idle: soon\nlimits:\n  max_request_body: 1TB\n",
 			[]string{`f.yaml:4: timeouts.idle: want a duration like 10s, 1m30s or 250ms, got "soon"`, `f.yaml:6: limits.max_request_body: want a size like 512, 64KiB or 1MiB, got "1TB"`}},
 		{"validation", "listeners:\n  - address: nope\n    routes:\n      - cluster: missing\n        path_prefix: api\nclusters:\n  - name: c\n    endpoints: []\n    balance: fastest\n",
@@ -140,7 +140,7 @@ func TestValueErrors(t *testing.T) {
 		{"in line order", "listeners:\n  - address: 127.0.0.1:8080\n    routes:\n      - cluster: nope\n        pathprefix: /\nclusters: [{name: web, endpoints: [a:1]}]\ntimeouts:\n  header: 10x\n",
 			[]string{
 				`f.yaml:4: listeners[0].routes[0].cluster: no cluster is named "nope"`,
-				`f.yaml:5: listeners[0].routes[0].pathprefix: unknown key (known: host, path_prefix, cluster)`,
+				`f.yaml:5: listeners[0].routes[0].pathprefix: unknown key (known: host, path, path_prefix, path_regex, methods, headers, query, cluster, redirect, respond, prefix_rewrite, host_rewrite, request_headers, response_headers)`,
 				`f.yaml:8: timeouts.header: want a duration like 10s, 1m30s or 250ms, got "10x"`,
 			}},
 	} {

@@ -220,19 +220,11 @@ func (v *validator) config(c *Config) {
 				v.errorf(at(p, "upgrades", j), "want a protocol name (an HTTP token, like websocket), got %q", u)
 			}
 		}
-		for j, r := range l.Routes {
-			rp := at(p, "routes", j)
-			if r.Cluster == "" {
-				v.errorf(at(rp, "cluster"), "a route needs a cluster")
-			} else if !clusters[r.Cluster] && allNamed {
-				v.errorf(at(rp, "cluster"), "no cluster is named %q", r.Cluster)
-			}
-			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
-				v.errorf(at(rp, "path_prefix"), "%q must start with /", r.PathPrefix)
-			}
-			if h := strings.TrimPrefix(r.Host, "*."); strings.ContainsAny(h, "*/: ") {
-				v.errorf(at(rp, "host"), "%q is not a host name or *.domain pattern", r.Host)
-			}
+		v.oneOf(at(p, "paths", "slashes"), l.Paths.Slashes, "merge", "keep")
+		v.oneOf(at(p, "paths", "encoded_slashes"), l.Paths.EncodedSlashes, "reject", "keep")
+		v.oneOf(at(p, "paths", "forward"), l.Paths.Forward, "normalized", "original")
+		for j := range l.Routes {
+			v.route(at(p, "routes", j), &l.Routes[j], clusters, allNamed)
 		}
 	}
 	for i, d := range c.DemoOrigins {
@@ -250,6 +242,155 @@ func (v *validator) config(c *Config) {
 		}
 	}
 	v.nonNegative(c)
+}
+
+// route checks one route: what it matches, and the one thing it does.
+func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed bool) {
+	if h := strings.TrimPrefix(r.Host, "*."); strings.ContainsAny(h, "*/: ") {
+		v.errorf(at(p, "host"), "%q is not a host name or *.domain pattern", r.Host)
+	}
+	paths := 0
+	for _, k := range []struct{ key, val string }{{"path", r.Path}, {"path_prefix", r.PathPrefix}} {
+		if k.val != "" {
+			paths++
+			if !strings.HasPrefix(k.val, "/") {
+				v.errorf(at(p, k.key), "%q must start with /", k.val)
+			}
+		}
+	}
+	if r.PathRegex != "" {
+		paths++
+		v.regex(at(p, "path_regex"), r.PathRegex)
+	}
+	if paths > 1 {
+		v.errorf(p, "set at most one of path, path_prefix and path_regex")
+	}
+	for i, m := range r.Methods {
+		if !isToken(m) {
+			v.errorf(at(p, "methods", i), "%q is not a method", m)
+		}
+	}
+	for _, list := range []struct {
+		key string
+		ms  []FieldMatch
+	}{{"headers", r.Headers}, {"query", r.Query}} {
+		for i, m := range list.ms {
+			mp := at(p, list.key, i)
+			if m.Name == "" {
+				v.errorf(at(mp, "name"), "a match needs a name")
+			}
+			if m.Exact != "" && m.Regex != "" {
+				v.errorf(mp, "set exact or regex, not both")
+			}
+			if m.Regex != "" {
+				v.regex(at(mp, "regex"), m.Regex)
+			}
+		}
+	}
+
+	// A value that could not be read counts as set: it was reported.
+	set := func(key string) bool { return v.failed[keyString(at(p, key))] }
+	redirect := r.Redirect != Redirect{} || set("redirect")
+	respond := r.Respond != DirectResponse{} || set("respond")
+	actions := 0
+	for _, on := range []bool{r.Cluster != "" || set("cluster"), redirect, respond} {
+		if on {
+			actions++
+		}
+	}
+	if actions != 1 {
+		v.errorf(p, "a route needs one of cluster, redirect and respond")
+	}
+	if r.Cluster != "" && !clusters[r.Cluster] && allNamed {
+		v.errorf(at(p, "cluster"), "no cluster is named %q", r.Cluster)
+	}
+	if r.PrefixRewrite != "" || r.Redirect.PrefixRewrite != "" {
+		if r.PathPrefix == "" {
+			v.errorf(p, "prefix_rewrite needs a path_prefix to replace")
+		}
+	}
+	if r.PrefixRewrite != "" && !strings.HasPrefix(r.PrefixRewrite, "/") {
+		v.errorf(at(p, "prefix_rewrite"), "%q must start with /", r.PrefixRewrite)
+	}
+	if r.HostRewrite != "" && strings.ContainsAny(r.HostRewrite, "/ \t") {
+		v.errorf(at(p, "host_rewrite"), "%q is not host[:port]", r.HostRewrite)
+	}
+	if (r.PrefixRewrite != "" || r.HostRewrite != "" || !r.RequestHeaders.empty() || !r.ResponseHeaders.empty()) && r.Cluster == "" {
+		v.errorf(p, "prefix_rewrite, host_rewrite and header rules need a cluster")
+	}
+	v.headerRules(at(p, "request_headers"), &r.RequestHeaders)
+	v.headerRules(at(p, "response_headers"), &r.ResponseHeaders)
+	if redirect {
+		rp := at(p, "redirect")
+		switch r.Redirect.Status {
+		case 301, 302, 303, 307, 308:
+		default:
+			v.errorf(at(rp, "status"), "want 301, 302, 303, 307 or 308, got %d", r.Redirect.Status)
+		}
+		v.oneOf(at(rp, "scheme"), r.Redirect.Scheme, "http", "https")
+		if r.Redirect.Path != "" && !strings.HasPrefix(r.Redirect.Path, "/") {
+			v.errorf(at(rp, "path"), "%q must start with /", r.Redirect.Path)
+		}
+		if r.Redirect.Path != "" && r.Redirect.PrefixRewrite != "" {
+			v.errorf(rp, "set path or prefix_rewrite, not both")
+		}
+		if strings.ContainsAny(r.Redirect.Host, "/ \t") {
+			v.errorf(at(rp, "host"), "%q is not host[:port]", r.Redirect.Host)
+		}
+	}
+	if respond && (r.Respond.Status < 200 || r.Respond.Status > 599) {
+		v.errorf(at(p, "respond", "status"), "want a status from 200 to 599, got %d", r.Respond.Status)
+	}
+}
+
+func (h *HeaderRules) empty() bool { return len(h.Remove)+len(h.Set)+len(h.Add) == 0 }
+
+// variable names a header value may use.
+var reVariable = regexp.MustCompile(`\$\{([^}]*)\}`)
+
+func (v *validator) headerRules(p []any, h *HeaderRules) {
+	for i, name := range h.Remove {
+		if !isToken(name) {
+			v.errorf(at(p, "remove", i), "%q is not a field name", name)
+		}
+	}
+	for _, list := range []struct {
+		key string
+		vs  []HeaderValue
+	}{{"set", h.Set}, {"add", h.Add}} {
+		for i, hv := range list.vs {
+			vp := at(p, list.key, i)
+			if !isToken(hv.Name) {
+				v.errorf(at(vp, "name"), "%q is not a field name", hv.Name)
+			}
+			for _, m := range reVariable.FindAllStringSubmatch(hv.Value, -1) {
+				switch m[1] {
+				case "client_addr", "request_id", "host":
+				default:
+					v.errorf(at(vp, "value"), "unknown variable ${%s} (known: ${client_addr}, ${request_id}, ${host})", m[1])
+				}
+			}
+			if strings.Count(hv.Value, "${") != len(reVariable.FindAllString(hv.Value, -1)) {
+				v.errorf(at(vp, "value"), "${ without }")
+			}
+			if strings.ContainsAny(hv.Value, "\r\n\x00") {
+				v.errorf(at(vp, "value"), "a field value may not hold CR, LF or NUL")
+			}
+		}
+	}
+}
+
+func (v *validator) regex(p []any, expr string) {
+	if _, err := regexp.Compile(expr); err != nil {
+		v.errorf(p, "not a valid RE2 regular expression: %v", err)
+	}
+}
+
+// oneOf checks that val is empty (the default) or one of want.
+func (v *validator) oneOf(p []any, val string, want ...string) {
+	if val != "" && !slices.Contains(want, val) {
+		v.errorf(p, "want %s, got %q", strings.Join(want, " or "), val)
+	}
 }
 
 func (v *validator) nonNegative(c *Config) {

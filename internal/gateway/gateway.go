@@ -6,13 +6,14 @@ package gateway
 import (
 	"bytes"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/straitproxy/strait/config"
-	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/balance"
 	"github.com/straitproxy/strait/internal/http1"
+	"github.com/straitproxy/strait/internal/route"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -35,47 +36,30 @@ func NewCluster(name string, endpoints []string) *Cluster {
 // Pick returns the next peer.
 func (c *Cluster) Pick() *proxy.Peer { return &c.peers[c.rr.Pick()] }
 
-// route is a compiled config.Route.
-type route struct {
-	host       string // lower case, without "*." when wildcard
-	wildcard   bool
-	pathPrefix string
-	cluster    *Cluster
+// rule is a compiled config.Route: what it matches, and what it does.
+type rule struct {
+	match    route.Match
+	cluster  *Cluster // nil for a redirect or direct response
+	redirect *route.Redirect
+	respond  *directResponse
+
+	prefixRewrite   string // with match.Prefix
+	hostRewrite     string
+	requestHeaders  route.Rules
+	responseHeaders route.Rules
 }
 
-func (r *route) matches(req *proxy.Request) bool {
-	if r.host != "" {
-		host := hostOnly(req.Authority)
-		if r.wildcard {
-			// "*.example.com" matches a.example.com, not example.com.
-			if len(host) <= len(r.host)+1 || host[len(host)-len(r.host)-1] != '.' ||
-				!header.EqualFold(host[len(host)-len(r.host):], r.host) {
-				return false
-			}
-		} else if !header.EqualFold(host, r.host) {
-			return false
-		}
-	}
-	// OPTIONS * asks about the server, not a path: the routes for every
-	// path take it.
-	if req.PathIs("*") {
-		return r.pathPrefix == "/"
-	}
-	return req.HasPathPrefix(r.pathPrefix)
+type directResponse struct {
+	status int
+	body   []byte
+	ctype  string
 }
 
-// hostOnly strips the port from an authority.
-func hostOnly(a []byte) []byte {
-	if len(a) > 0 && a[0] == '[' {
-		if i := bytes.IndexByte(a, ']'); i > 0 {
-			return a[:i+1]
-		}
-		return a
-	}
-	if i := bytes.LastIndexByte(a, ':'); i >= 0 {
-		return a[:i]
-	}
-	return a
+// router is one listener's routes, and how it normalises paths.
+type router struct {
+	rules           []rule
+	paths           route.PathOptions
+	forwardOriginal bool
 }
 
 // Listener is one configured listener: its address, the phases that
@@ -91,7 +75,8 @@ type Listener struct {
 
 // Build compiles a config into listeners sharing one set of clusters, and
 // the options every listener's server uses. The access log goes to logger;
-// a caller that honours access_log's stdout or file sets AccessLogger.
+// a caller that honours access_log's stdout or file sets AccessLogger. The
+// config must have been validated (config.Parse).
 func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 	clusters := make(map[string]*Cluster)
 	for _, cc := range c.Clusters {
@@ -99,39 +84,179 @@ func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 	}
 	var ls []Listener
 	for _, lc := range c.Listeners {
-		var routes []route
-		for _, rc := range lc.Routes {
-			r := route{host: strings.ToLower(rc.Host), pathPrefix: rc.PathPrefix, cluster: clusters[rc.Cluster]}
-			if strings.HasPrefix(r.host, "*.") {
-				r.host, r.wildcard = r.host[2:], true
-			}
-			if r.pathPrefix == "" {
-				r.pathPrefix = "/"
-			}
-			routes = append(routes, r)
+		rt := &router{
+			paths: route.PathOptions{
+				MergeSlashes:     lc.Paths.Slashes != "keep",
+				KeepEncodedSlash: lc.Paths.EncodedSlashes == "keep",
+			},
+			forwardOriginal: lc.Paths.Forward == "original",
+		}
+		for i := range lc.Routes {
+			rt.rules = append(rt.rules, compile(&lc.Routes[i], clusters))
 		}
 		name := lc.Name
 		if name == "" {
 			name = lc.Address
 		}
-		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: phases(routes), Upgrades: lc.Upgrades})
+		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades})
 	}
 	return ls, options(c, logger)
 }
 
+// compile turns a validated config.Route into a rule.
+func compile(rc *config.Route, clusters map[string]*Cluster) rule {
+	r := rule{
+		match: route.Match{
+			Host:    strings.ToLower(rc.Host),
+			Path:    rc.Path,
+			Prefix:  rc.PathPrefix,
+			Methods: rc.Methods,
+		},
+		cluster:       clusters[rc.Cluster],
+		prefixRewrite: rc.PrefixRewrite,
+		hostRewrite:   rc.HostRewrite,
+	}
+	if rc.PathRegex != "" {
+		r.match.Regex = regexp.MustCompile("^(?:" + rc.PathRegex + ")$")
+	}
+	r.match.Headers = fields(rc.Headers)
+	r.match.Query = fields(rc.Query)
+	if rc.Redirect != (config.Redirect{}) {
+		rd := rc.Redirect
+		r.redirect = &route.Redirect{Status: rd.Status, Scheme: rd.Scheme, Host: rd.Host, Path: rd.Path,
+			PrefixRewrite: rd.PrefixRewrite, StripQuery: rd.StripQuery}
+	}
+	if rc.Respond != (config.DirectResponse{}) {
+		ct := rc.Respond.ContentType
+		if ct == "" {
+			ct = "text/plain; charset=utf-8"
+		}
+		r.respond = &directResponse{status: rc.Respond.Status, body: []byte(rc.Respond.Body), ctype: ct}
+	}
+	r.requestHeaders = rules(&rc.RequestHeaders)
+	r.responseHeaders = rules(&rc.ResponseHeaders)
+	return r
+}
+
+func fields(ms []config.FieldMatch) []route.Field {
+	var out []route.Field
+	for _, m := range ms {
+		f := route.Field{Name: m.Name, Exact: m.Exact}
+		if m.Regex != "" {
+			f.Regex = regexp.MustCompile("^(?:" + m.Regex + ")$")
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func rules(h *config.HeaderRules) route.Rules {
+	r := route.Rules{Remove: h.Remove}
+	for _, list := range []struct {
+		in  []config.HeaderValue
+		out *[]route.Value
+	}{{h.Set, &r.Set}, {h.Add, &r.Add}} {
+		for _, hv := range list.in {
+			v, err := route.ParseValue(hv.Name, hv.Value)
+			if err != nil {
+				panic("gateway: a header value config.Parse let through: " + err.Error())
+			}
+			*list.out = append(*list.out, v)
+		}
+	}
+	return r
+}
+
 var errNoRoute = &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Status: 404, Where: "no route matches"}
 
-func phases(routes []route) proxy.Phases {
-	return proxy.Phases{
+// pathErrors answer paths that cannot be normalised safely: 400.
+var pathErrors = map[error]*proxy.Error{}
+
+func init() {
+	for _, err := range []error{route.ErrEncoding, route.ErrEncodedSlash, route.ErrNUL, route.ErrEscapesRoot, route.ErrDotParams} {
+		pathErrors[err] = &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Status: 400, Where: "request path", Err: err}
+	}
+}
+
+// phases routes each request: its path is normalised, the first rule
+// that matches takes it (in the order of the config), and the request
+// goes upstream with the normalised path unless the listener forwards the
+// original.
+func (rt *router) phases() proxy.Phases {
+	ph := proxy.Phases{
+		RequestFilter: rt.route,
 		UpstreamPeer: func(s *proxy.Session) (*proxy.Peer, error) {
-			for i := range routes {
-				if routes[i].matches(&s.Request) {
-					return routes[i].cluster.Pick(), nil
-				}
-			}
-			return nil, errNoRoute
+			return s.Ctx.(*rule).cluster.Pick(), nil
 		},
 	}
+	for i := range rt.rules {
+		r := &rt.rules[i]
+		if !r.requestHeaders.Empty() || r.hostRewrite != "" {
+			ph.UpstreamRequestFilter = upstreamRequest
+		}
+		if !r.responseHeaders.Empty() {
+			ph.ResponseFilter = response
+		}
+	}
+	return ph
+}
+
+// route is the RequestFilter: it finds the request's rule, and answers
+// what the rule answers itself.
+func (rt *router) route(s *proxy.Session) (bool, error) {
+	target, err := route.Normalize(s.Request.Path, rt.paths)
+	if err != nil {
+		return false, pathErrors[err]
+	}
+	path, query := target, []byte(nil)
+	if i := bytes.IndexByte(target, '?'); i >= 0 {
+		path, query = target[:i], target[i:]
+	}
+	var r *rule
+	for i := range rt.rules {
+		if rt.rules[i].match.Matches(&s.Request, path, bytes.TrimPrefix(query, []byte{'?'})) {
+			r = &rt.rules[i]
+			break
+		}
+	}
+	if r == nil {
+		return false, errNoRoute
+	}
+	s.Ctx = r
+	switch {
+	case r.respond != nil:
+		return true, s.Respond(r.respond.status, r.respond.body, "Content-Type", r.respond.ctype)
+	case r.redirect != nil:
+		loc := r.redirect.Location(&s.Request, path, query, r.match.Prefix)
+		return true, s.Respond(r.redirect.Status, nil, "Location", loc)
+	}
+	if !rt.forwardOriginal {
+		s.Request.Path = target
+	}
+	if r.prefixRewrite != "" {
+		s.Request.Path = route.RewritePrefix(s.Request.Path, r.match.Prefix, r.prefixRewrite)
+	}
+	return false, nil
+}
+
+// upstreamRequest applies a rule's request header rules and host rewrite,
+// once: on a retry the request already carries them.
+func upstreamRequest(s *proxy.Session, req *proxy.Request) error {
+	if s.Stats.Attempts > 1 {
+		return nil
+	}
+	r := s.Ctx.(*rule)
+	if r.hostRewrite != "" {
+		req.Header.Set("Host", r.hostRewrite)
+	}
+	r.requestHeaders.Apply(&req.Header, s)
+	return nil
+}
+
+func response(s *proxy.Session, resp *proxy.Response) error {
+	r := s.Ctx.(*rule)
+	r.responseHeaders.Apply(&resp.Header, s)
+	return nil
 }
 
 func options(c *config.Config, logger *slog.Logger) proxy.Options {

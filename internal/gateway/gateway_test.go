@@ -26,7 +26,13 @@ clusters:
 		t.Fatal(err)
 	}
 	ls, _ := Build(cfg, slog.Default())
-	pick := ls[0].Phases.UpstreamPeer
+	ph := ls[0].Phases
+	pick := func(s *proxy.Session) (*proxy.Peer, error) {
+		if _, err := ph.RequestFilter(s); err != nil {
+			return nil, err
+		}
+		return ph.UpstreamPeer(s)
+	}
 	for _, tc := range []struct{ authority, path, want string }{
 		{"api.example.com", "/v1/users", "10.0.0.1:80"},
 		{"API.Example.COM:8443", "/v1", "10.0.0.1:80"},
@@ -76,5 +82,39 @@ clusters:
 	}
 	if got := ls[2].Upgrades; got == nil || len(got) != 0 {
 		t.Errorf("listener 2: upgrades %#v, want empty (none allowed)", got)
+	}
+}
+
+// TestRoutingAllocs: routing a request whose path is already normal
+// allocates nothing.
+func TestRoutingAllocs(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - address: 127.0.0.1:0
+    routes:
+      - {path_prefix: /admin, respond: {status: 403}}
+      - {host: "*.example.com", path_regex: "/v[0-9]+/.*", methods: [GET], headers: [{name: X-Env, exact: prod}], cluster: c}
+      - {path_prefix: /, cluster: c}
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := Build(cfg, slog.Default())
+	ph := ls[0].Phases
+	s := &proxy.Session{Request: proxy.Request{Method: "GET", Authority: []byte("www.example.com"), Path: []byte("/v1/items?id=3")}}
+	s.Request.Header.Add("X-Env", "prod")
+	n := testing.AllocsPerRun(1000, func() {
+		s.Ctx = nil
+		if answered, err := ph.RequestFilter(s); answered || err != nil {
+			t.Fatal(answered, err)
+		}
+		if _, err := ph.UpstreamPeer(s); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per routed request, want 0", n)
 	}
 }
