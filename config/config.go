@@ -81,6 +81,18 @@ type Route struct {
 	HostRewrite     string      `yaml:"host_rewrite"`   // the Host sent upstream
 	RequestHeaders  HeaderRules `yaml:"request_headers"`
 	ResponseHeaders HeaderRules `yaml:"response_headers"`
+	// Timeouts and MaxRequestBody replace the process-wide ones for the
+	// route's requests; left out, those apply.
+	Timeouts       RouteTimeouts `yaml:"timeouts"`
+	MaxRequestBody Size          `yaml:"max_request_body"`
+}
+
+// RouteTimeouts are the upstream timeouts a route may set for itself.
+type RouteTimeouts struct {
+	Connect        Duration `yaml:"connect"`
+	ResponseHeader Duration `yaml:"response_header"`
+	UpstreamRead   Duration `yaml:"upstream_read"`
+	UpstreamTotal  Duration `yaml:"upstream_total"`
 }
 
 // FieldMatch matches a header field or query parameter by name: equal to

@@ -134,7 +134,11 @@ func (d *decoder) fields(n *yaml.Node, v reflect.Value, path []any, set map[stri
 		own[k.Value] = k.Line
 		f, ok := field(t, k.Value)
 		if !ok {
-			d.errorf(k.Line, p, "unknown key (known: %s)", strings.Join(keys(t), ", "))
+			if near := nearest(k.Value, keys(t)); near != "" {
+				d.errorf(k.Line, p, "unknown key (did you mean %s?)", near)
+			} else {
+				d.errorf(k.Line, p, "unknown key (known: %s)", strings.Join(keys(t), ", "))
+			}
 			continue
 		}
 		if set[k.Value] {
@@ -215,4 +219,42 @@ func got(n *yaml.Node) string {
 		return strconv.Quote(n.Value)
 	}
 	return kind(n)
+}
+
+// nearest returns the key of known that key most likely misspells: the
+// same but for case and underscores, or at most two edits away; "" if
+// none is.
+func nearest(key string, known []string) string {
+	squash := func(s string) string { return strings.ReplaceAll(strings.ToLower(s), "_", "") }
+	best, bestDist := "", 3
+	for _, k := range known {
+		if squash(k) == squash(key) {
+			return k
+		}
+		if d := editDistance(key, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

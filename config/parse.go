@@ -315,8 +315,18 @@ func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed 
 	if r.HostRewrite != "" && strings.ContainsAny(r.HostRewrite, "/ \t") {
 		v.errorf(at(p, "host_rewrite"), "%q is not host[:port]", r.HostRewrite)
 	}
-	if (r.PrefixRewrite != "" || r.HostRewrite != "" || !r.RequestHeaders.empty() || !r.ResponseHeaders.empty()) && r.Cluster == "" {
-		v.errorf(p, "prefix_rewrite, host_rewrite and header rules need a cluster")
+	if (r.PrefixRewrite != "" || r.HostRewrite != "" || !r.RequestHeaders.empty() || !r.ResponseHeaders.empty() ||
+		r.Timeouts != RouteTimeouts{} || r.MaxRequestBody != 0) && r.Cluster == "" {
+		v.errorf(p, "prefix_rewrite, host_rewrite, header rules, timeouts and max_request_body need a cluster")
+	}
+	t := &r.Timeouts
+	for _, d := range []struct {
+		key string
+		val Duration
+	}{{"connect", t.Connect}, {"response_header", t.ResponseHeader}, {"upstream_read", t.UpstreamRead}, {"upstream_total", t.UpstreamTotal}} {
+		if d.val < 0 {
+			v.errorf(at(p, "timeouts", d.key), "must not be negative")
+		}
 	}
 	v.headerRules(at(p, "request_headers"), &r.RequestHeaders)
 	v.headerRules(at(p, "response_headers"), &r.ResponseHeaders)

@@ -143,7 +143,7 @@ func (x *call) copyBody(up stream.Upstream) *Error {
 		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
 	}
 	filter := x.srv.phases.RequestBodyFilter
-	limit := x.srv.opts.Limits.MaxRequestBody
+	limit := x.bodyLimit()
 	for {
 		data, rerr := ds.ReadBody()
 		if rerr != nil && rerr != io.EOF {

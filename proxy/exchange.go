@@ -118,7 +118,7 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 		}
 	}
 	start := mono.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), srv.opts.Timeouts.Connect)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout(s.Override.Connect, srv.opts.Timeouts.Connect))
 	nc, err := srv.dialer.DialContext(ctx, "tcp", peer.Addr)
 	if err != nil && fdlimit.Exhausted(err) && srv.pool.p.Len() > 0 {
 		// Descriptors the sockets' count does not see ran out: idle
@@ -166,10 +166,10 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 		srv.pool.p.Release(key, up, up.Finish(sentWhole), created, mono.Now())
 	}()
 	limit := time.Duration(0)
-	if t.UpstreamTotal > 0 {
-		limit = mono.Now() + t.UpstreamTotal
+	if total := timeout(s.Override.UpstreamTotal, t.UpstreamTotal); total > 0 {
+		limit = mono.Now() + total
 	}
-	up.Begin(limit, t.UpstreamWrite, t.UpstreamRead)
+	up.Begin(limit, t.UpstreamWrite, timeout(s.Override.UpstreamRead, t.UpstreamRead))
 	x.body.err = nil
 
 	upgrade := x.upgradeOffer()
@@ -337,8 +337,8 @@ const maxInterim = 10
 // responses other than 100 and 101. Interim responses count against the
 // response-head timeout, and at most maxInterim are read.
 func (x *call) readResponseHead(up stream.Upstream, sent time.Duration, hasBody bool) (*stream.Response, *Error) {
-	t := &x.srv.opts.Timeouts
-	deadline := sent + t.ResponseHeader
+	headTimeout := timeout(x.sess.Override.ResponseHeader, x.srv.opts.Timeouts.ResponseHeader)
+	deadline := sent + headTimeout
 	// Wait a short while first; if the upstream is slow, start watching
 	// the client so that a client that gives up cancels the request.
 	waitShort := true
@@ -349,7 +349,7 @@ func (x *call) readResponseHead(up stream.Upstream, sent time.Duration, hasBody 
 		}
 	}()
 	for interim := 0; ; {
-		wait := t.ResponseHeader
+		wait := headTimeout
 		if waitShort && wait > watchAfter {
 			wait = watchAfter
 		}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/hop"
@@ -84,6 +85,7 @@ func (srv *Server) startCall(ds stream.Downstream) *call {
 	s := &x.sess
 	s.Stats = Stats{Start: mono.Wall(h.Began), RequestRead: h.Read - h.Began}
 	s.Ctx = nil
+	s.Override = Override{}
 	s.answered = false
 	s.ClientAddr, s.LocalAddr = h.Client, h.Local
 	s.begin()
@@ -119,10 +121,6 @@ func (x *call) run() *Error {
 	if string(x.head.Method) == "CONNECT" {
 		return &Error{Side: Downstream, Kind: KindRequestRejected, Status: 405, Where: "CONNECT is not served"}
 	}
-	if limit := srv.opts.Limits.MaxRequestBody; limit > 0 && x.head.ContentLength > limit {
-		srv.counters.BodyTooLarge.Add(1)
-		return &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}
-	}
 	if ph.NewCtx != nil {
 		s.Ctx = ph.NewCtx()
 	}
@@ -135,8 +133,30 @@ func (x *call) run() *Error {
 			return nil
 		}
 	}
+	// After RequestFilter, which may have set the request's own limit.
+	if limit := x.bodyLimit(); limit > 0 && x.head.ContentLength > limit {
+		srv.counters.BodyTooLarge.Add(1)
+		return &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}
+	}
 	x.prepareUpstreamRequest()
 	return x.forward()
+}
+
+// bodyLimit is the request's body-size limit: its own, or the Server's.
+func (x *call) bodyLimit() int64 {
+	if l := x.sess.Override.MaxRequestBody; l != 0 {
+		return l
+	}
+	return x.srv.opts.Limits.MaxRequestBody
+}
+
+// timeout returns the request's own value of a timeout, if it has one,
+// else the Server's.
+func timeout(own, server time.Duration) time.Duration {
+	if own != 0 {
+		return own
+	}
+	return server
 }
 
 // finish answers a failed request if nothing was sent yet, and says how

@@ -59,6 +59,11 @@ type Session struct {
 	// Ctx is the per-request value from Phases.NewCtx.
 	Ctx any
 
+	// Override changes Options for this request only: a hook that runs
+	// before the request goes upstream (RequestFilter, UpstreamPeer) sets
+	// it, as a route with timeouts of its own does.
+	Override Override
+
 	ClientAddr netip.AddrPort
 	LocalAddr  netip.AddrPort
 	RequestID  []byte
@@ -76,6 +81,18 @@ type Session struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	ended  error // why the request's context ended; nil while it runs
+}
+
+// Override holds, for one request, values that replace the Server's
+// Options. A zero field keeps the Server's value; others mean what the
+// Options field of the same name means (a negative UpstreamRead,
+// UpstreamTotal or MaxRequestBody: no limit).
+type Override struct {
+	Connect        time.Duration // Timeouts.Connect
+	ResponseHeader time.Duration // Timeouts.ResponseHeader
+	UpstreamRead   time.Duration // Timeouts.UpstreamRead
+	UpstreamTotal  time.Duration // Timeouts.UpstreamTotal
+	MaxRequestBody int64         // Limits.MaxRequestBody, checked after RequestFilter
 }
 
 // Stats describe one request, for logs.

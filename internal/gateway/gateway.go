@@ -45,6 +45,7 @@ type rule struct {
 
 	prefixRewrite   string // with match.Prefix
 	hostRewrite     string
+	override        proxy.Override // the route's own timeouts and body limit
 	requestHeaders  route.Rules
 	responseHeaders route.Rules
 }
@@ -115,6 +116,13 @@ func compile(rc *config.Route, clusters map[string]*Cluster) rule {
 		cluster:       clusters[rc.Cluster],
 		prefixRewrite: rc.PrefixRewrite,
 		hostRewrite:   rc.HostRewrite,
+		override: proxy.Override{
+			Connect:        time.Duration(rc.Timeouts.Connect),
+			ResponseHeader: time.Duration(rc.Timeouts.ResponseHeader),
+			UpstreamRead:   time.Duration(rc.Timeouts.UpstreamRead),
+			UpstreamTotal:  time.Duration(rc.Timeouts.UpstreamTotal),
+			MaxRequestBody: int64(rc.MaxRequestBody),
+		},
 	}
 	if rc.PathRegex != "" {
 		r.match.Regex = regexp.MustCompile("^(?:" + rc.PathRegex + ")$")
@@ -223,6 +231,7 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 		return false, errNoRoute
 	}
 	s.Ctx = r
+	s.Override = r.override
 	switch {
 	case r.respond != nil:
 		return true, s.Respond(r.respond.status, r.respond.body, "Content-Type", r.respond.ctype)

@@ -276,3 +276,60 @@ func TestRouteDirectOnly(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestRouteOverrides: a route's own timeouts and body limit replace the
+// process-wide ones for its requests only, through the binary.
+func TestRouteOverrides(t *testing.T) {
+	slow := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/slow" {
+			time.Sleep(700 * time.Millisecond)
+		}
+		io.WriteString(w, "done")
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "o.yaml", fmt.Sprintf(`listeners:
+  - address: %s
+    routes:
+      - {path: /slow, cluster: o, timeouts: {response_header: 200ms}}
+      - {path: /small, cluster: o, max_request_body: 10}
+      - {path: /big, cluster: o, max_request_body: 1MiB}
+      - {cluster: o}
+clusters:
+  - {name: o, endpoints: [%q]}
+limits: {max_request_body: 100}
+`, addr, slow), addr)
+	start := time.Now()
+	if code := curlStatus(t, "http://"+addr+"/slow"); code != 504 || time.Since(start) > 600*time.Millisecond {
+		t.Errorf("/slow: %d after %v, want 504 after the route's 200ms", code, time.Since(start))
+	}
+	body := strings.Repeat("b", 200)
+	for _, tc := range []struct {
+		path string
+		want int
+	}{{"/small", 413}, {"/big", 200}, {"/other", 413}} {
+		if code := curlStatus(t, "--data-binary", body, "http://"+addr+tc.path); code != tc.want {
+			t.Errorf("POST %d bytes to %s: %d, want %d", len(body), tc.path, code, tc.want)
+		}
+	}
+	if code := curlStatus(t, "--data-binary", "12345", "http://"+addr+"/small"); code != 200 {
+		t.Errorf("POST 5 bytes to /small: %d, want 200", code)
+	}
+	// Chunked, the body is counted as it streams.
+	for _, tc := range []struct {
+		path string
+		want int
+	}{{"/small", 413}, {"/big", 200}} {
+		if code := curlStatus(t, "-H", "Transfer-Encoding: chunked", "--data-binary", body, "http://"+addr+tc.path); code != tc.want {
+			t.Errorf("POST %d chunked bytes to %s: %d, want %d", len(body), tc.path, code, tc.want)
+		}
+	}
+}
+
+func curlStatus(t *testing.T, args ...string) int {
+	t.Helper()
+	r := mustCurl(t, append([]string{"-s", "-o", "/dev/null", "-w", "%{http_code}"}, args...)...)
+	var code int
+	fmt.Sscanf(string(r.Stdout), "%d", &code)
+	return code
+}
