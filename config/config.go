@@ -25,6 +25,9 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Pool bounds the process-wide upstream connection pool.
 	Pool Pool `yaml:"upstream_pool"`
+	// RequestBuffering says how request bodies are read before an
+	// upstream is chosen.
+	RequestBuffering RequestBuffering `yaml:"request_buffering"`
 	// Forwarding controls X-Forwarded-* and Forwarded.
 	Forwarding Forwarding `yaml:"forwarding"`
 	// AccessLog is where one JSON line per request goes (default none).
@@ -85,6 +88,17 @@ type Route struct {
 	// route's requests; left out, those apply.
 	Timeouts       RouteTimeouts `yaml:"timeouts"`
 	MaxRequestBody Size          `yaml:"max_request_body"`
+	// RequestBuffering is on (the default: bodies up to
+	// request_buffering.max are read whole first) or off (they stream).
+	RequestBuffering string `yaml:"request_buffering"`
+}
+
+// RequestBuffering bounds the request bodies read whole before an
+// upstream is chosen; zero means the default.
+type RequestBuffering struct {
+	Max        Size   `yaml:"max"`         // default 64KiB; larger bodies stream
+	Budget     Size   `yaml:"budget"`      // all bodies buffered at once; default 64MiB
+	OverBudget string `yaml:"over_budget"` // stream (default) or refuse (503)
 }
 
 // RouteTimeouts are the upstream timeouts a route may set for itself.

@@ -236,6 +236,7 @@ func (v *validator) config(c *Config) {
 			v.errorf(at(p, "address"), "%v", err)
 		}
 	}
+	v.oneOf([]any{"request_buffering", "over_budget"}, c.RequestBuffering.OverBudget, "stream", "refuse")
 	for i, t := range c.Forwarding.TrustedProxies {
 		if _, err := ParsePrefix(t); err != nil {
 			v.errorf([]any{"forwarding", "trusted_proxies", i}, "%q is not a CIDR or address", t)
@@ -316,9 +317,10 @@ func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed 
 		v.errorf(at(p, "host_rewrite"), "%q is not host[:port]", r.HostRewrite)
 	}
 	if (r.PrefixRewrite != "" || r.HostRewrite != "" || !r.RequestHeaders.empty() || !r.ResponseHeaders.empty() ||
-		r.Timeouts != RouteTimeouts{} || r.MaxRequestBody != 0) && r.Cluster == "" {
-		v.errorf(p, "prefix_rewrite, host_rewrite, header rules, timeouts and max_request_body need a cluster")
+		r.Timeouts != RouteTimeouts{} || r.MaxRequestBody != 0 || r.RequestBuffering != "") && r.Cluster == "" {
+		v.errorf(p, "prefix_rewrite, host_rewrite, header rules, timeouts, max_request_body and request_buffering need a cluster")
 	}
+	v.oneOf(at(p, "request_buffering"), r.RequestBuffering, "on", "off")
 	t := &r.Timeouts
 	for _, d := range []struct {
 		key string

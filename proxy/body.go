@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,73 +127,209 @@ func (x *call) abortBody(up stream.Upstream) *Error {
 	return e
 }
 
-// bodyStarted reports whether any of the request body was consumed, which
-// rules out sending the request again.
+// bodyStarted reports whether any of the request body was consumed and
+// cannot be sent again, which rules out sending the request again.
 func (x *call) bodyStarted() bool {
-	return x.head.ContentLength != 0 && (x.ds.BodyDone() || x.sess.Stats.BytesIn > 0)
+	return x.head.ContentLength != 0 && !x.bufWhole && (x.ds.BodyDone() || x.sess.Stats.BytesIn > 0)
 }
 
-// copyBody copies the request body to up, through the body filter.
-func (x *call) copyBody(up stream.Upstream) *Error {
+// readBody reads the next piece of the request body from the client,
+// counted against the body-size limit and passed through the body
+// filter; io.EOF comes with the last.
+func (x *call) readBody() ([]byte, *Error, bool) {
 	s := &x.sess
 	ds := x.ds
+	data, rerr := ds.ReadBody()
+	if rerr != nil && rerr != io.EOF {
+		var pe stream.ProtocolError
+		switch {
+		case ds.Interrupted(stream.Read):
+			return nil, errBodyAborted, false
+		case errors.As(rerr, &pe):
+			return nil, &Error{Side: Downstream, Kind: KindProtocol, Status: pe.HTTPStatus(), Where: "request body", Err: rerr}, false
+		case isTimeout(rerr):
+			return nil, &Error{Side: Downstream, Kind: KindTimeout, Status: 408, Where: "request body timeout", Err: rerr}, false
+		}
+		return nil, &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "request body", Err: rerr}, false
+	}
+	s.Stats.BytesIn += int64(len(data))
+	if limit := x.bodyLimit(); limit > 0 && s.Stats.BytesIn > limit {
+		x.srv.counters.BodyTooLarge.Add(1)
+		return nil, &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}, false
+	}
+	end := rerr == io.EOF
+	if filter := x.srv.phases.RequestBodyFilter; filter != nil {
+		var err error
+		if data, err = filter(s, data, end); err != nil {
+			return nil, asError(err, Internal, KindFilter, 500, "request body filter"), false
+		}
+	}
+	if end {
+		if t := ds.Trailer(); t.Len() > 0 {
+			hop.CopyTrailers(&s.Request.Trailer, t)
+		}
+	}
+	return data, nil, end
+}
+
+// copyBody sends the request body to up: what was buffered, then the rest
+// as it comes from the client.
+func (x *call) copyBody(up stream.Upstream) *Error {
 	writeErr := func(err error) *Error {
 		if up.Interrupted(stream.Write) {
 			return errBodyAborted
 		}
 		return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
 	}
-	filter := x.srv.phases.RequestBodyFilter
-	limit := x.bodyLimit()
-	for {
-		data, rerr := ds.ReadBody()
-		if rerr != nil && rerr != io.EOF {
-			var pe stream.ProtocolError
-			switch {
-			case ds.Interrupted(stream.Read):
-				return errBodyAborted
-			case errors.As(rerr, &pe):
-				return &Error{Side: Downstream, Kind: KindProtocol, Status: pe.HTTPStatus(), Where: "request body", Err: rerr}
-			case isTimeout(rerr):
-				return &Error{Side: Downstream, Kind: KindTimeout, Status: 408, Where: "request body timeout", Err: rerr}
+	for _, b := range [...][]byte{x.buffered, x.pending} {
+		if len(b) > 0 {
+			if err := up.WriteBody(b); err != nil {
+				return writeErr(err)
 			}
-			return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "request body", Err: rerr}
 		}
-		s.Stats.BytesIn += int64(len(data))
-		if limit > 0 && s.Stats.BytesIn > limit {
-			x.srv.counters.BodyTooLarge.Add(1)
-			return &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}
-		}
-		if filter != nil {
-			var err error
-			if data, err = filter(s, data, rerr == io.EOF); err != nil {
-				return asError(err, Internal, KindFilter, 500, "request body filter")
-			}
+	}
+	x.pending = nil // a retry has none: it cannot happen after streaming
+	for end := x.bufWhole; !end; {
+		var data []byte
+		var e *Error
+		if data, e, end = x.readBody(); e != nil {
+			return e
 		}
 		if len(data) > 0 {
 			if err := up.WriteBody(data); err != nil {
 				return writeErr(err)
 			}
 		}
-		if rerr == io.EOF {
-			break
-		}
-		if !ds.BodyBuffered() {
+		if !end && !x.ds.BodyBuffered() {
 			if err := up.Flush(); err != nil {
 				return writeErr(err)
 			}
 		}
 	}
-	if t := ds.Trailer(); t.Len() > 0 {
-		hop.CopyTrailers(&s.Request.Trailer, t)
-	}
-	if err := up.EndBody(&s.Request.Trailer); err != nil {
+	if err := up.EndBody(&x.sess.Request.Trailer); err != nil {
 		return writeErr(err)
 	}
 	if err := up.Flush(); err != nil {
 		return writeErr(err)
 	}
 	return nil
+}
+
+// Buffered bodies are held in pooled buffers of a few sizes, the smallest
+// that fits, so that a small body holds little memory; the budget counts
+// what each holds.
+var bodyBufSizes = [...]int{4 << 10, 16 << 10, DefaultBufferMax}
+
+var bodyBufPools [len(bodyBufSizes)]sync.Pool
+
+// getBodyBuf returns an empty buffer of capacity at least n: a pooled
+// one up to DefaultBufferMax, else a new one of n.
+func getBodyBuf(n int) *[]byte {
+	for i, size := range bodyBufSizes {
+		if n <= size {
+			if p, ok := bodyBufPools[i].Get().(*[]byte); ok {
+				return p
+			}
+			b := make([]byte, 0, size)
+			return &b
+		}
+	}
+	b := make([]byte, 0, n)
+	return &b
+}
+
+func putBodyBuf(p *[]byte) {
+	for i, size := range bodyBufSizes {
+		if cap(*p) == size {
+			*p = (*p)[:0]
+			bodyBufPools[i].Put(p)
+			return
+		}
+	}
+}
+
+// bufferBody reads the request body before an upstream is chosen, if it
+// is no larger than the buffering limit and fits the budget, so that a
+// slow client holds no upstream connection while it sends it. A body
+// larger than the limit, or than what the budget has left, streams: a
+// chunked one from where it outgrew them (pending), unless the Server
+// refuses bodies over the budget (503). The budget counts the memory the
+// buffer holds, not only the bytes in it.
+func (x *call) bufferBody() *Error {
+	opts := &x.srv.opts.Buffering
+	limit := opts.Max
+	if l := x.sess.Override.BufferMax; l != 0 {
+		limit = l
+	}
+	n := x.head.ContentLength
+	if n == 0 || limit <= 0 || n > limit {
+		return nil // no body, no buffering, or too large: it streams
+	}
+	x.ds.Continue()
+	for {
+		data, e, end := x.readBody()
+		if e != nil {
+			return e
+		}
+		need := len(x.buffered) + len(data)
+		if int64(need) > limit {
+			x.pending = data // a chunked body past the limit streams from here
+			return nil
+		}
+		if need > cap(x.buffered) {
+			if !x.growBuffer(need, n, limit) {
+				x.srv.counters.BufferOverBudget.Add(1)
+				if opts.RefuseOverBudget {
+					return &Error{Side: Internal, Kind: KindLimit, Status: 503, Where: "request body: buffer budget spent"}
+				}
+				x.pending = data
+				return nil
+			}
+		}
+		x.buffered = append(x.buffered, data...)
+		if end {
+			x.bufWhole = true
+			x.srv.counters.BodiesBuffered.Add(1)
+			return nil
+		}
+	}
+}
+
+// growBuffer makes room for need bytes of a body of length n (-1 if
+// unknown) within limit, taking the memory from the budget, and reports
+// whether it could. A body of known length gets room for all of it at
+// once; one of unknown length, four times what it has, at least.
+func (x *call) growBuffer(need int, n, limit int64) bool {
+	size := int64(need)
+	if n > 0 {
+		size = n
+	} else {
+		size = min(max(size, 4*int64(cap(x.buffered))), limit)
+	}
+	p := getBodyBuf(int(size))
+	grow := int64(cap(*p)) - x.bufTaken
+	if !x.srv.opts.Buffering.Budget.Take(grow) {
+		putBodyBuf(p)
+		return false
+	}
+	x.bufTaken += grow
+	*p = append(*p, x.buffered...)
+	if x.bufp != nil {
+		putBodyBuf(x.bufp)
+	}
+	x.bufp, x.buffered = p, *p
+	return true
+}
+
+// dropBuffer gives back a buffered body's memory and budget.
+func (x *call) dropBuffer() {
+	if x.bufTaken > 0 {
+		x.srv.opts.Buffering.Budget.Release(x.bufTaken)
+	}
+	if x.bufp != nil {
+		putBodyBuf(x.bufp)
+	}
+	x.buffered, x.pending, x.bufWhole, x.bufTaken, x.bufp = nil, nil, false, 0, nil
 }
 
 // While a request waits for a slow upstream, nothing reads the client's

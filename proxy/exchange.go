@@ -180,10 +180,13 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 		// Framing and connection fields are strait's to write.
 		hop.Strip(&s.Request.Header)
 	}
-	// The body goes as it came, or streamed if a filter may change its
-	// length.
+	// The body goes with its length if that is known (a buffered body's
+	// is, filtered or not, unless it has trailers to send), else streamed.
 	body := x.head.ContentLength
-	if body != 0 && srv.phases.RequestBodyFilter != nil {
+	switch {
+	case x.bufWhole && s.Request.Trailer.Len() == 0:
+		body = int64(len(x.buffered))
+	case body != 0 && srv.phases.RequestBodyFilter != nil:
 		body = -1
 	}
 	if err := up.WriteHead(s.Request.Method, s.Request.Path, &s.Request.Header, s.Stats.Peer, body, upgrade); err != nil {

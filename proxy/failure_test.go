@@ -129,9 +129,10 @@ func TestRequestBodyNotFullySent(t *testing.T) {
 			}
 			p.RequestBodyFilter = tc.filter
 			p.Logging = l.hook
+			// Streamed (not buffered), so that the head goes first.
 			_, addr := proxytest.Proxy(t, p, proxy.Options{Timeouts: proxy.Timeouts{
 				UpstreamWrite: 300 * time.Millisecond, ResponseHeader: 3 * time.Second,
-			}})
+			}, Buffering: proxy.Buffering{Max: -1}})
 			c, br := rawConn(t, addr)
 			io.WriteString(c, "POST /early HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 			time.Sleep(20 * time.Millisecond) // the head goes upstream, and the origin answers
@@ -827,7 +828,9 @@ func TestOriginFailsMidExchange(t *testing.T) {
 			var l logged
 			p := to(o.addr)
 			p.Logging = l.hook
-			_, addr := proxytest.Proxy(t, p, proxy.Options{})
+			// Streamed (not buffered), so that the body reaches the origin
+			// as it comes.
+			_, addr := proxytest.Proxy(t, p, proxy.Options{Buffering: proxy.Buffering{Max: -1}})
 			c, br := rawConn(t, addr)
 			if tc.request == "" {
 				io.WriteString(c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")

@@ -25,6 +25,14 @@ type call struct {
 	body    bodySender
 	up      stream.Upstream // the exchange's, while one runs
 
+	// The request body read before the exchange (bufferBody): all of it
+	// if bufWhole, else its start, with pending the piece read after that.
+	buffered []byte
+	pending  []byte
+	bufWhole bool
+	bufTaken int64  // bytes taken from the budget
+	bufp     *[]byte // buffered's memory, from bodyBufPool
+
 	// A watcher on a goroutine of its own signals watchDone when it ends;
 	// clientGone is set by the watcher (ClientGone) and read once it is
 	// done.
@@ -138,6 +146,9 @@ func (x *call) run() *Error {
 		srv.counters.BodyTooLarge.Add(1)
 		return &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}
 	}
+	if e := x.bufferBody(); e != nil {
+		return e
+	}
 	x.prepareUpstreamRequest()
 	return x.forward()
 }
@@ -205,6 +216,7 @@ func (x *call) end(e *Error) {
 	r.Header.Reset()
 	r.Authority, r.Path = nil, nil
 	s.Ctx = nil
+	x.dropBuffer()
 	x.ds, x.head, x.up = nil, nil, nil
 	callPool.Put(x)
 }

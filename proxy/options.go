@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/straitproxy/strait/internal/budget"
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/http1"
 )
@@ -58,7 +59,37 @@ const (
 	DefaultMaxConns = 100000
 	// DefaultMaxAttempts is how many times a request may be sent upstream.
 	DefaultMaxAttempts = 2
+	// DefaultBufferMax is the largest request body read whole before an
+	// upstream is chosen (nginx's client_body_buffer_size is 8-16 KiB in
+	// memory, the rest on disk; strait keeps it in memory, bounded).
+	DefaultBufferMax = 64 << 10
+	// DefaultBufferBudget bounds the bytes of request bodies buffered at
+	// once in the whole process: 64 MiB, a thousand bodies at
+	// DefaultBufferMax.
+	DefaultBufferBudget = 64 << 20
 )
+
+// Buffering says how request bodies are read before an upstream is
+// chosen. A body read whole first costs no upstream connection while a
+// slow client sends it, and can be sent again on a retry.
+type Buffering struct {
+	// Max is the largest body read whole first; a larger one streams
+	// upstream as it comes (a chunked body past Max streams from there).
+	// 0 means DefaultBufferMax; negative, no buffering.
+	Max int64
+	// Budget bounds the bytes buffered at once; give every Server the
+	// same. nil: one of DefaultBufferBudget for this Server.
+	Budget *Budget
+	// RefuseOverBudget answers a body that does not fit the budget with
+	// 503; by default it streams instead, unbuffered.
+	RefuseOverBudget bool
+}
+
+// Budget is a number of bytes shared by every request of a process.
+type Budget = budget.Budget
+
+// NewBudget returns a budget of limit bytes.
+func NewBudget(limit int64) *Budget { return budget.New(limit) }
 
 // Timeouts name every wait. A zero field means its default; a negative one
 // means no limit (UpstreamTotal has no limit by default).
@@ -110,6 +141,8 @@ type Options struct {
 	// AccessLogger receives the access log's lines when AccessLog is set;
 	// nil means Logger.
 	AccessLogger *slog.Logger
+	// Buffering says how request bodies are buffered.
+	Buffering Buffering
 	// Upgrades are the protocols an Upgrade request may switch to, compared
 	// without regard to case (Envoy's upgrade_configs); nil means
 	// {"websocket"}. A request asking for another protocol goes upstream
@@ -151,6 +184,12 @@ func (o Options) withDefaults() Options {
 	}
 	if l.MaxAttempts <= 0 {
 		l.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.Buffering.Max == 0 {
+		o.Buffering.Max = DefaultBufferMax
+	}
+	if o.Buffering.Budget == nil {
+		o.Buffering.Budget = NewBudget(DefaultBufferBudget)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

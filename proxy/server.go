@@ -337,6 +337,8 @@ type Counters struct {
 	UpstreamErrors   atomic.Int64 // other upstream failures (502)
 	NoPeer           atomic.Int64 // 503s: no peer could take the request
 	DownstreamGone   atomic.Int64 // clients that left before their response was done
+	BodiesBuffered   atomic.Int64 // request bodies read whole before the exchange
+	BufferOverBudget atomic.Int64 // bodies that did not fit Buffering.Budget (streamed, or 503)
 }
 
 func (c *Counters) rejected(status int) {

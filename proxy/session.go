@@ -93,6 +93,7 @@ type Override struct {
 	UpstreamRead   time.Duration // Timeouts.UpstreamRead
 	UpstreamTotal  time.Duration // Timeouts.UpstreamTotal
 	MaxRequestBody int64         // Limits.MaxRequestBody, checked after RequestFilter
+	BufferMax      int64         // Buffering.Max
 }
 
 // Stats describe one request, for logs.

@@ -124,6 +124,9 @@ func compile(rc *config.Route, clusters map[string]*Cluster) rule {
 			MaxRequestBody: int64(rc.MaxRequestBody),
 		},
 	}
+	if rc.RequestBuffering == "off" {
+		r.override.BufferMax = -1
+	}
 	if rc.PathRegex != "" {
 		r.match.Regex = regexp.MustCompile("^(?:" + rc.PathRegex + ")$")
 	}
@@ -288,6 +291,10 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			MaxAttempts:        l.MaxAttempts,
 		},
 		Forwarding: proxy.Forwarding{Forwarded: c.Forwarding.Forwarded},
+		Buffering: proxy.Buffering{
+			Max:              int64(c.RequestBuffering.Max),
+			RefuseOverBudget: c.RequestBuffering.OverBudget == "refuse",
+		},
 		Logger:     logger,
 		AccessLog:  c.AccessLog != "",
 		Pool: proxy.NewPool(proxy.PoolLimits{
@@ -296,6 +303,9 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			IdleTimeout:    d(c.Pool.IdleTimeout),
 			MaxLifetime:    d(c.Pool.MaxLifetime),
 		}),
+	}
+	if b := c.RequestBuffering.Budget; b > 0 {
+		o.Buffering.Budget = proxy.NewBudget(int64(b))
 	}
 	for _, s := range c.Forwarding.TrustedProxies {
 		if p, err := config.ParsePrefix(s); err == nil { // validated already

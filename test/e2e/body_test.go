@@ -100,7 +100,9 @@ func TestChunked(t *testing.T) {
 		check(t, randomBytes(3<<20+12345), []string{"-H", "Transfer-Encoding: chunked"}, "chunked")
 	})
 	t.Run("ChunkedUploadSmall", func(t *testing.T) {
-		check(t, []byte("x"), []string{"-H", "Transfer-Encoding: chunked"}, "chunked")
+		// Read whole before the exchange (request buffering), it goes
+		// with its length.
+		check(t, []byte("x"), []string{"-H", "Transfer-Encoding: chunked"}, "length 1")
 	})
 	t.Run("ChunkedUploadStdin", func(t *testing.T) {
 		payload := randomBytes(1<<20 + 7)

@@ -120,7 +120,8 @@ func TestStreamingUpload(t *testing.T) {
 		done <- nil
 		fmt.Fprintf(w, "got %d pieces\n", n)
 	}))
-	px := startStrait(t, clusterYAML(origin), nil)
+	// Not buffered: the route streams bodies as they come.
+	px := startStrait(t, strings.Replace(clusterYAML(origin), "- cluster: origin", "- {cluster: origin, request_buffering: off}", 1), nil)
 	c := dialPipeline(t, px.Addr)
 	c.write("POST /upload HTTP/1.1\r\nHost: e2e\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n")
 	var delays []string

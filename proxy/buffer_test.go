@@ -1,0 +1,143 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/proxytest"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// TestBufferedBody: a body within Buffering.Max, sent slowly, reaches the
+// origin whole and with its length, a chunked one included (but for one
+// with trailers, which goes chunked to keep them).
+func TestBufferedBody(t *testing.T) {
+	o := newOrigin(t, func(oc *originConn, req *http.Request) bool {
+		s := oc.readBody(req)
+		return s.err == nil && oc.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") == nil
+	})
+	var l logged
+	p := to(o.addr)
+	p.Logging = l.hook
+	srv, addr := proxytest.Proxy(t, p, proxy.Options{})
+	for _, tc := range []struct {
+		name, head string
+		parts      []string
+		wantCL     string // "": chunked
+		wantTrail  string
+	}{
+		{"length", "POST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", []string{"hello ", "world"}, "11", ""},
+		{"chunked", "POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", []string{"6\r\nhello \r\n", "5\r\nworld\r\n0\r\n\r\n"}, "11", ""},
+		{"trailers", "POST /trailers HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", []string{"6\r\nhello \r\n", "5\r\nworld\r\n0\r\nX-Sum: 7\r\n\r\n"}, "", "7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := rawConn(t, addr)
+			io.WriteString(c, tc.head+tc.parts[0])
+			time.Sleep(50 * time.Millisecond) // the client is slow
+			dials := srv.Counters().UpstreamDials.Load()
+			io.WriteString(c, tc.parts[1])
+			if resp, body := readResponse(t, br, "POST"); resp.StatusCode != 200 || body != "ok" {
+				t.Fatalf("%d %q", resp.StatusCode, body)
+			}
+			reqs := o.requests()
+			got := reqs[len(reqs)-1]
+			if got.body != "hello world" || got.header.Get("Content-Length") != tc.wantCL || got.trailer.Get("X-Sum") != tc.wantTrail {
+				t.Errorf("the origin got body %q, Content-Length %q, trailer %v", got.body, got.header.Get("Content-Length"), got.trailer)
+			}
+			if d := srv.Counters().UpstreamDials.Load() - dials; d > 1 {
+				t.Errorf("%d dials for one request", d)
+			}
+		})
+	}
+	if n := srv.Counters().BodiesBuffered.Load(); n != 3 {
+		t.Errorf("BodiesBuffered = %d, want 3", n)
+	}
+}
+
+// TestBufferedBodyHoldsNoConnection: while a client sends its body
+// slowly, the origin has no connection from strait.
+func TestBufferedBodyHoldsNoConnection(t *testing.T) {
+	o := newOrigin(t, nil)
+	srv, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
+	time.Sleep(150 * time.Millisecond)
+	o.mu.Lock()
+	conns := o.conns
+	o.mu.Unlock()
+	if conns != 0 || srv.Counters().UpstreamDials.Load() != 0 {
+		t.Fatalf("the origin has %d connections while the body is half sent", conns)
+	}
+	io.WriteString(c, "cd")
+	if resp, _ := readResponse(t, br, "POST"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if r := o.requests(); len(r) != 1 || r[0].body != "abcd" {
+		t.Fatalf("the origin got %+v", r)
+	}
+}
+
+// TestBufferOverflow: a chunked body past Buffering.Max, or one that does
+// not fit the budget, streams whole, its buffered start first; with
+// RefuseOverBudget one that does not fit gets 503 instead.
+func TestBufferOverflow(t *testing.T) {
+	o := newOrigin(t, nil)
+	big := strings.Repeat("x", 3000)
+	chunked := func(body string) string {
+		var b strings.Builder
+		b.WriteString("POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+		for i := 0; i < len(body); i += 1000 {
+			b.WriteString("3e8\r\n" + body[i:i+1000] + "\r\n")
+		}
+		b.WriteString("0\r\n\r\n")
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name   string
+		opts   proxy.Buffering
+		status int
+	}{
+		{"past Max", proxy.Buffering{Max: 1500}, 200},
+		{"over budget", proxy.Buffering{Budget: proxy.NewBudget(1500)}, 200},
+		{"over budget, refused", proxy.Buffering{Budget: proxy.NewBudget(1500), RefuseOverBudget: true}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{Buffering: tc.opts})
+			before := len(o.requests())
+			c, br := rawConn(t, addr)
+			req := chunked(big)
+			// Piece by piece, so that the body arrives over several reads.
+			for i := 0; i < len(req); i += 700 {
+				io.WriteString(c, req[i:min(i+700, len(req))])
+				time.Sleep(5 * time.Millisecond)
+			}
+			resp, _ := readResponse(t, br, "POST")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.status != 200 {
+				if srv.Counters().BufferOverBudget.Load() != 1 || len(o.requests()) != before {
+					t.Errorf("refused body: counted %d, origin saw %d", srv.Counters().BufferOverBudget.Load(), len(o.requests())-before)
+				}
+				return
+			}
+			r := o.requests()
+			if len(r) != before+1 || r[len(r)-1].body != big || r[len(r)-1].err != nil {
+				t.Fatalf("the origin got %d requests; last %q %v", len(r)-before, trunc(r[len(r)-1].body), r[len(r)-1].err)
+			}
+			if b := tc.opts.Budget; b != nil && b.Used() != 0 {
+				t.Errorf("the budget holds %d bytes after the request", b.Used())
+			}
+		})
+	}
+}
+
+func trunc(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
