@@ -30,7 +30,7 @@ type call struct {
 	buffered []byte
 	pending  []byte
 	bufWhole bool
-	bufTaken int64  // bytes taken from the budget
+	bufTaken int64   // bytes taken from the budget
 	bufp     *[]byte // buffered's memory, from bodyBufPool
 
 	// A watcher on a goroutine of its own signals watchDone when it ends;

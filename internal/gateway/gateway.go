@@ -295,8 +295,8 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			Max:              int64(c.RequestBuffering.Max),
 			RefuseOverBudget: c.RequestBuffering.OverBudget == "refuse",
 		},
-		Logger:     logger,
-		AccessLog:  c.AccessLog != "",
+		Logger:    logger,
+		AccessLog: c.AccessLog != "",
 		Pool: proxy.NewPool(proxy.PoolLimits{
 			MaxIdlePerPeer: c.Pool.MaxIdlePerEndpoint,
 			MaxIdle:        c.Pool.MaxIdle,
