@@ -180,6 +180,7 @@ type Limits struct {
 	MaxRequestBody     Size `yaml:"max_request_body"`      // default 100MiB (413)
 	MaxRequestsPerConn int  `yaml:"max_requests_per_conn"` // default 10000
 	MaxConns           int  `yaml:"max_conns"`             // per listener; default 100000 (503)
+	MaxConnsPerClient  int  `yaml:"max_conns_per_client"`  // per client address; default none (503)
 	MaxAttempts        int  `yaml:"max_attempts"`          // upstream attempts per request; default 2
 }
 

@@ -424,6 +424,7 @@ func (v *validator) nonNegative(c *Config) {
 	check([]any{"limits", "max_header_count"}, int64(l.MaxHeaderCount))
 	check([]any{"limits", "max_requests_per_conn"}, int64(l.MaxRequestsPerConn))
 	check([]any{"limits", "max_conns"}, int64(l.MaxConns))
+	check([]any{"limits", "max_conns_per_client"}, int64(l.MaxConnsPerClient))
 	check([]any{"limits", "max_attempts"}, int64(l.MaxAttempts))
 	check([]any{"upstream_pool", "max_idle_per_endpoint"}, int64(c.Pool.MaxIdlePerEndpoint))
 	check([]any{"upstream_pool", "max_idle"}, int64(c.Pool.MaxIdle))

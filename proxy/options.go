@@ -115,6 +115,10 @@ type Limits struct {
 	MaxRequestBody     int64        // bytes
 	MaxRequestsPerConn int
 	MaxConns           int // per listener
+	// MaxConnsPerClient bounds the connections one client address may
+	// hold open (across listeners); past it a new one gets 503. 0: no
+	// limit.
+	MaxConnsPerClient int
 	MaxAttempts        int // upstream attempts per request, retries included
 }
 

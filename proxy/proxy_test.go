@@ -942,6 +942,34 @@ func TestMaxConns(t *testing.T) {
 	}
 }
 
+// TestMaxConnsPerClient: a client address at its connection limit gets
+// 503 for a new connection, and may connect again once one closes.
+func TestMaxConnsPerClient(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Limits: proxy.Limits{MaxConnsPerClient: 2}})
+	get := func() (net.Conn, int) {
+		c, br := rawConn(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, _ := readResponse(t, br, "GET")
+		return c, resp.StatusCode
+	}
+	first, s1 := get()
+	_, s2 := get()
+	if s1 != 200 || s2 != 200 {
+		t.Fatalf("within the limit: %d, %d", s1, s2)
+	}
+	if _, s := get(); s != 503 {
+		t.Fatalf("a third connection: %d, want 503", s)
+	}
+	first.Close()
+	if !waitFor(2*time.Second, func() bool { _, s := get(); return s == 200 }) {
+		t.Fatal("no connection was taken after one closed")
+	}
+	if n := srv.Counters().ConnsPerClientRejected.Load(); n < 1 {
+		t.Errorf("ConnsPerClientRejected = %d", n)
+	}
+}
+
 // TestHeadTimeout: a head that stops coming gets 408 after the head
 // timeout, counted from its first byte, however it is split.
 func TestHeadTimeout(t *testing.T) {

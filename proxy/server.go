@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,9 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	shutting  atomic.Bool
+
+	clientsMu sync.Mutex
+	clients   map[netip.Addr]int // open connections by client, with Limits.MaxConnsPerClient
 }
 
 // New returns a Server that runs p with the options o. p must choose a
@@ -66,6 +70,10 @@ func New(p Phases, o Options) (*Server, error) {
 	srv.h1.MaxRequestsPerConn = o.Limits.MaxRequestsPerConn
 	srv.h1.Logger = o.Logger
 	srv.h1.Open = &srv.counters.ConnsOpen
+	if o.Limits.MaxConnsPerClient > 0 {
+		srv.clients = make(map[netip.Addr]int)
+		srv.h1.Closed = srv.clientLeft
+	}
 	return srv, nil
 }
 
@@ -204,13 +212,45 @@ func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 		go srv.reject(nc, "over limits.max_conns")
 		return
 	}
+	if srv.clients != nil && !srv.clientCame(nc) {
+		srv.counters.ConnsPerClientRejected.Add(1)
+		go srv.reject(nc, "over limits.max_conns_per_client")
+		return
+	}
 	if !fdlimit.TakeSocket() {
 		srv.counters.ConnsOverFDLimit.Add(1)
+		if srv.clients != nil {
+			srv.clientLeft(sockio.AddrPort(nc.RemoteAddr()))
+		}
 		go srv.reject(nc, "out of file descriptors")
 		return
 	}
 	open.Add(1)
 	srv.h1.Serve(nc, open)
+}
+
+// clientCame counts a connection against its client's
+// Limits.MaxConnsPerClient, and reports false, counting nothing, if the
+// client has that many already.
+func (srv *Server) clientCame(nc net.Conn) bool {
+	addr := sockio.AddrPort(nc.RemoteAddr()).Addr().Unmap()
+	srv.clientsMu.Lock()
+	defer srv.clientsMu.Unlock()
+	if srv.clients[addr] >= srv.opts.Limits.MaxConnsPerClient {
+		return false
+	}
+	srv.clients[addr]++
+	return true
+}
+
+// clientLeft uncounts a closed connection from its client's.
+func (srv *Server) clientLeft(remote netip.AddrPort) {
+	addr := remote.Addr().Unmap()
+	srv.clientsMu.Lock()
+	if srv.clients[addr]--; srv.clients[addr] <= 0 {
+		delete(srv.clients, addr)
+	}
+	srv.clientsMu.Unlock()
 }
 
 func isTemporaryAccept(err error) bool {
@@ -319,26 +359,27 @@ func ms(key string, d time.Duration) slog.Attr {
 // Counters count what the server did and every limit it enforced. They are
 // read while the server runs (for metrics); only the server writes them.
 type Counters struct {
-	ConnsAccepted    atomic.Int64 // client connections accepted
-	ConnsRejected    atomic.Int64 // refused with 503: over Limits.MaxConns
-	ConnsOverFDLimit atomic.Int64 // refused with 503: out of file descriptors
-	ConnsOpen        atomic.Int64 // client connections open now
-	Requests         atomic.Int64 // request heads read
-	BadRequests      atomic.Int64 // 400 and 505: malformed requests
-	NotImplemented   atomic.Int64 // 501: transfer codings other than chunked
-	URITooLong       atomic.Int64 // 414: request line over Limits.Head.MaxRequestLine
-	HeadTooLarge     atomic.Int64 // 431: head over Limits.Head.MaxHeaderBytes or MaxHeaderCount
-	BodyTooLarge     atomic.Int64 // 413: body over Limits.MaxRequestBody
-	HeaderTimeouts   atomic.Int64 // 408: head not read within Timeouts.Header
-	UpstreamDials    atomic.Int64 // new upstream connections
-	UpstreamStale    atomic.Int64 // pooled connections found closed before reuse
-	UpstreamProtocol atomic.Int64 // malformed upstream responses (502)
-	UpstreamTimeouts atomic.Int64 // 504s
-	UpstreamErrors   atomic.Int64 // other upstream failures (502)
-	NoPeer           atomic.Int64 // 503s: no peer could take the request
-	DownstreamGone   atomic.Int64 // clients that left before their response was done
-	BodiesBuffered   atomic.Int64 // request bodies read whole before the exchange
-	BufferOverBudget atomic.Int64 // bodies that did not fit Buffering.Budget (streamed, or 503)
+	ConnsAccepted          atomic.Int64 // client connections accepted
+	ConnsRejected          atomic.Int64 // refused with 503: over Limits.MaxConns
+	ConnsOverFDLimit       atomic.Int64 // refused with 503: out of file descriptors
+	ConnsPerClientRejected atomic.Int64 // refused with 503: over Limits.MaxConnsPerClient
+	ConnsOpen              atomic.Int64 // client connections open now
+	Requests               atomic.Int64 // request heads read
+	BadRequests            atomic.Int64 // 400 and 505: malformed requests
+	NotImplemented         atomic.Int64 // 501: transfer codings other than chunked
+	URITooLong             atomic.Int64 // 414: request line over Limits.Head.MaxRequestLine
+	HeadTooLarge           atomic.Int64 // 431: head over Limits.Head.MaxHeaderBytes or MaxHeaderCount
+	BodyTooLarge           atomic.Int64 // 413: body over Limits.MaxRequestBody
+	HeaderTimeouts         atomic.Int64 // 408: head not read within Timeouts.Header
+	UpstreamDials          atomic.Int64 // new upstream connections
+	UpstreamStale          atomic.Int64 // pooled connections found closed before reuse
+	UpstreamProtocol       atomic.Int64 // malformed upstream responses (502)
+	UpstreamTimeouts       atomic.Int64 // 504s
+	UpstreamErrors         atomic.Int64 // other upstream failures (502)
+	NoPeer                 atomic.Int64 // 503s: no peer could take the request
+	DownstreamGone         atomic.Int64 // clients that left before their response was done
+	BodiesBuffered         atomic.Int64 // request bodies read whole before the exchange
+	BufferOverBudget       atomic.Int64 // bodies that did not fit Buffering.Budget (streamed, or 503)
 }
 
 func (c *Counters) rejected(status int) {

@@ -288,6 +288,7 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			MaxRequestBody:     int64(l.MaxRequestBody),
 			MaxRequestsPerConn: l.MaxRequestsPerConn,
 			MaxConns:           l.MaxConns,
+			MaxConnsPerClient:  l.MaxConnsPerClient,
 			MaxAttempts:        l.MaxAttempts,
 		},
 		Forwarding: proxy.Forwarding{Forwarded: c.Forwarding.Forwarded},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,9 @@ type Server struct {
 	Logger             *slog.Logger
 	// Open counts the server's open connections, for its owner's metrics.
 	Open *atomic.Int64
+	// Closed, if set, is told the client address of each connection that
+	// closes.
+	Closed func(remote netip.AddrPort)
 
 	shutting atomic.Bool
 	workers  park.Workers
@@ -181,6 +185,9 @@ func (srv *Server) untrack(c *conn) {
 	srv.mu.Lock()
 	delete(srv.conns, c)
 	srv.mu.Unlock()
+	if srv.Closed != nil {
+		srv.Closed(c.remote)
+	}
 }
 
 // Refuse answers a connection that cannot be served (over a limit) with
