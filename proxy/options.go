@@ -119,7 +119,7 @@ type Limits struct {
 	// hold open (across listeners); past it a new one gets 503. 0: no
 	// limit.
 	MaxConnsPerClient int
-	MaxAttempts        int // upstream attempts per request, retries included
+	MaxAttempts       int // upstream attempts per request, retries included
 }
 
 // Forwarding says how strait tells the upstream about the client.
