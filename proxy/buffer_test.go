@@ -141,3 +141,50 @@ func trunc(s string) string {
 	}
 	return s
 }
+
+// TestBufferedBodyRetried: a buffered body is sent again whole when
+// ErrorWhileProxy asks for another attempt; a streamed one, consumed, is
+// not.
+func TestBufferedBodyRetried(t *testing.T) {
+	// The first origin reads the whole request and hangs up unanswered.
+	bad := newOrigin(t, func(oc *originConn, req *http.Request) bool {
+		oc.readBody(req)
+		return false
+	})
+	good := newOrigin(t, nil)
+	for _, tc := range []struct {
+		name   string
+		max    int64
+		status int
+	}{{"buffered", 0, 200}, {"streamed", -1, 502}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := proxy.Phases{
+				UpstreamPeer: func(s *proxy.Session) (*proxy.Peer, error) {
+					if s.Stats.Attempts == 1 {
+						return &proxy.Peer{Addr: bad.addr}, nil
+					}
+					return &proxy.Peer{Addr: good.addr}, nil
+				},
+				ErrorWhileProxy: func(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
+					e.Retry = true
+					return e
+				},
+			}
+			_, addr := proxytest.Proxy(t, p, proxy.Options{Buffering: proxy.Buffering{Max: tc.max}})
+			before := len(good.requests())
+			c, br := rawConn(t, addr)
+			io.WriteString(c, "POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nonce only")
+			resp, _ := readResponse(t, br, "POST")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			got := good.requests()[before:]
+			if tc.status == 200 && (len(got) != 1 || got[0].body != "once only") {
+				t.Errorf("the second origin got %+v", got)
+			}
+			if tc.status != 200 && len(got) != 0 {
+				t.Errorf("a consumed body was sent again: %+v", got)
+			}
+		})
+	}
+}

@@ -74,7 +74,7 @@ func (x *call) forward() *Error {
 		if ph.ErrorWhileProxy != nil {
 			e = ph.ErrorWhileProxy(s, peer, e)
 		}
-		if e.Retry && s.Stats.Attempts < attempts && !s.answered && s.Stats.BytesIn == 0 && !x.bodyStarted() {
+		if e.Retry && s.Stats.Attempts < attempts && !s.answered && !x.bodyStarted() {
 			continue
 		}
 		return e

@@ -63,8 +63,9 @@ type Phases struct {
 
 	// ErrorWhileProxy is called when the exchange with a reached peer
 	// failed. As with FailToConnect, Retry asks for another attempt; strait
-	// only honours it while nothing of the request body has been consumed
-	// and nothing of the response sent.
+	// honours it only while nothing of the response was sent, and nothing
+	// of the request body was consumed that it cannot send again (a
+	// buffered body is sent again whole; see Options.Buffering).
 	ErrorWhileProxy func(s *Session, peer *Peer, err *Error) *Error
 
 	// FailToProxy is called once the request has failed, and returns the
