@@ -242,11 +242,12 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 		loc := r.redirect.Location(&s.Request, path, query, r.match.Prefix)
 		return true, s.Respond(r.redirect.Status, nil, "Location", loc)
 	}
-	if !rt.forwardOriginal {
+	switch {
+	case r.prefixRewrite != "":
+		// From the path the prefix matched, whatever the listener forwards.
+		s.Request.Path = route.RewritePrefix(target, r.match.Prefix, r.prefixRewrite)
+	case !rt.forwardOriginal:
 		s.Request.Path = target
-	}
-	if r.prefixRewrite != "" {
-		s.Request.Path = route.RewritePrefix(s.Request.Path, r.match.Prefix, r.prefixRewrite)
 	}
 	return false, nil
 }

@@ -118,3 +118,32 @@ clusters:
 		t.Errorf("%v allocations per routed request, want 0", n)
 	}
 }
+
+// TestPrefixRewriteNormalized: a prefix is rewritten on the normalised
+// path the route matched, even where the listener forwards the original.
+func TestPrefixRewriteNormalized(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - address: 127.0.0.1:0
+    paths: {forward: original}
+    routes:
+      - {path_prefix: /api/, prefix_rewrite: /v2/, cluster: c}
+      - {cluster: c}
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := Build(cfg, slog.Default())
+	for in, want := range map[string]string{
+		"/%61pi/x?q=%61": "/v2/x?q=%61",
+		"/a/../api/y":    "/v2/y",
+		"/other/./z":     "/other/./z", // forwarded as it came
+	} {
+		s := &proxy.Session{Request: proxy.Request{Method: "GET", Path: []byte(in)}}
+		if _, err := ls[0].Phases.RequestFilter(s); err != nil || string(s.Request.Path) != want {
+			t.Errorf("%s: path %q (%v), want %q", in, s.Request.Path, err, want)
+		}
+	}
+}
