@@ -22,8 +22,14 @@ type Field struct {
 type Header struct {
 	fields  []Field
 	arena   []byte
-	checked int // leading fields added with AddChecked and unchanged since
+	checked int    // leading fields added with AddChecked and unchanged since
+	changes uint32 // calls that may have changed it (Changes)
 }
+
+// Changes counts the calls that may have changed h (Fields among them).
+// Two equal readings mean h is as it was: positions known from the first
+// still hold.
+func (h *Header) Changes() uint32 { return h.changes }
 
 // Len returns the number of fields.
 func (h *Header) Len() int { return len(h.fields) }
@@ -35,6 +41,7 @@ func (h *Header) Len() int { return len(h.fields) }
 // until h is next changed and must not be modified in place.
 func (h *Header) Fields() []Field {
 	h.checked = 0
+	h.changes++
 	return h.fields
 }
 
@@ -44,6 +51,7 @@ func (h *Header) Field(i int) Field { return h.fields[i] }
 
 // Reset removes every field and keeps the memory for reuse.
 func (h *Header) Reset() {
+	h.changes++
 	clear(h.fields) // drop references into buffers that may be reused
 	h.fields = h.fields[:0]
 	h.arena = h.arena[:0]
@@ -104,6 +112,7 @@ func (h *Header) AddBytes(name, value []byte) {
 // array, which stays valid: bytes already handed out are never rewritten
 // until Reset.
 func (h *Header) addFromArena(start, nameLen int) {
+	h.changes++
 	b := h.arena[start:len(h.arena):len(h.arena)]
 	h.fields = append(h.fields, Field{Name: b[:nameLen:nameLen], Value: b[nameLen:]})
 }
@@ -112,6 +121,7 @@ func (h *Header) addFromArena(start, nameLen int) {
 // The caller guarantees that the bytes stay valid and unchanged while h
 // holds them (until Reset). Parsers use it to index their read buffer.
 func (h *Header) AddRef(name, value []byte) {
+	h.changes++
 	h.fields = append(h.fields, Field{Name: name, Value: value})
 }
 
@@ -134,6 +144,7 @@ func (h *Header) Checked() int { return h.checked }
 // Set replaces every field named name with one field name: value, keeping
 // the position of the first one, or appends it if there was none.
 func (h *Header) Set(name, value string) {
+	h.changes++
 	for i := range h.fields {
 		if EqualFold(h.fields[i].Name, name) {
 			start := len(h.arena)
@@ -151,6 +162,7 @@ func (h *Header) Set(name, value string) {
 func (h *Header) Del(name string) int { return h.delFrom(0, name) }
 
 func (h *Header) delFrom(from int, name string) int {
+	h.changes++
 	j, checked := from, h.checked
 	for i := from; i < len(h.fields); i++ {
 		if EqualFold(h.fields[i].Name, name) {
@@ -170,6 +182,7 @@ func (h *Header) delFrom(from int, name string) int {
 
 // DelFunc removes every field for which drop returns true.
 func (h *Header) DelFunc(drop func(f Field) bool) {
+	h.changes++
 	j, checked := 0, h.checked
 	for i := range h.fields {
 		if drop(h.fields[i]) {
@@ -193,6 +206,7 @@ func (h *Header) DelMask(mask uint64) {
 	if mask == 0 {
 		return
 	}
+	h.changes++
 	j := bits.TrailingZeros64(mask) // the fields before the first stay
 	if j >= len(h.fields) {
 		return

@@ -498,3 +498,40 @@ func TestFieldsUnchecks(t *testing.T) {
 		t.Errorf("Checked() = %d after Fields(), want 0", h.Checked())
 	}
 }
+
+// TestChanges: every call that may change a header moves its count of
+// changes; reading does not.
+func TestChanges(t *testing.T) {
+	var h Header
+	h.Add("A", "1")
+	h.AddChecked([]byte("C"), []byte("3"))
+	for name, change := range map[string]func(){
+		"Add":      func() { h.Add("B", "2") },
+		"AddBytes": func() { h.AddBytes([]byte("B"), []byte("2")) },
+		"AddRef":   func() { h.AddRef([]byte("B"), []byte("2")) },
+		"Set":      func() { h.Set("A", "9") },
+		"Del":      func() { h.Del("B") },
+		"DelFunc":  func() { h.DelFunc(func(Field) bool { return false }) },
+		"DelMask":  func() { h.DelMask(1 << 5) },
+		"Fields":   func() { h.Fields() },
+		"Reset":    func() { h.Reset(); h.Add("A", "1") },
+		"CopyFrom": func() { var o Header; o.Add("X", "y"); h.CopyFrom(&o) },
+	} {
+		before := h.Changes()
+		change()
+		if h.Changes() == before {
+			t.Errorf("%s did not count as a change", name)
+		}
+	}
+	before := h.Changes()
+	h.Get("a")
+	h.Has("a")
+	h.Count("a")
+	h.Len()
+	if h.Len() > 0 {
+		h.Field(0)
+	}
+	if h.Changes() != before {
+		t.Error("reading counted as a change")
+	}
+}

@@ -15,10 +15,11 @@ import (
 
 // prepareUpstreamRequest turns the downstream request into the one sent
 // upstream: hop-by-hop fields go, forwarding fields and a request ID come.
-// A request filter may have changed the fields the parser marked.
+// The parser marked the connection's own fields, unless a request filter
+// changed the fields since; then each name is looked at.
 func (x *call) prepareUpstreamRequest() {
 	h := &x.sess.Request.Header
-	if x.srv.phases.RequestFilter == nil {
+	if x.fieldsAsParsed {
 		hop.StripMarked(h, x.head.Conn)
 	} else {
 		hop.Strip(h)

@@ -21,9 +21,12 @@ type call struct {
 	ds      stream.Downstream
 	head    *stream.RequestHead
 	headReq bool // the client's request is HEAD (whatever filters make of it)
-	sess    Session
-	body    bodySender
-	up      stream.Upstream // the exchange's, while one runs
+	// fieldsAsParsed: RequestFilter left the request's fields as parsed,
+	// so the parser's marks of the connection's own fields still hold.
+	fieldsAsParsed bool
+	sess           Session
+	body           bodySender
+	up             stream.Upstream // the exchange's, while one runs
 
 	// The request body read before the exchange (bufferBody): all of it
 	// if bufWhole, else its start, with pending the piece read after that.
@@ -132,8 +135,11 @@ func (x *call) run() *Error {
 	if ph.NewCtx != nil {
 		s.Ctx = ph.NewCtx()
 	}
+	x.fieldsAsParsed = true
 	if ph.RequestFilter != nil {
+		changes := s.Request.Header.Changes()
 		answered, err := ph.RequestFilter(s)
+		x.fieldsAsParsed = s.Request.Header.Changes() == changes
 		if err != nil {
 			return asError(err, Internal, KindFilter, 500, "request filter")
 		}

@@ -95,37 +95,67 @@ func TestForwardingFields(t *testing.T) {
 				"Connection:"},
 		},
 		{
+			// The parser's marks name every hop-by-hop field here.
+			name:    "hop-by-hop fields without options are removed",
+			in:      "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n",
+			want:    []string{"X-Kept: yes\r\n"},
+			notWant: []string{"Keep-Alive", "Te:", "Connection:"},
+		},
+		{
 			name: "an incoming request ID is kept",
 			in:   "X-Request-Id: abc-123\r\n",
 			want: []string{"X-Request-Id: abc-123\r\n"},
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := proxy.Options{}
-			if tc.trusted {
-				o.Forwarding.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-			}
-			_, addr := proxytest.Proxy(t, to(origin), o)
-			c, br := rawConn(t, addr)
-			io.WriteString(c, "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\n"+tc.in+"\r\n")
-			resp, body := readResponse(t, br, "GET")
-			if resp.StatusCode != 200 {
-				t.Fatalf("status %d: %s", resp.StatusCode, body)
-			}
-			if !strings.HasPrefix(body, "GET /p?q=1\n") {
-				t.Errorf("request line: %q", body)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(body, w) {
-					t.Errorf("upstream request lacks %q:\n%s", w, body)
+		// With no request filter, one that only reads the fields (the
+		// parser's marks of hop-by-hop fields are used), and one that
+		// removes a field ahead of them (each name is looked at).
+		for _, filter := range []string{"none", "reads", "removes"} {
+			t.Run(tc.name+"/"+filter, func(t *testing.T) {
+				o := proxy.Options{}
+				if tc.trusted {
+					o.Forwarding.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 				}
-			}
-			for _, w := range tc.notWant {
-				if strings.Contains(body, w) {
-					t.Errorf("upstream request has %q:\n%s", w, body)
+				p := to(origin)
+				switch filter {
+				case "reads":
+					p.RequestFilter = func(s *proxy.Session) (bool, error) { s.Request.Header.Get("x-kept"); return false, nil }
+				case "removes":
+					p.RequestFilter = func(s *proxy.Session) (bool, error) { s.Request.Header.Del("X-Remove-Me"); return false, nil }
 				}
-			}
-		})
+				checkForwarding(t, p, o, tc.in, filter == "removes", tc.want, append(tc.notWant, "X-Remove-Me"))
+			})
+		}
+	}
+}
+
+// checkForwarding sends a GET with the fields in (and, with removeMe, an
+// X-Remove-Me field ahead of them) through p to an echoing origin, and
+// checks what the origin received.
+func checkForwarding(t *testing.T, p proxy.Phases, o proxy.Options, in string, removeMe bool, want, notWant []string) {
+	t.Helper()
+	_, addr := proxytest.Proxy(t, p, o)
+	c, br := rawConn(t, addr)
+	if removeMe {
+		in = "X-Remove-Me: 1\r\n" + in
+	}
+	io.WriteString(c, "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\n"+in+"\r\n")
+	resp, body := readResponse(t, br, "GET")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if !strings.HasPrefix(body, "GET /p?q=1\n") {
+		t.Errorf("request line: %q", body)
+	}
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Errorf("upstream request lacks %q:\n%s", w, body)
+		}
+	}
+	for _, w := range notWant {
+		if strings.Contains(body, w) {
+			t.Errorf("upstream request has %q:\n%s", w, body)
+		}
 	}
 }
 
