@@ -255,3 +255,54 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestWholeRegexp: a regex matches whole strings only, however it is
+// written (\Q quotes to its end; alternatives are tried for the whole).
+func TestWholeRegexp(t *testing.T) {
+	for _, tc := range []struct {
+		expr, s string
+		want    bool
+	}{
+		{`\Q/admin`, "/admin", true},
+		{`\Q/admin`, "/admin/x", false},
+		{`a|ab`, "ab", true},
+		{`/v[0-9]+`, "/v1/x", false},
+		{`/v[0-9]+`, "x/v1", false},
+	} {
+		re, err := WholeRegexp(tc.expr)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.expr, err)
+		}
+		if got := re.MatchString(tc.s); got != tc.want {
+			t.Errorf("%q on %q: %v, want %v", tc.expr, tc.s, got, tc.want)
+		}
+	}
+}
+
+// TestRouteValidation: routes that could never match, or do two things,
+// are refused with their line and key.
+func TestRouteValidation(t *testing.T) {
+	_, err := Parse("r.yaml", []byte(`listeners:
+  - address: 127.0.0.1:1
+    routes:
+      - {path_prefix: /%61dmin, cluster: c}
+      - {path: /a/../b, cluster: c}
+      - {path_regex: "(", cluster: c}
+      - {cluster: c, respond: {status: 200}}
+      - {path_prefix: /s, prefix_rewrite: /p/../x, cluster: c}
+clusters:
+  - {name: c, endpoints: ["127.0.0.1:2"]}
+`))
+	want := []string{
+		`r.yaml:4: listeners[0].routes[0].path_prefix: "/%61dmin" would never match`,
+		`r.yaml:5: listeners[0].routes[1].path: "/a/../b" would never match`,
+		`r.yaml:6: listeners[0].routes[2].path_regex: not a valid RE2 regular expression`,
+		`r.yaml:7: listeners[0].routes[3]: a route needs one of cluster, redirect and respond`,
+		`r.yaml:8: listeners[0].routes[4].prefix_rewrite: "/p/../x" must start with / and be normal`,
+	}
+	for _, w := range want {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("errors lack %q:\n%v", w, err)
+		}
+	}
+}

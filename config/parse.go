@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
@@ -254,8 +255,11 @@ func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed 
 	for _, k := range []struct{ key, val string }{{"path", r.Path}, {"path_prefix", r.PathPrefix}} {
 		if k.val != "" {
 			paths++
-			if !strings.HasPrefix(k.val, "/") {
+			switch {
+			case !strings.HasPrefix(k.val, "/"):
 				v.errorf(at(p, k.key), "%q must start with /", k.val)
+			case !normalPath(k.val):
+				v.errorf(at(p, k.key), "%q would never match: paths are matched normalised (decoded, without dot-segments, // or \\)", k.val)
 			}
 		}
 	}
@@ -310,8 +314,13 @@ func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed 
 			v.errorf(p, "prefix_rewrite needs a path_prefix to replace")
 		}
 	}
-	if r.PrefixRewrite != "" && !strings.HasPrefix(r.PrefixRewrite, "/") {
-		v.errorf(at(p, "prefix_rewrite"), "%q must start with /", r.PrefixRewrite)
+	for _, pr := range []struct {
+		key []any
+		val string
+	}{{at(p, "prefix_rewrite"), r.PrefixRewrite}, {at(p, "redirect", "prefix_rewrite"), r.Redirect.PrefixRewrite}, {at(p, "redirect", "path"), r.Redirect.Path}} {
+		if pr.val != "" && (!strings.HasPrefix(pr.val, "/") || !normalPath(pr.val)) {
+			v.errorf(pr.key, "%q must start with / and be normal (no %%, \\, dot-segments or //)", pr.val)
+		}
 	}
 	if r.HostRewrite != "" && strings.ContainsAny(r.HostRewrite, "/ \t") {
 		v.errorf(at(p, "host_rewrite"), "%q is not host[:port]", r.HostRewrite)
@@ -340,9 +349,6 @@ func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed 
 			v.errorf(at(rp, "status"), "want 301, 302, 303, 307 or 308, got %d", r.Redirect.Status)
 		}
 		v.oneOf(at(rp, "scheme"), r.Redirect.Scheme, "http", "https")
-		if r.Redirect.Path != "" && !strings.HasPrefix(r.Redirect.Path, "/") {
-			v.errorf(at(rp, "path"), "%q must start with /", r.Redirect.Path)
-		}
 		if r.Redirect.Path != "" && r.Redirect.PrefixRewrite != "" {
 			v.errorf(rp, "set path or prefix_rewrite, not both")
 		}
@@ -393,9 +399,31 @@ func (v *validator) headerRules(p []any, h *HeaderRules) {
 }
 
 func (v *validator) regex(p []any, expr string) {
-	if _, err := regexp.Compile(expr); err != nil {
+	if _, err := WholeRegexp(expr); err != nil {
 		v.errorf(p, "not a valid RE2 regular expression: %v", err)
 	}
+}
+
+// WholeRegexp compiles expr (RE2 syntax) to match only whole strings, as
+// path_regex and the header and query regex matches do. It anchors the
+// parsed expression rather than its text: "\Q...", which quotes to the
+// end, would swallow anchors written after it.
+func WholeRegexp(expr string) (*regexp.Regexp, error) {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	whole := &syntax.Regexp{Op: syntax.OpConcat, Sub: []*syntax.Regexp{{Op: syntax.OpBeginText}, re, {Op: syntax.OpEndText}}}
+	return regexp.Compile(whole.String())
+}
+
+// normalPath reports whether a path a route names is in the form paths are
+// matched in (see internal/route.Normalize): no percent-encoding,
+// backslash, semicolon-led or dot segment, or double slash. A route naming
+// another form would never match.
+func normalPath(p string) bool {
+	return !strings.ContainsAny(p, "%\\") && !strings.Contains(p, "//") && !strings.Contains(p, "/;") &&
+		!strings.Contains(p+"/", "/./") && !strings.Contains(p+"/", "/../")
 }
 
 // oneOf checks that val is empty (the default) or one of want.

@@ -300,9 +300,9 @@ func (x *call) bufferBody() *Error {
 // whether it could. A body of known length gets room for all of it at
 // once; one of unknown length, four times what it has, at least.
 func (x *call) growBuffer(need int, n, limit int64) bool {
-	size := int64(need)
+	size := int64(need) // at least: a body filter may make a body longer
 	if n > 0 {
-		size = n
+		size = max(size, n)
 	} else {
 		size = min(max(size, 4*int64(cap(x.buffered))), limit)
 	}

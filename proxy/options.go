@@ -116,8 +116,8 @@ type Limits struct {
 	MaxRequestsPerConn int
 	MaxConns           int // per listener
 	// MaxConnsPerClient bounds the connections one client address may
-	// hold open (across listeners); past it a new one gets 503. 0: no
-	// limit.
+	// hold open (at every Server sharing Options.ClientConns); past it a
+	// new one gets 503. 0: no limit.
 	MaxConnsPerClient int
 	MaxAttempts       int // upstream attempts per request, retries included
 }
@@ -155,6 +155,10 @@ type Options struct {
 	// Pool holds idle upstream connections; nil gives the Server its own.
 	// Give every Server in a process the same one.
 	Pool *Pool
+	// ClientConns counts connections by client for
+	// Limits.MaxConnsPerClient; nil gives the Server its own. Give every
+	// Server in a process the same one.
+	ClientConns *ClientConns
 }
 
 func (o Options) withDefaults() Options {

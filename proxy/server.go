@@ -35,9 +35,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	shutting  atomic.Bool
-
-	clientsMu sync.Mutex
-	clients   map[netip.Addr]int // open connections by client, with Limits.MaxConnsPerClient
+	clients   *ClientConns // with Limits.MaxConnsPerClient; else nil
 }
 
 // New returns a Server that runs p with the options o. p must choose a
@@ -71,8 +69,11 @@ func New(p Phases, o Options) (*Server, error) {
 	srv.h1.Logger = o.Logger
 	srv.h1.Open = &srv.counters.ConnsOpen
 	if o.Limits.MaxConnsPerClient > 0 {
-		srv.clients = make(map[netip.Addr]int)
-		srv.h1.Closed = srv.clientLeft
+		srv.clients = o.ClientConns
+		if srv.clients == nil {
+			srv.clients = NewClientConns()
+		}
+		srv.h1.Closed = srv.clients.left
 	}
 	return srv, nil
 }
@@ -212,7 +213,7 @@ func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 		go srv.reject(nc, "over limits.max_conns")
 		return
 	}
-	if srv.clients != nil && !srv.clientCame(nc) {
+	if srv.clients != nil && !srv.clients.came(nc, srv.opts.Limits.MaxConnsPerClient) {
 		srv.counters.ConnsPerClientRejected.Add(1)
 		go srv.reject(nc, "over limits.max_conns_per_client")
 		return
@@ -220,7 +221,7 @@ func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 	if !fdlimit.TakeSocket() {
 		srv.counters.ConnsOverFDLimit.Add(1)
 		if srv.clients != nil {
-			srv.clientLeft(sockio.AddrPort(nc.RemoteAddr()))
+			srv.clients.left(sockio.AddrPort(nc.RemoteAddr()))
 		}
 		go srv.reject(nc, "out of file descriptors")
 		return
@@ -229,28 +230,38 @@ func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 	srv.h1.Serve(nc, open)
 }
 
-// clientCame counts a connection against its client's
-// Limits.MaxConnsPerClient, and reports false, counting nothing, if the
-// client has that many already.
-func (srv *Server) clientCame(nc net.Conn) bool {
+// ClientConns counts open connections by client address, for
+// Limits.MaxConnsPerClient. Servers given the same one (Options.ClientConns)
+// share the limit: give every Server of a process the same.
+type ClientConns struct {
+	mu sync.Mutex
+	m  map[netip.Addr]int
+}
+
+// NewClientConns returns an empty count.
+func NewClientConns() *ClientConns { return &ClientConns{m: make(map[netip.Addr]int)} }
+
+// came counts a connection against its client's limit, and reports false,
+// counting nothing, if the client has that many already.
+func (c *ClientConns) came(nc net.Conn, limit int) bool {
 	addr := sockio.AddrPort(nc.RemoteAddr()).Addr().Unmap()
-	srv.clientsMu.Lock()
-	defer srv.clientsMu.Unlock()
-	if srv.clients[addr] >= srv.opts.Limits.MaxConnsPerClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[addr] >= limit {
 		return false
 	}
-	srv.clients[addr]++
+	c.m[addr]++
 	return true
 }
 
-// clientLeft uncounts a closed connection from its client's.
-func (srv *Server) clientLeft(remote netip.AddrPort) {
+// left uncounts a closed connection.
+func (c *ClientConns) left(remote netip.AddrPort) {
 	addr := remote.Addr().Unmap()
-	srv.clientsMu.Lock()
-	if srv.clients[addr]--; srv.clients[addr] <= 0 {
-		delete(srv.clients, addr)
+	c.mu.Lock()
+	if c.m[addr]--; c.m[addr] <= 0 {
+		delete(c.m, addr)
 	}
-	srv.clientsMu.Unlock()
+	c.mu.Unlock()
 }
 
 func isTemporaryAccept(err error) bool {

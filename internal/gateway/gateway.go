@@ -128,7 +128,7 @@ func compile(rc *config.Route, clusters map[string]*Cluster) rule {
 		r.override.BufferMax = -1
 	}
 	if rc.PathRegex != "" {
-		r.match.Regex = regexp.MustCompile("^(?:" + rc.PathRegex + ")$")
+		r.match.Regex = mustWhole(rc.PathRegex)
 	}
 	r.match.Headers = fields(rc.Headers)
 	r.match.Query = fields(rc.Query)
@@ -154,11 +154,20 @@ func fields(ms []config.FieldMatch) []route.Field {
 	for _, m := range ms {
 		f := route.Field{Name: m.Name, Exact: m.Exact}
 		if m.Regex != "" {
-			f.Regex = regexp.MustCompile("^(?:" + m.Regex + ")$")
+			f.Regex = mustWhole(m.Regex)
 		}
 		out = append(out, f)
 	}
 	return out
+}
+
+// mustWhole compiles a regex config.Parse has checked.
+func mustWhole(expr string) *regexp.Regexp {
+	re, err := config.WholeRegexp(expr)
+	if err != nil {
+		panic("gateway: a regex config.Parse let through: " + err.Error())
+	}
+	return re
 }
 
 func rules(h *config.HeaderRules) route.Rules {
@@ -184,7 +193,8 @@ var errNoRoute = &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRej
 var pathErrors = map[error]*proxy.Error{}
 
 func init() {
-	for _, err := range []error{route.ErrEncoding, route.ErrEncodedSlash, route.ErrNUL, route.ErrEscapesRoot, route.ErrDotParams} {
+	for _, err := range []error{route.ErrEncoding, route.ErrEncodedSlash, route.ErrNUL, route.ErrEscapesRoot, route.ErrDotParams,
+		route.ErrRewriteEscapes, route.ErrNoHost} {
 		pathErrors[err] = &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Status: 400, Where: "request path", Err: err}
 	}
 }
@@ -239,13 +249,20 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	case r.respond != nil:
 		return true, s.Respond(r.respond.status, r.respond.body, "Content-Type", r.respond.ctype)
 	case r.redirect != nil:
-		loc := r.redirect.Location(&s.Request, path, query, r.match.Prefix)
+		loc, err := r.redirect.Location(&s.Request, path, query, r.match.Prefix, rt.paths)
+		if err != nil {
+			return false, pathErrors[err]
+		}
 		return true, s.Respond(r.redirect.Status, nil, "Location", loc)
 	}
 	switch {
 	case r.prefixRewrite != "":
 		// From the path the prefix matched, whatever the listener forwards.
-		s.Request.Path = route.RewritePrefix(target, r.match.Prefix, r.prefixRewrite)
+		p, err := route.RewritePrefix(target, r.match.Prefix, r.prefixRewrite, rt.paths)
+		if err != nil {
+			return false, pathErrors[err]
+		}
+		s.Request.Path = p
 	case !rt.forwardOriginal:
 		s.Request.Path = target
 	}
@@ -306,9 +323,14 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			MaxLifetime:    d(c.Pool.MaxLifetime),
 		}),
 	}
-	if b := c.RequestBuffering.Budget; b > 0 {
-		o.Buffering.Budget = proxy.NewBudget(int64(b))
+	// One budget and one count of clients for every listener: they bound
+	// the process.
+	budget := int64(c.RequestBuffering.Budget)
+	if budget <= 0 {
+		budget = proxy.DefaultBufferBudget
 	}
+	o.Buffering.Budget = proxy.NewBudget(budget)
+	o.ClientConns = proxy.NewClientConns()
 	for _, s := range c.Forwarding.TrustedProxies {
 		if p, err := config.ParsePrefix(s); err == nil { // validated already
 			o.Forwarding.TrustedProxies = append(o.Forwarding.TrustedProxies, p)

@@ -78,7 +78,8 @@ func hostMatches(want string, host []byte) bool {
 	return header.EqualFold(host, want)
 }
 
-// hostOnly strips the port from an authority.
+// hostOnly strips the port from an authority, and the trailing dot of a
+// fully qualified name, which names the same host ("example.com.").
 func hostOnly(a []byte) []byte {
 	if len(a) > 0 && a[0] == '[' {
 		if i := bytes.IndexByte(a, ']'); i > 0 {
@@ -87,9 +88,9 @@ func hostOnly(a []byte) []byte {
 		return a
 	}
 	if i := bytes.LastIndexByte(a, ':'); i >= 0 {
-		return a[:i]
+		a = a[:i]
 	}
-	return a
+	return bytes.TrimSuffix(a, []byte{'.'})
 }
 
 func methodIn(m string, ms []string) bool {

@@ -19,10 +19,10 @@ type PathOptions struct {
 // Errors of paths that cannot be normalised safely; each gets 400.
 var (
 	ErrEncoding     = errors.New("malformed percent-encoding in the path")
-	ErrEncodedSlash = errors.New("encoded slash or backslash in the path")
+	ErrEncodedSlash = errors.New("encoded slash, or a backslash, in the path")
 	ErrNUL          = errors.New("encoded NUL in the path")
 	ErrEscapesRoot  = errors.New("the path climbs above the root")
-	ErrDotParams    = errors.New("a dot-segment with parameters (..;) in the path")
+	ErrDotParams    = errors.New("an empty or dot-segment with parameters (;) in the path")
 )
 
 // Normalize returns the path and query target (origin-form, or "*") as an
@@ -32,9 +32,10 @@ var (
 // removed (after decoding, so %2e%2e is ..), and slashes are merged if
 // o.MergeSlashes. The query is left as it is. A path that climbs above the
 // root, holds an encoded NUL, an encoded / or \ (unless
-// o.KeepEncodedSlash), a malformed percent-encoding, or a dot-segment with
-// parameters ("..;", which Java servlet containers read as "..") is an
-// error.
+// o.KeepEncodedSlash), a backslash (which some origins read as a slash;
+// kept too with o.KeepEncodedSlash), a malformed percent-encoding, or an
+// empty or dot-segment with parameters ("/..;/", "/;x/", which Java
+// servlet containers read as "/../" and "//") is an error.
 //
 // It returns target itself when that is already normal (most requests:
 // no allocation), else a new slice.
@@ -60,15 +61,16 @@ func Normalize(target []byte, o PathOptions) ([]byte, error) {
 	return append(out, query...), nil
 }
 
-// normal reports whether path needs no work: no percent sign, no segment
-// that begins with a dot, and, when merging, no empty segment.
+// normal reports whether path needs no work: no percent sign or
+// backslash, no segment that begins with a dot or a semicolon, and, when
+// merging, no empty segment.
 func normal(path []byte, o PathOptions) bool {
 	for i := 0; i < len(path); i++ {
 		switch path[i] {
-		case '%':
+		case '%', '\\':
 			return false
 		case '/':
-			if i+1 < len(path) && (path[i+1] == '.' || path[i+1] == '/' && o.MergeSlashes) {
+			if i+1 < len(path) && (path[i+1] == '.' || path[i+1] == ';' || path[i+1] == '/' && o.MergeSlashes) {
 				return false
 			}
 		}
@@ -103,6 +105,9 @@ func decode(path []byte, o PathOptions) ([]byte, error) {
 	out := make([]byte, 0, len(path))
 	for i := 0; i < len(path); i++ {
 		c := path[i]
+		if c == '\\' && !o.KeepEncodedSlash {
+			return nil, ErrEncodedSlash
+		}
 		if c != '%' {
 			out = append(out, c)
 			continue
@@ -142,9 +147,8 @@ func removeDots(out, path []byte, o PathOptions) ([]byte, error) {
 			seg, rest, more = rest[:i], rest[i+1:], true
 		}
 		name, _, params := bytes.Cut(seg, []byte{';'})
-		dot := string(name) == "." || string(name) == ".."
 		switch {
-		case dot && params:
+		case params && (len(name) == 0 || string(name) == "." || string(name) == ".."):
 			return nil, ErrDotParams
 		case string(seg) == ".":
 			if !more {

@@ -49,6 +49,12 @@ func TestNormalize(t *testing.T) {
 		{"/a%2", merge, "", ErrEncoding},
 		{"/admin/..;/", merge, "", ErrDotParams},
 		{"/a/.;x/b", merge, "", ErrDotParams},
+		{"/;/admin", merge, "", ErrDotParams},
+		{"/;x/admin", merge, "", ErrDotParams},
+		{"/a;x/admin", merge, "/a;x/admin", nil},
+		{"/x\\..\\admin", merge, "", ErrEncodedSlash},
+		{"/x/..\\admin", merge, "", ErrEncodedSlash},
+		{"/x\\y", keep, "/x\\y", nil},
 	} {
 		got, err := Normalize([]byte(tc.in), tc.o)
 		if !errors.Is(err, tc.err) || err == nil && string(got) != tc.want {

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 
@@ -115,10 +116,15 @@ type Redirect struct {
 	StripQuery    bool
 }
 
+// ErrNoHost is a redirect that would take its host from a request that
+// named none: its target would be relative to the scheme ("http:///x"),
+// which browsers read as another host.
+var ErrNoHost = errors.New("a redirect to the request's own host, which it did not name")
+
 // Location returns the redirect's target for a request whose normalised
 // path and query (with its "?") are path and query, and which matched
 // prefix.
-func (rd *Redirect) Location(r *proxy.Request, path, query []byte, prefix string) string {
+func (rd *Redirect) Location(r *proxy.Request, path, query []byte, prefix string, o PathOptions) (string, error) {
 	var b strings.Builder
 	scheme := rd.Scheme
 	if scheme == "" {
@@ -126,33 +132,54 @@ func (rd *Redirect) Location(r *proxy.Request, path, query []byte, prefix string
 	}
 	b.WriteString(scheme)
 	b.WriteString("://")
-	if rd.Host != "" {
+	switch {
+	case rd.Host != "":
 		b.WriteString(rd.Host)
-	} else {
+	case len(r.Authority) == 0:
+		return "", ErrNoHost
+	default:
 		b.Write(r.Authority)
 	}
 	switch {
 	case rd.Path != "":
 		b.WriteString(rd.Path)
 	case rd.PrefixRewrite != "":
-		b.Write(RewritePrefix(path, prefix, rd.PrefixRewrite))
+		p, err := RewritePrefix(path, prefix, rd.PrefixRewrite, o)
+		if err != nil {
+			return "", err
+		}
+		b.Write(p)
 	default:
 		b.Write(path)
 	}
 	if !rd.StripQuery {
 		b.Write(query)
 	}
-	return b.String()
+	return b.String(), nil
 }
 
-// RewritePrefix returns the request target (path and query) with the
-// prefix the route matched replaced by with.
-func RewritePrefix(target []byte, prefix, with string) []byte {
-	out := make([]byte, 0, len(target)-len(prefix)+len(with))
+// ErrRewriteEscapes is a path whose rewritten form climbs out of the
+// prefix it was rewritten to ("/static../x" under /static rewritten to
+// /public/ is /public/../x).
+var ErrRewriteEscapes = errors.New("the rewritten path climbs out of its new prefix")
+
+// RewritePrefix returns the normalised request target (path and query)
+// with the prefix the route matched replaced by with, normalised again:
+// what follows the prefix may begin with dots that make dot-segments of
+// it. A result outside with is an error.
+func RewritePrefix(target []byte, prefix, with string, o PathOptions) ([]byte, error) {
+	out := make([]byte, 0, len(target)-len(prefix)+len(with)+1)
 	out = append(out, with...)
 	out = append(out, target[len(prefix):]...)
 	if len(out) == 0 || out[0] != '/' {
 		out = append([]byte{'/'}, out...)
 	}
-	return out
+	out, err := Normalize(out, o)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(out, []byte(with)) {
+		return nil, ErrRewriteEscapes
+	}
+	return out, nil
 }

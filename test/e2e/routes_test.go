@@ -90,6 +90,11 @@ func TestRouteBypass(t *testing.T) {
     routes:
       - path_prefix: /admin
         respond: {status: 403, body: "guarded\n"}
+      - host: admin.example.com
+        respond: {status: 403, body: "guarded host\n"}
+      - path_prefix: /static
+        prefix_rewrite: /public/
+        cluster: app
       - cluster: app
 clusters:
   - {name: app, endpoints: [%q]}
@@ -112,6 +117,14 @@ clusters:
 				{"/public/%2e%2e/%2e%2e/admin", 400, 0}, // above the root
 				{"/ADMIN", 200, 0},                      // paths are case-sensitive
 				{"/admin?x=1", 403, 0},
+				{`/x\..\admin`, 400, 0}, // backslashes, which some origins read as slashes
+				{`/x/..\admin`, 400, 0},
+				{"/;/admin", 400, 0}, // servlet containers read /;x/ as //
+				{"/;x/admin", 400, 0},
+				{"http://routes.test/admin", 403, 0}, // absolute-form
+				{"/static../secret", 400, 0},          // rewritten to /public/../secret
+				{"/static/../admin", 403, 0},
+				{"/static/x", 200, 0},
 			} {
 				want := tc.want
 				if slashes == "merge" && tc.merge != 0 {
@@ -119,6 +132,17 @@ clusters:
 				}
 				if got, _, body := rawGet(t, addr, "GET", tc.target); got != want {
 					t.Errorf("GET %s: %d %q, want %d\n%s", tc.target, got, body, want, tail(p.stderr.String(), 5))
+				}
+			}
+			// The host guard, with the trailing dot of a fully qualified
+			// name, and in an absolute-form target.
+			for _, tc := range []struct{ target, host string }{
+				{"/", "Host: admin.example.com"},
+				{"/", "Host: ADMIN.example.com.:80"},
+				{"http://admin.example.com./x", "Host: other"},
+			} {
+				if got, _, body := rawGet(t, addr, "GET", tc.target, tc.host); got != 403 {
+					t.Errorf("GET %s %s: %d %q, want 403", tc.target, tc.host, got, body)
 				}
 			}
 			for _, target := range app.seen()[before:] {
@@ -332,4 +356,43 @@ func curlStatus(t *testing.T, args ...string) int {
 	var code int
 	fmt.Sscanf(string(r.Stdout), "%d", &code)
 	return code
+}
+
+// TestMaxConnsPerClientAcrossListeners: the per-client cap counts a
+// client's connections at every listener of the process.
+func TestMaxConnsPerClientAcrossListeners(t *testing.T) {
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	a, b := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dir := t.TempDir()
+	p := runConfig(t, dir, "c.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+  - {address: %s, routes: [{cluster: o}]}
+clusters:
+  - {name: o, endpoints: [%q]}
+limits: {max_conns_per_client: 2}
+`, a, b, origin), a)
+	waitPort(t, b, 5*time.Second, p.exited)
+	open := func(addr string) int {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: e2e\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	if s1, s2 := open(a), open(b); s1 != 200 || s2 != 200 {
+		t.Fatalf("within the cap: %d, %d", s1, s2)
+	}
+	if s := open(b); s != 503 {
+		t.Errorf("a third connection, at the other listener: %d, want 503", s)
+	}
+	if s := open(a); s != 503 {
+		t.Errorf("a fourth connection: %d, want 503", s)
+	}
 }
