@@ -122,7 +122,7 @@ clusters:
 				{"/;/admin", 400, 0}, // servlet containers read /;x/ as //
 				{"/;x/admin", 400, 0},
 				{"http://routes.test/admin", 403, 0}, // absolute-form
-				{"/static../secret", 400, 0},          // rewritten to /public/../secret
+				{"/static../secret", 400, 0},         // rewritten to /public/../secret
 				{"/static/../admin", 403, 0},
 				{"/static/x", 200, 0},
 			} {
