@@ -10,7 +10,7 @@ import (
 )
 
 func TestRouting(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`
+	ls := build(t, `
 listeners:
   - address: 127.0.0.1:0
     routes:
@@ -21,11 +21,7 @@ clusters:
   - {name: v1, endpoints: ["10.0.0.1:80"]}
   - {name: wild, endpoints: ["10.0.0.2:80", "10.0.0.3:80"]}
   - {name: static, endpoints: ["10.0.0.4:80"]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, _ := Build(cfg, slog.Default())
+`)
 	ph := ls[0].Phases
 	pick := func(s *proxy.Session) (*proxy.Peer, error) {
 		if _, err := ph.RequestFilter(s); err != nil {
@@ -62,18 +58,14 @@ clusters:
 // TestBuildUpgrades checks that each listener carries its own upgrades,
 // nil (the proxy's default) where the config leaves them out.
 func TestBuildUpgrades(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`
+	ls := build(t, `
 listeners:
   - {address: "127.0.0.1:1", routes: [{cluster: c}]}
   - {address: "127.0.0.1:2", routes: [{cluster: c}], upgrades: [websocket, h2c]}
   - {address: "127.0.0.1:3", routes: [{cluster: c}], upgrades: []}
 clusters:
   - {name: c, endpoints: ["10.0.0.1:80"]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, _ := Build(cfg, slog.Default())
+`)
 	if ls[0].Upgrades != nil {
 		t.Errorf("listener 0: upgrades %#v, want nil (the default)", ls[0].Upgrades)
 	}
@@ -88,7 +80,7 @@ clusters:
 // TestRoutingAllocs: routing a request whose path is already normal
 // allocates nothing.
 func TestRoutingAllocs(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`
+	ls := build(t, `
 listeners:
   - address: 127.0.0.1:0
     routes:
@@ -97,11 +89,7 @@ listeners:
       - {path_prefix: /, cluster: c}
 clusters:
   - {name: c, endpoints: ["10.0.0.1:80"]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, _ := Build(cfg, slog.Default())
+`)
 	ph := ls[0].Phases
 	s := &proxy.Session{Request: proxy.Request{Method: "GET", Authority: []byte("www.example.com"), Path: []byte("/v1/items?id=3")}}
 	s.Request.Header.Add("X-Env", "prod")
@@ -122,7 +110,7 @@ clusters:
 // TestPrefixRewriteNormalized: a prefix is rewritten on the normalised
 // path the route matched, even where the listener forwards the original.
 func TestPrefixRewriteNormalized(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`
+	ls := build(t, `
 listeners:
   - address: 127.0.0.1:0
     paths: {forward: original}
@@ -131,11 +119,7 @@ listeners:
       - {cluster: c}
 clusters:
   - {name: c, endpoints: ["10.0.0.1:80"]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, _ := Build(cfg, slog.Default())
+`)
 	for in, want := range map[string]string{
 		"/%61pi/x?q=%61": "/v2/x?q=%61",
 		"/a/../api/y":    "/v2/y",
@@ -146,4 +130,15 @@ clusters:
 			t.Errorf("%s: path %q (%v), want %q", in, s.Request.Path, err, want)
 		}
 	}
+}
+
+// build parses a config and builds its listeners.
+func build(t *testing.T, yaml string) []Listener {
+	t.Helper()
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := Build(cfg, slog.Default())
+	return ls
 }
