@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/internal/balance"
+)
+
+// TestRingMatchesNginx: for 10,000 keys, nginx's "hash $arg_k consistent"
+// over weighted endpoints and strait's balance.Ring over the same
+// endpoints and weights pick the same endpoint for every key.
+func TestRingMatchesNginx(t *testing.T) {
+	weights := []int{1, 3, 1, 2, 1}
+	var eps []balance.Endpoint
+	var servers strings.Builder
+	for _, w := range weights {
+		var addr string
+		addr = startGoOrigin(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			io.WriteString(rw, addr)
+		}))
+		eps = append(eps, balance.Endpoint{Name: addr, Weight: w})
+		fmt.Fprintf(&servers, "server %s weight=%d;\n", addr, w)
+	}
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	n := startNginx(t, nil, fmt.Sprintf(`upstream u {
+        hash $arg_k consistent;
+        %s
+        keepalive 8;
+    }
+    server {
+        listen %s;
+        location / {
+            proxy_pass http://u;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }`, servers.String(), proxyAddr))
+	waitPort(t, proxyAddr, 10*time.Second, n.p.exited)
+
+	ring := balance.NewRing(eps)
+	client := newClient(true)
+	mismatches := 0
+	for k := range 10000 {
+		key := "key-" + strconv.Itoa(k*7919)
+		resp, err := client.Get("http://" + proxyAddr + "/?k=" + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := eps[ring.Pick([]byte(key))].Name; string(body) != want {
+			if mismatches++; mismatches <= 5 {
+				t.Errorf("key %q: nginx chose %s, strait %s", key, body, want)
+			}
+		}
+	}
+	if mismatches > 0 {
+		t.Errorf("%d of 10000 keys differ", mismatches)
+	}
+}
