@@ -150,10 +150,31 @@ type HeaderValue struct {
 
 // Cluster is a group of endpoints requests are balanced across.
 type Cluster struct {
-	Name      string   `yaml:"name"`
-	Endpoints []string `yaml:"endpoints"` // host:port
-	// Balance is the load-balancing policy: "round_robin" (the default).
+	Name string `yaml:"name"`
+	// Endpoints are "host:port", or "host:port weight=N" (default 1).
+	Endpoints []string `yaml:"endpoints"`
+	// Balance is the load-balancing policy: round_robin (the default;
+	// smooth weighted), random, least_request, ring_hash or maglev.
 	Balance string `yaml:"balance"`
+	// HashKey is what ring_hash and maglev hash: client_addr (the
+	// default), path, header:NAME, cookie:NAME or query:NAME.
+	HashKey string `yaml:"hash_key"`
+}
+
+// Policies are the values of Cluster.Balance.
+var Policies = []string{"round_robin", "random", "least_request", "ring_hash", "maglev"}
+
+// ParseEndpoint splits an endpoint entry into its address and weight.
+func ParseEndpoint(s string) (addr string, weight int, err error) {
+	addr, opt, _ := strings.Cut(strings.TrimSpace(s), " ")
+	weight = 1
+	if opt = strings.TrimSpace(opt); opt != "" {
+		w, ok := strings.CutPrefix(opt, "weight=")
+		if weight, err = strconv.Atoi(w); !ok || err != nil || weight < 1 || weight > 1000 {
+			return "", 0, fmt.Errorf("%q: want host:port, or host:port weight=N with N from 1 to 1000", s)
+		}
+	}
+	return addr, weight, checkHostPort(addr)
 }
 
 // Timeouts name every wait; see docs/config.md for defaults. Zero means the

@@ -191,14 +191,24 @@ func (v *validator) config(c *Config) {
 			v.errorf(at(p, "endpoints"), "cluster %q has no endpoints", cl.Name)
 		}
 		for j, ep := range cl.Endpoints {
-			if err := checkHostPort(ep); err != nil {
+			if _, _, err := ParseEndpoint(ep); err != nil {
 				v.errorf(at(p, "endpoints", j), "%v", err)
 			}
 		}
-		switch cl.Balance {
-		case "", "round_robin":
-		default:
-			v.errorf(at(p, "balance"), "unknown policy %q (known: round_robin)", cl.Balance)
+		if cl.Balance != "" && !slices.Contains(Policies, cl.Balance) {
+			v.errorf(at(p, "balance"), "unknown policy %q (known: %s)", cl.Balance, strings.Join(Policies, ", "))
+		}
+		if cl.HashKey != "" {
+			if cl.Balance != "ring_hash" && cl.Balance != "maglev" {
+				v.errorf(at(p, "hash_key"), "only ring_hash and maglev hash a key")
+			}
+			kind, name, _ := strings.Cut(cl.HashKey, ":")
+			switch {
+			case (kind == "client_addr" || kind == "path") && name == "":
+			case (kind == "header" || kind == "cookie" || kind == "query") && name != "":
+			default:
+				v.errorf(at(p, "hash_key"), "want client_addr, path, header:NAME, cookie:NAME or query:NAME, got %q", cl.HashKey)
+			}
 		}
 	}
 	if len(c.Listeners) == 0 {

@@ -126,21 +126,29 @@ func NewLeastRequest(eps []Endpoint, latency bool) *LeastRequest {
 // until Done.
 func (l *LeastRequest) Pick() int {
 	a, b := l.rnd.Pick(), l.rnd.Pick()
-	if l.load(b) < l.load(a) {
+	if l.less(b, a) {
 		a = b
 	}
-	l.active[a].Add(1)
+	l.Acquire(a)
 	return a
 }
 
-func (l *LeastRequest) load(i int) float64 {
-	load := float64(l.active[i].Load() + 1)
+// Acquire counts a pick of endpoint i made some other way (a retry sent
+// elsewhere), until Done.
+func (l *LeastRequest) Acquire(i int) { l.active[i].Add(1) }
+
+// less reports whether endpoint i is less loaded than j. Response times
+// weigh in only when both have some: an endpoint without (new, or whose
+// tries all failed) must not look fastest.
+func (l *LeastRequest) less(i, j int) bool {
+	li, lj := float64(l.active[i].Load()+1), float64(l.active[j].Load()+1)
 	if l.latency {
-		if e := math.Float64frombits(l.ewma[i].Load()); e > 0 {
-			load *= e
+		ei, ej := math.Float64frombits(l.ewma[i].Load()), math.Float64frombits(l.ewma[j].Load())
+		if ei > 0 && ej > 0 {
+			li, lj = li*ei, lj*ej
 		}
 	}
-	return load
+	return li < lj
 }
 
 // ewmaWeight is how much a new response time counts in the average.

@@ -77,12 +77,16 @@ func splitHostPort(name string) (host, port string) {
 }
 
 // Pick returns the index of the endpoint for key.
-func (r *Ring) Pick(key []byte) int { return r.owner[r.point(crc32.ChecksumIEEE(key))] }
+func (r *Ring) Pick(key []byte) int { return r.PickHash(RingHash(key), 0) }
 
-// PickNth returns the endpoint of the n'th point after key's, for a retry
-// that must go elsewhere (nginx moves one point at a time too).
-func (r *Ring) PickNth(key []byte, n int) int {
-	return r.owner[(r.point(crc32.ChecksumIEEE(key))+n)%len(r.hashes)]
+// RingHash is a key's place on the ring: its CRC-32, as nginx's.
+func RingHash(key []byte) uint32 { return crc32.ChecksumIEEE(key) }
+
+// PickHash returns the endpoint of the n'th point at or after hash (n 0:
+// the key's own; more, for a retry that must go elsewhere, as nginx moves
+// one point at a time).
+func (r *Ring) PickHash(hash uint32, n int) int {
+	return r.owner[(r.point(hash)+n)%len(r.hashes)]
 }
 
 func (r *Ring) point(h uint32) int {
@@ -141,9 +145,13 @@ func NewMaglev(eps []Endpoint) *Maglev {
 }
 
 // Pick returns the index of the endpoint for key.
-func (g *Maglev) Pick(key []byte) int {
-	return int(g.table[fnv1a(fnvOffset, key)%uint64(len(g.table))])
-}
+func (g *Maglev) Pick(key []byte) int { return g.PickHash(MaglevHash(key)) }
+
+// MaglevHash is a key's hash for Maglev: 64-bit FNV-1a.
+func MaglevHash(key []byte) uint64 { return fnv1a(fnvOffset, key) }
+
+// PickHash returns the index of the endpoint for a key's MaglevHash.
+func (g *Maglev) PickHash(hash uint64) int { return int(g.table[hash%uint64(len(g.table))]) }
 
 const fnvOffset = 14695981039346656037
 

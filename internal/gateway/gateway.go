@@ -11,30 +11,10 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
-	"github.com/straitproxy/strait/internal/balance"
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/route"
 	"github.com/straitproxy/strait/proxy"
 )
-
-// Cluster is a named set of peers with a balancing policy.
-type Cluster struct {
-	Name  string
-	peers []proxy.Peer
-	rr    *balance.RoundRobin
-}
-
-// NewCluster returns a round-robin cluster over endpoints (host:port).
-func NewCluster(name string, endpoints []string) *Cluster {
-	c := &Cluster{Name: name, rr: balance.NewRoundRobin(len(endpoints))}
-	for _, ep := range endpoints {
-		c.peers = append(c.peers, proxy.Peer{Addr: ep, Name: name + "/" + ep})
-	}
-	return c
-}
-
-// Pick returns the next peer.
-func (c *Cluster) Pick() *proxy.Peer { return &c.peers[c.rr.Pick()] }
 
 // rule is a compiled config.Route: what it matches, and what it does.
 type rule struct {
@@ -80,8 +60,8 @@ type Listener struct {
 // config must have been validated (config.Parse).
 func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 	clusters := make(map[string]*Cluster)
-	for _, cc := range c.Clusters {
-		clusters[cc.Name] = NewCluster(cc.Name, cc.Endpoints)
+	for i := range c.Clusters {
+		clusters[c.Clusters[i].Name] = NewCluster(&c.Clusters[i])
 	}
 	var ls []Listener
 	for _, lc := range c.Listeners {
@@ -206,9 +186,9 @@ func init() {
 func (rt *router) phases() proxy.Phases {
 	ph := proxy.Phases{
 		RequestFilter: rt.route,
-		UpstreamPeer: func(s *proxy.Session) (*proxy.Peer, error) {
-			return s.Ctx.(*rule).cluster.Pick(), nil
-		},
+		UpstreamPeer:  upstreamPeer,
+		FailToConnect: failToConnect,
+		Logging:       logging,
 	}
 	for i := range rt.rules {
 		r := &rt.rules[i]
@@ -243,7 +223,6 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	if r == nil {
 		return false, errNoRoute
 	}
-	s.Ctx = r
 	s.Override = r.override
 	switch {
 	case r.respond != nil:
@@ -266,6 +245,9 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	case !rt.forwardOriginal:
 		s.Request.Path = target
 	}
+	a := attempts.Get().(*attempt)
+	a.rule, a.cluster, a.cur = r, r.cluster, -1
+	s.Ctx = a
 	return false, nil
 }
 
@@ -275,7 +257,7 @@ func upstreamRequest(s *proxy.Session, req *proxy.Request) error {
 	if s.Stats.Attempts > 1 {
 		return nil
 	}
-	r := s.Ctx.(*rule)
+	r := s.Ctx.(*attempt).rule
 	if r.hostRewrite != "" {
 		req.Header.Set("Host", r.hostRewrite)
 	}
@@ -284,7 +266,7 @@ func upstreamRequest(s *proxy.Session, req *proxy.Request) error {
 }
 
 func response(s *proxy.Session, resp *proxy.Response) error {
-	r := s.Ctx.(*rule)
+	r := s.Ctx.(*attempt).rule
 	r.responseHeaders.Apply(&resp.Header, s)
 	return nil
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 	"testing"
 
 	"github.com/straitproxy/strait/config"
@@ -101,6 +102,7 @@ clusters:
 		if _, err := ph.UpstreamPeer(s); err != nil {
 			t.Fatal(err)
 		}
+		ph.Logging(s, nil)
 	})
 	if n != 0 {
 		t.Errorf("%v allocations per routed request, want 0", n)
@@ -141,4 +143,61 @@ func build(t *testing.T, yaml string) []Listener {
 	}
 	ls, _ := Build(cfg, slog.Default())
 	return ls
+}
+
+// TestClusterPick: hashing policies send a key to one endpoint, every
+// time, and a retry elsewhere; the others go elsewhere on a retry too.
+func TestClusterPick(t *testing.T) {
+	for _, tc := range []struct{ balance, key string }{
+		{"ring_hash", "header:X-User"}, {"maglev", "cookie:sid"}, {"ring_hash", "query:k"}, {"maglev", "client_addr"},
+		{"round_robin", ""}, {"random", ""}, {"least_request", ""},
+	} {
+		keyLine := ""
+		if tc.key != "" {
+			keyLine = ", hash_key: \"" + tc.key + "\""
+		}
+		ls := build(t, `
+listeners:
+  - {address: 127.0.0.1:0, routes: [{cluster: c}]}
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80", "10.0.0.2:80 weight=2", "10.0.0.3:80"], balance: `+tc.balance+keyLine+`}
+`)
+		ph := ls[0].Phases
+		pick := func(user string, attempt int) string {
+			s := &proxy.Session{Request: proxy.Request{Method: "GET", Path: []byte("/x?k=" + user)}}
+			s.ClientAddr = netip.MustParseAddrPort("192.0.2.7:5555")
+			s.Request.Header.Add("X-User", user)
+			s.Request.Header.Add("Cookie", "a=b; sid="+user)
+			if _, err := ph.RequestFilter(s); err != nil {
+				t.Fatal(err)
+			}
+			var p *proxy.Peer
+			for s.Stats.Attempts = 1; s.Stats.Attempts <= attempt; s.Stats.Attempts++ {
+				p, _ = ph.UpstreamPeer(s)
+			}
+			ph.Logging(s, nil)
+			return p.Addr
+		}
+		hashed := tc.key != ""
+		for _, user := range []string{"alice", "bob", "carol"} {
+			first := pick(user, 1)
+			if hashed && pick(user, 1) != first {
+				t.Errorf("%s: %s went to two endpoints", tc.balance, user)
+			}
+			// A retry goes elsewhere (with the same state as the first try).
+			s := &proxy.Session{Request: proxy.Request{Method: "GET", Path: []byte("/x?k=" + user)}}
+			s.ClientAddr = netip.MustParseAddrPort("192.0.2.7:5555")
+			s.Request.Header.Add("X-User", user)
+			s.Request.Header.Add("Cookie", "sid="+user)
+			ph.RequestFilter(s)
+			s.Stats.Attempts = 1
+			p1, _ := ph.UpstreamPeer(s)
+			s.Stats.Attempts = 2
+			p2, _ := ph.UpstreamPeer(s)
+			ph.Logging(s, nil)
+			if p1.Addr == p2.Addr {
+				t.Errorf("%s: %s's retry went to the same endpoint %s", tc.balance, user, p1.Addr)
+			}
+		}
+	}
 }

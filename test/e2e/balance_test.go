@@ -64,3 +64,46 @@ func TestRingMatchesNginx(t *testing.T) {
 		t.Errorf("%d of 10000 keys differ", mismatches)
 	}
 }
+
+// TestRefusingEndpoint: with one of two endpoints refusing connections,
+// every request succeeds, POSTs included (nothing was sent to the one
+// that refused), through the binary.
+func TestRefusingEndpoint(t *testing.T) {
+	good := startGoOrigin(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(rw, "ok")
+	}))
+	refused := closedAddr(t)
+	for _, policy := range []string{"round_robin", "random", "least_request", "ring_hash", "maglev"} {
+		t.Run(policy, func(t *testing.T) {
+			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			runConfig(t, t.TempDir(), "r.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: c}]}
+clusters:
+  - {name: c, endpoints: [%q, %q], balance: %s}
+`, addr, refused, good, policy), addr)
+			client := newClient(true)
+			failed := 0
+			for i := range 100 {
+				var resp *http.Response
+				var err error
+				if i%5 == 0 {
+					resp, err = client.Post("http://"+addr+"/p", "text/plain", strings.NewReader("body"))
+				} else {
+					resp, err = client.Get("http://" + addr + "/g?k=" + strconv.Itoa(i))
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed++
+				}
+			}
+			if failed > 0 {
+				t.Errorf("%d of 100 requests failed", failed)
+			}
+		})
+	}
+}

@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"bytes"
+	"sync"
+	"time"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/balance"
+	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// Cluster is a named set of endpoints with a balancing policy.
+type Cluster struct {
+	Name  string
+	peers []proxy.Peer
+
+	policy string
+	rr     *balance.SmoothWeighted
+	random *balance.Random
+	least  *balance.LeastRequest
+	ring   *balance.Ring
+	maglev *balance.Maglev
+	key    hashKey
+}
+
+// hashKey is what ring_hash and maglev hash (config.Cluster.HashKey).
+type hashKey struct {
+	kind string // client_addr, path, header, cookie or query
+	name string
+}
+
+// NewCluster returns a cluster of config.Cluster cc, validated.
+func NewCluster(cc *config.Cluster) *Cluster {
+	c := &Cluster{Name: cc.Name, policy: cc.Balance}
+	var eps []balance.Endpoint
+	for _, e := range cc.Endpoints {
+		addr, w, _ := config.ParseEndpoint(e)
+		c.peers = append(c.peers, proxy.Peer{Addr: addr, Name: cc.Name + "/" + addr})
+		eps = append(eps, balance.Endpoint{Name: addr, Weight: w})
+	}
+	switch c.policy {
+	case "random":
+		c.random = balance.NewRandom(eps)
+	case "least_request":
+		c.least = balance.NewLeastRequest(eps, true)
+	case "ring_hash":
+		c.ring = balance.NewRing(eps)
+	case "maglev":
+		c.maglev = balance.NewMaglev(eps)
+	default:
+		c.policy = "round_robin"
+		c.rr = balance.NewSmoothWeighted(eps)
+	}
+	kind, name, _ := bytes.Cut([]byte(cc.HashKey), []byte{':'})
+	c.key = hashKey{kind: string(kind), name: string(name)}
+	if c.key.kind == "" {
+		c.key.kind = "client_addr"
+	}
+	return c
+}
+
+// pick returns the endpoint for the attempt-th try (from 1) of the
+// request of s; last is the endpoint of the try before, -1 if none, which
+// a retry avoids where it can.
+func (c *Cluster) pick(s *proxy.Session, attempt, last int) int {
+	switch c.policy {
+	case "ring_hash":
+		// A retry walks on along the ring to another endpoint's point.
+		h := balance.RingHash(c.key.of(s))
+		i := c.ring.PickHash(h, attempt-1)
+		for n := attempt; i == last && len(c.peers) > 1 && n < attempt+1024; n++ {
+			i = c.ring.PickHash(h, n)
+		}
+		return i
+	case "maglev":
+		i := c.maglev.PickHash(balance.MaglevHash(c.key.of(s)))
+		return (i + attempt - 1) % len(c.peers)
+	}
+	i := c.next()
+	if i == last && len(c.peers) > 1 {
+		// A retry goes elsewhere: to the next endpoint.
+		i = (last + 1) % len(c.peers)
+		if c.least != nil {
+			c.least.Done(last, 0)
+			c.least.Acquire(i)
+		}
+	}
+	return i
+}
+
+func (c *Cluster) next() int {
+	switch {
+	case c.random != nil:
+		return c.random.Pick()
+	case c.least != nil:
+		return c.least.Pick()
+	}
+	return c.rr.Pick()
+}
+
+// done ends a pick, which took micros microseconds to a good answer (0:
+// it failed).
+func (c *Cluster) done(i int, micros float64) {
+	if c.least != nil {
+		c.least.Done(i, micros)
+	}
+}
+
+// of returns the key of the request of s: bytes it holds, or, for the
+// client's address, a copy in k.
+func (k *hashKey) of(s *proxy.Session) []byte {
+	r := &s.Request
+	switch k.kind {
+	case "path":
+		p, _, _ := bytes.Cut(r.Path, []byte{'?'})
+		return p
+	case "header":
+		return r.Header.Get(k.name)
+	case "cookie":
+		return cookie(&r.Header, k.name)
+	case "query":
+		_, q, _ := bytes.Cut(r.Path, []byte{'?'})
+		return queryValue(q, k.name)
+	}
+	a := s.ClientAddr.Addr().Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return b[:]
+	}
+	b := a.As16()
+	return b[:]
+}
+
+// cookie returns the value of the cookie named name, or nil.
+func cookie(h *header.Header, name string) []byte {
+	for i := 0; i < h.Len(); i++ {
+		f := h.Field(i)
+		if !header.EqualFold(f.Name, "cookie") {
+			continue
+		}
+		for pair := range bytes.SplitSeq(f.Value, []byte{';'}) {
+			n, v, _ := bytes.Cut(bytes.TrimSpace(pair), []byte{'='})
+			if string(n) == name {
+				return v
+			}
+		}
+	}
+	return nil
+}
+
+// queryValue returns the raw value of query parameter name, or nil.
+func queryValue(q []byte, name string) []byte {
+	for pair := range bytes.SplitSeq(q, []byte{'&'}) {
+		if n, v, _ := bytes.Cut(pair, []byte{'='}); string(n) == name {
+			return v
+		}
+	}
+	return nil
+}
+
+// attempt is what the gateway keeps of one request while it is proxied:
+// its rule, and the endpoint its current try went to. Pooled: held in
+// Session.Ctx from routing to Logging.
+type attempt struct {
+	rule    *rule
+	cluster *Cluster
+	cur     int           // the endpoint of the current try; -1: none
+	start   time.Duration // when it began (mono)
+}
+
+var attempts = sync.Pool{New: func() any { return new(attempt) }}
+
+// upstreamPeer picks the endpoint for a try, ending the last one's pick.
+func upstreamPeer(s *proxy.Session) (*proxy.Peer, error) {
+	a := s.Ctx.(*attempt)
+	c := a.cluster
+	last := a.cur
+	if last >= 0 {
+		c.done(last, 0) // the try before failed
+	}
+	a.cur = c.pick(s, s.Stats.Attempts, last)
+	a.start = mono.Now()
+	return &c.peers[a.cur], nil
+}
+
+// failToConnect asks for another try where nothing was sent: a refused or
+// timed-out connection.
+func failToConnect(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
+	if e.Side == proxy.Upstream {
+		e.Retry = true
+	}
+	return e
+}
+
+// logging ends the request's last pick, and gives its attempt back.
+func logging(s *proxy.Session, e *proxy.Error) {
+	a, ok := s.Ctx.(*attempt)
+	if !ok {
+		return
+	}
+	if a.cur >= 0 {
+		micros := 0.0
+		if e == nil && s.Stats.Status < 500 {
+			micros = float64((mono.Now() - a.start).Microseconds())
+		}
+		a.cluster.done(a.cur, micros)
+	}
+	*a = attempt{}
+	attempts.Put(a)
+	s.Ctx = nil
+}
