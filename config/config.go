@@ -91,6 +91,9 @@ type Route struct {
 	// RequestBuffering is on (the default: bodies up to
 	// request_buffering.max are read whole first) or off (they stream).
 	RequestBuffering string `yaml:"request_buffering"`
+	// IdempotencyKey names a field (Idempotency-Key) whose presence lets
+	// a request of any method be retried as an idempotent one.
+	IdempotencyKey string `yaml:"idempotency_key"`
 }
 
 // RequestBuffering bounds the request bodies read whole before an
@@ -159,6 +162,23 @@ type Cluster struct {
 	// HashKey is what ring_hash and maglev hash: client_addr (the
 	// default), path, header:NAME, cookie:NAME or query:NAME.
 	HashKey string `yaml:"hash_key"`
+	// Outlier ejects endpoints that fail in a row (on by default).
+	Outlier Outlier `yaml:"outlier"`
+	// WhenAllEjected is panic (the default: spread over every endpoint
+	// anyway, as Envoy does) or fail (503).
+	WhenAllEjected string `yaml:"when_all_ejected"`
+	// RetryOn are final statuses that send an idempotent request to
+	// another endpoint while tries remain (limits.max_attempts).
+	RetryOn []int `yaml:"retry_on"`
+}
+
+// Outlier is passive outlier detection; zero fields mean the defaults.
+type Outlier struct {
+	Enabled           string   `yaml:"enabled"`             // on (default) or off
+	Failures          int      `yaml:"failures"`            // in a row; default 5
+	BaseEjection      Duration `yaml:"base_ejection"`       // default 30s, doubling on repeats
+	MaxEjection       Duration `yaml:"max_ejection"`        // default 5m
+	MaxEjectedPercent int      `yaml:"max_ejected_percent"` // default 50
 }
 
 // Policies are the values of Cluster.Balance.

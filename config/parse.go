@@ -198,6 +198,16 @@ func (v *validator) config(c *Config) {
 		if cl.Balance != "" && !slices.Contains(Policies, cl.Balance) {
 			v.errorf(at(p, "balance"), "unknown policy %q (known: %s)", cl.Balance, strings.Join(Policies, ", "))
 		}
+		v.oneOf(at(p, "when_all_ejected"), cl.WhenAllEjected, "panic", "fail")
+		v.oneOf(at(p, "outlier", "enabled"), cl.Outlier.Enabled, "on", "off")
+		if o := cl.Outlier; o.Failures < 0 || o.BaseEjection < 0 || o.MaxEjection < 0 || o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
+			v.errorf(at(p, "outlier"), "values must not be negative, and max_ejected_percent at most 100")
+		}
+		for j, st := range cl.RetryOn {
+			if st < 500 || st > 599 {
+				v.errorf(at(p, "retry_on", j), "want a 5xx status, got %d", st)
+			}
+		}
 		if cl.HashKey != "" {
 			if cl.Balance != "ring_hash" && cl.Balance != "maglev" {
 				v.errorf(at(p, "hash_key"), "only ring_hash and maglev hash a key")
@@ -336,10 +346,13 @@ func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed 
 		v.errorf(at(p, "host_rewrite"), "%q is not host[:port]", r.HostRewrite)
 	}
 	if (r.PrefixRewrite != "" || r.HostRewrite != "" || !r.RequestHeaders.empty() || !r.ResponseHeaders.empty() ||
-		r.Timeouts != RouteTimeouts{} || r.MaxRequestBody != 0 || r.RequestBuffering != "") && r.Cluster == "" {
+		r.Timeouts != RouteTimeouts{} || r.MaxRequestBody != 0 || r.RequestBuffering != "" || r.IdempotencyKey != "") && r.Cluster == "" {
 		v.errorf(p, "prefix_rewrite, host_rewrite, header rules, timeouts, max_request_body and request_buffering need a cluster")
 	}
 	v.oneOf(at(p, "request_buffering"), r.RequestBuffering, "on", "off")
+	if r.IdempotencyKey != "" && !isToken(r.IdempotencyKey) {
+		v.errorf(at(p, "idempotency_key"), "%q is not a field name", r.IdempotencyKey)
+	}
 	t := &r.Timeouts
 	for _, d := range []struct {
 		key string

@@ -188,3 +188,56 @@ func TestBufferedBodyRetried(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryStatuses: a status chosen for a retry sends an idempotent
+// request (or one with the idempotency key) to another try; the last
+// try's answer goes to the client whatever it is; a POST without the key
+// gets the first answer.
+func TestRetryStatuses(t *testing.T) {
+	busy := newOrigin(t, func(oc *originConn, req *http.Request) bool {
+		oc.readBody(req)
+		return oc.write("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy") == nil
+	})
+	good := newOrigin(t, nil)
+	for _, tc := range []struct {
+		name, request string
+		attempts      int
+		wantStatus    int
+		wantGood      int // requests the good origin gets
+	}{
+		{"GET retried", "GET /r HTTP/1.1\r\nHost: a\r\n\r\n", 2, 200, 1},
+		{"POST answered", "POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx", 2, 503, 0},
+		{"POST with key retried", "POST /r HTTP/1.1\r\nHost: a\r\nIdempotency-Key: 7\r\nContent-Length: 1\r\n\r\nx", 2, 200, 1},
+		{"last try relayed", "GET /r HTTP/1.1\r\nHost: a\r\n\r\n", 1, 503, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := proxy.Phases{
+				RequestFilter: func(s *proxy.Session) (bool, error) {
+					s.Override.RetryStatuses = []int{502, 503, 504}
+					s.Override.IdempotencyKey = "Idempotency-Key"
+					return false, nil
+				},
+				UpstreamPeer: func(s *proxy.Session) (*proxy.Peer, error) {
+					if s.Stats.Attempts == 1 {
+						return &proxy.Peer{Addr: busy.addr}, nil
+					}
+					return &proxy.Peer{Addr: good.addr}, nil
+				},
+			}
+			_, addr := proxytest.Proxy(t, p, proxy.Options{Limits: proxy.Limits{MaxAttempts: tc.attempts}})
+			before := len(good.requests())
+			c, br := rawConn(t, addr)
+			io.WriteString(c, tc.request)
+			resp, body := readResponse(t, br, "GET")
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d %q, want %d", resp.StatusCode, body, tc.wantStatus)
+			}
+			if tc.wantStatus == 503 && body != "busy" {
+				t.Errorf("the origin's 503 was not relayed: %q", body)
+			}
+			if n := len(good.requests()) - before; n != tc.wantGood {
+				t.Errorf("the good origin got %d requests, want %d", n, tc.wantGood)
+			}
+		})
+	}
+}

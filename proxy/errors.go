@@ -38,9 +38,10 @@ const (
 	KindDownstreamGone       // the client went away; nothing can be answered
 	KindFilter               // a hook returned an error
 	KindRequestRejected      // the request was refused before proxying
+	KindStatus               // the peer answered with a status chosen for a retry
 )
 
-var kindNames = [...]string{"other", "connect", "timeout", "protocol", "closed", "no_peer", "limit", "downstream_gone", "filter", "rejected"}
+var kindNames = [...]string{"other", "connect", "timeout", "protocol", "closed", "no_peer", "limit", "downstream_gone", "filter", "rejected", "status"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

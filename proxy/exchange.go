@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -202,7 +203,7 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 	} else {
 		if err := up.Flush(); err != nil {
 			e := &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream write", Err: err}
-			e.Retry = s.Stats.Reused && (idempotent(s.Request.Method) || up.Written() == 0)
+			e.Retry = s.Stats.Reused && (s.Idempotent() || up.Written() == 0)
 			return e
 		}
 		sent = up.LastWrite()
@@ -229,6 +230,15 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 			return be
 		}
 		return x.tunnel(up, resp, proto)
+	}
+
+	if x.retryStatus(resp.Status) {
+		// Another try may answer better: this response is dropped (with
+		// its connection), the request body stops.
+		if be := x.abortBody(up); be != nil && be != errBodyAborted && be.Side != Upstream {
+			return be
+		}
+		return &Error{Side: Upstream, Kind: KindStatus, Status: resp.Status, Where: "upstream answered " + statusText(resp.Status), Retry: true}
 	}
 
 	// The response head downstream.
@@ -308,6 +318,31 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 	return nil
 }
 
+// retryStatus reports whether a final response of this status goes to
+// another try rather than to the client (Override.RetryStatuses).
+func (x *call) retryStatus(status int) bool {
+	s := &x.sess
+	if len(s.Override.RetryStatuses) == 0 || s.Stats.Attempts >= x.srv.opts.Limits.MaxAttempts || !s.Idempotent() {
+		return false
+	}
+	if x.head.ContentLength != 0 && !x.bufWhole {
+		return false // a streamed body cannot be sent again
+	}
+	for _, st := range s.Override.RetryStatuses {
+		if st == status {
+			return true
+		}
+	}
+	return false
+}
+
+func statusText(status int) string {
+	if t := http.StatusText(status); t != "" {
+		return strconv.Itoa(status) + " " + t
+	}
+	return strconv.Itoa(status)
+}
+
 // exchangeFailed stops the body sender and returns the error the exchange
 // ends with: when another goroutine interrupted it, the cause that one
 // found. A request the origin closed on without answering is marked for a
@@ -326,7 +361,7 @@ func (x *call) exchangeFailed(up stream.Upstream, e *Error) *Error {
 		// of a response back: the request may go again if that cannot do
 		// harm twice (an idempotent method) or it never left (nothing
 		// written).
-		e.Retry = s.Stats.Reused && (idempotent(s.Request.Method) || up.Written() == 0)
+		e.Retry = s.Stats.Reused && (s.Idempotent() || up.Written() == 0)
 	}
 	return e
 }

@@ -94,6 +94,22 @@ type Override struct {
 	UpstreamTotal  time.Duration // Timeouts.UpstreamTotal
 	MaxRequestBody int64         // Limits.MaxRequestBody, checked after RequestFilter
 	BufferMax      int64         // Buffering.Max
+
+	// RetryStatuses are final response statuses (502, 503, 504, say) that
+	// send the request to another try instead of to the client, while
+	// tries remain and the request may be sent twice (Idempotent). The
+	// last try's response goes to the client whatever its status.
+	RetryStatuses []int
+	// IdempotencyKey names a request field (Idempotency-Key) whose
+	// presence makes any method safe to send twice.
+	IdempotencyKey string
+}
+
+// Idempotent reports whether the request may be sent upstream twice: its
+// method is idempotent (RFC 9110 §9.2.2), or it carries the field
+// Override.IdempotencyKey names.
+func (s *Session) Idempotent() bool {
+	return idempotent(s.Request.Method) || s.Override.IdempotencyKey != "" && s.Request.Header.Has(s.Override.IdempotencyKey)
 }
 
 // Stats describe one request, for logs.

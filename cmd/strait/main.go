@@ -3,7 +3,7 @@
 //	strait                      run the embedded default config
 //	strait run -c FILE          run a config file
 //	strait validate -c FILE     check a config file
-//	strait proxy --listen ADDR --upstream URL [--upstream URL ...]
+//	strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D]
 //	strait version
 //	strait help [COMMAND]
 package main
@@ -73,7 +73,7 @@ func usage(w io.Writer) {
   strait                      run the embedded default config
   strait run [-c FILE]        run a config file (default: the embedded one)
   strait validate -c FILE     check a config file; errors name file, line and key
-  strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--access-log]
+  strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log]
                               proxy ADDR (host:port) to http://host:port upstreams
   strait version              print the version
   strait help [COMMAND]       print this, or a command's flags (also COMMAND -h)
@@ -160,7 +160,8 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	var upstreams urlList
 	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port); repeat for more")
 	accessLog := fs.Bool("access-log", false, "write one log line per request to standard error")
-	const synopsis = "strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--access-log]"
+	tryTimeout := fs.Duration("try-timeout", 0, "bound each `try` of a request upstream (default none)")
+	const synopsis = "strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log]"
 	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
 		return code
 	}
@@ -182,9 +183,17 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		}
 		endpoints = append(endpoints, host)
 	}
+	route := config.Route{Cluster: "upstream", Timeouts: config.RouteTimeouts{UpstreamTotal: config.Duration(*tryTimeout)}}
 	cfg := &config.Config{
-		Listeners: []config.Listener{{Address: *listen, Routes: []config.Route{{Cluster: "upstream"}}}},
+		Listeners: []config.Listener{{Address: *listen, Routes: []config.Route{route}}},
 		Clusters:  []config.Cluster{{Name: "upstream", Endpoints: endpoints}},
+	}
+	if len(endpoints) > 1 {
+		// Resilient out of the box: outlier detection is on by default;
+		// up to two retries on another endpoint, on the statuses of an
+		// origin that could not serve.
+		cfg.Limits.MaxAttempts = 3
+		cfg.Clusters[0].RetryOn = []int{502, 503, 504}
 	}
 	if *accessLog {
 		cfg.AccessLog = config.AccessLogStderr

@@ -8,6 +8,7 @@ import (
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/balance"
+	"github.com/straitproxy/strait/internal/health"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/proxy"
 )
@@ -24,6 +25,10 @@ type Cluster struct {
 	ring   *balance.Ring
 	maglev *balance.Maglev
 	key    hashKey
+
+	outlier *health.Outlier // nil: off
+	failAll bool            // with every endpoint ejected, fail rather than use them
+	retryOn []int           // statuses a try is retried on
 }
 
 // hashKey is what ring_hash and maglev hash (config.Cluster.HashKey).
@@ -54,6 +59,12 @@ func NewCluster(cc *config.Cluster) *Cluster {
 		c.policy = "round_robin"
 		c.rr = balance.NewSmoothWeighted(eps)
 	}
+	if o := cc.Outlier; o.Enabled != "off" {
+		c.outlier = health.NewOutlier(len(c.peers), health.OutlierConfig{Failures: o.Failures,
+			Base: time.Duration(o.BaseEjection), Max: time.Duration(o.MaxEjection), MaxEjectedPercent: o.MaxEjectedPercent})
+	}
+	c.failAll = cc.WhenAllEjected == "fail"
+	c.retryOn = cc.RetryOn
 	kind, name, _ := bytes.Cut([]byte(cc.HashKey), []byte{':'})
 	c.key = hashKey{kind: string(kind), name: string(name)}
 	if c.key.kind == "" {
@@ -63,9 +74,52 @@ func NewCluster(cc *config.Cluster) *Cluster {
 }
 
 // pick returns the endpoint for the attempt-th try (from 1) of the
-// request of s; last is the endpoint of the try before, -1 if none, which
-// a retry avoids where it can.
-func (c *Cluster) pick(s *proxy.Session, attempt, last int) int {
+// request of s, or -1 if every endpoint is ejected and the cluster fails
+// then. last is the endpoint of the try before, -1 if none, which a retry
+// avoids where it can; an ejected endpoint is passed over for the next one
+// (along the ring, for a hash).
+func (c *Cluster) pick(s *proxy.Session, attempt, last int, now time.Duration) int {
+	i := c.choose(s, attempt, last)
+	if c.outlier == nil || !c.outlier.Ejected(i, now) {
+		return i
+	}
+	for n := 1; n < len(c.peers); n++ {
+		j := (i + n) % len(c.peers)
+		if !c.outlier.Ejected(j, now) {
+			c.moved(i, j)
+			return j
+		}
+	}
+	if c.failAll {
+		c.done(i, 0)
+		return -1
+	}
+	return i // panic: spread over them all anyway
+}
+
+// moved moves a least-request pick from i to j.
+func (c *Cluster) moved(i, j int) {
+	if c.least != nil {
+		c.least.Done(i, 0)
+		c.least.Acquire(j)
+	}
+}
+
+// failure and success report the outcome of a try at endpoint i.
+func (c *Cluster) failure(i int, now time.Duration) {
+	if c.outlier != nil && i >= 0 {
+		c.outlier.Failure(i, now)
+	}
+}
+
+func (c *Cluster) success(i int) {
+	if c.outlier != nil && i >= 0 {
+		c.outlier.Success(i)
+	}
+}
+
+// choose is pick without ejections.
+func (c *Cluster) choose(s *proxy.Session, attempt, last int) int {
 	switch c.policy {
 	case "ring_hash":
 		// A retry walks on along the ring to another endpoint's point.
@@ -83,10 +137,7 @@ func (c *Cluster) pick(s *proxy.Session, attempt, last int) int {
 	if i == last && len(c.peers) > 1 {
 		// A retry goes elsewhere: to the next endpoint.
 		i = (last + 1) % len(c.peers)
-		if c.least != nil {
-			c.least.Done(last, 0)
-			c.least.Acquire(i)
-		}
+		c.moved(last, i)
 	}
 	return i
 }
@@ -173,6 +224,8 @@ type attempt struct {
 
 var attempts = sync.Pool{New: func() any { return new(attempt) }}
 
+var errAllEjected = &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindNoPeer, Status: 503, Where: "every endpoint of the cluster is ejected"}
+
 // upstreamPeer picks the endpoint for a try, ending the last one's pick.
 func upstreamPeer(s *proxy.Session) (*proxy.Peer, error) {
 	a := s.Ctx.(*attempt)
@@ -181,21 +234,46 @@ func upstreamPeer(s *proxy.Session) (*proxy.Peer, error) {
 	if last >= 0 {
 		c.done(last, 0) // the try before failed
 	}
-	a.cur = c.pick(s, s.Stats.Attempts, last)
 	a.start = mono.Now()
+	a.cur = c.pick(s, s.Stats.Attempts, last, a.start)
+	if a.cur < 0 {
+		return nil, errAllEjected
+	}
 	return &c.peers[a.cur], nil
 }
 
-// failToConnect asks for another try where nothing was sent: a refused or
-// timed-out connection.
+// failToConnect counts a failed connection against its endpoint, and asks
+// for another try: nothing was sent, so any method may go again.
 func failToConnect(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
 	if e.Side == proxy.Upstream {
+		a := s.Ctx.(*attempt)
+		a.cluster.failure(a.cur, mono.Now())
 		e.Retry = true
 	}
 	return e
 }
 
-// logging ends the request's last pick, and gives its attempt back.
+// errorWhileProxy counts a failed exchange against its endpoint, and asks
+// for another try of a request that may be sent twice when the endpoint
+// failed before answering: it closed or reset the connection, timed out,
+// or answered with a status chosen for a retry.
+func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
+	if e.Side != proxy.Upstream {
+		return e
+	}
+	a := s.Ctx.(*attempt)
+	a.cluster.failure(a.cur, mono.Now())
+	switch e.Kind {
+	case proxy.KindClosed, proxy.KindTimeout, proxy.KindStatus:
+		e.Retry = e.Retry || !s.Answered() && s.Idempotent()
+	}
+	return e
+}
+
+// logging counts the last try's outcome, ends its pick, and gives the
+// attempt back. An origin's own 502, 503 or 504 counts as a failure of
+// the endpoint; other statuses, 500 among them (a client may provoke
+// those), as a success.
 func logging(s *proxy.Session, e *proxy.Error) {
 	a, ok := s.Ctx.(*attempt)
 	if !ok {
@@ -203,7 +281,12 @@ func logging(s *proxy.Session, e *proxy.Error) {
 	}
 	if a.cur >= 0 {
 		micros := 0.0
-		if e == nil && s.Stats.Status < 500 {
+		switch st := s.Stats.Status; {
+		case e != nil:
+		case st == 502 || st == 503 || st == 504:
+			a.cluster.failure(a.cur, mono.Now())
+		default:
+			a.cluster.success(a.cur)
 			micros = float64((mono.Now() - a.start).Microseconds())
 		}
 		a.cluster.done(a.cur, micros)

@@ -26,6 +26,7 @@ type rule struct {
 	prefixRewrite   string // with match.Prefix
 	hostRewrite     string
 	override        proxy.Override // the route's own timeouts and body limit
+	idempotencyKey  string
 	requestHeaders  route.Rules
 	responseHeaders route.Rules
 }
@@ -104,6 +105,7 @@ func compile(rc *config.Route, clusters map[string]*Cluster) rule {
 			MaxRequestBody: int64(rc.MaxRequestBody),
 		},
 	}
+	r.idempotencyKey = rc.IdempotencyKey
 	if rc.RequestBuffering == "off" {
 		r.override.BufferMax = -1
 	}
@@ -185,10 +187,11 @@ func init() {
 // original.
 func (rt *router) phases() proxy.Phases {
 	ph := proxy.Phases{
-		RequestFilter: rt.route,
-		UpstreamPeer:  upstreamPeer,
-		FailToConnect: failToConnect,
-		Logging:       logging,
+		RequestFilter:   rt.route,
+		UpstreamPeer:    upstreamPeer,
+		FailToConnect:   failToConnect,
+		ErrorWhileProxy: errorWhileProxy,
+		Logging:         logging,
 	}
 	for i := range rt.rules {
 		r := &rt.rules[i]
@@ -248,6 +251,8 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	a := attempts.Get().(*attempt)
 	a.rule, a.cluster, a.cur = r, r.cluster, -1
 	s.Ctx = a
+	s.Override.RetryStatuses = r.cluster.retryOn
+	s.Override.IdempotencyKey = r.idempotencyKey
 	return false, nil
 }
 
