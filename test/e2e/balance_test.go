@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,4 +109,69 @@ clusters:
 			}
 		})
 	}
+}
+
+// TestResetPOST: a POST whose endpoint resets the connection after
+// reading it is not sent again (it may have been acted on); with the
+// route's idempotency key it is, to the other endpoint. Through the
+// binary.
+func TestResetPOST(t *testing.T) {
+	var resets atomic.Int64
+	resetting := startRawOrigin(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		resets.Add(1)
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
+	var served atomic.Int64
+	good := startGoOrigin(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		served.Add(1)
+		io.WriteString(rw, "ok")
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "p.yaml", fmt.Sprintf(`listeners:
+  - address: %s
+    routes:
+      - {path: /keyed, cluster: c, idempotency_key: Idempotency-Key}
+      - {cluster: c}
+clusters:
+  - {name: c, endpoints: [%q, %q], balance: ring_hash, hash_key: "header:X-K", outlier: {enabled: off}}
+`, addr, resetting, good), addr)
+	// Keys whose first try goes to the resetting endpoint.
+	ring := balance.NewRing([]balance.Endpoint{{Name: resetting, Weight: 1}, {Name: good, Weight: 1}})
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := "k" + strconv.Itoa(i); ring.Pick([]byte(k)) == 0 {
+			key = k
+		}
+	}
+	post := func(path string, fields ...string) int {
+		req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader("charge 10"))
+		req.Header.Set("X-K", key)
+		for i := 0; i+1 < len(fields); i += 2 {
+			req.Header.Set(fields[i], fields[i+1])
+		}
+		resp, err := newClient(false).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("/plain"); code != 502 || served.Load() != 0 {
+		t.Errorf("POST reset after its body: %d, the other endpoint served %d; want 502 and none", code, served.Load())
+	}
+	if code := post("/keyed", "Idempotency-Key", "abc"); code != 200 || served.Load() != 1 {
+		t.Errorf("POST with the key: %d, the other endpoint served %d; want 200 and 1", code, served.Load())
+	}
+	if code := post("/keyed"); code != 502 {
+		t.Errorf("POST on the keyed route without the key: %d, want 502", code)
+	}
+	t.Logf("the resetting endpoint read %d POSTs", resets.Load())
 }
