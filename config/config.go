@@ -170,6 +170,15 @@ type Cluster struct {
 	// RetryOn are final statuses that send an idempotent request to
 	// another endpoint while tries remain (limits.max_attempts).
 	RetryOn []int `yaml:"retry_on"`
+	// RetryBudget bounds the retries in flight.
+	RetryBudget RetryBudget `yaml:"retry_budget"`
+}
+
+// RetryBudget bounds a cluster's retries in flight: Percent of its
+// requests in flight (default 20), but never fewer than Min (default 3).
+type RetryBudget struct {
+	Percent int `yaml:"percent"`
+	Min     int `yaml:"min"`
 }
 
 // Outlier is passive outlier detection; zero fields mean the defaults.

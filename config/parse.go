@@ -203,6 +203,9 @@ func (v *validator) config(c *Config) {
 		if o := cl.Outlier; o.Failures < 0 || o.BaseEjection < 0 || o.MaxEjection < 0 || o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
 			v.errorf(at(p, "outlier"), "values must not be negative, and max_ejected_percent at most 100")
 		}
+		if b := cl.RetryBudget; b.Percent < 0 || b.Percent > 100 || b.Min < 0 {
+			v.errorf(at(p, "retry_budget"), "percent must be from 0 to 100, and min not negative")
+		}
 		for j, st := range cl.RetryOn {
 			if st < 500 || st > 599 {
 				v.errorf(at(p, "retry_on", j), "want a 5xx status, got %d", st)

@@ -194,6 +194,10 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		// origin that could not serve.
 		cfg.Limits.MaxAttempts = 3
 		cfg.Clusters[0].RetryOn = []int{502, 503, 504}
+		// Small setups have few requests in flight: when an endpoint
+		// hangs, most of them wait on it together. Ten may retry at once
+		// (a fifth of the requests in flight, past fifty).
+		cfg.Clusters[0].RetryBudget.Min = 10
 	}
 	if *accessLog {
 		cfg.AccessLog = config.AccessLogStderr

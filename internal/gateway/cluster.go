@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/config"
@@ -29,6 +31,45 @@ type Cluster struct {
 	outlier *health.Outlier // nil: off
 	failAll bool            // with every endpoint ejected, fail rather than use them
 	retryOn []int           // statuses a try is retried on
+
+	// The retry budget: retries in flight stay within retryRatio of the
+	// requests in flight, or minRetries.
+	retryRatio float64
+	minRetries int64
+	active     atomic.Int64 // requests in flight
+	retrying   atomic.Int64 // of those, ones that retried
+	// RetriesRefused counts retries the budget refused, for metrics.
+	RetriesRefused atomic.Int64
+}
+
+// The retry budget's defaults (Envoy's): a fifth of the requests in
+// flight may be retries, and three always may.
+const (
+	defaultRetryPercent = 20
+	defaultMinRetries   = 3
+)
+
+// Backoff between tries after the second: exponential from retryBackoff,
+// with jitter, up to maxRetryBackoff.
+const (
+	retryBackoff    = 25 * time.Millisecond
+	maxRetryBackoff = 250 * time.Millisecond
+)
+
+// mayRetry reports whether the cluster's retry budget allows one more
+// request in flight to retry, and counts it if so.
+func (c *Cluster) mayRetry(a *attempt) bool {
+	if a.retried {
+		return true // counted already
+	}
+	limit := max(c.minRetries, int64(c.retryRatio*float64(c.active.Load())))
+	if c.retrying.Add(1) > limit {
+		c.retrying.Add(-1)
+		c.RetriesRefused.Add(1)
+		return false
+	}
+	a.retried = true
+	return true
 }
 
 // hashKey is what ring_hash and maglev hash (config.Cluster.HashKey).
@@ -65,6 +106,13 @@ func NewCluster(cc *config.Cluster) *Cluster {
 	}
 	c.failAll = cc.WhenAllEjected == "fail"
 	c.retryOn = cc.RetryOn
+	c.retryRatio, c.minRetries = defaultRetryPercent/100.0, defaultMinRetries
+	if b := cc.RetryBudget; b.Percent > 0 {
+		c.retryRatio = float64(b.Percent) / 100
+	}
+	if b := cc.RetryBudget; b.Min > 0 {
+		c.minRetries = int64(b.Min)
+	}
 	kind, name, _ := bytes.Cut([]byte(cc.HashKey), []byte{':'})
 	c.key = hashKey{kind: string(kind), name: string(name)}
 	if c.key.kind == "" {
@@ -220,6 +268,8 @@ type attempt struct {
 	cluster *Cluster
 	cur     int           // the endpoint of the current try; -1: none
 	start   time.Duration // when it began (mono)
+	counted bool          // counted as in flight at its cluster
+	retried bool          // counted against the retry budget
 }
 
 var attempts = sync.Pool{New: func() any { return new(attempt) }}
@@ -233,6 +283,15 @@ func upstreamPeer(s *proxy.Session) (*proxy.Peer, error) {
 	last := a.cur
 	if last >= 0 {
 		c.done(last, 0) // the try before failed
+		// The first retry goes to another endpoint at once; later ones
+		// back off, so that they do not pile onto a cluster in trouble.
+		if n := s.Stats.Attempts - 3; n >= 0 {
+			d := min(retryBackoff<<min(n, 8), maxRetryBackoff)
+			time.Sleep(d/2 + rand.N(d/2))
+		}
+	} else if !a.counted {
+		c.active.Add(1)
+		a.counted = true
 	}
 	a.start = mono.Now()
 	a.cur = c.pick(s, s.Stats.Attempts, last, a.start)
@@ -248,7 +307,7 @@ func failToConnect(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error
 	if e.Side == proxy.Upstream {
 		a := s.Ctx.(*attempt)
 		a.cluster.failure(a.cur, mono.Now())
-		e.Retry = true
+		e.Retry = a.cluster.mayRetry(a)
 	}
 	return e
 }
@@ -266,6 +325,9 @@ func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Err
 	switch e.Kind {
 	case proxy.KindClosed, proxy.KindTimeout, proxy.KindStatus:
 		e.Retry = e.Retry || !s.Answered() && s.Idempotent()
+	}
+	if e.Retry {
+		e.Retry = a.cluster.mayRetry(a)
 	}
 	return e
 }
@@ -290,6 +352,12 @@ func logging(s *proxy.Session, e *proxy.Error) {
 			micros = float64((mono.Now() - a.start).Microseconds())
 		}
 		a.cluster.done(a.cur, micros)
+	}
+	if a.counted {
+		a.cluster.active.Add(-1)
+	}
+	if a.retried {
+		a.cluster.retrying.Add(-1)
 	}
 	*a = attempt{}
 	attempts.Put(a)

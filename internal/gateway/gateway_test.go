@@ -201,3 +201,48 @@ clusters:
 		}
 	}
 }
+
+// TestRetryBudget: of 10 requests in flight whose connections fail, 3
+// may retry (a fifth of 10, but never fewer than 3); the rest may not,
+// and are counted. Once they end, retries are allowed again.
+func TestRetryBudget(t *testing.T) {
+	ls := build(t, `
+listeners:
+  - {address: 127.0.0.1:0, routes: [{cluster: c}]}
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80", "10.0.0.2:80"], outlier: {enabled: off}}
+`)
+	ph := ls[0].Phases
+	var sessions []*proxy.Session
+	for range 10 {
+		s := &proxy.Session{Request: proxy.Request{Method: "GET", Path: []byte("/")}}
+		ph.RequestFilter(s)
+		s.Stats.Attempts = 1
+		if _, err := ph.UpstreamPeer(s); err != nil {
+			t.Fatal(err)
+		}
+		sessions = append(sessions, s)
+	}
+	retries := 0
+	for _, s := range sessions {
+		e := ph.FailToConnect(s, nil, &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Status: 502})
+		if e.Retry {
+			retries++
+		}
+	}
+	if retries != 3 {
+		t.Errorf("%d of 10 failing requests may retry, want 3", retries)
+	}
+	c := s0Cluster(sessions[0])
+	if n := c.RetriesRefused.Load(); n != 7 {
+		t.Errorf("RetriesRefused = %d, want 7", n)
+	}
+	for _, s := range sessions {
+		ph.Logging(s, nil)
+	}
+	if c.active.Load() != 0 || c.retrying.Load() != 0 {
+		t.Errorf("after every request ended: %d in flight, %d retrying", c.active.Load(), c.retrying.Load())
+	}
+}
+
+func s0Cluster(s *proxy.Session) *Cluster { return s.Ctx.(*attempt).cluster }

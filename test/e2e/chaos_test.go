@@ -166,6 +166,7 @@ clusters:
   - name: c
     endpoints: [%s]
     retry_on: [502, 503, 504]
+    retry_budget: {min: 10}
     outlier: {base_ejection: 2s}
 limits: {max_attempts: 3}
 access_log: true
