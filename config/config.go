@@ -172,6 +172,22 @@ type Cluster struct {
 	RetryOn []int `yaml:"retry_on"`
 	// RetryBudget bounds the retries in flight.
 	RetryBudget RetryBudget `yaml:"retry_budget"`
+	// HealthCheck checks the endpoints actively (off when left out).
+	HealthCheck HealthCheck `yaml:"health_check"`
+}
+
+// HealthCheck is an active health check; zero fields mean the defaults.
+type HealthCheck struct {
+	Kind         string   `yaml:"kind"`          // http or tcp; required
+	Interval     Duration `yaml:"interval"`      // default 5s, ±10%
+	Timeout      Duration `yaml:"timeout"`       // default 2s
+	Healthy      int      `yaml:"healthy"`       // passes in a row; default 2
+	Unhealthy    int      `yaml:"unhealthy"`     // failures in a row; default 3
+	Method       string   `yaml:"method"`        // http: default GET
+	Path         string   `yaml:"path"`          // http: default /
+	Host         string   `yaml:"host"`          // http: default the endpoint's address
+	Statuses     []int    `yaml:"statuses"`      // http: default 200 to 399
+	BodyContains string   `yaml:"body_contains"` // http: the body must hold it
 }
 
 // RetryBudget bounds a cluster's retries in flight: Percent of its

@@ -203,6 +203,21 @@ func (v *validator) config(c *Config) {
 		if o := cl.Outlier; o.Failures < 0 || o.BaseEjection < 0 || o.MaxEjection < 0 || o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100 {
 			v.errorf(at(p, "outlier"), "values must not be negative, and max_ejected_percent at most 100")
 		}
+		if hc := cl.HealthCheck; !reflect.DeepEqual(hc, HealthCheck{}) {
+			hp := at(p, "health_check")
+			if hc.Kind != "http" && hc.Kind != "tcp" {
+				v.errorf(at(hp, "kind"), "want http or tcp, got %q", hc.Kind)
+			}
+			if hc.Interval < 0 || hc.Timeout < 0 || hc.Healthy < 0 || hc.Unhealthy < 0 {
+				v.errorf(hp, "values must not be negative")
+			}
+			if hc.Method != "" && !isToken(hc.Method) {
+				v.errorf(at(hp, "method"), "%q is not a method", hc.Method)
+			}
+			if hc.Path != "" && !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path+hc.Host, " \r\n") {
+				v.errorf(hp, "path must start with /, and path and host hold no spaces or line breaks")
+			}
+		}
 		if b := cl.RetryBudget; b.Percent < 0 || b.Percent > 100 || b.Min < 0 {
 			v.errorf(at(p, "retry_budget"), "percent must be from 0 to 100, and min not negative")
 		}

@@ -260,7 +260,8 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 		}
 		defer o.Stop(context.Background())
 	}
-	listeners, opts := gateway.Build(cfg, logger)
+	listeners, opts, stopChecks := gateway.Build(cfg, logger)
+	defer stopChecks()
 	opts.AccessLogger = access
 	var servers []*proxy.Server
 	errc := make(chan error, len(listeners))

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ type Cluster struct {
 	key    hashKey
 
 	outlier *health.Outlier // nil: off
+	checker *health.Checker // nil: no active checks
 	failAll bool            // with every endpoint ejected, fail rather than use them
 	retryOn []int           // statuses a try is retried on
 
@@ -78,8 +80,9 @@ type hashKey struct {
 	name string
 }
 
-// NewCluster returns a cluster of config.Cluster cc, validated.
-func NewCluster(cc *config.Cluster) *Cluster {
+// NewCluster returns a cluster of config.Cluster cc, validated. Its
+// active health checks, if any, run until Stop.
+func NewCluster(cc *config.Cluster, logger *slog.Logger) *Cluster {
 	c := &Cluster{Name: cc.Name, policy: cc.Balance}
 	var eps []balance.Endpoint
 	for _, e := range cc.Endpoints {
@@ -103,6 +106,15 @@ func NewCluster(cc *config.Cluster) *Cluster {
 	if o := cc.Outlier; o.Enabled != "off" {
 		c.outlier = health.NewOutlier(len(c.peers), health.OutlierConfig{Failures: o.Failures,
 			Base: time.Duration(o.BaseEjection), Max: time.Duration(o.MaxEjection), MaxEjectedPercent: o.MaxEjectedPercent})
+	}
+	if hc := cc.HealthCheck; hc.Kind != "" {
+		addrs := make([]string, len(c.peers))
+		for i, p := range c.peers {
+			addrs[i] = p.Addr
+		}
+		c.checker = health.StartChecker(addrs, health.CheckConfig{Kind: hc.Kind, Interval: time.Duration(hc.Interval),
+			Timeout: time.Duration(hc.Timeout), Healthy: hc.Healthy, Unhealthy: hc.Unhealthy, Method: hc.Method,
+			Path: hc.Path, Host: hc.Host, Statuses: hc.Statuses, BodyContains: hc.BodyContains}, logger.With("cluster", cc.Name))
 	}
 	c.failAll = cc.WhenAllEjected == "fail"
 	c.retryOn = cc.RetryOn
@@ -128,12 +140,12 @@ func NewCluster(cc *config.Cluster) *Cluster {
 // (along the ring, for a hash).
 func (c *Cluster) pick(s *proxy.Session, attempt, last int, now time.Duration) int {
 	i := c.choose(s, attempt, last)
-	if c.outlier == nil || !c.outlier.Ejected(i, now) {
+	if c.up(i, now) {
 		return i
 	}
 	for n := 1; n < len(c.peers); n++ {
 		j := (i + n) % len(c.peers)
-		if !c.outlier.Ejected(j, now) {
+		if c.up(j, now) {
 			c.moved(i, j)
 			return j
 		}
@@ -143,6 +155,19 @@ func (c *Cluster) pick(s *proxy.Session, attempt, last int, now time.Duration) i
 		return -1
 	}
 	return i // panic: spread over them all anyway
+}
+
+// up reports whether endpoint i may take requests: not ejected, and
+// healthy if checked.
+func (c *Cluster) up(i int, now time.Duration) bool {
+	return (c.outlier == nil || !c.outlier.Ejected(i, now)) && (c.checker == nil || c.checker.Healthy(i))
+}
+
+// Stop ends the cluster's active health checks.
+func (c *Cluster) Stop() {
+	if c.checker != nil {
+		c.checker.Stop()
+	}
 }
 
 // moved moves a least-request pick from i to j.

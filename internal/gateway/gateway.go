@@ -58,13 +58,18 @@ type Listener struct {
 // Build compiles a config into listeners sharing one set of clusters, and
 // the options every listener's server uses. The access log goes to logger;
 // a caller that honours access_log's stdout or file sets AccessLogger. The
-// config must have been validated (config.Parse).
-func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
+// config must have been validated (config.Parse). stop ends the clusters'
+// active health checks.
+func Build(c *config.Config, logger *slog.Logger) (ls []Listener, o proxy.Options, stop func()) {
 	clusters := make(map[string]*Cluster)
 	for i := range c.Clusters {
-		clusters[c.Clusters[i].Name] = NewCluster(&c.Clusters[i])
+		clusters[c.Clusters[i].Name] = NewCluster(&c.Clusters[i], logger)
 	}
-	var ls []Listener
+	stop = func() {
+		for _, cl := range clusters {
+			cl.Stop()
+		}
+	}
 	for _, lc := range c.Listeners {
 		rt := &router{
 			paths: route.PathOptions{
@@ -82,7 +87,7 @@ func Build(c *config.Config, logger *slog.Logger) ([]Listener, proxy.Options) {
 		}
 		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades})
 	}
-	return ls, options(c, logger)
+	return ls, options(c, logger), stop
 }
 
 // compile turns a validated config.Route into a rule.

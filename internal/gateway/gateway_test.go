@@ -141,7 +141,8 @@ func build(t *testing.T, yaml string) []Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, _ := Build(cfg, slog.Default())
+	ls, _, stop := Build(cfg, slog.Default())
+	t.Cleanup(stop)
 	return ls
 }
 

@@ -215,3 +215,55 @@ access_log: true
 		}
 	})
 }
+
+// TestActiveHealthCheck: an endpoint whose health check fails takes no
+// requests, though it would answer them; once its check passes, it takes
+// its share again. Through the binary.
+func TestActiveHealthCheck(t *testing.T) {
+	var sick atomic.Bool
+	sick.Store(true)
+	var served [2]atomic.Int64
+	origin := func(i int) string {
+		return startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/healthz" {
+				if i == 1 && sick.Load() {
+					w.WriteHeader(503)
+				}
+				return
+			}
+			served[i].Add(1)
+			io.WriteString(w, "ok")
+		}))
+	}
+	a, b := origin(0), origin(1)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "hc.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: c}]}
+clusters:
+  - name: c
+    endpoints: [%q, %q]
+    health_check: {kind: http, path: /healthz, interval: 50ms, healthy: 2, unhealthy: 2}
+`, addr, a, b), addr)
+	time.Sleep(500 * time.Millisecond) // a few checks
+	client := newClient(true)
+	get := func(n int) {
+		for range n {
+			resp, err := client.Get("http://" + addr + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	get(100)
+	if served[1].Load() != 0 || served[0].Load() != 100 {
+		t.Errorf("with one endpoint failing its check: served %d and %d, want 100 and 0", served[0].Load(), served[1].Load())
+	}
+	sick.Store(false)
+	time.Sleep(500 * time.Millisecond)
+	get(100)
+	if served[1].Load() < 40 {
+		t.Errorf("the endpoint passing its check again served %d of 100", served[1].Load())
+	}
+}

@@ -433,7 +433,8 @@ func startStraitConfig(t testing.TB, cfg *config.Config, tweak func(*proxy.Optio
 	t.Helper()
 	buf := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	listeners, opts := gateway.Build(cfg, logger)
+	listeners, opts, stopChecks := gateway.Build(cfg, logger)
+	t.Cleanup(stopChecks)
 	if len(listeners) == 0 {
 		t.Fatal("gateway.Build returned no listeners")
 	}
