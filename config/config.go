@@ -174,6 +174,16 @@ type Cluster struct {
 	RetryBudget RetryBudget `yaml:"retry_budget"`
 	// HealthCheck checks the endpoints actively (off when left out).
 	HealthCheck HealthCheck `yaml:"health_check"`
+	// Limits are the cluster's circuit breakers.
+	Limits ClusterLimits `yaml:"limits"`
+}
+
+// ClusterLimits bound what one cluster may hold, so that a slow one
+// cannot take what the others need; zero means the default.
+type ClusterLimits struct {
+	MaxRequests    int      `yaml:"max_requests"`    // in flight; default 1024
+	MaxPending     int      `yaml:"max_pending"`     // waiting for one of those; default 1024
+	PendingTimeout Duration `yaml:"pending_timeout"` // the longest wait; default 1s
 }
 
 // HealthCheck is an active health check; zero fields mean the defaults.

@@ -218,6 +218,9 @@ func (v *validator) config(c *Config) {
 				v.errorf(hp, "path must start with /, and path and host hold no spaces or line breaks")
 			}
 		}
+		if l := cl.Limits; l.MaxRequests < 0 || l.MaxPending < 0 || l.PendingTimeout < 0 {
+			v.errorf(at(p, "limits"), "values must not be negative")
+		}
 		if b := cl.RetryBudget; b.Percent < 0 || b.Percent > 100 || b.Min < 0 {
 			v.errorf(at(p, "retry_budget"), "percent must be from 0 to 100, and min not negative")
 		}

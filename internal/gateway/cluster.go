@@ -42,6 +42,49 @@ type Cluster struct {
 	retrying   atomic.Int64 // of those, ones that retried
 	// RetriesRefused counts retries the budget refused, for metrics.
 	RetriesRefused atomic.Int64
+
+	// Circuit breaking: a request holds one of slots while in flight, or
+	// waits for one, one of at most maxPending, for up to pendingTimeout.
+	slots          chan struct{}
+	pending        atomic.Int64
+	maxPending     int64
+	pendingTimeout time.Duration
+	// Overflows counts requests refused (503) over the limits.
+	Overflows atomic.Int64
+}
+
+// Circuit breakers' defaults (Envoy's, and a second's wait).
+const (
+	defaultMaxRequests    = 1024
+	defaultMaxPending     = 1024
+	defaultPendingTimeout = time.Second
+)
+
+var errOverflow = &proxy.Error{Side: proxy.Internal, Kind: proxy.KindLimit, Status: 503, Where: "cluster over its limits: requests in flight and waiting"}
+
+// admit takes a slot for a request, waiting for one if the cluster is
+// full and its queue is not, and reports whether it got one.
+func (c *Cluster) admit() bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if c.pending.Add(1) > c.maxPending {
+		c.pending.Add(-1)
+		c.Overflows.Add(1)
+		return false
+	}
+	defer c.pending.Add(-1)
+	t := time.NewTimer(c.pendingTimeout)
+	defer t.Stop()
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		c.Overflows.Add(1)
+		return false
+	}
 }
 
 // The retry budget's defaults (Envoy's): a fifth of the requests in
@@ -117,6 +160,10 @@ func NewCluster(cc *config.Cluster, logger *slog.Logger) *Cluster {
 			Path: hc.Path, Host: hc.Host, Statuses: hc.Statuses, BodyContains: hc.BodyContains}, logger.With("cluster", cc.Name))
 	}
 	c.failAll = cc.WhenAllEjected == "fail"
+	l := cc.Limits
+	c.slots = make(chan struct{}, cmpOr(l.MaxRequests, defaultMaxRequests))
+	c.maxPending = int64(cmpOr(l.MaxPending, defaultMaxPending))
+	c.pendingTimeout = cmpOr(time.Duration(l.PendingTimeout), defaultPendingTimeout)
 	c.retryOn = cc.RetryOn
 	c.retryRatio, c.minRetries = defaultRetryPercent/100.0, defaultMinRetries
 	if b := cc.RetryBudget; b.Percent > 0 {
@@ -176,6 +223,13 @@ func (c *Cluster) moved(i, j int) {
 		c.least.Done(i, 0)
 		c.least.Acquire(j)
 	}
+}
+
+func cmpOr[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // failure and success report the outcome of a try at endpoint i.
@@ -315,6 +369,9 @@ func upstreamPeer(s *proxy.Session) (*proxy.Peer, error) {
 			time.Sleep(d/2 + rand.N(d/2))
 		}
 	} else if !a.counted {
+		if !c.admit() {
+			return nil, errOverflow
+		}
 		c.active.Add(1)
 		a.counted = true
 	}
@@ -380,6 +437,7 @@ func logging(s *proxy.Session, e *proxy.Error) {
 	}
 	if a.counted {
 		a.cluster.active.Add(-1)
+		<-a.cluster.slots
 	}
 	if a.retried {
 		a.cluster.retrying.Add(-1)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -265,5 +266,72 @@ clusters:
 	get(100)
 	if served[1].Load() < 40 {
 		t.Errorf("the endpoint passing its check again served %d of 100", served[1].Load())
+	}
+}
+
+// TestSlowClusterIsolated: a cluster whose origin hangs holds at most its
+// limits (10 requests in flight, 10 waiting); the flood past them gets
+// 503 at once, and another cluster serves as before. Through the binary.
+func TestSlowClusterIsolated(t *testing.T) {
+	hang := startRawOrigin(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	fast := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, t.TempDir(), "iso.yaml", fmt.Sprintf(`listeners:
+  - address: %s
+    routes:
+      - {path_prefix: /slow, cluster: slow, timeouts: {response_header: 2s}}
+      - {cluster: fast}
+clusters:
+  - {name: slow, endpoints: [%q], limits: {max_requests: 10, max_pending: 10, pending_timeout: 200ms}}
+  - {name: fast, endpoints: [%q]}
+`, addr, hang, fast), addr)
+	before := rssKiB(t, p.cmd.Process.Pid)
+	const flood = 500
+	statuses := make(chan int, flood)
+	for range flood {
+		go func() {
+			c := newClient(false)
+			c.Timeout = 10 * time.Second
+			resp, err := c.Get("http://" + addr + "/slow")
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	// The other cluster answers as before, at once.
+	client := newClient(true)
+	var worst time.Duration
+	for range 50 {
+		start := time.Now()
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("the fast cluster: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		worst = max(worst, time.Since(start))
+	}
+	during := rssKiB(t, p.cmd.Process.Pid)
+	refused := 0
+	for range flood - 10 { // all but the 10 in flight answer within the wait
+		select {
+		case s := <-statuses:
+			if s == 503 {
+				refused++
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("only %d of the flood answered within 3 s", refused)
+		}
+	}
+	t.Logf("flood of %d on the slow cluster: %d refused with 503; fast cluster's slowest of 50: %v; RSS %d KiB before, %d during",
+		flood, refused, worst.Round(time.Microsecond), before, during)
+	if refused != flood-10 {
+		t.Errorf("%d of the flood got 503, want %d (all but the 10 in flight)", refused, flood-10)
+	}
+	if worst > 100*time.Millisecond {
+		t.Errorf("the fast cluster took %v for a request while the slow one was flooded", worst)
 	}
 }
