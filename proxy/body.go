@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/internal/hop"
+	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/stream"
 )
 
@@ -27,6 +28,7 @@ type bodySender struct {
 	state   atomic.Int32 // what the goroutine is doing, or is asked to do next
 	running bool         // started and not yet waited for
 	err     *Error       // the result, once waited for
+	sentAt  atomic.Int64 // when the whole body was sent (mono); 0: not yet
 }
 
 // The body sender's states. The exchange moves sending to watchWanted when
@@ -50,6 +52,7 @@ func (x *call) startBody(up stream.Upstream) {
 	b := &x.body
 	b.running, b.err = true, nil
 	b.done.Store(false)
+	b.sentAt.Store(0)
 	b.state.Store(sending)
 	x.ds.Share()
 	up.Share()
@@ -63,6 +66,9 @@ func (x *call) startBody(up stream.Upstream) {
 func (x *call) sendBody(up stream.Upstream) {
 	b := &x.body
 	e := x.copyBody(up)
+	if e == nil {
+		b.sentAt.Store(int64(mono.Now()))
+	}
 	if e != nil && e != errBodyAborted && e.Side != Upstream {
 		if e.Kind == KindDownstreamGone {
 			x.sess.end(ErrClientGone)

@@ -241,3 +241,29 @@ func TestRetryStatuses(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowBodyNotUpstreamTimeout: the response-head timeout counts from
+// when the whole body went upstream: a client that sends its body slowly
+// makes no origin look late.
+func TestSlowBodyNotUpstreamTimeout(t *testing.T) {
+	o := newOrigin(t, nil) // reads the body, then answers
+	var l logged
+	p := to(o.addr)
+	p.Logging = l.hook
+	_, addr := proxytest.Proxy(t, p, proxy.Options{
+		Timeouts:  proxy.Timeouts{ResponseHeader: 300 * time.Millisecond},
+		Buffering: proxy.Buffering{Max: -1}, // streamed
+	})
+	c, br := rawConn(t, addr)
+	io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n")
+	for _, b := range "abcd" {
+		time.Sleep(200 * time.Millisecond) // 800 ms in all
+		io.WriteString(c, string(b))
+	}
+	if resp, body := readResponse(t, br, "POST"); resp.StatusCode != 200 {
+		t.Fatalf("status %d %q, want 200", resp.StatusCode, body)
+	}
+	if r := o.requests(); len(r) != 1 || r[0].body != "abcd" {
+		t.Fatalf("the origin got %+v", r)
+	}
+}

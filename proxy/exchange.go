@@ -215,7 +215,7 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 	// one system call in five per request under load. (Yielding before
 	// the client's next request too starved the netpoller: p99 10 ms.)
 	runtime.Gosched()
-	resp, e := x.readResponseHead(up, sent, body != 0)
+	resp, e := x.readResponseHead(up, sent, limit, body != 0)
 	if e != nil {
 		return x.exchangeFailed(up, e)
 	}
@@ -373,10 +373,10 @@ const maxInterim = 10
 
 // readResponseHead reads the final response head, relaying interim (1xx)
 // responses other than 100 and 101. Interim responses count against the
-// response-head timeout, and at most maxInterim are read.
-func (x *call) readResponseHead(up stream.Upstream, sent time.Duration, hasBody bool) (*stream.Response, *Error) {
+// response-head timeout, and at most maxInterim are read. limit is the
+// exchange's total deadline (mono; 0: none).
+func (x *call) readResponseHead(up stream.Upstream, sent, limit time.Duration, hasBody bool) (*stream.Response, *Error) {
 	headTimeout := timeout(x.sess.Override.ResponseHeader, x.srv.opts.Timeouts.ResponseHeader)
-	deadline := sent + headTimeout
 	// Wait a short while first; if the upstream is slow, start watching
 	// the client so that a client that gives up cancels the request.
 	waitShort := true
@@ -387,17 +387,22 @@ func (x *call) readResponseHead(up stream.Upstream, sent time.Duration, hasBody 
 		}
 	}()
 	for interim := 0; ; {
+		from := x.headFrom(sent, hasBody)
 		wait := headTimeout
 		if waitShort && wait > watchAfter {
 			wait = watchAfter
 		}
-		resp, err := up.ReadHead(x.sess.Request.Method, sent, wait)
+		resp, err := up.ReadHead(x.sess.Request.Method, from, wait)
 		if err != nil && up.Interrupted(stream.Read) {
 			// The watcher or the body sender ended the exchange: the
 			// cause is theirs (exchangeFailed).
 			return nil, &Error{Side: Internal, Kind: KindOther, Status: 502, Where: "upstream wait interrupted", Err: err}
 		}
-		if err != nil && waitShort && isTimeout(err) && mono.Now() < deadline {
+		if err != nil && isTimeout(err) && !waitShort && hasBody && (limit == 0 || mono.Now() < limit) &&
+			mono.Now() < x.headFrom(sent, hasBody)+headTimeout {
+			continue // the body was still being sent: the wait began later
+		}
+		if err != nil && waitShort && isTimeout(err) && mono.Now() < x.headFrom(sent, hasBody)+headTimeout {
 			waitShort = false
 			// The client is watched once its body, if any, is sent (while
 			// it sends one, it is there): by the body sender, if it is
@@ -432,7 +437,7 @@ func (x *call) readResponseHead(up stream.Upstream, sent time.Duration, hasBody 
 			x.srv.counters.UpstreamProtocol.Add(1)
 			return nil, &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "upstream sent too many interim responses"}
 		}
-		if mono.Now() >= deadline {
+		if mono.Now() >= from+headTimeout {
 			return nil, &Error{Side: Upstream, Kind: KindTimeout, Status: 504, Where: "upstream response header timeout"}
 		}
 		if st != 100 {
@@ -446,6 +451,23 @@ func (x *call) readResponseHead(up stream.Upstream, sent time.Duration, hasBody 
 			}
 		}
 	}
+}
+
+// headFrom is when the upstream's wait for the response head began: when
+// the request was sent, or, for a request with a body, when the whole
+// body was, and now while it is still being sent. A client that sends its
+// body slowly then makes no upstream look late.
+func (x *call) headFrom(sent time.Duration, hasBody bool) time.Duration {
+	if !hasBody {
+		return sent
+	}
+	if t := time.Duration(x.body.sentAt.Load()); t > 0 {
+		return max(sent, t)
+	}
+	if x.body.running && !x.body.done.Load() && x.body.state.Load() != watching {
+		return mono.Now() // still sending
+	}
+	return sent
 }
 
 func (x *call) upstreamReadError(err error) *Error {

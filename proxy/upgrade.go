@@ -88,11 +88,13 @@ func (x *call) tunnel(up stream.Upstream, resp *stream.Response, proto []byte) *
 	r := x.ds.Tunnel(up, x.srv.opts.Timeouts.TunnelIdle)
 	s.Stats.BytesIn += r.AtoB
 	s.Stats.BytesOut += r.BtoA
+	// The side at fault is the one whose connection failed: the client's
+	// (a), or the upstream's (b). An idle tunnel is no one's failure.
 	switch {
-	case r.BtoAErr != nil:
-		return &Error{Side: Upstream, Kind: KindClosed, Where: "tunnel", Err: r.BtoAErr}
-	case r.AtoBErr != nil:
-		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "tunnel", Err: r.AtoBErr}
+	case r.AErr != nil:
+		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "tunnel", Err: r.AErr}
+	case r.BErr != nil:
+		return &Error{Side: Upstream, Kind: KindClosed, Where: "tunnel", Err: r.BErr}
 	}
 	return nil
 }

@@ -36,10 +36,11 @@ type Cluster struct {
 
 	// The retry budget: retries in flight stay within retryRatio of the
 	// requests in flight, or minRetries.
-	retryRatio float64
-	minRetries int64
-	active     atomic.Int64 // requests in flight
-	retrying   atomic.Int64 // of those, ones that retried
+	retryRatio  float64
+	minRetries  int64
+	maxAttempts int          // limits.max_attempts: no retry is asked for past it
+	active      atomic.Int64 // requests in flight
+	retrying    atomic.Int64 // of those, ones that retried
 	// RetriesRefused counts retries the budget refused, for metrics.
 	RetriesRefused atomic.Int64
 
@@ -103,7 +104,10 @@ const (
 
 // mayRetry reports whether the cluster's retry budget allows one more
 // request in flight to retry, and counts it if so.
-func (c *Cluster) mayRetry(a *attempt) bool {
+func (c *Cluster) mayRetry(s *proxy.Session, a *attempt) bool {
+	if s.Stats.Attempts >= c.maxAttempts || s.Answered() {
+		return false // no retry would be made: none is counted
+	}
 	if a.retried {
 		return true // counted already
 	}
@@ -389,7 +393,7 @@ func failToConnect(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error
 	if e.Side == proxy.Upstream {
 		a := s.Ctx.(*attempt)
 		a.cluster.failure(a.cur, mono.Now())
-		e.Retry = a.cluster.mayRetry(a)
+		e.Retry = a.cluster.mayRetry(s, a)
 	}
 	return e
 }
@@ -409,7 +413,7 @@ func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Err
 		e.Retry = e.Retry || !s.Answered() && s.Idempotent()
 	}
 	if e.Retry {
-		e.Retry = a.cluster.mayRetry(a)
+		e.Retry = a.cluster.mayRetry(s, a)
 	}
 	return e
 }

@@ -63,7 +63,9 @@ type Listener struct {
 func Build(c *config.Config, logger *slog.Logger) (ls []Listener, o proxy.Options, stop func()) {
 	clusters := make(map[string]*Cluster)
 	for i := range c.Clusters {
-		clusters[c.Clusters[i].Name] = NewCluster(&c.Clusters[i], logger)
+		cl := NewCluster(&c.Clusters[i], logger)
+		cl.maxAttempts = cmpOr(c.Limits.MaxAttempts, proxy.DefaultMaxAttempts)
+		clusters[cl.Name] = cl
 	}
 	stop = func() {
 		for _, cl := range clusters {

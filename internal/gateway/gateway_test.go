@@ -212,6 +212,7 @@ listeners:
   - {address: 127.0.0.1:0, routes: [{cluster: c}]}
 clusters:
   - {name: c, endpoints: ["10.0.0.1:80", "10.0.0.2:80"], outlier: {enabled: off}}
+limits: {max_attempts: 2}
 `)
 	ph := ls[0].Phases
 	var sessions []*proxy.Session

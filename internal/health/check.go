@@ -133,9 +133,15 @@ func (c *Checker) check(addr string) error {
 		c.cfg.Method, c.cfg.Path, host); err != nil {
 		return err
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(nc), &http.Request{Method: c.cfg.Method})
-	if err != nil {
-		return err
+	br := bufio.NewReader(nc)
+	var resp *http.Response
+	for range 10 { // interim (1xx) responses come first
+		if resp, err = http.ReadResponse(br, &http.Request{Method: c.cfg.Method}); err != nil {
+			return err
+		}
+		if resp.StatusCode >= 200 {
+			break
+		}
 	}
 	defer resp.Body.Close()
 	if !c.passes(resp.StatusCode) {

@@ -13,11 +13,17 @@ import (
 	"time"
 )
 
-// Result is what a relay carried, and how each direction ended.
+// Result is what a relay carried, and how it ended.
 type Result struct {
-	AtoB, BtoA       int64 // bytes written to b, and to a
-	AtoBErr, BtoAErr error // nil for a direction that ended cleanly
+	AtoB, BtoA int64 // bytes written to b, and to a
+	// AErr and BErr are the first error reading or writing a, and b:
+	// which side failed. A relay that ended cleanly, or idle, has none.
+	AErr, BErr error
+	Idle       bool // it ended because nothing moved either way for idle
 }
+
+// errIdle ends a relay in which nothing moved either way for idle.
+var errIdle = errors.New("tunnel idle")
 
 // Relay copies a to b and b to a, each direction starting with what was
 // read ahead of it (preA: bytes from a; preB: from b). The end of one
@@ -29,37 +35,50 @@ func Relay(a, b net.Conn, preA, preB []byte, idle time.Duration) Result {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var r Result
+	var errAB, errBA error
+	var abOnB, baOnA bool
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		r.AtoB, r.AtoBErr = pipe(b, a, preA, idle, &last)
+		r.AtoB, errAB, abOnB = pipe(b, a, preA, idle, &last)
 	}()
 	go func() {
 		defer wg.Done()
-		r.BtoA, r.BtoAErr = pipe(a, b, preB, idle, &last)
+		r.BtoA, errBA, baOnA = pipe(a, b, preB, idle, &last)
 	}()
 	wg.Wait()
-	if errors.Is(r.AtoBErr, net.ErrClosed) {
-		r.AtoBErr = nil
-	}
-	if errors.Is(r.BtoAErr, net.ErrClosed) {
-		r.BtoAErr = nil
+	// Each error belongs to the connection it happened on; an error from
+	// the other direction's closing both is no one's.
+	for _, e := range []struct {
+		err error
+		onA bool
+	}{{errAB, !abOnB}, {errBA, baOnA}} {
+		switch {
+		case e.err == nil || errors.Is(e.err, net.ErrClosed):
+		case e.err == errIdle:
+			r.Idle = true
+		case e.onA && r.AErr == nil:
+			r.AErr = e.err
+		case !e.onA && r.BErr == nil:
+			r.BErr = e.err
+		}
 	}
 	return r
 }
 
 // pipe copies src to dst, starting with pre. At the end of src it
 // half-closes dst, so the other direction can finish. It ends both
-// connections on an error or when neither direction moved for idle.
-func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64) (int64, error) {
+// connections on an error or when neither direction moved for idle, and
+// reports whether an error was writing dst (else reading src).
+func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64) (int64, error, bool) {
 	var total int64
 	if len(pre) > 0 {
 		dst.SetWriteDeadline(time.Now().Add(idle))
 		n, err := dst.Write(pre)
 		total += int64(n)
 		if err != nil {
-			return total, fail(dst, src, err)
+			return total, fail(dst, src, err), true
 		}
 	}
 	buf := make([]byte, 32<<10)
@@ -73,7 +92,7 @@ func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64)
 			w, werr := dst.Write(buf[:n])
 			total += int64(w)
 			if werr != nil {
-				return total, fail(dst, src, werr)
+				return total, fail(dst, src, werr), true
 			}
 		}
 		switch {
@@ -84,11 +103,13 @@ func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64)
 			} else {
 				dst.Close()
 			}
-			return total, nil
+			return total, nil, false
 		case errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, last.Load())) < idle:
 			// The other direction is busy: this one may stay quiet.
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return total, fail(dst, src, errIdle), false
 		default:
-			return total, fail(dst, src, err)
+			return total, fail(dst, src, err), false
 		}
 	}
 }

@@ -50,7 +50,7 @@ func TestRelayHalfClose(t *testing.T) {
 	}
 	select {
 	case r := <-done:
-		if r.AtoB != 11 || r.BtoA != 11 || r.AtoBErr != nil || r.BtoAErr != nil {
+		if r.AtoB != 11 || r.BtoA != 11 || r.AErr != nil || r.BErr != nil || r.Idle {
 			t.Fatalf("result %+v", r)
 		}
 	case <-time.After(5 * time.Second):
@@ -68,8 +68,8 @@ func TestRelayIdle(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("idle tunnel ended after %v", d)
 	}
-	if r.AtoBErr == nil && r.BtoAErr == nil {
-		t.Fatalf("idle end reported no error: %+v", r)
+	if !r.Idle || r.AErr != nil || r.BErr != nil {
+		t.Fatalf("idle end reported as %+v, want Idle and no side at fault", r)
 	}
 	// Both peers see their connections end.
 	for _, c := range []net.Conn{client, origin} {
@@ -77,5 +77,26 @@ func TestRelayIdle(t *testing.T) {
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatal("a peer's connection stayed open")
 		}
+	}
+}
+
+// TestRelayBlame: a client that stops reading while the other side sends
+// is the side at fault (its write timed out), not the sender.
+func TestRelayBlame(t *testing.T) {
+	client, a := pair(t)
+	b, origin := pair(t)
+	client.SetReadBuffer(4096)
+	a.SetWriteBuffer(4096)
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := origin.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	r := Relay(a, b, nil, nil, 200*time.Millisecond)
+	if r.AErr == nil || r.BErr != nil {
+		t.Fatalf("a client that stopped reading: %+v, want the error on a only", r)
 	}
 }
