@@ -194,7 +194,28 @@ func (c *Cluster) pick(s *proxy.Session, attempt, last int, now time.Duration) i
 	if c.up(i, now) {
 		return i
 	}
-	for n := 1; n < len(c.peers); n++ {
+	// The policy chooses again, so that the traffic of an endpoint that
+	// is down spreads as the policy spreads it (not all to the next one
+	// in the list): the next picks of round robin, new draws, the next
+	// points along the ring.
+	for n := 1; n <= 2*len(c.peers); n++ {
+		var j int
+		switch c.policy {
+		case "ring_hash":
+			j = c.ring.PickHash(balance.RingHash(c.key.of(s)), attempt-1+n)
+		case "maglev":
+			j = (i + n) % len(c.peers)
+		default:
+			if j = c.next(); c.least != nil {
+				c.least.Done(j, 0) // moved below if kept
+			}
+		}
+		if c.up(j, now) {
+			c.moved(i, j)
+			return j
+		}
+	}
+	for n := 1; n < len(c.peers); n++ { // the draws missed: look at them all
 		j := (i + n) % len(c.peers)
 		if c.up(j, now) {
 			c.moved(i, j)

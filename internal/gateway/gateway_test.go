@@ -248,3 +248,57 @@ limits: {max_attempts: 2}
 }
 
 func s0Cluster(s *proxy.Session) *Cluster { return s.Ctx.(*attempt).cluster }
+
+// TestEjectedTrafficSpreads: the requests an ejected endpoint would have
+// taken spread over the others, not all onto its neighbour in the list.
+func TestEjectedTrafficSpreads(t *testing.T) {
+	for _, policy := range []string{"round_robin", "random", "least_request"} {
+		ls := build(t, `
+listeners:
+  - {address: 127.0.0.1:0, routes: [{cluster: c}]}
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"], balance: `+policy+`, outlier: {failures: 1}}
+`)
+		ph := ls[0].Phases
+		get := func() (*proxy.Session, string) {
+			s := &proxy.Session{Request: proxy.Request{Method: "GET", Path: []byte("/")}}
+			ph.RequestFilter(s)
+			s.Stats.Attempts = 1
+			p, err := ph.UpstreamPeer(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s, p.Addr
+		}
+		// Eject 10.0.0.1 with one failure.
+		for {
+			s, addr := get()
+			if addr == "10.0.0.1:80" {
+				ph.FailToConnect(s, nil, &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect})
+				ph.Logging(s, &proxy.Error{Side: proxy.Upstream})
+				break
+			}
+			ph.Logging(s, nil)
+		}
+		counts := map[string]int{}
+		for range 3000 {
+			s, addr := get()
+			counts[addr]++
+			ph.Logging(s, nil)
+		}
+		if counts["10.0.0.1:80"] != 0 {
+			t.Errorf("%s: the ejected endpoint took %d requests", policy, counts["10.0.0.1:80"])
+		}
+		// About a third each; least-request also weighs the (here
+		// meaningless) response times, so only a share is asked of it.
+		low, high := 800, 1200
+		if policy == "least_request" {
+			low, high = 500, 1500
+		}
+		for _, a := range []string{"10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"} {
+			if counts[a] < low || counts[a] > high {
+				t.Errorf("%s: %s took %d of 3000, want %d to %d: %v", policy, a, counts[a], low, high, counts)
+			}
+		}
+	}
+}
