@@ -398,11 +398,14 @@ func (x *call) readResponseHead(up stream.Upstream, sent, limit time.Duration, h
 			// cause is theirs (exchangeFailed).
 			return nil, &Error{Side: Internal, Kind: KindOther, Status: 502, Where: "upstream wait interrupted", Err: err}
 		}
-		if err != nil && isTimeout(err) && !waitShort && hasBody && (limit == 0 || mono.Now() < limit) &&
-			mono.Now() < x.headFrom(sent, hasBody)+headTimeout {
+		// A timeout before the head's own: the short wait, or one counted
+		// from before the body was sent.
+		now := mono.Now()
+		early := err != nil && isTimeout(err) && now < x.headFrom(sent, hasBody)+headTimeout && (limit == 0 || now < limit)
+		if early && !waitShort && hasBody {
 			continue // the body was still being sent: the wait began later
 		}
-		if err != nil && waitShort && isTimeout(err) && mono.Now() < x.headFrom(sent, hasBody)+headTimeout {
+		if early && waitShort {
 			waitShort = false
 			// The client is watched once its body, if any, is sent (while
 			// it sends one, it is there): by the body sender, if it is

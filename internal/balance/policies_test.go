@@ -36,13 +36,13 @@ func TestSmoothWeightedOrder(t *testing.T) {
 func TestSpread(t *testing.T) {
 	eps := endpoints(4, 1, 2, 3, 4)
 	const n = 200000
-	lr := NewLeastRequest(eps, false)
+	sw, rnd, lr, ring, mg := NewSmoothWeighted(eps), NewRandom(eps), NewLeastRequest(eps, false), NewRing(eps), NewMaglev(eps)
 	for name, pick := range map[string]func(int) int{
-		"smooth": func(int) int { return NewSmoothWeightedCached(eps).Pick() },
-		"random": func(int) int { return randomOf(eps).Pick() },
+		"smooth": func(int) int { return sw.Pick() },
+		"random": func(int) int { return rnd.Pick() },
 		"least":  func(int) int { i := lr.Pick(); lr.Done(i, 0); return i },
-		"ring":   func(k int) int { return ringOf(eps).Pick([]byte(strconv.Itoa(k))) },
-		"maglev": func(k int) int { return maglevOf(eps).Pick([]byte(strconv.Itoa(k))) },
+		"ring":   func(k int) int { return ring.Pick([]byte(strconv.Itoa(k))) },
+		"maglev": func(k int) int { return mg.Pick([]byte(strconv.Itoa(k))) },
 	} {
 		counts := make([]int, len(eps))
 		for k := range n {
@@ -59,30 +59,6 @@ func TestSpread(t *testing.T) {
 			}
 		}
 	}
-}
-
-var cache = map[string]any{}
-
-func cached[T any](key string, make func() T) T {
-	if v, ok := cache[key]; ok {
-		return v.(T)
-	}
-	v := make()
-	cache[key] = v
-	return v
-}
-
-func NewSmoothWeightedCached(eps []Endpoint) *SmoothWeighted {
-	return cached(fmt.Sprint("smooth", eps), func() *SmoothWeighted { return NewSmoothWeighted(eps) })
-}
-func randomOf(eps []Endpoint) *Random {
-	return cached(fmt.Sprint("random", eps), func() *Random { return NewRandom(eps) })
-}
-func ringOf(eps []Endpoint) *Ring {
-	return cached(fmt.Sprint("ring", eps), func() *Ring { return NewRing(eps) })
-}
-func maglevOf(eps []Endpoint) *Maglev {
-	return cached(fmt.Sprint("maglev", eps), func() *Maglev { return NewMaglev(eps) })
 }
 
 // TestConsistency: removing one of N endpoints moves about 1/N of the
@@ -133,9 +109,11 @@ func TestLeastRequestPrefersIdle(t *testing.T) {
 	}
 	// With latency on, a slow endpoint is avoided too.
 	l = NewLeastRequest(endpoints(2), true)
-	for range 20 {
-		i := l.Pick()
-		l.Done(i, map[int]float64{0: 50000, 1: 500}[i])
+	for range 5 {
+		l.Acquire(0)
+		l.Done(0, 50000)
+		l.Acquire(1)
+		l.Done(1, 500)
 	}
 	slow := 0
 	for range 1000 {

@@ -49,9 +49,6 @@ func (s *Socket) ReadRaw(p []byte) int { return Read(s.raw, p) }
 // WriteRaw writes what it can without waiting (Write).
 func (s *Socket) WriteRaw(p []byte) int { return Write(s.raw, p) }
 
-// Raw reports whether the raw path is on.
-func (s *Socket) Raw() bool { return s.raw >= 0 }
-
 // EnsureReadDeadline and EnsureWriteDeadline keep a deadline (Deadline.Ensure).
 func (s *Socket) EnsureReadDeadline(now, d, limit time.Duration) {
 	s.rd.Ensure(s.NC.SetReadDeadline, now, d, limit)
