@@ -34,6 +34,7 @@ var errIdle = errors.New("tunnel idle")
 func Relay(a, b net.Conn, preA, preB []byte, idle time.Duration) Result {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
+	var writing atomic.Int32 // directions blocked writing
 	var r Result
 	var errAB, errBA error
 	var abOnB, baOnA bool
@@ -41,11 +42,11 @@ func Relay(a, b net.Conn, preA, preB []byte, idle time.Duration) Result {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		r.AtoB, errAB, abOnB = pipe(b, a, preA, idle, &last)
+		r.AtoB, errAB, abOnB = pipe(b, a, preA, idle, &last, &writing)
 	}()
 	go func() {
 		defer wg.Done()
-		r.BtoA, errBA, baOnA = pipe(a, b, preB, idle, &last)
+		r.BtoA, errBA, baOnA = pipe(a, b, preB, idle, &last, &writing)
 	}()
 	wg.Wait()
 	// Each error belongs to the connection it happened on; an error from
@@ -71,11 +72,16 @@ func Relay(a, b net.Conn, preA, preB []byte, idle time.Duration) Result {
 // half-closes dst, so the other direction can finish. It ends both
 // connections on an error or when neither direction moved for idle, and
 // reports whether an error was writing dst (else reading src).
-func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64) (int64, error, bool) {
+func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64, writing *atomic.Int32) (int64, error, bool) {
 	var total int64
+	write := func(p []byte) (int, error) {
+		writing.Add(1)
+		defer writing.Add(-1)
+		return dst.Write(p)
+	}
 	if len(pre) > 0 {
 		dst.SetWriteDeadline(time.Now().Add(idle))
-		n, err := dst.Write(pre)
+		n, err := write(pre)
 		total += int64(n)
 		if err != nil {
 			return total, fail(dst, src, err), true
@@ -89,7 +95,7 @@ func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64)
 			now := time.Now()
 			last.Store(now.UnixNano())
 			dst.SetWriteDeadline(now.Add(idle))
-			w, werr := dst.Write(buf[:n])
+			w, werr := write(buf[:n])
 			total += int64(w)
 			if werr != nil {
 				return total, fail(dst, src, werr), true
@@ -104,8 +110,11 @@ func pipe(dst, src net.Conn, pre []byte, idle time.Duration, last *atomic.Int64)
 				dst.Close()
 			}
 			return total, nil, false
-		case errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, last.Load())) < idle:
-			// The other direction is busy: this one may stay quiet.
+		case errors.Is(err, os.ErrDeadlineExceeded) &&
+			(time.Since(time.Unix(0, last.Load())) < idle || writing.Load() > 0):
+			// The other direction is busy, or stuck writing: this one may
+			// stay quiet, and a stuck write ends the relay on its own
+			// deadline, blaming the side that stopped reading.
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return total, fail(dst, src, errIdle), false
 		default:
