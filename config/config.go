@@ -176,6 +176,26 @@ type Cluster struct {
 	HealthCheck HealthCheck `yaml:"health_check"`
 	// Limits are the cluster's circuit breakers.
 	Limits ClusterLimits `yaml:"limits"`
+	// DNS discovers more endpoints, beside Endpoints.
+	DNS DNS `yaml:"dns"`
+}
+
+// DNS discovers a cluster's endpoints: names are looked up at start and
+// again when their TTL runs out (at most every Refresh, at least every
+// second), never on the request path; a lookup that fails or answers
+// nothing keeps the endpoints the cluster has.
+type DNS struct {
+	// Names are "host:port" or "host:port weight=N": each A and AAAA
+	// address of host becomes an endpoint on port with weight N.
+	Names []string `yaml:"names"`
+	// SRV are SRV names ("_http._tcp.example.com"): the targets of the
+	// lowest priority become endpoints, with the records' ports and
+	// weights (0 counts as 1).
+	SRV []string `yaml:"srv"`
+	// Nameservers are "ip" or "ip:port"; the default is /etc/resolv.conf's.
+	Nameservers []string `yaml:"nameservers"`
+	Refresh     Duration `yaml:"refresh"` // the longest wait between lookups; default 30s
+	Family      string   `yaml:"family"`  // any (the default), ipv4 or ipv6
 }
 
 // ClusterLimits bound what one cluster may hold, so that a slow one

@@ -170,6 +170,38 @@ func at(path []any, more ...any) []any {
 	return append(append([]any(nil), path...), more...)
 }
 
+// dns checks a cluster's dns block.
+func (v *validator) dns(p []any, d *DNS) {
+	for j, n := range d.Names {
+		addr, _, err := ParseEndpoint(n)
+		if err == nil {
+			err = checkHostPort(addr)
+		}
+		if host, _, _ := net.SplitHostPort(addr); err == nil && (host == "" || isIP(host)) {
+			err = fmt.Errorf("%q: want a DNS name (an IP address belongs in endpoints)", n)
+		}
+		if err != nil {
+			v.errorf(at(p, "names", j), "%v", err)
+		}
+	}
+	for j, n := range d.SRV {
+		if n == "" || strings.ContainsAny(n, " :/") {
+			v.errorf(at(p, "srv", j), "%q is not a DNS name", n)
+		}
+	}
+	for j, s := range d.Nameservers {
+		if _, err := netip.ParseAddr(s); err != nil {
+			if _, err := netip.ParseAddrPort(s); err != nil {
+				v.errorf(at(p, "nameservers", j), "want an IP address, or IP:port, got %q", s)
+			}
+		}
+	}
+	if d.Refresh < 0 {
+		v.errorf(at(p, "refresh"), "must not be negative")
+	}
+	v.oneOf(at(p, "family"), d.Family, "any", "ipv4", "ipv6")
+}
+
 func (v *validator) config(c *Config) {
 	clusters := make(map[string]bool)
 	// A route may name a cluster whose name could not be read; then an
@@ -187,9 +219,10 @@ func (v *validator) config(c *Config) {
 			v.errorf(at(p, "name"), "cluster %q is defined twice", cl.Name)
 		}
 		clusters[cl.Name] = true
-		if len(cl.Endpoints) == 0 {
-			v.errorf(at(p, "endpoints"), "cluster %q has no endpoints", cl.Name)
+		if d := cl.DNS; len(cl.Endpoints) == 0 && len(d.Names) == 0 && len(d.SRV) == 0 {
+			v.errorf(at(p, "endpoints"), "cluster %q has no endpoints, and no dns names or srv", cl.Name)
 		}
+		v.dns(at(p, "dns"), &cl.DNS)
 		for j, ep := range cl.Endpoints {
 			if _, _, err := ParseEndpoint(ep); err != nil {
 				v.errorf(at(p, "endpoints", j), "%v", err)
@@ -519,6 +552,11 @@ func checkHostPort(s string) error {
 		return fmt.Errorf("%q has an invalid host", s)
 	}
 	return nil
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // isToken reports whether s is an HTTP token (RFC 9110 §5.6.2).

@@ -260,8 +260,13 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 		}
 		defer o.Stop(context.Background())
 	}
-	listeners, opts, stopChecks := gateway.Build(cfg, logger)
-	defer stopChecks()
+	gw, err := gateway.Build(cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "strait: %v\n", err)
+		return 1
+	}
+	defer gw.Stop()
+	listeners, opts := gw.Listeners, gw.Options
 	opts.AccessLogger = access
 	var servers []*proxy.Server
 	errc := make(chan error, len(listeners))

@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/route"
@@ -19,7 +21,7 @@ import (
 // rule is a compiled config.Route: what it matches, and what it does.
 type rule struct {
 	match    route.Match
-	cluster  *Cluster // nil for a redirect or direct response
+	cluster  *cluster.Cluster // nil for a redirect or direct response
 	redirect *route.Redirect
 	respond  *directResponse
 
@@ -55,22 +57,27 @@ type Listener struct {
 	Upgrades []string
 }
 
-// Build compiles a config into listeners sharing one set of clusters, and
-// the options every listener's server uses. The access log goes to logger;
-// a caller that honours access_log's stdout or file sets AccessLogger. The
-// config must have been validated (config.Parse). stop ends the clusters'
-// active health checks.
-func Build(c *config.Config, logger *slog.Logger) (ls []Listener, o proxy.Options, stop func()) {
-	clusters := make(map[string]*Cluster)
+// Gateway is a config compiled: listeners sharing one set of clusters,
+// and the options every listener's server uses.
+type Gateway struct {
+	Listeners []Listener
+	// Options' access log goes to the logger Build was given; a caller
+	// that honours access_log's stdout or file sets AccessLogger.
+	Options  proxy.Options
+	Clusters map[string]*cluster.Cluster
+}
+
+// Build compiles a config, which config.Parse has validated. The clusters'
+// health checks and DNS discovery run until Stop.
+func Build(c *config.Config, logger *slog.Logger) (*Gateway, error) {
+	g := &Gateway{Clusters: make(map[string]*cluster.Cluster)}
 	for i := range c.Clusters {
-		cl := NewCluster(&c.Clusters[i], logger)
-		cl.maxAttempts = cmpOr(c.Limits.MaxAttempts, proxy.DefaultMaxAttempts)
-		clusters[cl.Name] = cl
-	}
-	stop = func() {
-		for _, cl := range clusters {
-			cl.Stop()
+		cl, err := cluster.New(&c.Clusters[i], cluster.Options{Logger: logger, MaxAttempts: c.Limits.MaxAttempts})
+		if err != nil {
+			g.Stop()
+			return nil, err
 		}
+		g.Clusters[cl.Name] = cl
 	}
 	for _, lc := range c.Listeners {
 		rt := &router{
@@ -81,19 +88,27 @@ func Build(c *config.Config, logger *slog.Logger) (ls []Listener, o proxy.Option
 			forwardOriginal: lc.Paths.Forward == "original",
 		}
 		for i := range lc.Routes {
-			rt.rules = append(rt.rules, compile(&lc.Routes[i], clusters))
+			rt.rules = append(rt.rules, compile(&lc.Routes[i], g.Clusters))
 		}
 		name := lc.Name
 		if name == "" {
 			name = lc.Address
 		}
-		ls = append(ls, Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades})
+		g.Listeners = append(g.Listeners, Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades})
 	}
-	return ls, options(c, logger), stop
+	g.Options = options(c, logger)
+	return g, nil
+}
+
+// Stop ends the clusters' health checks and DNS discovery.
+func (g *Gateway) Stop() {
+	for _, cl := range g.Clusters {
+		cl.Stop()
+	}
 }
 
 // compile turns a validated config.Route into a rule.
-func compile(rc *config.Route, clusters map[string]*Cluster) rule {
+func compile(rc *config.Route, clusters map[string]*cluster.Cluster) rule {
 	r := rule{
 		match: route.Match{
 			Host:    strings.ToLower(rc.Host),
@@ -256,9 +271,8 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 		s.Request.Path = target
 	}
 	a := attempts.Get().(*attempt)
-	a.rule, a.cluster, a.cur = r, r.cluster, -1
+	a.rule = r
 	s.Ctx = a
-	s.Override.RetryStatuses = r.cluster.retryOn
 	s.Override.IdempotencyKey = r.idempotencyKey
 	return false, nil
 }
@@ -331,4 +345,42 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 		}
 	}
 	return o
+}
+
+// attempt is what the gateway keeps of one request while it is proxied to
+// a cluster: its rule, and its call of the cluster. Pooled: held in
+// Session.Ctx from routing to Logging.
+type attempt struct {
+	rule *rule
+	call cluster.Call
+}
+
+var attempts = sync.Pool{New: func() any { return new(attempt) }}
+
+func upstreamPeer(s *proxy.Session) (*proxy.Peer, error) {
+	a := s.Ctx.(*attempt)
+	return a.rule.cluster.Peer(s, &a.call)
+}
+
+func failToConnect(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
+	a := s.Ctx.(*attempt)
+	return a.rule.cluster.FailToConnect(s, &a.call, e)
+}
+
+func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
+	a := s.Ctx.(*attempt)
+	return a.rule.cluster.ErrorWhileProxy(s, &a.call, e)
+}
+
+// logging ends the request's call of its cluster, and gives the attempt
+// back.
+func logging(s *proxy.Session, e *proxy.Error) {
+	a, ok := s.Ctx.(*attempt)
+	if !ok {
+		return
+	}
+	a.rule.cluster.Done(s, &a.call, e)
+	a.rule = nil
+	attempts.Put(a)
+	s.Ctx = nil
 }

@@ -141,9 +141,12 @@ func build(t *testing.T, yaml string) []Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, _, stop := Build(cfg, slog.Default())
-	t.Cleanup(stop)
-	return ls
+	g, err := Build(cfg, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Stop)
+	return g.Listeners
 }
 
 // TestClusterPick: hashing policies send a key to one endpoint, every
@@ -235,19 +238,17 @@ limits: {max_attempts: 2}
 	if retries != 3 {
 		t.Errorf("%d of 10 failing requests may retry, want 3", retries)
 	}
-	c := s0Cluster(sessions[0])
-	if n := c.RetriesRefused.Load(); n != 7 {
+	c := sessions[0].Ctx.(*attempt).rule.cluster
+	if n := c.Stats().RetriesRefused; n != 7 {
 		t.Errorf("RetriesRefused = %d, want 7", n)
 	}
 	for _, s := range sessions {
 		ph.Logging(s, nil)
 	}
-	if c.active.Load() != 0 || c.retrying.Load() != 0 {
-		t.Errorf("after every request ended: %d in flight, %d retrying", c.active.Load(), c.retrying.Load())
+	if st := c.Stats(); st.Active != 0 || st.Retrying != 0 {
+		t.Errorf("after every request ended: %d in flight, %d retrying", st.Active, st.Retrying)
 	}
 }
-
-func s0Cluster(s *proxy.Session) *Cluster { return s.Ctx.(*attempt).cluster }
 
 // TestEjectedTrafficSpreads: the requests an ejected endpoint would have
 // taken spread over the others, not all onto its neighbour in the list.

@@ -433,8 +433,12 @@ func startStraitConfig(t testing.TB, cfg *config.Config, tweak func(*proxy.Optio
 	t.Helper()
 	buf := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	listeners, opts, stopChecks := gateway.Build(cfg, logger)
-	t.Cleanup(stopChecks)
+	gw, err := gateway.Build(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	listeners, opts := gw.Listeners, gw.Options
 	if len(listeners) == 0 {
 		t.Fatal("gateway.Build returned no listeners")
 	}
