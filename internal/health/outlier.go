@@ -72,6 +72,10 @@ func (o *Outlier) Ejected(i int, now time.Duration) bool {
 	return time.Duration(o.eps[i].until.Load()) > now
 }
 
+// Until returns when endpoint i's ejection ends (mono time; in the past
+// if it is not ejected).
+func (o *Outlier) Until(i int) time.Duration { return time.Duration(o.eps[i].until.Load()) }
+
 // Success records a good answer from endpoint i: its failures in a row
 // start again from zero.
 func (o *Outlier) Success(i int) {
