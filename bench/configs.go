@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 )
 
 // The peers are configured the way an operator tuning for throughput would:
@@ -47,10 +48,15 @@ events {
 `, d, name)
 }
 
-// originConf serves the payload files, and stub_status on a second port so
-// the harness can count the connections the origin accepted in a run: that
-// is how it sees whether a proxy pools its upstream connections.
+// originConf serves the payload files on the originPorts ports, and
+// stub_status on another port so the harness can count the connections the
+// origin accepted in a run (on all its ports): that is how it sees whether
+// a proxy pools its upstream connections.
 func (b *bench) originConf(www string) string {
+	var listens string
+	for _, p := range b.oports {
+		listens += fmt.Sprintf("        listen 127.0.0.1:%d;\n", p)
+	}
 	return b.nginxCommon("origin") + fmt.Sprintf(`
     default_type application/octet-stream;
     sendfile on;
@@ -59,8 +65,7 @@ func (b *bench) originConf(www string) string {
     open_file_cache max=16 inactive=1h;
     open_file_cache_valid 1h;
     server {
-        listen 127.0.0.1:%d;
-        root %s;
+%s        root %s;
         location / { }
     }
     server {
@@ -68,7 +73,38 @@ func (b *bench) originConf(www string) string {
         location = /status { stub_status; }
     }
 }
-`, b.oport, www, b.sport)
+`, listens, www, b.sport)
+}
+
+// originPorts is how many ports the origin serves its files on: the
+// endpoints of the strait-* targets' cluster, so that a balancing policy
+// has real choices. One nginx worker serves them all, on the load CPU as
+// before; the single-upstream targets use the first.
+const originPorts = 3
+
+// straitBalanceConf is strait's config for a strait-* target: one
+// listener, one route, one cluster over the origin's ports balanced by
+// policy. Everything else is strait's defaults, as in strait proxy (access
+// log off). ring_hash and maglev hash their default key, the client's
+// address: wrk connects from 127.0.0.1 only, so every request hashes the
+// same key (the hash and the lookup are paid on each request) and goes to
+// the same endpoint.
+func (b *bench) straitBalanceConf(port int, policy string) string {
+	var eps strings.Builder
+	for _, p := range b.oports {
+		fmt.Fprintf(&eps, "      - 127.0.0.1:%d\n", p)
+	}
+	return fmt.Sprintf(`# written by bench: strait run -c THIS
+listeners:
+  - address: 127.0.0.1:%d
+    routes:
+      - cluster: origin
+
+clusters:
+  - name: origin
+    balance: %s
+    endpoints:
+%s`, port, policy, eps.String())
 }
 
 // nginxProxyConf is nginx as a reverse proxy with a pooled upstream.

@@ -69,6 +69,10 @@ type summary struct {
 	OriginConns     float64   `json:"median_origin_conns_opened"`
 	OtherCPUPercent float64   `json:"median_other_processes_cpu_percent"`
 	AllReqPerSec    []float64 `json:"valid_req_per_sec"`
+	// The Strait* ratios are those of the reference target (loadReport's
+	// Reference: strait unless -ref or -targets says otherwise) over this
+	// target's; the JSON names keep "strait" from before -ref.
+	//
 	// StraitReqPerSec and StraitP99 are strait's median divided by this
 	// target's: above 1 strait is faster; below 1 its p99 is lower.
 	StraitReqPerSec float64 `json:"strait_over_target_req_per_sec,omitempty"`
@@ -116,6 +120,7 @@ type loadReport struct {
 	Connections int                 `json:"connections"`
 	CloseConns  int                 `json:"close_connections"`
 	Targets     []string            `json:"targets"`
+	Reference   string              `json:"reference,omitempty"` // the ratios' numerator; "" (older reports): strait
 	WaitQuietS  float64             `json:"wait_quiet_s"`
 	MaxOther    float64             `json:"max_other_percent"`
 	Nice        int                 `json:"nice"`
@@ -147,7 +152,7 @@ func (b *bench) runLoad(ctx context.Context) error {
 		DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(),
 		ProxyCPU: cfg.proxyCPU, LoadCPU: cfg.loadCPU, OpenFiles: b.nofile,
 		WaitQuietS: cfg.waitQuiet.Seconds(), MaxOther: cfg.maxOther, Nice: cfg.nice,
-		Connections: cfg.connections, CloseConns: cfg.closeConnections, Targets: cfg.targets,
+		Connections: cfg.connections, CloseConns: cfg.closeConnections, Targets: cfg.targets, Reference: cfg.ref,
 		Environment: env, ProcessLogs: map[string][]string{},
 	}
 	printHeader(os.Stdout, rep)
@@ -204,7 +209,7 @@ func (b *bench) runLoad(ctx context.Context) error {
 	rep.Finished = time.Now().UTC()
 
 	for _, s := range rep.Scenarios {
-		s.Summaries = summarize(cfg.targets, s.Runs)
+		s.Summaries = summarize(cfg.targets, cfg.ref, s.Runs)
 	}
 	// What the proxies logged while measured (startup lines excluded): a
 	// proxy that logs errors under load has something to report.
@@ -359,7 +364,7 @@ func (b *bench) originAccepts() (int64, error) {
 }
 
 func progress(round, rounds int, sc scenario, pos, n int, r *runRecord) {
-	head := fmt.Sprintf("round %d/%d %-5s %d/%d %-8s", round, rounds, sc.Name, pos, n, r.Target)
+	head := fmt.Sprintf("round %d/%d %-5s %d/%d %-13s", round, rounds, sc.Name, pos, n, r.Target)
 	if !r.Valid {
 		fmt.Fprintf(os.Stderr, "%s FAILED: %s\n", head, firstLine(r.Failure))
 		return
@@ -390,8 +395,8 @@ func firstLine(s string) string {
 }
 
 // summarize takes medians over the valid runs of each target, and the
-// ratios of strait's medians to each target's.
-func summarize(targets []string, runs []*runRecord) []summary {
+// ratios of the reference target's (ref's) medians to each target's.
+func summarize(targets []string, ref string, runs []*runRecord) []summary {
 	var out []summary
 	for _, name := range targets {
 		s := summary{Target: name}
@@ -434,7 +439,7 @@ func summarize(targets []string, runs []*runRecord) []summary {
 	}
 	var st *summary
 	for i := range out {
-		if out[i].Target == "strait" && out[i].Valid > 0 {
+		if out[i].Target == ref && out[i].Valid > 0 {
 			st = &out[i]
 		}
 	}
@@ -444,7 +449,7 @@ func summarize(targets []string, runs []*runRecord) []summary {
 		return (pa == phaseFast || pa == phaseSlow) && pa == phase(b)
 	}
 	for i := range out {
-		if st != nil && out[i].Valid > 0 && out[i].Target != "strait" {
+		if st != nil && out[i].Valid > 0 && out[i].Target != ref {
 			out[i].StraitReqPerSec = st.ReqPerSec / out[i].ReqPerSec
 			out[i].StraitP99 = st.P99Ms / out[i].P99Ms
 			if out[i].Target != "direct" && out[i].CPUUsPerReq > 0 {
@@ -458,13 +463,13 @@ func summarize(targets []string, runs []*runRecord) []summary {
 			}
 			rps := func(r *runRecord) float64 { return r.ReqPerSec }
 			p99 := func(r *runRecord) float64 { return r.P99Ms }
-			ratios := pairedRatios(runs, "strait", out[i].Target, rps, nil)
+			ratios := pairedRatios(runs, ref, out[i].Target, rps, nil)
 			out[i].StraitPaired, out[i].Pairs = median(ratios), len(ratios)
-			out[i].StraitPairedP99 = median(pairedRatios(runs, "strait", out[i].Target, p99, nil))
+			out[i].StraitPairedP99 = median(pairedRatios(runs, ref, out[i].Target, p99, nil))
 			if out[i].Target != "direct" {
-				ratios = pairedRatios(runs, "strait", out[i].Target, rps, samePhase)
+				ratios = pairedRatios(runs, ref, out[i].Target, rps, samePhase)
 				out[i].StraitPhased, out[i].PhasedPairs = median(ratios), len(ratios)
-				out[i].StraitPhasedP99 = median(pairedRatios(runs, "strait", out[i].Target, p99, samePhase))
+				out[i].StraitPhasedP99 = median(pairedRatios(runs, ref, out[i].Target, p99, samePhase))
 			}
 		}
 	}

@@ -37,6 +37,7 @@ type config struct {
 	warmup           time.Duration
 	scenarios        []scenario
 	targets          []string
+	ref              string // the target every ratio is taken against
 	connections      int
 	closeConnections int
 	seed             uint64
@@ -57,9 +58,40 @@ type config struct {
 	keep             bool
 }
 
-// allTargets are the things wrk can be pointed at, in report order. direct
-// is no proxy at all: wrk straight to the origin.
-var allTargets = []string{"direct", "strait", "nginx", "haproxy", "httputil"}
+// defaultTargets are what a run measures unless -targets says otherwise.
+// direct is no proxy at all: wrk straight to the origin.
+var defaultTargets = []string{"direct", "strait", "nginx", "haproxy", "httputil"}
+
+// balanceTargets are strait run from a generated config file (strait run
+// -c FILE) whose one cluster holds the origin's three ports, one target
+// per load-balancing policy: to compare what the policies cost per
+// request, as ratios against strait-rr (-ref).
+var balanceTargets = []struct{ name, policy string }{
+	{"strait-rr", "round_robin"},
+	{"strait-lr", "least_request"},
+	{"strait-ring", "ring_hash"},
+	{"strait-maglev", "maglev"},
+	{"strait-random", "random"},
+}
+
+// balancePolicy is the policy of a balance target, or "".
+func balancePolicy(name string) string {
+	for _, t := range balanceTargets {
+		if t.name == name {
+			return t.policy
+		}
+	}
+	return ""
+}
+
+// allTargets are the things wrk can be pointed at.
+func allTargets() []string {
+	out := slices.Clone(defaultTargets)
+	for _, t := range balanceTargets {
+		out = append(out, t.name)
+	}
+	return out
+}
 
 func main() {
 	os.Exit(run())
@@ -119,7 +151,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each measured wrk run (whole seconds)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run before each measured one (0 for none)")
 	scen := fs.String("scenarios", "small,1k,64k,close", "comma-separated scenarios: "+scenarioNames())
-	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets")
+	targets := fs.String("targets", strings.Join(defaultTargets, ","), "comma-separated targets: "+strings.Join(allTargets(), ", ")+" (strait-*: strait run -c FILE balancing over 3 origin ports with that policy)")
+	fs.StringVar(&cfg.ref, "ref", "", "the `target` the ratio tables divide by the others (default: strait if measured, else the first target that is not direct)")
 	fs.IntVar(&cfg.connections, "connections", 50, "wrk connections (-c) for the keep-alive scenarios")
 	fs.IntVar(&cfg.closeConnections, "close-connections", 50, "wrk connections for the close scenario")
 	fs.Uint64Var(&cfg.seed, "seed", 0, "shuffle seed (0: from the clock; printed either way)")
@@ -178,6 +211,9 @@ flags:
 	if cfg.targets, err = pickTargets(*targets, cfg.baseRef != ""); err != nil {
 		return nil, err
 	}
+	if cfg.ref, err = pickRef(cfg.ref, cfg.targets); err != nil {
+		return nil, err
+	}
 	switch {
 	case cfg.rounds < 1:
 		return nil, errors.New("-rounds must be at least 1")
@@ -200,9 +236,9 @@ flags:
 // pickTargets parses -targets. With -base, "base" is a target too, and
 // is added if the list does not name it.
 func pickTargets(list string, base bool) ([]string, error) {
-	known := allTargets
+	known := allTargets()
 	if base {
-		known = append(slices.Clone(allTargets), "base")
+		known = append(known, "base")
 	}
 	var out []string
 	for _, name := range strings.Split(list, ",") {
@@ -222,6 +258,27 @@ func pickTargets(list string, base bool) ([]string, error) {
 		out = append(out, "base")
 	}
 	return out, nil
+}
+
+// pickRef checks -ref, or chooses the reference of the ratio tables:
+// strait if it is measured, else the first target that is not direct
+// (strait-rr in -targets strait-rr,strait-lr,strait-ring).
+func pickRef(ref string, targets []string) (string, error) {
+	if ref != "" {
+		if !slices.Contains(targets, ref) {
+			return "", fmt.Errorf("-ref %q is not among the targets (%s)", ref, strings.Join(targets, ", "))
+		}
+		return ref, nil
+	}
+	if slices.Contains(targets, "strait") {
+		return "strait", nil
+	}
+	for _, t := range targets {
+		if t != "direct" {
+			return t, nil
+		}
+	}
+	return targets[0], nil
 }
 
 // findRoot walks up from the working directory to the strait module, so

@@ -81,6 +81,15 @@ func (b *bench) describeStrait(ctx context.Context) string {
 	return straitDesc
 }
 
+// ref is the target the ratios divide by the others: strait in reports
+// from before -ref.
+func (rep *loadReport) ref() string {
+	if rep.Reference == "" {
+		return "strait"
+	}
+	return rep.Reference
+}
+
 // printHeader prints the configuration of a run, from its report alone (so
 // -print can show a stored one).
 func printHeader(w io.Writer, rep *loadReport) {
@@ -100,16 +109,32 @@ func printHeader(w io.Writer, rep *loadReport) {
 			"noise:", rep.WaitQuietS, rep.MaxOther)
 	}
 	fmt.Fprintf(w, "  %-10s all four keep upstream connections alive (nginx keepalive 128, HAProxy http-reuse always, httputil 1000 idle per host, strait's pool)\n", "upstream:")
+	var policies []string
+	hashing := false
+	for _, t := range rep.Targets {
+		if p := balancePolicy(t); p != "" {
+			policies = append(policies, t+" "+p)
+			hashing = hashing || p == "ring_hash" || p == "maglev"
+		}
+	}
+	if len(policies) > 0 {
+		fmt.Fprintf(w, "  %-10s strait run -c FILE (defaults, access log off, GOMAXPROCS=1), one cluster over the origin's %d ports, balance: %s\n", "policies:", originPorts, strings.Join(policies, ", "))
+		if hashing {
+			fmt.Fprintf(w, "  %-10s ring_hash and maglev hash the client address (wrk's is always 127.0.0.1: one key, every request to one endpoint)\n", "")
+		}
+	}
+	fmt.Fprintf(w, "  %-10s every ratio is %s ÷ target\n", "ratios:", rep.ref())
 	fmt.Fprintf(w, "  %-10s %d for the harness and every process it starts\n", "open files:", rep.OpenFiles)
 	fmt.Fprintln(w)
 }
 
 // printLoad prints a run's tables, from its report alone.
 func printLoad(w io.Writer, rep *loadReport) {
+	ref := rep.ref()
 	for _, s := range rep.Scenarios {
 		fmt.Fprintf(w, "== %s: GET %s, %s; wrk -t1 -c%d, %d × %v\n", s.Name, s.Path, s.Desc, s.Connections, rep.Rounds, time.Duration(rep.DurationS*float64(time.Second)))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "target\treq/s\tp99\tp50\tvalid\tproxy CPU\tCPU µs/req\tinstr/req\tcycles/req\torigin conns\tother CPU\tstrait÷ req/s\tstrait÷ p99\t  req/s of each valid run\t")
+		fmt.Fprintf(tw, "target\treq/s\tp99\tp50\tvalid\tproxy CPU\tCPU µs/req\tinstr/req\tcycles/req\torigin conns\tother CPU\t%[1]s÷ req/s\t%[1]s÷ p99\t  req/s of each valid run\t\n", ref)
 		for _, m := range s.Summaries {
 			row := []string{m.Target}
 			if m.Valid == 0 {
@@ -173,19 +198,19 @@ func printLoad(w io.Writer, rep *loadReport) {
 	// The ratios once more, all scenarios together.
 	var others []string
 	for _, t := range rep.Targets {
-		if t != "strait" {
+		if t != ref {
 			others = append(others, t)
 		}
 	}
-	if len(others) > 0 && slices.Contains(rep.Targets, "strait") {
-		fmt.Fprintln(w, "== strait ÷ target, medians: req/s (above 1: strait faster) and, in brackets, p99 (below 1: strait's lower)")
+	if len(others) > 0 && slices.Contains(rep.Targets, ref) {
+		fmt.Fprintf(w, "== %[1]s ÷ target, medians: req/s (above 1: %[1]s faster) and, in brackets, p99 (below 1: %[1]s's lower)\n", ref)
 		ratioTable(w, rep, others, func(m summary) string {
 			if m.StraitReqPerSec == 0 {
 				return "-"
 			}
 			return fmt.Sprintf("%.2f× (%.2f×)", m.StraitReqPerSec, m.StraitP99)
 		})
-		fmt.Fprintln(w, "== strait ÷ target, median of the per-round ratios (each pair measured within the same round): req/s and, in brackets, p99")
+		fmt.Fprintf(w, "== %s ÷ target, median of the per-round ratios (each pair measured within the same round): req/s and, in brackets, p99\n", ref)
 		ratioTable(w, rep, others, func(m summary) string {
 			if m.Pairs == 0 {
 				return "-"
@@ -202,7 +227,7 @@ func printLoad(w io.Writer, rep *loadReport) {
 		})
 		// CPU per request does not move with other work sharing the
 		// machine (it does with the CPU's own speed).
-		fmt.Fprintln(w, "== strait ÷ target, median proxy CPU time per request (below 1: strait cheaper)")
+		fmt.Fprintf(w, "== %[1]s ÷ target, median proxy CPU time per request (below 1: %[1]s cheaper)\n", ref)
 		ratioTable(w, rep, proxies, func(m summary) string {
 			if m.StraitCPU == 0 {
 				return "-"
@@ -210,7 +235,7 @@ func printLoad(w io.Writer, rep *loadReport) {
 			return fmt.Sprintf("%.2f×", m.StraitCPU)
 		})
 		// Instructions do not move with the core's speed at all.
-		fmt.Fprintln(w, "== strait ÷ target, median instructions (and cycles) per request, perf stat (below 1: strait cheaper)")
+		fmt.Fprintf(w, "== %[1]s ÷ target, median instructions (and cycles) per request, perf stat (below 1: %[1]s cheaper)\n", ref)
 		ratioTable(w, rep, proxies, func(m summary) string {
 			if m.StraitInstr == 0 {
 				return "-"
@@ -324,7 +349,7 @@ func printStored(path string) error {
 	}
 	// Recompute, so a stored report gains columns added since.
 	for _, s := range rep.Scenarios {
-		s.Summaries = summarize(rep.Targets, s.Runs)
+		s.Summaries = summarize(rep.Targets, rep.ref(), s.Runs)
 	}
 	printHeader(os.Stdout, &rep)
 	printLoad(os.Stdout, &rep)

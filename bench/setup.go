@@ -30,8 +30,9 @@ type bench struct {
 	baseDesc   string
 	httpu      string
 	origin     *proc
-	oport      int // origin: the files
-	sport      int // origin: stub_status, to count the connections it accepts
+	oport      int   // origin: the files (what every single-upstream target uses)
+	oports     []int // the same files on three ports, oport first: the endpoints of strait-* targets
+	sport      int   // origin: stub_status, to count the connections it accepts
 	started    time.Time
 
 	restoreNice func() // undoes niceAutogroup
@@ -138,11 +139,12 @@ func (b *bench) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	ports, err := freePorts(2)
+	ports, err := freePorts(1 + originPorts)
 	if err != nil {
 		return err
 	}
-	b.oport, b.sport = ports[0], ports[1]
+	b.sport, b.oports = ports[0], ports[1:]
+	b.oport = b.oports[0]
 	conf, err := b.writeFile("origin.conf", b.originConf(www))
 	if err != nil {
 		return err
@@ -151,7 +153,12 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return b.waitReady(ctx, b.origin, b.oport)
+	for _, port := range b.oports {
+		if err := b.waitReady(ctx, b.origin, port); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // exportRef writes the tree of git revision ref into dir (git archive | tar).
@@ -271,7 +278,18 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 			t.proc, err = b.start(name, cpu, nil, "haproxy", "-db", "-f", conf)
 		}
 	default:
-		err = fmt.Errorf("unknown target %q", name)
+		policy := balancePolicy(name)
+		if policy == "" {
+			err = fmt.Errorf("unknown target %q", name)
+			break
+		}
+		// strait-rr, strait-lr, ...: the same binary from a config file,
+		// one cluster over the origin's three ports, balanced by the
+		// target's policy.
+		var conf string
+		if conf, err = b.writeFile(name+".yaml", b.straitBalanceConf(t.port, policy)); err == nil {
+			t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.strait, "run", "-c", conf)
+		}
 	}
 	if err != nil {
 		return nil, err
