@@ -104,7 +104,9 @@ clusters:
   - name: origin
     balance: %s
     endpoints:
-%s`, port, policy, eps.String())
+%s
+admin: {address: off}
+`, port, policy, eps.String())
 }
 
 // nginxProxyConf is nginx as a reverse proxy with a pooled upstream.

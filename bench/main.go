@@ -86,7 +86,7 @@ func balancePolicy(name string) string {
 
 // allTargets are the things wrk can be pointed at.
 func allTargets() []string {
-	out := slices.Clone(defaultTargets)
+	out := append(slices.Clone(defaultTargets), "strait-metrics")
 	for _, t := range balanceTargets {
 		out = append(out, t.name)
 	}
@@ -151,7 +151,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each measured wrk run (whole seconds)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run before each measured one (0 for none)")
 	scen := fs.String("scenarios", "small,1k,64k,close", "comma-separated scenarios: "+scenarioNames())
-	targets := fs.String("targets", strings.Join(defaultTargets, ","), "comma-separated targets: "+strings.Join(allTargets(), ", ")+" (strait-*: strait run -c FILE balancing over 3 origin ports with that policy)")
+	targets := fs.String("targets", strings.Join(defaultTargets, ","), "comma-separated targets: "+strings.Join(allTargets(), ", ")+" (strait-metrics: strait with its admin API and metrics; the other strait-*: strait run -c FILE balancing over 3 origin ports with that policy)")
 	fs.StringVar(&cfg.ref, "ref", "", "the `target` the ratio tables divide by the others (default: strait if measured, else the first target that is not direct)")
 	fs.IntVar(&cfg.connections, "connections", 50, "wrk connections (-c) for the keep-alive scenarios")
 	fs.IntVar(&cfg.closeConnections, "close-connections", 50, "wrk connections for the close scenario")

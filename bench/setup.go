@@ -257,13 +257,19 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 	upstream := fmt.Sprintf("http://127.0.0.1:%d", b.oport)
 	cpu := b.cfg.proxyCPU
 	switch name {
-	case "strait", "base":
+	case "strait", "base", "strait-metrics":
 		// The binary's own defaults; the access log is off unless asked.
+		// strait-metrics adds the admin API, and with it the metrics the
+		// data path counts.
 		bin := b.strait
 		if name == "base" {
 			bin = b.base
 		}
-		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, bin, "proxy", "--listen", listen, "--upstream", upstream)
+		args := []string{"proxy", "--listen", listen, "--upstream", upstream}
+		if name == "strait-metrics" {
+			args = append(args, "--admin", "127.0.0.1:0")
+		}
+		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, bin, args...)
 	case "httputil":
 		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.httpu, "-listen", listen, "-upstream", upstream)
 	case "nginx":

@@ -190,6 +190,7 @@ func (c *Cluster) mayRetry(s *proxy.Session, call *Call) bool {
 // failure counts a failed try against its endpoint.
 func (c *Cluster) failure(call *Call, now time.Duration) {
 	if st := call.set; st != nil && st.outlier != nil && st.outlier.Failure(call.cur, now) {
+		c.ejections.Add(1)
 		c.logger.Warn("endpoint ejected", "endpoint", st.peers[call.cur].Addr,
 			"for", (st.outlier.Until(call.cur) - now).String())
 	}

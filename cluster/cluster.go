@@ -75,7 +75,7 @@ type Cluster struct {
 	maxPending     int64
 	pendingTimeout time.Duration
 
-	retriesRefused, overflows atomic.Int64
+	retriesRefused, overflows, ejections atomic.Int64
 }
 
 // set is one version of a cluster's endpoints, with the state that is
@@ -232,12 +232,12 @@ func (c *Cluster) swap(eps []balance.Endpoint) bool {
 
 // Endpoint is the state of one endpoint, for operators.
 type Endpoint struct {
-	Addr     string
-	Weight   int
-	Healthy  bool  // it passes its active checks (true without checks)
-	Ejected  bool  // outlier detection took it out for a while
-	Draining bool  // it takes no new requests
-	Active   int64 // requests in flight at it
+	Addr     string `json:"address"`
+	Weight   int    `json:"weight"`
+	Healthy  bool   `json:"healthy"`         // it passes its active checks (true without checks)
+	Ejected  bool   `json:"ejected"`         // outlier detection took it out for a while
+	Draining bool   `json:"draining"`        // it takes no new requests
+	Active   int64  `json:"requests_active"` // requests in flight at it
 }
 
 // Endpoints returns the cluster's endpoints now.
@@ -292,22 +292,19 @@ func (c *Cluster) mark(addr string, draining bool) error {
 
 // Stats are a cluster's counters.
 type Stats struct {
-	Active         int64 // requests in flight
-	Retrying       int64 // of those, ones that retried
-	RetriesRefused int64 // retries the budget refused
-	Overflows      int64 // requests refused (503) over the circuit breakers
-	Ejections      int64 // endpoints ejected by outlier detection, in the current set
-	DNSRefreshes   int64 // DNS lookups that gave a usable answer
-	DNSFailures    int64 // DNS lookups that failed or answered nothing (the last set was kept)
+	Active         int64 `json:"requests_active"`    // requests in flight
+	Retrying       int64 `json:"retries_active"`     // of those, ones that retried
+	RetriesRefused int64 `json:"retries_refused"`    // retries the budget refused
+	Overflows      int64 `json:"overflows"`          // requests refused (503) over the circuit breakers
+	Ejections      int64 `json:"ejections"`          // endpoints ejected by outlier detection
+	DNSRefreshes   int64 `json:"dns_lookups_ok"`     // DNS lookups that gave a usable answer
+	DNSFailures    int64 `json:"dns_lookups_failed"` // DNS lookups that failed or answered nothing (the last set was kept)
 }
 
 // Stats returns the cluster's counters now.
 func (c *Cluster) Stats() Stats {
 	s := Stats{Active: c.active.Load(), Retrying: c.retrying.Load(),
-		RetriesRefused: c.retriesRefused.Load(), Overflows: c.overflows.Load()}
-	if st := c.set.Load(); st.outlier != nil {
-		s.Ejections = st.outlier.Ejections.Load()
-	}
+		RetriesRefused: c.retriesRefused.Load(), Overflows: c.overflows.Load(), Ejections: c.ejections.Load()}
 	if c.dns != nil {
 		s.DNSRefreshes, s.DNSFailures = c.dns.refreshes.Load(), c.dns.failures.Load()
 	}

@@ -32,10 +32,34 @@ type Config struct {
 	Forwarding Forwarding `yaml:"forwarding"`
 	// AccessLog is where one JSON line per request goes (default none).
 	AccessLog AccessLog `yaml:"access_log"`
+	// Admin is the admin listener: metrics, health, clusters.
+	Admin Admin `yaml:"admin"`
 	// DemoOrigins are tiny HTTP servers the binary starts itself, each
 	// answering with its name: for trying strait on a fresh machine.
 	DemoOrigins []DemoOrigin `yaml:"demo_origins"`
 }
+
+// Admin is the admin listener: /metrics, /live, /ready, /config,
+// /clusters and endpoint drains (docs/config.md).
+type Admin struct {
+	// Address is host:port, default DefaultAdminAddress; "off" for none.
+	Address string `yaml:"address"`
+	// Hosts are Host values accepted besides loopback addresses and
+	// localhost (a browser's page can reach loopback; its Host is its own).
+	Hosts []string `yaml:"hosts"`
+	// TokenFile holds the bearer token every request must carry; required
+	// when Address is not loopback.
+	TokenFile string `yaml:"token_file"`
+	// Pprof serves /debug/pprof/ (off by default).
+	Pprof bool `yaml:"pprof"`
+}
+
+// DefaultAdminAddress is where the admin listener goes unless the config
+// says otherwise.
+const DefaultAdminAddress = "127.0.0.1:9901"
+
+// AdminOff is Admin.Address for no admin listener.
+const AdminOff = "off"
 
 // Listener is an address strait accepts HTTP/1.1 connections on.
 type Listener struct {
@@ -60,6 +84,9 @@ type Paths struct {
 // Route takes the requests it matches (every condition set must hold) and
 // sends them to a cluster, redirects them, or answers them itself.
 type Route struct {
+	// Name labels the route's metrics; default its index in the
+	// listener's routes ("0", "1", ...).
+	Name string `yaml:"name"`
 	// Host matches the request's host without port, without regard to
 	// case: "api.example.com", or "*.example.com" for any subdomain. Empty
 	// matches any host.
@@ -341,6 +368,9 @@ func (a *AccessLog) UnmarshalYAML(n *yaml.Node) error { return unmarshal(a, n) }
 
 // Duration is a time.Duration written as "10s", "1m30s" or "250ms".
 type Duration time.Duration
+
+// MarshalYAML writes a Duration as the config file does: "1m30s".
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 func (d *Duration) set(n *yaml.Node) bool {
 	v, err := time.ParseDuration(n.Value)

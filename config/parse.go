@@ -202,6 +202,37 @@ func (v *validator) dns(p []any, d *DNS) {
 	v.oneOf(at(p, "family"), d.Family, "any", "ipv4", "ipv6")
 }
 
+// admin checks the admin block: a listener beyond loopback needs a token.
+func (v *validator) admin(a *Admin) {
+	p := []any{"admin"}
+	if a.Address == "" || a.Address == AdminOff {
+		return
+	}
+	if err := checkHostPort(a.Address); err != nil {
+		v.errorf(at(p, "address"), "%v", err)
+		return
+	}
+	if !AdminLoopback(a.Address) && a.TokenFile == "" {
+		v.errorf(at(p, "token_file"), "the admin listener %s is not on loopback: it needs a token_file", a.Address)
+	}
+	for j, h := range a.Hosts {
+		if h == "" || strings.ContainsAny(h, " /\r\n") {
+			v.errorf(at(p, "hosts", j), "%q is not a host", h)
+		}
+	}
+}
+
+// AdminLoopback reports whether the admin address host:port is on a
+// loopback address (or localhost) only.
+func AdminLoopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 func (v *validator) config(c *Config) {
 	clusters := make(map[string]bool)
 	// A route may name a cluster whose name could not be read; then an
@@ -275,6 +306,7 @@ func (v *validator) config(c *Config) {
 			}
 		}
 	}
+	v.admin(&c.Admin)
 	if len(c.Listeners) == 0 {
 		v.errorf([]any{"listeners"}, "at least one listener is needed")
 	}

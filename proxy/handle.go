@@ -64,6 +64,8 @@ func (h *handler) Serve(ds stream.Downstream) stream.End {
 	srv := (*Server)(h)
 	x := srv.startCall(ds)
 	srv.counters.Requests.Add(1)
+	srv.counters.RequestsActive.Add(1)
+	defer srv.counters.RequestsActive.Add(-1)
 	e := x.run()
 	end := x.finish(e)
 	x.end(e)

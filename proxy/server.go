@@ -98,6 +98,9 @@ func NewPool(l PoolLimits) *Pool {
 	return &Pool{pool.New[upstreamConn](l)}
 }
 
+// Idle returns how many idle connections the pool holds.
+func (p *Pool) Idle() int { return p.p.Len() }
+
 // Counters returns the server's counters, live.
 func (srv *Server) Counters() *Counters { return &srv.counters }
 
@@ -376,6 +379,7 @@ type Counters struct {
 	ConnsPerClientRejected atomic.Int64 // refused with 503: over Limits.MaxConnsPerClient
 	ConnsOpen              atomic.Int64 // client connections open now
 	Requests               atomic.Int64 // request heads read
+	RequestsActive         atomic.Int64 // requests being served now
 	BadRequests            atomic.Int64 // 400 and 505: malformed requests
 	NotImplemented         atomic.Int64 // 501: transfer codings other than chunked
 	URITooLong             atomic.Int64 // 414: request line over Limits.Head.MaxRequestLine

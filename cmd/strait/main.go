@@ -3,7 +3,7 @@
 //	strait                      run the embedded default config
 //	strait run -c FILE          run a config file
 //	strait validate -c FILE     check a config file
-//	strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D]
+//	strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--admin ADDR]
 //	strait version
 //	strait help [COMMAND]
 package main
@@ -24,8 +24,10 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/admin"
 	"github.com/straitproxy/strait/internal/demo"
 	"github.com/straitproxy/strait/internal/gateway"
+	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -73,7 +75,7 @@ func usage(w io.Writer) {
   strait                      run the embedded default config
   strait run [-c FILE]        run a config file (default: the embedded one)
   strait validate -c FILE     check a config file; errors name file, line and key
-  strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log]
+  strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]
                               proxy ADDR (host:port) to http://host:port upstreams
   strait version              print the version
   strait help [COMMAND]       print this, or a command's flags (also COMMAND -h)
@@ -161,7 +163,8 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port); repeat for more")
 	accessLog := fs.Bool("access-log", false, "write one log line per request to standard error")
 	tryTimeout := fs.Duration("try-timeout", 0, "bound each `try` of a request upstream (default none)")
-	const synopsis = "strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log]"
+	adminFlag := fs.String("admin", "", "serve the admin API (metrics, clusters) on this loopback `address` (default none)")
+	const synopsis = "strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]"
 	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
 		return code
 	}
@@ -201,6 +204,14 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	}
 	if *accessLog {
 		cfg.AccessLog = config.AccessLogStderr
+	}
+	cfg.Admin.Address = config.AdminOff
+	if *adminFlag != "" {
+		if !config.AdminLoopback(*adminFlag) {
+			fmt.Fprintf(stderr, "strait proxy: --admin %q: want a loopback address (beyond loopback the admin API needs a token: use a config file)\n", *adminFlag)
+			return 2
+		}
+		cfg.Admin.Address = *adminFlag
 	}
 	return serve(cfg, "", stdout, stderr)
 }
@@ -260,7 +271,11 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 		}
 		defer o.Stop(context.Background())
 	}
-	gw, err := gateway.Build(cfg, logger)
+	var metrics *observe.Metrics
+	if adminAddr(cfg) != "" {
+		metrics = observe.NewMetrics()
+	}
+	gw, err := gateway.Build(cfg, logger, metrics)
 	if err != nil {
 		fmt.Fprintf(stderr, "strait: %v\n", err)
 		return 1
@@ -284,7 +299,22 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "strait: listening on http://%s (%s)\n", ln.Addr(), l.Name)
 		servers = append(servers, srv)
+		if metrics != nil {
+			metrics.AddServer(l.Name, srv.Counters())
+		}
 		go func() { errc <- srv.Serve(ln) }()
+	}
+	var api *admin.API
+	if metrics != nil {
+		metrics.AddClusters(gw.Clusters)
+		metrics.AddPool(opts.Pool)
+		var stop func()
+		api, stop, err = startAdmin(cfg, metrics, gw, stderr, errc)
+		if err != nil {
+			return cannotListen("admin listener", adminAddr(cfg), err)
+		}
+		defer stop()
+		api.SetReady(true)
 	}
 	fmt.Fprintln(stderr, "strait: press Ctrl-C (or send SIGTERM) to stop")
 
@@ -293,6 +323,9 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	select {
 	case s := <-sig:
 		fmt.Fprintf(stderr, "strait: %v: draining\n", s)
+		if api != nil {
+			api.SetReady(false)
+		}
 	case err := <-errc:
 		fmt.Fprintf(stderr, "strait: %v\n", err)
 		return 1
@@ -328,6 +361,9 @@ func defaultPorts(cfg *config.Config) string {
 	var ls, ds []string
 	for _, l := range cfg.Listeners {
 		ls = append(ls, l.Address)
+	}
+	if a := adminAddr(cfg); a != "" {
+		ls = append(ls, a+" (admin)")
 	}
 	for _, d := range cfg.DemoOrigins {
 		ds = append(ds, d.Address)

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/http1"
+	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/route"
 	"github.com/straitproxy/strait/proxy"
 )
@@ -31,6 +33,9 @@ type rule struct {
 	idempotencyKey  string
 	requestHeaders  route.Rules
 	responseHeaders route.Rules
+
+	metrics        *observe.Route   // nil: no metrics
+	clusterMetrics *observe.Cluster // with cluster and metrics
 }
 
 type directResponse struct {
@@ -42,6 +47,7 @@ type directResponse struct {
 // router is one listener's routes, and how it normalises paths.
 type router struct {
 	rules           []rule
+	unmatched       *observe.Route // requests no rule took; nil: no metrics
 	paths           route.PathOptions
 	forwardOriginal bool
 }
@@ -67,9 +73,10 @@ type Gateway struct {
 	Clusters map[string]*cluster.Cluster
 }
 
-// Build compiles a config, which config.Parse has validated. The clusters'
-// health checks and DNS discovery run until Stop.
-func Build(c *config.Config, logger *slog.Logger) (*Gateway, error) {
+// Build compiles a config, which config.Parse has validated, with its
+// series in m (nil: no metrics). The clusters' health checks and DNS
+// discovery run until Stop.
+func Build(c *config.Config, logger *slog.Logger, m *observe.Metrics) (*Gateway, error) {
 	g := &Gateway{Clusters: make(map[string]*cluster.Cluster)}
 	for i := range c.Clusters {
 		cl, err := cluster.New(&c.Clusters[i], cluster.Options{Logger: logger, MaxAttempts: c.Limits.MaxAttempts})
@@ -87,12 +94,27 @@ func Build(c *config.Config, logger *slog.Logger) (*Gateway, error) {
 			},
 			forwardOriginal: lc.Paths.Forward == "original",
 		}
-		for i := range lc.Routes {
-			rt.rules = append(rt.rules, compile(&lc.Routes[i], g.Clusters))
-		}
 		name := lc.Name
 		if name == "" {
 			name = lc.Address
+		}
+		for i := range lc.Routes {
+			rc := &lc.Routes[i]
+			r := compile(rc, g.Clusters)
+			if m != nil {
+				rname := rc.Name
+				if rname == "" {
+					rname = strconv.Itoa(i)
+				}
+				r.metrics = m.Route(name, rname, rc.Cluster)
+				if r.cluster != nil {
+					r.clusterMetrics = m.Cluster(rc.Cluster)
+				}
+			}
+			rt.rules = append(rt.rules, r)
+		}
+		if m != nil {
+			rt.unmatched = m.Route(name, "", "")
 		}
 		g.Listeners = append(g.Listeners, Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades})
 	}
@@ -213,7 +235,7 @@ func (rt *router) phases() proxy.Phases {
 		UpstreamPeer:    upstreamPeer,
 		FailToConnect:   failToConnect,
 		ErrorWhileProxy: errorWhileProxy,
-		Logging:         logging,
+		Logging:         rt.logging,
 	}
 	for i := range rt.rules {
 		r := &rt.rules[i]
@@ -249,6 +271,9 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 		return false, errNoRoute
 	}
 	s.Override = r.override
+	a := attempts.Get().(*attempt)
+	a.rule = r
+	s.Ctx = a
 	switch {
 	case r.respond != nil:
 		return true, s.Respond(r.respond.status, r.respond.body, "Content-Type", r.respond.ctype)
@@ -270,9 +295,6 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	case !rt.forwardOriginal:
 		s.Request.Path = target
 	}
-	a := attempts.Get().(*attempt)
-	a.rule = r
-	s.Ctx = a
 	s.Override.IdempotencyKey = r.idempotencyKey
 	return false, nil
 }
@@ -372,14 +394,26 @@ func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Err
 	return a.rule.cluster.ErrorWhileProxy(s, &a.call, e)
 }
 
-// logging ends the request's call of its cluster, and gives the attempt
-// back.
-func logging(s *proxy.Session, e *proxy.Error) {
+// logging counts the request in its route's metrics, ends its call of
+// its cluster, and gives the attempt back.
+func (rt *router) logging(s *proxy.Session, e *proxy.Error) {
 	a, ok := s.Ctx.(*attempt)
 	if !ok {
+		if rt.unmatched != nil {
+			rt.unmatched.Observe(s.Stats.Status, s.Stats.Total)
+		}
 		return
 	}
-	a.rule.cluster.Done(s, &a.call, e)
+	r := a.rule
+	if r.metrics != nil {
+		r.metrics.Observe(s.Stats.Status, s.Stats.Total)
+		if r.clusterMetrics != nil && s.Stats.Peer != "" {
+			r.clusterMetrics.Observe(&s.Stats)
+		}
+	}
+	if r.cluster != nil {
+		r.cluster.Done(s, &a.call, e)
+	}
 	a.rule = nil
 	attempts.Put(a)
 	s.Ctx = nil

@@ -5,8 +5,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -94,6 +96,9 @@ clusters:
 	ph := ls[0].Phases
 	s := &proxy.Session{Request: proxy.Request{Method: "GET", Authority: []byte("www.example.com"), Path: []byte("/v1/items?id=3")}}
 	s.Request.Header.Add("X-Env", "prod")
+	// With metrics (build gives every test them): the route's and the
+	// cluster's series are counted.
+	s.Stats = proxy.Stats{Status: 200, Peer: "10.0.0.1:80", Total: time.Millisecond, UpstreamHeader: time.Millisecond}
 	n := testing.AllocsPerRun(1000, func() {
 		s.Ctx = nil
 		if answered, err := ph.RequestFilter(s); answered || err != nil {
@@ -141,7 +146,7 @@ func build(t *testing.T, yaml string) []Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := Build(cfg, slog.Default())
+	g, err := Build(cfg, slog.Default(), observe.NewMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 // addr (from freePort), written to a file in dir, until the test ends.
 func runConfig(t *testing.T, dir, name, yamlText, addr string) *proc {
 	t.Helper()
-	path := writeFile(t, dir, name, []byte(yamlText))
+	path := writeFile(t, dir, name, []byte(withAdmin(yamlText)))
 	p := startProc(t, exec.Command(straitBin, "run", "-c", path))
 	waitPort(t, addr, 10*time.Second, p.exited)
 	return p
@@ -26,6 +26,16 @@ func runConfig(t *testing.T, dir, name, yamlText, addr string) *proc {
 
 // listenerYAML is a config with one listener at addr sending everything
 // to the endpoints, followed by more (top-level keys).
+// withAdmin gives a config that says nothing of its admin listener one on
+// a free port (the default, 127.0.0.1:9901, would be shared by every
+// strait a test starts).
+func withAdmin(yamlText string) string {
+	if strings.HasPrefix(yamlText, "admin:") || strings.Contains(yamlText, "\nadmin:") {
+		return yamlText
+	}
+	return yamlText + "\nadmin: {address: \"127.0.0.1:0\"}\n"
+}
+
 func listenerYAML(addr string, endpoints []string, more string) string {
 	return fmt.Sprintf("listeners:\n  - address: %s\n    routes: [{cluster: origin}]\nclusters:\n  - name: origin\n    endpoints: [%s]\n%s",
 		addr, strings.Join(endpoints, ", "), more)

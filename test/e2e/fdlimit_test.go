@@ -29,7 +29,7 @@ func TestFDLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-			yaml := strings.Replace(clusterYAML(origin), "127.0.0.1:0", addr, 1) + tc.limits
+			yaml := strings.Replace(clusterYAML(origin), "127.0.0.1:0", addr, 1) + tc.limits + "admin: {address: off}\n"
 			cfg := writeFile(t, t.TempDir(), "strait.yaml", []byte(yaml))
 			p := startProc(t, exec.Command(prlimit, "--nofile=64", straitBin, "run", "-c", cfg))
 			waitPort(t, addr, 10*time.Second, p.exited)
@@ -108,6 +108,7 @@ clusters:
   - {name: a, endpoints: [%q]}
   - {name: b, endpoints: [%q]}
 access_log: true
+admin: {address: off}
 `, addr, a, b)))
 	p := startProc(t, exec.Command(prlimit, "--nofile=64", straitBin, "run", "-c", cfg))
 	waitPort(t, addr, 10*time.Second, p.exited)
@@ -150,7 +151,7 @@ func TestFDLimitBurst(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	yaml := strings.Replace(clusterYAML(origin), "127.0.0.1:0", addr, 1)
+	yaml := strings.Replace(clusterYAML(origin), "127.0.0.1:0", addr, 1) + "admin: {address: off}\n"
 	p := startProc(t, exec.Command(prlimit, "--nofile=64", straitBin, "run", "-c", writeFile(t, t.TempDir(), "strait.yaml", []byte(yaml))))
 	waitPort(t, addr, 10*time.Second, p.exited)
 	var burst []net.Conn

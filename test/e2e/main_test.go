@@ -30,6 +30,7 @@ import (
 
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/gateway"
+	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -433,7 +434,9 @@ func startStraitConfig(t testing.TB, cfg *config.Config, tweak func(*proxy.Optio
 	t.Helper()
 	buf := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	gw, err := gateway.Build(cfg, logger)
+	// Metrics on, as the binary has them by default: every in-process
+	// test runs the data path with them.
+	gw, err := gateway.Build(cfg, logger, observe.NewMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,6 +97,10 @@ func TestReadmeQuickStart(t *testing.T) {
 	if want := []string{"a\n", "b\n", "a\n", "b\n"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("bodies %q, want %q", got, want)
 	}
+	metrics := string(mustCurl(t, "localhost:9901/metrics").Stdout)
+	if v := metricValue(metrics, "strait_http_requests_total", `cluster="demo"`, `code="2xx"`); v != 4 {
+		t.Errorf("the README's metrics: strait_http_requests_total 2xx = %v, want 4", v)
+	}
 
 	gorun := p.cmd.Process.Pid
 	pid, err := groupMember(gorun, "strait")

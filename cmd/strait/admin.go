@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/admin"
+	"github.com/straitproxy/strait/internal/gateway"
+	"github.com/straitproxy/strait/internal/observe"
+)
+
+// adminAddr is where cfg's admin listener goes, or "" for none.
+func adminAddr(cfg *config.Config) string {
+	switch a := cfg.Admin.Address; a {
+	case config.AdminOff:
+		return ""
+	case "":
+		return config.DefaultAdminAddress
+	default:
+		return a
+	}
+}
+
+// startAdmin serves the admin API of cfg; errors from serving go to errc.
+// stop closes it.
+func startAdmin(cfg *config.Config, m *observe.Metrics, gw *gateway.Gateway, stderr io.Writer, errc chan<- error) (*admin.API, func(), error) {
+	api := &admin.API{Metrics: m, Clusters: gw.Clusters, Pprof: cfg.Admin.Pprof}
+	for _, h := range cfg.Admin.Hosts {
+		api.Hosts = append(api.Hosts, strings.ToLower(h))
+	}
+	if f := cfg.Admin.TokenFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin token_file: %w", err)
+		}
+		if api.Token = strings.TrimSpace(string(b)); api.Token == "" {
+			return nil, nil, fmt.Errorf("admin token_file %s is empty", f)
+		}
+	}
+	shown, err := showConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin: showing the config: %w", err)
+	}
+	api.Config = shown
+	ln, err := net.Listen("tcp", adminAddr(cfg))
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	fmt.Fprintf(stderr, "strait: admin API on http://%s\n", ln.Addr())
+	go func() {
+		if err := srv.Serve(ln); err != http.ErrServerClosed {
+			errc <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+	return api, func() { srv.Close() }, nil
+}
+
+// showConfig writes cfg as YAML without the keys left at their zero
+// value, so /config shows what the file set (and no secrets: the token is
+// in a file of its own, which is named, not read).
+func showConfig(cfg *config.Config) ([]byte, error) {
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return nil, err
+	}
+	return yaml.Marshal(prune(v))
+}
+
+// prune drops zero values (empty, 0, false, "0s") from maps, deeply.
+func prune(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if e = prune(e); e == nil {
+				delete(x, k)
+			} else {
+				x[k] = e
+			}
+		}
+		if len(x) == 0 {
+			return nil
+		}
+	case []any:
+		for i, e := range x {
+			if p := prune(e); p != nil {
+				x[i] = p
+			}
+		}
+		if len(x) == 0 {
+			return nil
+		}
+	case string:
+		if x == "" || x == "0s" {
+			return nil
+		}
+	case int:
+		if x == 0 {
+			return nil
+		}
+	case bool:
+		if !x {
+			return nil
+		}
+	}
+	return v
+}

@@ -1,0 +1,166 @@
+// Package admin is strait's admin API, on a listener of its own:
+// /metrics, /live, /ready, /config, /clusters, endpoint drains, and
+// optionally /debug/pprof/.
+//
+// Binding to loopback protects nothing from a browser: any page can send
+// a request to 127.0.0.1, and with DNS rebinding read the answer under a
+// name of its own. So every request must name a loopback address,
+// localhost or a configured host in its Host field; a request that
+// changes state must be a POST carrying the X-Strait-Admin field (which a
+// page cannot send across origins without a preflight, and strait answers
+// none); and with a token, every request must carry it as a bearer token.
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/internal/observe"
+)
+
+// StateHeader is the field a request that changes state must carry.
+const StateHeader = "X-Strait-Admin"
+
+// API is the admin API of one running config.
+type API struct {
+	Metrics  *observe.Metrics
+	Clusters map[string]*cluster.Cluster
+	// Config is the running config as shown by /config, secrets removed.
+	Config []byte
+	// Hosts are Host values accepted besides loopback addresses and
+	// localhost, lower case.
+	Hosts []string
+	// Token, if set, must come with every request as
+	// "Authorization: Bearer TOKEN".
+	Token string
+	Pprof bool // serve /debug/pprof/
+
+	ready atomic.Bool
+}
+
+// SetReady sets what /ready answers: 200 once strait serves, 503 while it
+// starts or drains.
+func (a *API) SetReady(ready bool) { a.ready.Store(ready) }
+
+// Handler returns the API's handler.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.Metrics.Handler())
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) { text(w, 200, "live") })
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		if a.ready.Load() {
+			text(w, 200, "ready")
+		} else {
+			text(w, 503, "not ready")
+		}
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(a.Config)
+	})
+	mux.HandleFunc("GET /clusters", a.clusters)
+	mux.HandleFunc("POST /clusters/{name}/endpoints/{address}/drain", a.drain(true))
+	mux.HandleFunc("POST /clusters/{name}/endpoints/{address}/undrain", a.drain(false))
+	if a.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	return a.guard(mux)
+}
+
+// guard refuses requests from where a browser's page could send them.
+func (a *API) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.hostAllowed(r.Host) {
+			text(w, http.StatusForbidden, "admin: Host not allowed: name a loopback address, localhost, or one of admin.hosts")
+			return
+		}
+		if a.Token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="strait admin"`)
+				text(w, http.StatusUnauthorized, "admin: a bearer token is required")
+				return
+			}
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Header.Get(StateHeader) == "" {
+			text(w, http.StatusForbidden, "admin: a request that changes state must carry "+StateHeader)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hostAllowed reports whether host (a Host field, with or without a port)
+// names a loopback address, localhost, or one of a.Hosts.
+func (a *API) hostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	if host == "localhost" || slices.Contains(a.Hosts, host) {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// clusterState is what /clusters shows of a cluster.
+type clusterState struct {
+	Endpoints []cluster.Endpoint `json:"endpoints"`
+	Stats     cluster.Stats      `json:"stats"`
+}
+
+func (a *API) clusters(w http.ResponseWriter, r *http.Request) {
+	out := make(map[string]clusterState, len(a.Clusters))
+	for name, c := range a.Clusters {
+		out[name] = clusterState{c.Endpoints(), c.Stats()}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+}
+
+func (a *API) drain(draining bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := a.Clusters[r.PathValue("name")]
+		if c == nil {
+			text(w, 404, "admin: no cluster "+r.PathValue("name"))
+			return
+		}
+		var err error
+		if draining {
+			err = c.Drain(r.PathValue("address"))
+		} else {
+			err = c.Undrain(r.PathValue("address"))
+		}
+		switch {
+		case errors.Is(err, cluster.ErrNoEndpoint):
+			text(w, 404, "admin: "+err.Error())
+		case err != nil:
+			text(w, 500, "admin: "+err.Error())
+		default:
+			a.clusters(w, r)
+		}
+	}
+}
+
+func text(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write([]byte(msg + "\n"))
+}

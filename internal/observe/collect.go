@@ -1,0 +1,145 @@
+package observe
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// serverCollector exports a server's proxy.Counters, read at each scrape.
+type serverCollector struct {
+	listener string
+	c        *proxy.Counters
+}
+
+// A serverMetric is one metric made of proxy.Counters: a value per
+// reason, or one value with no reason label.
+type serverMetric struct {
+	desc   *prometheus.Desc
+	kind   prometheus.ValueType
+	values func(c *proxy.Counters) []reasonValue
+}
+
+type reasonValue struct {
+	reason string // "" for a metric without a reason label
+	v      *atomic.Int64
+}
+
+func one(v *atomic.Int64) []reasonValue { return []reasonValue{{"", v}} }
+
+func metric(name, help string, kind prometheus.ValueType, reasons bool, values func(*proxy.Counters) []reasonValue) serverMetric {
+	labels := []string{"listener"}
+	if reasons {
+		labels = append(labels, "reason")
+	}
+	return serverMetric{prometheus.NewDesc(name, help, labels, nil), kind, values}
+}
+
+// serverMetrics name every counter of proxy.Counters.
+var serverMetrics = []serverMetric{
+	metric("strait_downstream_connections_active", "Client connections open.", prometheus.GaugeValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.ConnsOpen) }),
+	metric("strait_http_requests_active", "Requests being served.", prometheus.GaugeValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.RequestsActive) }),
+	metric("strait_downstream_connections_total", "Client connections accepted.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.ConnsAccepted) }),
+	metric("strait_downstream_connections_refused_total", "Client connections refused with 503, by the limit that refused them.", prometheus.CounterValue, true,
+		func(c *proxy.Counters) []reasonValue {
+			return []reasonValue{{"max_conns", &c.ConnsRejected}, {"fd_limit", &c.ConnsOverFDLimit}, {"max_conns_per_client", &c.ConnsPerClientRejected}}
+		}),
+	metric("strait_http_requests_received_total", "Request heads read.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.Requests) }),
+	metric("strait_http_requests_refused_total", "Requests refused before any upstream, by what was wrong with them.", prometheus.CounterValue, true,
+		func(c *proxy.Counters) []reasonValue {
+			return []reasonValue{{"malformed", &c.BadRequests}, {"not_implemented", &c.NotImplemented}, {"uri_too_long", &c.URITooLong},
+				{"head_too_large", &c.HeadTooLarge}, {"body_too_large", &c.BodyTooLarge}, {"head_timeout", &c.HeaderTimeouts}}
+		}),
+	metric("strait_upstream_dials_total", "New upstream connections.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.UpstreamDials) }),
+	metric("strait_upstream_stale_connections_total", "Pooled connections found closed before reuse.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.UpstreamStale) }),
+	metric("strait_upstream_failures_total", "Requests failed upstream, by what failed: malformed responses (502), timeouts (504), other errors (502), no peer (503).", prometheus.CounterValue, true,
+		func(c *proxy.Counters) []reasonValue {
+			return []reasonValue{{"protocol", &c.UpstreamProtocol}, {"timeout", &c.UpstreamTimeouts}, {"error", &c.UpstreamErrors}, {"no_peer", &c.NoPeer}}
+		}),
+	metric("strait_downstream_gone_total", "Clients that left before their response was done.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.DownstreamGone) }),
+	metric("strait_request_bodies_buffered_total", "Request bodies read whole before the exchange.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.BodiesBuffered) }),
+	metric("strait_request_buffer_over_budget_total", "Request bodies that did not fit the buffering budget (streamed, or 503).", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.BufferOverBudget) }),
+}
+
+func (sc *serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range serverMetrics {
+		ch <- m.desc
+	}
+}
+
+func (sc *serverCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range serverMetrics {
+		for _, rv := range m.values(sc.c) {
+			labels := []string{sc.listener}
+			if rv.reason != "" {
+				labels = append(labels, rv.reason)
+			}
+			ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(rv.v.Load()), labels...)
+		}
+	}
+}
+
+// clusterCollector exports the clusters' state, read at each scrape.
+type clusterCollector struct {
+	clusters map[string]*cluster.Cluster
+}
+
+var (
+	endpointLabels = []string{"cluster", "endpoint"}
+	descHealthy    = prometheus.NewDesc("strait_cluster_endpoint_healthy", "1 if the endpoint passes its active health checks (always, without checks).", endpointLabels, nil)
+	descEjected    = prometheus.NewDesc("strait_cluster_endpoint_ejected", "1 while outlier detection keeps the endpoint out.", endpointLabels, nil)
+	descDraining   = prometheus.NewDesc("strait_cluster_endpoint_draining", "1 while the endpoint drains: it takes no new requests.", endpointLabels, nil)
+	descEPActive   = prometheus.NewDesc("strait_cluster_endpoint_requests_active", "Requests in flight at the endpoint.", endpointLabels, nil)
+
+	clusterLabels   = []string{"cluster"}
+	descActive      = prometheus.NewDesc("strait_cluster_requests_active", "Requests in flight to the cluster.", clusterLabels, nil)
+	descRetrying    = prometheus.NewDesc("strait_cluster_retries_active", "Requests in flight that retried.", clusterLabels, nil)
+	descRefused     = prometheus.NewDesc("strait_cluster_retry_budget_exhausted_total", "Retries not made because the retry budget was spent.", clusterLabels, nil)
+	descOverflows   = prometheus.NewDesc("strait_cluster_circuit_breaker_rejections_total", "Requests refused (503) over the cluster's limits.", clusterLabels, nil)
+	descEjections   = prometheus.NewDesc("strait_cluster_ejections_total", "Endpoints ejected by outlier detection.", clusterLabels, nil)
+	descDNS         = prometheus.NewDesc("strait_cluster_dns_lookups_total", "DNS lookups of the cluster's names, by result (ok, or failed: the last endpoints were kept).", []string{"cluster", "result"}, nil)
+	clusterDescList = []*prometheus.Desc{descHealthy, descEjected, descDraining, descEPActive, descActive, descRetrying, descRefused, descOverflows, descEjections, descDNS}
+)
+
+func (cc *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range clusterDescList {
+		ch <- d
+	}
+}
+
+func (cc *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for name, c := range cc.clusters {
+		for _, e := range c.Endpoints() {
+			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b(e.Healthy), name, e.Addr)
+			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b(e.Ejected), name, e.Addr)
+			ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, b(e.Draining), name, e.Addr)
+			ch <- prometheus.MustNewConstMetric(descEPActive, prometheus.GaugeValue, float64(e.Active), name, e.Addr)
+		}
+		s := c.Stats()
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(s.Active), name)
+		ch <- prometheus.MustNewConstMetric(descRetrying, prometheus.GaugeValue, float64(s.Retrying), name)
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(s.RetriesRefused), name)
+		ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(s.Overflows), name)
+		ch <- prometheus.MustNewConstMetric(descEjections, prometheus.CounterValue, float64(s.Ejections), name)
+		ch <- prometheus.MustNewConstMetric(descDNS, prometheus.CounterValue, float64(s.DNSRefreshes), name, "ok")
+		ch <- prometheus.MustNewConstMetric(descDNS, prometheus.CounterValue, float64(s.DNSFailures), name, "failed")
+	}
+}
