@@ -306,7 +306,7 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	}
 	var api *admin.API
 	if metrics != nil {
-		metrics.AddClusters(gw.Clusters)
+		metrics.SetClusters(gw.Clusters)
 		metrics.AddPool(opts.Pool)
 		var stop func()
 		api, stop, err = startAdmin(cfg, metrics, gw, stderr, errc)

@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,8 +10,14 @@ import (
 	"github.com/straitproxy/strait/proxy"
 )
 
-// serverCollector exports a server's proxy.Counters, read at each scrape.
+// serverCollector exports the servers' proxy.Counters, read at each
+// scrape.
 type serverCollector struct {
+	mu   sync.Mutex
+	list []namedCounters
+}
+
+type namedCounters struct {
 	listener string
 	c        *proxy.Counters
 }
@@ -80,19 +87,24 @@ func (sc *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (sc *serverCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, m := range serverMetrics {
-		for _, rv := range m.values(sc.c) {
-			labels := []string{sc.listener}
-			if rv.reason != "" {
-				labels = append(labels, rv.reason)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, srv := range sc.list {
+		for _, m := range serverMetrics {
+			for _, rv := range m.values(srv.c) {
+				labels := []string{srv.listener}
+				if rv.reason != "" {
+					labels = append(labels, rv.reason)
+				}
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(rv.v.Load()), labels...)
 			}
-			ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(rv.v.Load()), labels...)
 		}
 	}
 }
 
 // clusterCollector exports the clusters' state, read at each scrape.
 type clusterCollector struct {
+	mu       sync.Mutex
 	clusters map[string]*cluster.Cluster
 }
 
@@ -126,6 +138,8 @@ func (cc *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return 0
 	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	for name, c := range cc.clusters {
 		for _, e := range c.Endpoints() {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b(e.Healthy), name, e.Addr)

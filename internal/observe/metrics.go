@@ -27,6 +27,8 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
 	conns    *prometheus.CounterVec
+	servers  serverCollector
+	clusters clusterCollector
 }
 
 // Buckets of the latency histograms, in seconds: 1 ms to 30 s.
@@ -54,7 +56,7 @@ func NewMetrics() *Metrics {
 		Name: "strait_upstream_connections_total",
 		Help: "Upstream connections requests were sent on, by whether they were reused from the pool.",
 	}, []string{"cluster", "reused"})
-	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns,
+	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, &m.servers, &m.clusters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -124,12 +126,16 @@ func (c *Cluster) Observe(s *proxy.Stats) {
 
 // AddServer exports the counters of the server of listener.
 func (m *Metrics) AddServer(listener string, c *proxy.Counters) {
-	m.reg.MustRegister(&serverCollector{listener: listener, c: c})
+	m.servers.mu.Lock()
+	defer m.servers.mu.Unlock()
+	m.servers.list = append(m.servers.list, namedCounters{listener, c})
 }
 
-// AddClusters exports the state of clusters: per endpoint and per cluster.
-func (m *Metrics) AddClusters(cs map[string]*cluster.Cluster) {
-	m.reg.MustRegister(&clusterCollector{clusters: cs})
+// SetClusters exports the state of clusters: per endpoint and per cluster.
+func (m *Metrics) SetClusters(cs map[string]*cluster.Cluster) {
+	m.clusters.mu.Lock()
+	defer m.clusters.mu.Unlock()
+	m.clusters.clusters = cs
 }
 
 // AddPool exports the idle connections of the upstream pool.
