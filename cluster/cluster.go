@@ -187,8 +187,8 @@ func (c *Cluster) Stop() {
 }
 
 // swap makes eps the cluster's endpoints, unless they are what it has.
-// Endpoints of the old set keep their draining marks; their ejections and
-// health start anew.
+// An endpoint the old set has too keeps its ejection, failures in a row
+// and health; new ones start healthy; draining marks go by address.
 func (c *Cluster) swap(eps []balance.Endpoint) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -216,11 +216,27 @@ func (c *Cluster) swap(eps []balance.Endpoint) bool {
 		default:
 			st.rr = balance.NewSmoothWeighted(eps)
 		}
+		was := make(map[string]int) // index in old of the addresses it has
+		if old != nil {
+			for i, e := range old.eps {
+				was[e.Name] = i
+			}
+		}
 		if c.ejects {
 			st.outlier = health.NewOutlier(len(eps), c.outlier)
+			for j, e := range eps {
+				if i, ok := was[e.Name]; ok && old.outlier != nil {
+					st.outlier.Carry(j, old.outlier, i)
+				}
+			}
 		}
 		if c.check != nil {
-			st.checker = health.StartChecker(addrs, *c.check, c.logger)
+			healthy := make([]bool, len(eps))
+			for j, e := range eps {
+				i, ok := was[e.Name]
+				healthy[j] = !ok || old.checker == nil || old.checker.Healthy(i)
+			}
+			st.checker = health.StartChecker(addrs, healthy, *c.check, c.logger)
 		}
 	}
 	c.set.Store(st)
@@ -264,14 +280,15 @@ var ErrNoEndpoint = errors.New("no such endpoint")
 // Watch Endpoints' Active fall to 0 to know when it is idle.
 func (c *Cluster) Drain(addr string) error { return c.mark(addr, true) }
 
-// Undrain lets the endpoint at addr take requests again.
+// Undrain lets the endpoint at addr take requests again, or clears the
+// mark of one the cluster does not have now.
 func (c *Cluster) Undrain(addr string) error { return c.mark(addr, false) }
 
 func (c *Cluster) mark(addr string, draining bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.set.Load()
-	found := false
+	found := !draining && c.drained[addr]
 	for i, e := range st.eps {
 		if e.Name == addr {
 			st.draining[i].Store(draining)

@@ -239,3 +239,88 @@ func TestNewRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSHostileAndBrokenAnswers, from an attacker's review: SRV records
+// of a name strait did not ask about are not endpoints; a name behind a
+// CNAME resolves; AAAA failing while A answers is no failure; SRV weights
+// past 1000 are scaled down (a ring of 65,535 × 160 points each would
+// take gigabytes).
+func TestDNSHostileAndBrokenAnswers(t *testing.T) {
+	ns := proxytest.StartDNS(t)
+	ns.Set(t,
+		"_http._tcp.svc.test. 1 IN SRV 10 65535 8081 a.test.",
+		"_http._tcp.svc.test. 1 IN SRV 10 6553 8082 b.test.",
+		"a.test. 1 IN A 127.0.0.2",
+		"b.test. 1 IN A 127.0.0.3",
+		"evil.test. 1 IN A 127.0.0.66",
+		"alias.test. 1 IN CNAME real.test.",
+		"real.test. 1 IN A 127.0.0.7")
+	ns.Inject(t, "_http._tcp.svc.test.", dns.TypeSRV, "_evil._tcp.attacker.test. 1 IN SRV 1 1 8083 evil.test.")
+	ns.FailType(dns.TypeAAAA, dns.RcodeServerFailure)
+	c := newCluster(t, config.Cluster{Name: "c", Balance: "ring_hash",
+		DNS: config.DNS{SRV: []string{"_http._tcp.svc.test"}, Names: []string{"alias.test:80"},
+			Nameservers: []string{ns.Addr}, Refresh: config.Duration(time.Second)}})
+	want := []string{"127.0.0.2:8081 w1000", "127.0.0.3:8082 w99", "127.0.0.7:80 w1"}
+	if got := addrs(c); !slices.Equal(got, want) {
+		t.Errorf("endpoints %v, want %v", got, want)
+	}
+	if st := c.Stats(); st.DNSFailures != 0 {
+		t.Errorf("%d failed lookups counted, want 0 (AAAA failing alone is none)", st.DNSFailures)
+	}
+}
+
+// TestDNSNameFailsAlone: a name whose lookup fails keeps what it gave
+// last, while the other names' changes are taken.
+func TestDNSNameFailsAlone(t *testing.T) {
+	ns := proxytest.StartDNS(t)
+	ns.Set(t, "one.test. 1 IN A 127.0.0.2", "two.test. 1 IN A 127.0.0.3")
+	c := newCluster(t, config.Cluster{Name: "c",
+		DNS: config.DNS{Names: []string{"one.test:80", "two.test:80"}, Nameservers: []string{ns.Addr}, Refresh: config.Duration(time.Second)}})
+	ns.Clear()
+	ns.Set(t, "one.test. 1 IN A 127.0.0.4") // two.test is gone: NXDOMAIN
+	want := []string{"127.0.0.3:80 w1", "127.0.0.4:80 w1"}
+	waitFor(t, 4*time.Second, func() bool { return slices.Equal(addrs(c), want) }, func() string {
+		return fmt.Sprintf("endpoints %v, want %v", addrs(c), want)
+	})
+	if c.Stats().DNSFailures == 0 {
+		t.Errorf("the empty name was not counted")
+	}
+}
+
+// TestSwapKeepsState: an endpoint in both the old and the new set stays
+// ejected, and a drain mark on an address that is gone can be cleared.
+func TestSwapKeepsState(t *testing.T) {
+	ns := proxytest.StartDNS(t)
+	ns.Set(t, "svc.test. 1 IN A 127.0.0.2", "svc.test. 1 IN A 127.0.0.3", "svc.test. 1 IN A 127.0.0.4")
+	c := newCluster(t, config.Cluster{Name: "c", Outlier: config.Outlier{Failures: 1, MaxEjectedPercent: 100},
+		DNS: config.DNS{Names: []string{"svc.test:80"}, Nameservers: []string{ns.Addr}, Refresh: config.Duration(time.Second)}})
+	// Eject 127.0.0.2 with one failed connection; drain 127.0.0.4.
+	for {
+		s, call, addr := pick(t, c)
+		if addr == "127.0.0.2:80" {
+			c.FailToConnect(s, call, &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect})
+			c.Done(s, call, &proxy.Error{Side: proxy.Upstream})
+			break
+		}
+		c.Done(s, call, nil)
+	}
+	if err := c.Drain("127.0.0.4:80"); err != nil {
+		t.Fatal(err)
+	}
+	ns.Clear()
+	ns.Set(t, "svc.test. 1 IN A 127.0.0.2", "svc.test. 1 IN A 127.0.0.5")
+	waitFor(t, 4*time.Second, func() bool {
+		return slices.Equal(addrs(c), []string{"127.0.0.2:80 w1", "127.0.0.5:80 w1"})
+	}, func() string { return fmt.Sprintf("endpoints %v", addrs(c)) })
+	if e := c.Endpoints()[0]; !e.Ejected {
+		t.Errorf("after the swap, 127.0.0.2 is no longer ejected: %+v", e)
+	}
+	if err := c.Undrain("127.0.0.4:80"); err != nil {
+		t.Errorf("clearing the drain mark of an address that is gone: %v", err)
+	}
+	ns.Set(t, "svc.test. 1 IN A 127.0.0.2", "svc.test. 1 IN A 127.0.0.4", "svc.test. 1 IN A 127.0.0.5")
+	waitFor(t, 4*time.Second, func() bool { return len(c.Endpoints()) == 3 }, func() string { return fmt.Sprintf("endpoints %v", addrs(c)) })
+	if e := c.Endpoints()[1]; e.Addr != "127.0.0.4:80" || e.Draining {
+		t.Errorf("back, undrained while away: %+v", e)
+	}
+}

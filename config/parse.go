@@ -177,21 +177,28 @@ func (v *validator) dns(p []any, d *DNS) {
 		if err == nil {
 			err = checkHostPort(addr)
 		}
-		if host, _, _ := net.SplitHostPort(addr); err == nil && (host == "" || isIP(host)) {
-			err = fmt.Errorf("%q: want a DNS name (an IP address belongs in endpoints)", n)
+		if host, port, _ := net.SplitHostPort(addr); err == nil {
+			switch {
+			case host == "" || isIP(host):
+				err = fmt.Errorf("%q: want a DNS name (an IP address belongs in endpoints)", n)
+			case !isDomainName(host):
+				err = fmt.Errorf("%q: %q is not a DNS name", n, host)
+			case port == "0":
+				err = fmt.Errorf("%q: port 0", n)
+			}
 		}
 		if err != nil {
 			v.errorf(at(p, "names", j), "%v", err)
 		}
 	}
 	for j, n := range d.SRV {
-		if n == "" || strings.ContainsAny(n, " :/") {
+		if !isDomainName(n) || isIP(n) {
 			v.errorf(at(p, "srv", j), "%q is not a DNS name", n)
 		}
 	}
 	for j, s := range d.Nameservers {
 		if _, err := netip.ParseAddr(s); err != nil {
-			if _, err := netip.ParseAddrPort(s); err != nil {
+			if ap, err := netip.ParseAddrPort(s); err != nil || ap.Port() == 0 {
 				v.errorf(at(p, "nameservers", j), "want an IP address, or IP:port, got %q", s)
 			}
 		}
@@ -584,6 +591,27 @@ func checkHostPort(s string) error {
 		return fmt.Errorf("%q has an invalid host", s)
 	}
 	return nil
+}
+
+// isDomainName reports whether s is a DNS name of letters, digits,
+// hyphens and underscores (SRV labels), labels of 1 to 63 bytes, at most
+// 253 in all; one final dot is allowed.
+func isDomainName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isIP(s string) bool {

@@ -43,8 +43,9 @@ type Checker struct {
 	wg      sync.WaitGroup
 }
 
-// StartChecker starts checking the endpoints at addrs (host:port).
-func StartChecker(addrs []string, cfg CheckConfig, logger *slog.Logger) *Checker {
+// StartChecker starts checking the endpoints at addrs (host:port). They
+// start healthy, but for those healthy (if not nil) says are not.
+func StartChecker(addrs []string, healthy []bool, cfg CheckConfig, logger *slog.Logger) *Checker {
 	if cfg.Kind == "" {
 		cfg.Kind = "http"
 	}
@@ -68,7 +69,7 @@ func StartChecker(addrs []string, cfg CheckConfig, logger *slog.Logger) *Checker
 	}
 	c := &Checker{cfg: cfg, addrs: addrs, healthy: make([]atomic.Bool, len(addrs)), logger: logger, stop: make(chan struct{})}
 	for i := range addrs {
-		c.healthy[i].Store(true)
+		c.healthy[i].Store(healthy == nil || healthy[i])
 		c.wg.Add(1)
 		go c.run(i)
 	}

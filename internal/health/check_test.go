@@ -33,7 +33,7 @@ func TestChecker(t *testing.T) {
 	closedAddr := closed.Addr().String()
 	closed.Close()
 
-	c := StartChecker([]string{ln.Addr().String(), closedAddr}, CheckConfig{
+	c := StartChecker([]string{ln.Addr().String(), closedAddr}, nil, CheckConfig{
 		Interval: 20 * time.Millisecond, Timeout: time.Second, Healthy: 2, Unhealthy: 2,
 		Path: "/healthz", BodyContains: "ok",
 	}, slog.New(slog.DiscardHandler))

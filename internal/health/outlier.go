@@ -72,6 +72,22 @@ func (o *Outlier) Ejected(i int, now time.Duration) bool {
 	return time.Duration(o.eps[i].until.Load()) > now
 }
 
+// Carry gives endpoint j the state endpoint i has in from: failures in a
+// row, and an ejection under way. A set of endpoints that changes (a DNS
+// answer) keeps what it knew of the ones it still has.
+func (o *Outlier) Carry(j int, from *Outlier, i int) {
+	from.mu.Lock()
+	e := &from.eps[i]
+	fails, until, ejections, lastUntil := e.fails.Load(), e.until.Load(), e.ejections, e.lastUntil
+	from.mu.Unlock()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	d := &o.eps[j]
+	d.fails.Store(fails)
+	d.until.Store(until)
+	d.ejections, d.lastUntil = ejections, lastUntil
+}
+
 // Until returns when endpoint i's ejection ends (mono time; in the past
 // if it is not ejected).
 func (o *Outlier) Until(i int) time.Duration { return time.Duration(o.eps[i].until.Load()) }

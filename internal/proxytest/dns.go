@@ -17,6 +17,8 @@ type DNS struct {
 	mu      sync.Mutex
 	records map[string][]dns.RR // by lower-case name and type: "svc.test. A"
 	rcode   int                 // answered instead of records when not success
+	failed  map[uint16]int      // rcodes for queries of one type
+	inject  map[string][]dns.RR // more answer records for a question
 	queries int
 }
 
@@ -27,7 +29,8 @@ func StartDNS(t testing.TB) *DNS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &DNS{Addr: pc.LocalAddr().String(), records: make(map[string][]dns.RR)}
+	d := &DNS{Addr: pc.LocalAddr().String(), records: make(map[string][]dns.RR),
+		failed: make(map[uint16]int), inject: make(map[string][]dns.RR)}
 	srv := &dns.Server{PacketConn: pc, Handler: d}
 	go srv.ActivateAndServe()
 	t.Cleanup(func() { srv.Shutdown() })
@@ -54,6 +57,30 @@ func (d *DNS) Set(t testing.TB, rrs ...string) {
 		d.records[k] = v
 	}
 	d.rcode = dns.RcodeSuccess
+}
+
+// FailType makes queries of type qtype answer rcode (0: normally again).
+func (d *DNS) FailType(qtype uint16, rcode int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.failed[qtype] = rcode
+}
+
+// Inject adds rrs (zone-file form) to every answer to the question of
+// qname and qtype, whatever their names: what a hostile or broken server
+// sends.
+func (d *DNS) Inject(t testing.TB, qname string, qtype uint16, rrs ...string) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range rrs {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := key(qname, qtype)
+		d.inject[k] = append(d.inject[k], rr)
+	}
 }
 
 // Clear removes every record: names get NXDOMAIN.
@@ -91,9 +118,23 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	switch {
 	case d.rcode != dns.RcodeSuccess:
 		m.Rcode = d.rcode
+	case len(q.Question) == 1 && d.failed[q.Question[0].Qtype] != 0:
+		m.Rcode = d.failed[q.Question[0].Qtype]
 	case len(q.Question) == 1:
 		qq := q.Question[0]
-		m.Answer = d.records[key(qq.Name, qq.Qtype)]
+		// As a recursive resolver answers: the CNAME chain, then the
+		// records of its end.
+		name := qq.Name
+		for range 8 {
+			cn := d.records[key(name, dns.TypeCNAME)]
+			if len(cn) == 0 || qq.Qtype == dns.TypeCNAME {
+				break
+			}
+			m.Answer = append(m.Answer, cn...)
+			name = cn[0].(*dns.CNAME).Target
+		}
+		m.Answer = append(m.Answer, d.records[key(name, qq.Qtype)]...)
+		m.Answer = append(m.Answer, d.inject[key(qq.Name, qq.Qtype)]...)
 		for _, rr := range m.Answer {
 			if srv, ok := rr.(*dns.SRV); ok {
 				m.Extra = append(m.Extra, d.records[key(srv.Target, dns.TypeA)]...)
