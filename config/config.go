@@ -30,8 +30,14 @@ type Config struct {
 	RequestBuffering RequestBuffering `yaml:"request_buffering"`
 	// Forwarding controls X-Forwarded-* and Forwarded.
 	Forwarding Forwarding `yaml:"forwarding"`
-	// AccessLog is where one JSON line per request goes (default none).
+	// AccessLog is where one line per request goes (default none).
 	AccessLog AccessLog `yaml:"access_log"`
+	// AccessLogFormat is json (the default) or combined (the Combined
+	// Log Format).
+	AccessLogFormat string `yaml:"access_log_format"`
+	// AccessLogFields are the fields a JSON access log keeps (default
+	// all).
+	AccessLogFields []string `yaml:"access_log_fields"`
 	// Admin is the admin listener: metrics, health, clusters.
 	Admin Admin `yaml:"admin"`
 	// DemoOrigins are tiny HTTP servers the binary starts itself, each
@@ -336,6 +342,15 @@ type DemoOrigin struct {
 // false, stderr, stdout, or a path, which must have a / in it so that a
 // misspelt word is not taken for a file name.
 type AccessLog string
+
+// AccessLogFormats are the values of access_log_format.
+var AccessLogFormats = []string{"json", "combined"}
+
+// AccessLogFields are the fields of an access log line, as proxy writes
+// them (docs/proxy.md), which access_log_fields may choose from.
+var AccessLogFields = []string{"method", "authority", "path", "status", "client", "request_id", "total_ms",
+	"request_read_ms", "upstream_dial_ms", "upstream_header_ms", "bytes_in", "bytes_out", "upstream",
+	"reused", "attempts", "referer", "user_agent", "error", "error_side"}
 
 // The access log's standard places.
 const (

@@ -147,6 +147,11 @@ func TestValueErrors(t *testing.T) {
 				`f.yaml:8: admin.token_file: the admin listener 0.0.0.0:9901 is not on loopback: it needs a token_file`,
 				`f.yaml:8: admin.hosts[0]: "a b" is not a host`,
 			}},
+		{"access log format and fields", head + "access_log_format: clf\naccess_log_fields: [status, latency]\n",
+			[]string{
+				`f.yaml:8: access_log_format: want json or combined, got "clf"`,
+				`f.yaml:9: access_log_fields[1]: unknown field "latency" (known: method, authority, path, status, client, request_id, total_ms, request_read_ms, upstream_dial_ms, upstream_header_ms, bytes_in, bytes_out, upstream, reused, attempts, referer, user_agent, error, error_side)`,
+			}},
 		{"list for file", "- a\n- b\n",
 			[]string{`f.yaml:1: want a mapping, got a list`}},
 		{"twice", head + "limits:\n  max_conns: 1\n  max_conns: 2\n",

@@ -314,6 +314,15 @@ func (v *validator) config(c *Config) {
 		}
 	}
 	v.admin(&c.Admin)
+	v.oneOf([]any{"access_log_format"}, c.AccessLogFormat, AccessLogFormats...)
+	for j, f := range c.AccessLogFields {
+		if !slices.Contains(AccessLogFields, f) {
+			v.errorf([]any{"access_log_fields", j}, "unknown field %q (known: %s)", f, strings.Join(AccessLogFields, ", "))
+		}
+	}
+	if len(c.AccessLogFields) > 0 && c.AccessLogFormat == "combined" {
+		v.errorf([]any{"access_log_fields"}, "the combined format has fields of its own: choose fields for json only")
+	}
 	if len(c.Listeners) == 0 {
 		v.errorf([]any{"listeners"}, "at least one listener is needed")
 	}

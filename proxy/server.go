@@ -355,6 +355,12 @@ func (srv *Server) logAccess(s *Session, e *Error) {
 		slog.Bool("reused", s.Stats.Reused),
 		slog.Int("attempts", s.Stats.Attempts),
 	}
+	if v := s.Request.Header.Get("Referer"); v != nil {
+		attrs = append(attrs, slog.String("referer", string(v)))
+	}
+	if v := s.Request.Header.Get("User-Agent"); v != nil {
+		attrs = append(attrs, slog.String("user_agent", string(v)))
+	}
 	level := slog.LevelInfo
 	if e != nil {
 		attrs = append(attrs, slog.String("error", e.Error()), slog.String("error_side", e.Side.String()))

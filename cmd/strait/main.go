@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/accesslog"
 	"github.com/straitproxy/strait/internal/admin"
 	"github.com/straitproxy/strait/internal/demo"
 	"github.com/straitproxy/strait/internal/gateway"
@@ -216,34 +217,39 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	return serve(cfg, "", stdout, stderr)
 }
 
-// accessLogger returns the logger for the access log's lines, nil meaning
-// the error log's (standard error), and the file to close at exit.
-func accessLogger(where config.AccessLog, stdout io.Writer) (*slog.Logger, io.Closer, error) {
-	switch where {
+// accessLogger returns the logger for the access log's lines, and the
+// file behind it if there is one (to reopen on SIGUSR1, and close at
+// exit).
+func accessLogger(cfg *config.Config, stdout, stderr io.Writer) (*slog.Logger, *accesslog.File, error) {
+	var w io.Writer
+	var file *accesslog.File
+	switch where := cfg.AccessLog; where {
 	case "", config.AccessLogStderr:
-		return nil, nil, nil
-	case config.AccessLogStdout:
-		return slog.New(slog.NewJSONHandler(stdout, nil)), nil, nil
-	}
-	// O_APPEND writes each line at the file's end as it is then: after
-	// logrotate's copytruncate the next line starts the file again rather
-	// than leaving a hole of zeros before it.
-	f, err := os.OpenFile(string(where), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
+		if cfg.AccessLogFormat == "" && len(cfg.AccessLogFields) == 0 {
+			return nil, nil, nil // with the error log, in its handler
 		}
-		return nil, nil, fmt.Errorf("access_log: cannot open %s: %w", where, err)
+		w = stderr
+	case config.AccessLogStdout:
+		w = stdout
+	default:
+		f, err := accesslog.OpenFile(string(where))
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, nil, fmt.Errorf("access_log: cannot open %s: %w", where, err)
+		}
+		w, file = f, f
 	}
-	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
+	return slog.New(accesslog.NewHandler(w, cfg.AccessLogFormat, cfg.AccessLogFields)), file, nil
 }
 
 // serve runs cfg until SIGINT or SIGTERM, then drains and exits 0. name
 // is the config's file, config.DefaultName, or "" for the proxy command.
 func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
-	access, accessFile, err := accessLogger(cfg.AccessLog, stdout)
+	access, accessFile, err := accessLogger(cfg, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "strait: %v\n", err)
 		return 1
@@ -319,16 +325,29 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "strait: press Ctrl-C (or send SIGTERM) to stop")
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case s := <-sig:
-		fmt.Fprintf(stderr, "strait: %v: draining\n", s)
-		if api != nil {
-			api.SetReady(false)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+wait:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGUSR1 {
+				// logrotate moved the access log: write a new one.
+				if accessFile != nil {
+					if err := accessFile.Reopen(); err != nil {
+						logger.Error("access_log: cannot reopen; lines go on to the old file", "path", string(cfg.AccessLog), "err", err)
+					}
+				}
+				continue
+			}
+			fmt.Fprintf(stderr, "strait: %v: draining\n", s)
+			if api != nil {
+				api.SetReady(false)
+			}
+			break wait
+		case err := <-errc:
+			fmt.Fprintf(stderr, "strait: %v\n", err)
+			return 1
 		}
-	case err := <-errc:
-		fmt.Fprintf(stderr, "strait: %v\n", err)
-		return 1
 	}
 	grace := time.Duration(cfg.Timeouts.Grace)
 	if grace <= 0 {
