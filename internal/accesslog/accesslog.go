@@ -99,8 +99,8 @@ type combined struct {
 }
 
 func (h *combined) Enabled(context.Context, slog.Level) bool { return true }
-func (h *combined) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h *combined) WithGroup(string) slog.Handler             { return h }
+func (h *combined) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *combined) WithGroup(string) slog.Handler            { return h }
 
 func (h *combined) Handle(_ context.Context, r slog.Record) error {
 	var client, method, path, referer, agent string
