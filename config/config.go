@@ -38,6 +38,8 @@ type Config struct {
 	// AccessLogFields are the fields a JSON access log keeps (default
 	// all).
 	AccessLogFields []string `yaml:"access_log_fields"`
+	// Tracing exports OpenTelemetry traces (off by default).
+	Tracing Tracing `yaml:"tracing"`
 	// Admin is the admin listener: metrics, health, clusters.
 	Admin Admin `yaml:"admin"`
 	// DemoOrigins are tiny HTTP servers the binary starts itself, each
@@ -58,6 +60,56 @@ type Admin struct {
 	TokenFile string `yaml:"token_file"`
 	// Pprof serves /debug/pprof/ (off by default).
 	Pprof bool `yaml:"pprof"`
+}
+
+// Tracing is OpenTelemetry tracing: a server span per request, a client
+// span per upstream try, exported over OTLP.
+type Tracing struct {
+	// Exporter is otlp_grpc or otlp_http; empty (the default) is off.
+	Exporter string `yaml:"exporter"`
+	// Endpoint is the collector's host:port; default 127.0.0.1:4317 for
+	// gRPC, 127.0.0.1:4318 for HTTP (plain text: TLS comes later).
+	Endpoint string `yaml:"endpoint"`
+	// Sampling is the share of traces strait starts that are sampled;
+	// default 1.
+	Sampling Ratio `yaml:"sampling"`
+	// TrustedParents are CIDRs of clients whose traceparent decides
+	// sampling; from anyone else a traceparent is continued, but sampled
+	// only as Sampling says.
+	TrustedParents []string `yaml:"trusted_parents"`
+	// ServiceName is the service.name resource attribute; default strait.
+	ServiceName string `yaml:"service_name"`
+}
+
+// TracingExporters are the values of Tracing.Exporter.
+var TracingExporters = []string{"otlp_grpc", "otlp_http"}
+
+// Ratio is a number from 0 to 1; Set tells 0 from left out.
+type Ratio struct {
+	Value float64
+	Set   bool
+}
+
+func (r *Ratio) set(n *yaml.Node) bool {
+	var v float64
+	if (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") || n.Decode(&v) != nil || v < 0 || v > 1 {
+		return false
+	}
+	*r = Ratio{v, true}
+	return true
+}
+
+func (*Ratio) want() string { return "a number from 0 to 1, like 0.05" }
+
+// UnmarshalYAML lets a Ratio be decoded by the YAML library too.
+func (r *Ratio) UnmarshalYAML(n *yaml.Node) error { return unmarshal(r, n) }
+
+// MarshalYAML writes a Ratio as a number, or nothing when left out.
+func (r Ratio) MarshalYAML() (any, error) {
+	if !r.Set {
+		return nil, nil
+	}
+	return r.Value, nil
 }
 
 // DefaultAdminAddress is where the admin listener goes unless the config

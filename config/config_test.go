@@ -152,6 +152,13 @@ func TestValueErrors(t *testing.T) {
 				`f.yaml:8: access_log_format: want json or combined, got "clf"`,
 				`f.yaml:9: access_log_fields[1]: unknown field "latency" (known: method, authority, path, status, client, request_id, total_ms, request_read_ms, upstream_dial_ms, upstream_header_ms, bytes_in, bytes_out, upstream, reused, attempts, referer, user_agent, error, error_side)`,
 			}},
+		{"tracing", head + "tracing: {exporter: zipkin, endpoint: collector, sampling: 1.5, trusted_parents: [10.0.0.0/33]}\n",
+			[]string{
+				`f.yaml:8: tracing.sampling: want a number from 0 to 1, like 0.05, got "1.5"`,
+				`f.yaml:8: tracing.exporter: want otlp_grpc or otlp_http, got "zipkin"`,
+				`f.yaml:8: tracing.endpoint: "collector" is not host:port`,
+				`f.yaml:8: tracing.trusted_parents[0]: netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`,
+			}},
 		{"list for file", "- a\n- b\n",
 			[]string{`f.yaml:1: want a mapping, got a list`}},
 		{"twice", head + "limits:\n  max_conns: 1\n  max_conns: 2\n",

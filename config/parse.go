@@ -314,6 +314,22 @@ func (v *validator) config(c *Config) {
 		}
 	}
 	v.admin(&c.Admin)
+	if t := c.Tracing; !reflect.DeepEqual(t, Tracing{}) {
+		p := []any{"tracing"}
+		if !slices.Contains(TracingExporters, t.Exporter) {
+			v.errorf(at(p, "exporter"), "want %s, got %q", strings.Join(TracingExporters, " or "), t.Exporter)
+		}
+		if t.Endpoint != "" {
+			if err := checkHostPort(t.Endpoint); err != nil {
+				v.errorf(at(p, "endpoint"), "%v", err)
+			}
+		}
+		for j, s := range t.TrustedParents {
+			if _, err := ParsePrefix(s); err != nil {
+				v.errorf(at(p, "trusted_parents", j), "%v", err)
+			}
+		}
+	}
 	v.oneOf([]any{"access_log_format"}, c.AccessLogFormat, AccessLogFormats...)
 	for j, f := range c.AccessLogFields {
 		if !slices.Contains(AccessLogFields, f) {

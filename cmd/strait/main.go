@@ -281,7 +281,20 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	if adminAddr(cfg) != "" {
 		metrics = observe.NewMetrics()
 	}
-	gw, err := gateway.Build(cfg, logger, metrics)
+	tracer, err := observe.NewTracer(&cfg.Tracing)
+	if err != nil {
+		fmt.Fprintf(stderr, "strait: %v\n", err)
+		return 1
+	}
+	defer func() {
+		// Export the spans still in the batch.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracer.Shutdown(ctx); err != nil {
+			logger.Warn("tracing: spans lost at exit", "err", err)
+		}
+	}()
+	gw, err := gateway.Build(cfg, logger, gateway.Observe{Metrics: metrics, Tracer: tracer})
 	if err != nil {
 		fmt.Fprintf(stderr, "strait: %v\n", err)
 		return 1

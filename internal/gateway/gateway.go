@@ -34,8 +34,9 @@ type rule struct {
 	requestHeaders  route.Rules
 	responseHeaders route.Rules
 
-	metrics        *observe.Route   // nil: no metrics
-	clusterMetrics *observe.Cluster // with cluster and metrics
+	name, clusterName string           // for metrics and traces
+	metrics           *observe.Route   // nil: no metrics
+	clusterMetrics    *observe.Cluster // with cluster and metrics
 }
 
 type directResponse struct {
@@ -46,8 +47,10 @@ type directResponse struct {
 
 // router is one listener's routes, and how it normalises paths.
 type router struct {
+	name            string // the listener's
 	rules           []rule
-	unmatched       *observe.Route // requests no rule took; nil: no metrics
+	unmatched       *observe.Route  // requests no rule took; nil: no metrics
+	tracer          *observe.Tracer // nil: no traces
 	paths           route.PathOptions
 	forwardOriginal bool
 }
@@ -73,10 +76,17 @@ type Gateway struct {
 	Clusters map[string]*cluster.Cluster
 }
 
-// Build compiles a config, which config.Parse has validated, with its
-// series in m (nil: no metrics). The clusters' health checks and DNS
-// discovery run until Stop.
-func Build(c *config.Config, logger *slog.Logger, m *observe.Metrics) (*Gateway, error) {
+// Observe is what a gateway reports to: metrics and traces, each nil when
+// off.
+type Observe struct {
+	Metrics *observe.Metrics
+	Tracer  *observe.Tracer
+}
+
+// Build compiles a config, which config.Parse has validated, reporting
+// to obs. The clusters' health checks and DNS discovery run until Stop.
+func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error) {
+	m := obs.Metrics
 	g := &Gateway{Clusters: make(map[string]*cluster.Cluster)}
 	for i := range c.Clusters {
 		cl, err := cluster.New(&c.Clusters[i], cluster.Options{Logger: logger, MaxAttempts: c.Limits.MaxAttempts})
@@ -98,15 +108,16 @@ func Build(c *config.Config, logger *slog.Logger, m *observe.Metrics) (*Gateway,
 		if name == "" {
 			name = lc.Address
 		}
+		rt.name, rt.tracer = name, obs.Tracer
 		for i := range lc.Routes {
 			rc := &lc.Routes[i]
 			r := compile(rc, g.Clusters)
+			r.name, r.clusterName = rc.Name, rc.Cluster
+			if r.name == "" {
+				r.name = strconv.Itoa(i)
+			}
 			if m != nil {
-				rname := rc.Name
-				if rname == "" {
-					rname = strconv.Itoa(i)
-				}
-				r.metrics = m.Route(name, rname, rc.Cluster)
+				r.metrics = m.Route(name, r.name, rc.Cluster)
 				if r.cluster != nil {
 					r.clusterMetrics = m.Cluster(rc.Cluster)
 				}
@@ -239,10 +250,10 @@ func (rt *router) phases() proxy.Phases {
 	}
 	for i := range rt.rules {
 		r := &rt.rules[i]
-		if !r.requestHeaders.Empty() || r.hostRewrite != "" {
+		if !r.requestHeaders.Empty() || r.hostRewrite != "" || rt.tracer != nil {
 			ph.UpstreamRequestFilter = upstreamRequest
 		}
-		if !r.responseHeaders.Empty() {
+		if !r.responseHeaders.Empty() || rt.tracer != nil {
 			ph.ResponseFilter = response
 		}
 	}
@@ -252,6 +263,11 @@ func (rt *router) phases() proxy.Phases {
 // route is the RequestFilter: it finds the request's rule, and answers
 // what the rule answers itself.
 func (rt *router) route(s *proxy.Session) (bool, error) {
+	a := attempts.Get().(*attempt)
+	s.Ctx = a
+	if rt.tracer != nil {
+		a.span = rt.tracer.Start(s, rt.name)
+	}
 	target, err := route.Normalize(s.Request.Path, rt.paths)
 	if err != nil {
 		return false, pathErrors[err]
@@ -271,9 +287,10 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 		return false, errNoRoute
 	}
 	s.Override = r.override
-	a := attempts.Get().(*attempt)
 	a.rule = r
-	s.Ctx = a
+	if a.span != nil {
+		a.span.Routed(r.name, r.clusterName)
+	}
 	switch {
 	case r.respond != nil:
 		return true, s.Respond(r.respond.status, r.respond.body, "Content-Type", r.respond.ctype)
@@ -299,13 +316,18 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	return false, nil
 }
 
-// upstreamRequest applies a rule's request header rules and host rewrite,
-// once: on a retry the request already carries them.
+// upstreamRequest writes the try's trace context, and applies a rule's
+// request header rules and host rewrite, once: on a retry the request
+// already carries them.
 func upstreamRequest(s *proxy.Session, req *proxy.Request) error {
+	a := s.Ctx.(*attempt)
+	if a.span != nil {
+		a.span.Inject(req)
+	}
 	if s.Stats.Attempts > 1 {
 		return nil
 	}
-	r := s.Ctx.(*attempt).rule
+	r := a.rule
 	if r.hostRewrite != "" {
 		req.Header.Set("Host", r.hostRewrite)
 	}
@@ -314,8 +336,11 @@ func upstreamRequest(s *proxy.Session, req *proxy.Request) error {
 }
 
 func response(s *proxy.Session, resp *proxy.Response) error {
-	r := s.Ctx.(*attempt).rule
-	r.responseHeaders.Apply(&resp.Header, s)
+	a := s.Ctx.(*attempt)
+	if a.span != nil {
+		a.span.Response(resp.Status)
+	}
+	a.rule.responseHeaders.Apply(&resp.Header, s)
 	return nil
 }
 
@@ -373,24 +398,35 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 // a cluster: its rule, and its call of the cluster. Pooled: held in
 // Session.Ctx from routing to Logging.
 type attempt struct {
-	rule *rule
+	rule *rule // nil until a rule took the request
 	call cluster.Call
+	span *observe.Span // nil without tracing
 }
 
 var attempts = sync.Pool{New: func() any { return new(attempt) }}
 
 func upstreamPeer(s *proxy.Session) (*proxy.Peer, error) {
 	a := s.Ctx.(*attempt)
-	return a.rule.cluster.Peer(s, &a.call)
+	p, err := a.rule.cluster.Peer(s, &a.call)
+	if err == nil && a.span != nil {
+		a.span.Try(s, p.Addr)
+	}
+	return p, err
 }
 
 func failToConnect(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
 	a := s.Ctx.(*attempt)
+	if a.span != nil {
+		a.span.Failed(e)
+	}
 	return a.rule.cluster.FailToConnect(s, &a.call, e)
 }
 
 func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Error {
 	a := s.Ctx.(*attempt)
+	if a.span != nil {
+		a.span.Failed(e)
+	}
 	return a.rule.cluster.ErrorWhileProxy(s, &a.call, e)
 }
 
@@ -398,9 +434,12 @@ func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Err
 // its cluster, and gives the attempt back.
 func (rt *router) logging(s *proxy.Session, e *proxy.Error) {
 	a, ok := s.Ctx.(*attempt)
-	if !ok {
+	if !ok || a.rule == nil { // refused before routing, or no rule took it
 		if rt.unmatched != nil {
 			rt.unmatched.Observe(s.Stats.Status, s.Stats.Total)
+		}
+		if ok {
+			a.end(s, e)
 		}
 		return
 	}
@@ -414,7 +453,15 @@ func (rt *router) logging(s *proxy.Session, e *proxy.Error) {
 	if r.cluster != nil {
 		r.cluster.Done(s, &a.call, e)
 	}
-	a.rule = nil
+	a.end(s, e)
+}
+
+// end ends the request's spans and gives the attempt back.
+func (a *attempt) end(s *proxy.Session, e *proxy.Error) {
+	if a.span != nil {
+		a.span.End(s, e)
+	}
+	*a = attempt{}
 	attempts.Put(a)
 	s.Ctx = nil
 }

@@ -146,7 +146,7 @@ func build(t *testing.T, yaml string) []Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := Build(cfg, slog.Default(), observe.NewMetrics())
+	g, err := Build(cfg, slog.Default(), Observe{Metrics: observe.NewMetrics()})
 	if err != nil {
 		t.Fatal(err)
 	}

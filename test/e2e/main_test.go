@@ -436,7 +436,7 @@ func startStraitConfig(t testing.TB, cfg *config.Config, tweak func(*proxy.Optio
 	logger := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// Metrics on, as the binary has them by default: every in-process
 	// test runs the data path with them.
-	gw, err := gateway.Build(cfg, logger, observe.NewMetrics())
+	gw, err := gateway.Build(cfg, logger, gateway.Observe{Metrics: observe.NewMetrics()})
 	if err != nil {
 		t.Fatal(err)
 	}
