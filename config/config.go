@@ -32,6 +32,10 @@ type Config struct {
 	Forwarding Forwarding `yaml:"forwarding"`
 	// AccessLog is where one line per request goes (default none).
 	AccessLog AccessLog `yaml:"access_log"`
+	// LogLevel is the least level strait's own log writes: debug (which
+	// adds connections opening and closing), info (the default), warn or
+	// error.
+	LogLevel string `yaml:"log_level"`
 	// AccessLogFormat is json (the default) or combined (the Combined
 	// Log Format).
 	AccessLogFormat string `yaml:"access_log_format"`

@@ -159,6 +159,8 @@ func TestValueErrors(t *testing.T) {
 				`f.yaml:8: tracing.endpoint: "collector" is not host:port`,
 				`f.yaml:8: tracing.trusted_parents[0]: netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`,
 			}},
+		{"log level", head + "log_level: verbose\n",
+			[]string{`f.yaml:8: log_level: want debug or info or warn or error, got "verbose"`}},
 		{"list for file", "- a\n- b\n",
 			[]string{`f.yaml:1: want a mapping, got a list`}},
 		{"twice", head + "limits:\n  max_conns: 1\n  max_conns: 2\n",

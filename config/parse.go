@@ -331,6 +331,7 @@ func (v *validator) config(c *Config) {
 		}
 	}
 	v.oneOf([]any{"access_log_format"}, c.AccessLogFormat, AccessLogFormats...)
+	v.oneOf([]any{"log_level"}, c.LogLevel, "debug", "info", "warn", "error")
 	for j, f := range c.AccessLogFields {
 		if !slices.Contains(AccessLogFields, f) {
 			v.errorf([]any{"access_log_fields", j}, "unknown field %q (known: %s)", f, strings.Join(AccessLogFields, ", "))

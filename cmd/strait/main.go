@@ -225,7 +225,7 @@ func accessLogger(cfg *config.Config, stdout, stderr io.Writer) (*slog.Logger, *
 	var file *accesslog.File
 	switch where := cfg.AccessLog; where {
 	case "", config.AccessLogStderr:
-		if cfg.AccessLogFormat == "" && len(cfg.AccessLogFields) == 0 {
+		if cfg.AccessLogFormat == "" && len(cfg.AccessLogFields) == 0 && (cfg.LogLevel == "" || cfg.LogLevel == "info" || cfg.LogLevel == "debug") {
 			return nil, nil, nil // with the error log, in its handler
 		}
 		w = stderr
@@ -248,7 +248,9 @@ func accessLogger(cfg *config.Config, stdout, stderr io.Writer) (*slog.Logger, *
 // serve runs cfg until SIGINT or SIGTERM, then drains and exits 0. name
 // is the config's file, config.DefaultName, or "" for the proxy command.
 func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
-	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	var level slog.Level // info, unless the config says
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	access, accessFile, err := accessLogger(cfg, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "strait: %v\n", err)

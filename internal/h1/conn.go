@@ -40,6 +40,7 @@ type conn struct {
 	waiting atomic.Bool      // in waitParked: Shutdown may end the wait (it only peeks)
 	busy    bool             // its last wait for a request ended within park.After
 	served  int              // requests read
+	opened  time.Duration    // when it was accepted (mono)
 
 	watch    watcher  // reads the client while a response is awaited (watch.go)
 	tunnelUp net.Conn // the upstream of a tunnel in progress; guarded by srv.mu

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -68,7 +69,11 @@ func (srv *Server) Serve(nc net.Conn, listener *atomic.Int64) {
 	c.sock.Init(nc, fd)
 	c.wait.Init(fd, c)
 	c.wait.IdleSince = mono.Now()
+	c.opened = c.wait.IdleSince
 	srv.Open.Add(1)
+	if l := srv.Logger; l != nil && l.Enabled(context.Background(), slog.LevelDebug) {
+		srv.Logger.Debug("connection open", "client", c.remote.String(), "local", c.local.String())
+	}
 	srv.mu.Lock()
 	if srv.conns == nil {
 		srv.conns = make(map[*conn]struct{})
@@ -179,6 +184,10 @@ func (srv *Server) Close() {
 }
 
 func (srv *Server) untrack(c *conn) {
+	if l := srv.Logger; l != nil && l.Enabled(context.Background(), slog.LevelDebug) {
+		srv.Logger.Debug("connection closed", "client", c.remote.String(), "requests", c.served,
+			"lifetime_ms", float64((mono.Now()-c.opened).Microseconds())/1000)
+	}
 	fdlimit.ReleaseSocket()
 	srv.Open.Add(-1)
 	c.listener.Add(-1)

@@ -137,3 +137,30 @@ func TestAccessLogFields(t *testing.T) {
 		t.Errorf("with fields [status]: %q (%v)", b, err)
 	}
 }
+
+// TestDebugConnectionLog: at log_level debug, a connection's opening and
+// closing are logged; at error, no access line is lost for it.
+func TestDebugConnectionLog(t *testing.T) {
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for _, level := range []string{"debug", "error"} {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		p := runConfig(t, t.TempDir(), "c.yaml", listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
+			"access_log: true\nlog_level: "+level+"\n"), addr)
+		client := newClient(false)
+		for range 2 {
+			resp, err := client.Get("http://" + addr + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		time.Sleep(200 * time.Millisecond)
+		out := p.stderr.String()
+		opened, closed, requests := strings.Count(out, `"msg":"connection open"`), strings.Count(out, `"msg":"connection closed"`), strings.Count(out, `"msg":"request"`)
+		// waitPort's probe is a connection too.
+		if level == "debug" && (opened < 2 || closed < 2 || !strings.Contains(out, `"requests":1`)) ||
+			level == "error" && (opened != 0 || closed != 0) || requests != 2 {
+			t.Errorf("log_level %s: %d opened, %d closed, %d requests logged:\n%s", level, opened, closed, requests, tail(out, 10))
+		}
+	}
+}
