@@ -1,6 +1,6 @@
 // Package admin is strait's admin API, on a listener of its own:
-// /metrics, /live, /ready, /config, /clusters, endpoint drains, and
-// optionally /debug/pprof/.
+// /metrics, /live, /ready, /config, /clusters, endpoint drains, a live
+// dashboard (/, /events, /summary), and optionally /debug/pprof/.
 //
 // Binding to loopback protects nothing from a browser: any page can send
 // a request to 127.0.0.1, and with DNS rebinding read the answer under a
@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/straitproxy/strait/cluster"
@@ -44,7 +45,11 @@ type API struct {
 	Token string
 	Pprof bool // serve /debug/pprof/
 
-	ready atomic.Bool
+	ready   atomic.Bool
+	streams atomic.Int32 // /events streams open
+
+	sampleMu sync.Mutex
+	last     *sample // the latest sample, which /summary's rates start from
 }
 
 // SetReady sets what /ready answers: 200 once strait serves, 503 while it
@@ -68,6 +73,9 @@ func (a *API) Handler() http.Handler {
 		w.Write(a.Config)
 	})
 	mux.HandleFunc("GET /clusters", a.clusters)
+	mux.HandleFunc("GET /{$}", a.dashboard)
+	mux.HandleFunc("GET /events", a.events)
+	mux.HandleFunc("GET /summary", a.summary)
 	mux.HandleFunc("POST /clusters/{name}/endpoints/{address}/drain", a.drain(true))
 	mux.HandleFunc("POST /clusters/{name}/endpoints/{address}/undrain", a.drain(false))
 	if a.Pprof {
