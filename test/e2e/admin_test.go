@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -234,5 +235,50 @@ func TestAdminToken(t *testing.T) {
 	q := startProc(t, exec.Command(straitBin, "proxy", "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--upstream", "http://"+origin, "--admin", "127.0.0.1:0"))
 	if code, _ := adminDo(t, "GET", "http://"+adminAddrOf(t, q)+"/ready", nil); code != 200 {
 		t.Errorf("quick mode's /ready: %d", code)
+	}
+}
+
+// TestReadyWhileDraining: after SIGTERM, while a request in flight
+// finishes, /ready answers 503 (a load balancer stops sending) and /live
+// 200.
+func TestReadyWhileDraining(t *testing.T) {
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(1500 * time.Millisecond)
+		io.WriteString(w, "slow")
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, t.TempDir(), "c.yaml", listenerYAML(addr, []string{fmt.Sprintf("%q", origin)}, ""), addr)
+	api := "http://" + adminAddrOf(t, p)
+	if code, _ := adminDo(t, "GET", api+"/ready", nil); code != 200 {
+		t.Fatalf("/ready before: %d", code)
+	}
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	time.Sleep(300 * time.Millisecond) // the request is in flight
+	p.signal(syscall.SIGTERM)
+	deadline := time.Now().Add(time.Second)
+	for {
+		code, _ := adminDo(t, "GET", api+"/ready", nil)
+		if code == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready while draining: %d, want 503", code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := adminDo(t, "GET", api+"/live", nil); code != 200 {
+		t.Errorf("/live while draining: %d", code)
+	}
+	if code := <-done; code != 200 {
+		t.Errorf("the request in flight got %d, want 200", code)
 	}
 }
