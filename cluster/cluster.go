@@ -289,9 +289,12 @@ func (c *Cluster) mark(addr string, draining bool) error {
 	defer c.mu.Unlock()
 	st := c.set.Load()
 	found := !draining && c.drained[addr]
+	changed := c.drained[addr] != draining
 	for i, e := range st.eps {
 		if e.Name == addr {
-			st.draining[i].Store(draining)
+			if st.draining[i].Swap(draining) != draining {
+				changed = true
+			}
 			found = true
 		}
 	}
@@ -303,7 +306,9 @@ func (c *Cluster) mark(addr string, draining bool) error {
 	} else {
 		delete(c.drained, addr)
 	}
-	c.logger.Info("endpoint draining", "endpoint", addr, "draining", draining)
+	if changed {
+		c.logger.Info("endpoint draining", "endpoint", addr, "draining", draining)
+	}
 	return nil
 }
 

@@ -404,7 +404,7 @@ var AccessLogFormats = []string{"json", "combined"}
 
 // AccessLogFields are the fields of an access log line, as proxy writes
 // them (docs/proxy.md), which access_log_fields may choose from.
-var AccessLogFields = []string{"method", "authority", "path", "status", "client", "request_id", "total_ms",
+var AccessLogFields = []string{"method", "authority", "path", "proto", "status", "client", "request_id", "total_ms",
 	"request_read_ms", "upstream_dial_ms", "upstream_header_ms", "bytes_in", "bytes_out", "upstream",
 	"reused", "attempts", "referer", "user_agent", "error", "error_side"}
 

@@ -150,7 +150,7 @@ func TestValueErrors(t *testing.T) {
 		{"access log format and fields", head + "access_log_format: clf\naccess_log_fields: [status, latency]\n",
 			[]string{
 				`f.yaml:8: access_log_format: want json or combined, got "clf"`,
-				`f.yaml:9: access_log_fields[1]: unknown field "latency" (known: method, authority, path, status, client, request_id, total_ms, request_read_ms, upstream_dial_ms, upstream_header_ms, bytes_in, bytes_out, upstream, reused, attempts, referer, user_agent, error, error_side)`,
+				`f.yaml:9: access_log_fields[1]: unknown field "latency" (known: method, authority, path, proto, status, client, request_id, total_ms, request_read_ms, upstream_dial_ms, upstream_header_ms, bytes_in, bytes_out, upstream, reused, attempts, referer, user_agent, error, error_side)`,
 			}},
 		{"tracing", head + "tracing: {exporter: zipkin, endpoint: collector, sampling: 1.5, trusted_parents: [10.0.0.0/33]}\n",
 			[]string{
@@ -161,6 +161,11 @@ func TestValueErrors(t *testing.T) {
 			}},
 		{"log level", head + "log_level: verbose\n",
 			[]string{`f.yaml:8: log_level: want debug or info or warn or error, got "verbose"`}},
+		{"listener names", "listeners:\n  - {name: web, address: 127.0.0.1:1, routes: [{cluster: c}]}\n  - {name: web, address: 127.0.0.1:2, routes: [{cluster: c}]}\n  - {name: 127.0.0.1:4, address: 127.0.0.1:3, routes: [{cluster: c}]}\n  - {address: 127.0.0.1:4, routes: [{cluster: c}]}\nclusters: [{name: c, endpoints: [a:1]}]\n",
+			[]string{
+				`f.yaml:3: listeners[1].name: two listeners are named web (a listener's name, or else its address, labels its metrics)`,
+				`f.yaml:5: listeners[3].name: two listeners are named 127.0.0.1:4 (a listener's name, or else its address, labels its metrics)`,
+			}},
 		{"list for file", "- a\n- b\n",
 			[]string{`f.yaml:1: want a mapping, got a list`}},
 		{"twice", head + "limits:\n  max_conns: 1\n  max_conns: 2\n",

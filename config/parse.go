@@ -344,14 +344,20 @@ func (v *validator) config(c *Config) {
 		v.errorf([]any{"listeners"}, "at least one listener is needed")
 	}
 	addrs := make(map[string]bool)
+	names := make(map[string]bool) // a listener's name, or else its address, labels its metrics
 	for i, l := range c.Listeners {
 		p := []any{"listeners", i}
+		dupAddr := addrs[l.Address]
 		if err := checkHostPort(l.Address); err != nil {
 			v.errorf(at(p, "address"), "%v", err)
-		} else if addrs[l.Address] {
+		} else if dupAddr {
 			v.errorf(at(p, "address"), "%s is used by two listeners", l.Address)
 		}
 		addrs[l.Address] = true
+		if name := cmp.Or(l.Name, l.Address); names[name] && (l.Name != "" || !dupAddr) {
+			v.errorf(at(p, "name"), "two listeners are named %s (a listener's name, or else its address, labels its metrics)", name)
+		}
+		names[cmp.Or(l.Name, l.Address)] = true
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
 		}

@@ -105,7 +105,7 @@ func (srv *Server) startCall(ds stream.Downstream) *call {
 
 	r := &s.Request
 	r.Method = internMethod(h.Method)
-	r.Scheme = h.Scheme
+	r.Scheme, r.Proto = h.Scheme, h.Proto
 	r.Authority, r.Path = h.Authority, h.Path
 	// The session's header takes over the parsed fields (no copy); they are
 	// handed back in end so their memory is reused.

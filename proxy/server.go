@@ -342,6 +342,7 @@ func (srv *Server) logAccess(s *Session, e *Error) {
 		slog.String("method", s.Request.Method),
 		slog.String("authority", string(s.Request.Authority)),
 		slog.String("path", string(s.Request.Path)),
+		slog.String("proto", s.Request.Proto),
 		slog.Int("status", s.Stats.Status),
 		slog.String("client", s.ClientAddr.String()),
 		slog.String("request_id", string(s.RequestID)),

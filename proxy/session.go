@@ -17,6 +17,7 @@ import (
 type Request struct {
 	Method    string // standard methods are interned: no allocation
 	Scheme    string // "http" or "https"
+	Proto     string // as received: "HTTP/1.1", "HTTP/1.0"; "" for a head that could not be read
 	Authority []byte // the target's host[:port]: absolute-form authority, else Host
 	Path      []byte // path and query; "*" for OPTIONS *
 	Header    header.Header

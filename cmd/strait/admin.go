@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,10 +66,23 @@ func startAdmin(cfg *config.Config, m *observe.Metrics, gw *gateway.Gateway, std
 }
 
 // showConfig writes cfg as YAML without the keys left at their zero
-// value, so /config shows what the file set (and no secrets: the token is
-// in a file of its own, which is named, not read).
+// value, so /config shows what the file set, with no secrets: the values
+// of header rules (an Authorization sent upstream, say) are redacted, and
+// the admin token is in a file of its own, which is named, not read.
 func showConfig(cfg *config.Config) ([]byte, error) {
-	b, err := yaml.Marshal(cfg)
+	shown := *cfg
+	shown.Listeners = slices.Clone(cfg.Listeners)
+	for i := range shown.Listeners {
+		l := &shown.Listeners[i]
+		l.Routes = slices.Clone(l.Routes)
+		for j := range l.Routes {
+			r := &l.Routes[j]
+			for _, h := range []*config.HeaderRules{&r.RequestHeaders, &r.ResponseHeaders} {
+				h.Set, h.Add = redacted(h.Set), redacted(h.Add)
+			}
+		}
+	}
+	b, err := yaml.Marshal(&shown)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +90,22 @@ func showConfig(cfg *config.Config) ([]byte, error) {
 	if err := yaml.Unmarshal(b, &v); err != nil {
 		return nil, err
 	}
-	return yaml.Marshal(prune(v))
+	v = prune(v)
+	// A sampling of 0 is no default: keep it.
+	if t := cfg.Tracing; t.Sampling.Set && t.Sampling.Value == 0 {
+		if m, ok := v.(map[string]any)["tracing"].(map[string]any); ok {
+			m["sampling"] = 0
+		}
+	}
+	return yaml.Marshal(v)
+}
+
+func redacted(hs []config.HeaderValue) []config.HeaderValue {
+	out := make([]config.HeaderValue, len(hs))
+	for i, h := range hs {
+		out[i] = config.HeaderValue{Name: h.Name, Value: "(redacted)"}
+	}
+	return out
 }
 
 // prune drops zero values (empty, 0, false, "0s") from maps, deeply.

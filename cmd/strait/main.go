@@ -283,7 +283,7 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	if adminAddr(cfg) != "" {
 		metrics = observe.NewMetrics()
 	}
-	tracer, err := observe.NewTracer(&cfg.Tracing)
+	tracer, err := observe.NewTracer(&cfg.Tracing, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "strait: %v\n", err)
 		return 1

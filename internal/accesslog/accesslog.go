@@ -103,7 +103,7 @@ func (h *combined) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h *combined) WithGroup(string) slog.Handler            { return h }
 
 func (h *combined) Handle(_ context.Context, r slog.Record) error {
-	var client, method, path, referer, agent string
+	var client, method, path, authority, proto, referer, agent string
 	status, bytes := "-", "-"
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
@@ -113,6 +113,10 @@ func (h *combined) Handle(_ context.Context, r slog.Record) error {
 			method = a.Value.String()
 		case "path":
 			path = a.Value.String()
+		case "authority":
+			authority = a.Value.String()
+		case "proto":
+			proto = a.Value.String()
 		case "status":
 			if n := a.Value.Int64(); n > 0 {
 				status = strconv.FormatInt(n, 10)
@@ -133,8 +137,17 @@ func (h *combined) Handle(_ context.Context, r slog.Record) error {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	line := fmt.Sprintf("%s - - [%s] \"%s %s HTTP/1.1\" %s %s %s %s\n", dash(client), t.Format("02/Jan/2006:15:04:05 -0700"),
-		escape(method), escape(path), status, bytes, quote(referer), quote(agent))
+	// The request line as received; "-" for a head that could not be
+	// read (nothing of it is known for sure), as nginx writes for none.
+	request := "-"
+	if method != "" {
+		if method == "CONNECT" {
+			path = authority
+		}
+		request = escape(method) + " " + escape(path) + " " + escape(cmpOr(proto, "HTTP/1.1"))
+	}
+	line := fmt.Sprintf("%s - - [%s] \"%s\" %s %s %s %s\n", dash(client), t.Format("02/Jan/2006:15:04:05 -0700"),
+		request, status, bytes, quote(referer), quote(agent))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	_, err := io.WriteString(h.w, line)
@@ -194,4 +207,11 @@ func escape(s string) string {
 		}
 	}
 	return string(b)
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

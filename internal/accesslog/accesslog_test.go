@@ -26,9 +26,16 @@ func TestCombined(t *testing.T) {
 			slog.String("client", "192.0.2.7:5555"), slog.Int64("bytes_out", 2326),
 			slog.String("referer", "http://example.com/"), slog.String("user_agent", "curl/8.0")},
 			`192.0.2.7 - - [10/Oct/2026:13:55:36 +0000] "GET /a?b=c HTTP/1.1" 200 2326 "http://example.com/" "curl/8.0"` + "\n"},
-		{[]slog.Attr{slog.String("method", "GET"), slog.String("path", "/x"), slog.Int("status", 0),
+		{[]slog.Attr{slog.String("method", "GET"), slog.String("path", "/x"), slog.String("proto", "HTTP/1.0"), slog.Int("status", 0),
 			slog.String("client", "[2001:db8::1]:443"), slog.Int64("bytes_out", 0)},
-			`2001:db8::1 - - [10/Oct/2026:13:55:36 +0000] "GET /x HTTP/1.1" - 0 "-" "-"` + "\n"},
+			`2001:db8::1 - - [10/Oct/2026:13:55:36 +0000] "GET /x HTTP/1.0" - 0 "-" "-"` + "\n"},
+		// A head that could not be read: no request line.
+		{[]slog.Attr{slog.String("method", ""), slog.String("path", ""), slog.String("proto", ""), slog.Int("status", 400),
+			slog.String("client", "192.0.2.7:1"), slog.Int64("bytes_out", 11)},
+			`192.0.2.7 - - [10/Oct/2026:13:55:36 +0000] "-" 400 11 "-" "-"` + "\n"},
+		{[]slog.Attr{slog.String("method", "CONNECT"), slog.String("path", "/"), slog.String("authority", "evil:443"), slog.Int("status", 405),
+			slog.String("client", "192.0.2.7:1")},
+			`192.0.2.7 - - [10/Oct/2026:13:55:36 +0000] "CONNECT evil:443 HTTP/1.1" 405 - "-" "-"` + "\n"},
 		// What a client sends cannot end the line or a quoted part early.
 		{[]slog.Attr{slog.String("method", "GET"), slog.String("path", "/\"x\\"), slog.Int("status", 400),
 			slog.String("client", "192.0.2.7:1"), slog.String("user_agent", "a\"b\nc\xff")},

@@ -96,8 +96,10 @@ func (a *API) guard(next http.Handler) http.Handler {
 			return
 		}
 		if a.Token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
+			// The scheme is case-insensitive (RFC 9110 §11.1).
+			scheme, got, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+			got = strings.TrimSpace(got)
+			if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="strait admin"`)
 				text(w, http.StatusUnauthorized, "admin: a bearer token is required")
 				return

@@ -242,6 +242,7 @@ func (c *conn) readFailed(err error) {
 	c.req = http1.Request{Header: c.req.Header, Minor: 1}
 	c.req.Header.Reset()
 	c.startRequest()
+	c.head.Proto = ""
 	c.srv.Handler.Reject(c, r)
 }
 
@@ -286,7 +287,10 @@ func (c *conn) startRequest() {
 		h.Began = t
 	}
 	req := &c.req
-	h.Method, h.Scheme = req.Method, "http"
+	h.Method, h.Scheme, h.Proto = req.Method, "http", "HTTP/1.1"
+	if req.Minor == 0 {
+		h.Proto = "HTTP/1.0"
+	}
 	h.Authority, h.Path, h.AuthorityFirst = req.Host, req.Target, false
 	if req.Form == http1.AbsoluteForm || req.Form == http1.AuthorityForm {
 		h.Authority = req.Authority

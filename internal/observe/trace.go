@@ -3,10 +3,14 @@ package observe
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
@@ -38,11 +42,13 @@ type Tracer struct {
 const trustedKey = attribute.Key("strait.trusted_parent")
 
 // NewTracer returns the tracer t configures, exporting in batches over
-// OTLP, or nil if tracing is off.
-func NewTracer(t *config.Tracing) (*Tracer, error) {
+// OTLP, or nil if tracing is off. Export errors go to logger, at most one
+// a minute (with how many there were).
+func NewTracer(t *config.Tracing, logger *slog.Logger) (*Tracer, error) {
 	if t.Exporter == "" {
 		return nil, nil
 	}
+	otel.SetErrorHandler(&exportErrors{logger: logger})
 	var client otlptrace.Client
 	switch t.Exporter {
 	case "otlp_grpc":
@@ -58,6 +64,11 @@ func NewTracer(t *config.Tracing) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
+	return newTracer(t, sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)))
+}
+
+// newTracer returns the tracer t configures, its spans going to export.
+func newTracer(t *config.Tracing, export sdktrace.TracerProviderOption) (*Tracer, error) {
 	ratio := 1.0
 	if t.Sampling.Set {
 		ratio = t.Sampling.Value
@@ -72,11 +83,34 @@ func NewTracer(t *config.Tracing) (*Tracer, error) {
 		tr.trusted = append(tr.trusted, p)
 	}
 	tr.provider = sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)),
-		sdktrace.WithSampler(sampler{sdktrace.TraceIDRatioBased(ratio)}),
-		sdktrace.WithResource(res))
+		export,
+		sdktrace.WithSampler(sampler{sdktrace.TraceIDRatioBased(ratio), ratio}),
+		sdktrace.WithResource(res),
+		// What a client sends (a path, a Host) goes into attributes: bound
+		// them, so that its spans cannot swell an export past what a
+		// collector takes.
+		sdktrace.WithRawSpanLimits(spanLimits()))
 	tr.tracer = tr.provider.Tracer("github.com/straitproxy/strait")
 	return tr, nil
+}
+
+// spanLimits are the SDK's defaults, with attribute values cut at 512
+// bytes.
+func spanLimits() sdktrace.SpanLimits {
+	l := sdktrace.NewSpanLimits()
+	l.AttributeValueLengthLimit = 512
+	return l
+}
+
+// spanMethod is the method as spans name it: a standard one, or _OTHER (a
+// client must not make span names of its own: tracing backends index
+// them).
+func spanMethod(m string) string {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH":
+		return m
+	}
+	return "_OTHER"
 }
 
 func cmpOr(s, def string) string {
@@ -97,7 +131,10 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 // sampler follows a local parent, and a remote one from a trusted
 // client; other spans are sampled at the ratio, whatever a client's
 // traceparent says (a client must not make strait trace all it sends).
-type sampler struct{ ratio sdktrace.Sampler }
+type sampler struct {
+	ratio sdktrace.Sampler
+	share float64 // the ratio's
+}
 
 func (s sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
 	psc := trace.SpanContextFromContext(p.ParentContext)
@@ -107,10 +144,18 @@ func (s sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingRe
 			follow = psc.IsValid()
 		}
 	}
+	if !follow && psc.IsValid() {
+		// An untrusted client chose this trace id, and a ratio sampler
+		// decides by the id (one ending in zeros is always sampled): a
+		// draw of strait's own decides.
+		d := sdktrace.Drop
+		if rand.Float64() < s.share {
+			d = sdktrace.RecordAndSample
+		}
+		return sdktrace.SamplingResult{Decision: d, Tracestate: psc.TraceState()}
+	}
 	if !follow {
-		r := s.ratio.ShouldSample(p)
-		r.Tracestate = psc.TraceState()
-		return r
+		return s.ratio.ShouldSample(p) // a trace strait starts: its id is strait's
 	}
 	d := sdktrace.Drop
 	if psc.IsSampled() {
@@ -155,11 +200,16 @@ func (t *Tracer) Start(s *proxy.Session, listener string) *Span {
 			trusted = trusted || p.Contains(a)
 		}
 	}
-	ctx, span := t.tracer.Start(ctx, s.Request.Method, trace.WithSpanKind(trace.SpanKindServer),
+	method := spanMethod(s.Request.Method)
+	name := method
+	if method == "_OTHER" {
+		name = "HTTP"
+	}
+	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(s.Stats.Start),
 		trace.WithAttributes(
 			trustedKey.Bool(trusted),
-			attribute.String("http.request.method", s.Request.Method),
+			attribute.String("http.request.method", method),
 			attribute.String("url.path", pathOf(s.Request.Path)),
 			attribute.String("server.address", string(s.Request.Authority)),
 			attribute.String("client.address", s.ClientAddr.Addr().String()),
@@ -189,7 +239,7 @@ func (sp *Span) Try(s *proxy.Session, peer string) {
 	if sp.client != nil {
 		sp.client.End()
 	}
-	_, sp.client = sp.t.tracer.Start(sp.ctx, "upstream "+s.Request.Method, trace.WithSpanKind(trace.SpanKindClient),
+	_, sp.client = sp.t.tracer.Start(sp.ctx, "upstream "+spanMethod(s.Request.Method), trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			attribute.String("server.address", peer),
 			attribute.Int("strait.attempt", s.Stats.Attempts)))
@@ -240,4 +290,24 @@ func (sp *Span) End(s *proxy.Session, e *proxy.Error) {
 		sp.server.SetStatus(codes.Error, "")
 	}
 	sp.server.End(end)
+}
+
+// exportErrors logs the SDK's errors (a collector that is down fails
+// every batch) at most once a minute, with a count of the others.
+type exportErrors struct {
+	logger *slog.Logger
+	mu     sync.Mutex
+	last   time.Time
+	more   int
+}
+
+func (h *exportErrors) Handle(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if time.Since(h.last) < time.Minute {
+		h.more++
+		return
+	}
+	h.logger.Warn("tracing: export failed; spans lost", "err", err, "errors_since_last", h.more)
+	h.last, h.more = time.Now(), 0
 }

@@ -57,6 +57,7 @@ type ProtocolError interface {
 type RequestHead struct {
 	Method    []byte
 	Scheme    string // "http" or "https"
+	Proto     string // "HTTP/1.1", "HTTP/1.0"; "" when the head could not be read
 	Authority []byte // the target's authority if it had one, else Host
 	// AuthorityFirst says the authority came with the target (HTTP/1.1
 	// absolute-form), and overrides a Host field.

@@ -87,7 +87,7 @@ func TestAdminAPI(t *testing.T) {
   - name: web
     address: %s
     routes:
-      - {name: api, path_prefix: /api/, cluster: c}
+      - {name: api, path_prefix: /api/, cluster: c, request_headers: {set: [{name: Authorization, value: "Bearer UPSTREAM-SECRET"}]}}
       - {path: /teapot, respond: {status: 418}}
 clusters:
   - {name: c, endpoints: [%q, %q]}
@@ -142,6 +142,9 @@ clusters:
 		if code, body := adminDo(t, "GET", api+path, nil); code != want {
 			t.Errorf("GET %s: %d %q, want %d", path, code, body, want)
 		}
+	}
+	if _, shown := adminDo(t, "GET", api+"/config", nil); strings.Contains(shown, "UPSTREAM-SECRET") || !strings.Contains(shown, "(redacted)") {
+		t.Errorf("/config shows a header rule's value:\n%s", shown)
 	}
 	code, body := adminDo(t, "GET", api+"/clusters", nil)
 	var clusters map[string]struct {
@@ -217,7 +220,8 @@ func TestAdminToken(t *testing.T) {
 	for _, c := range []struct {
 		auth string
 		want int
-	}{{"", 401}, {"Bearer wrong", 401}, {"Basic s3cret-token", 401}, {"Bearer s3cret-token", 200}} {
+	}{{"", 401}, {"Bearer wrong", 401}, {"Basic s3cret-token", 401}, {"Bearer s3cret-token", 200},
+		{"bearer s3cret-token", 200}, {"BEARER  s3cret-token ", 200}, {"Bearers3cret-token", 401}} {
 		if code, _ := adminDo(t, "GET", api+"/metrics", map[string]string{"Authorization": c.auth}); code != c.want {
 			t.Errorf("Authorization %q: %d, want %d", c.auth, code, c.want)
 		}

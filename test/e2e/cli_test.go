@@ -263,7 +263,7 @@ access_log: true
 			t.Errorf("strait exited with %v after SIGTERM, want status 0\nstderr:\n%s", p.err, tail(p.stderr.String(), 20))
 		}
 		stderr := p.stderr.String()
-		if !strings.Contains(stderr, `"path":"/slow","status":200`) {
+		if !strings.Contains(stderr, `"path":"/slow","proto":"HTTP/1.1","status":200`) {
 			t.Errorf("the access log has no 200 for /slow:\n%s", tail(stderr, 20))
 		}
 		t.Logf("exited %v after SIGTERM with the slow request done", time.Since(sent).Round(time.Millisecond))

@@ -147,7 +147,7 @@ func TestAccessLogNewFile(t *testing.T) {
 		p := runConfig(t, dir, "stdout.yaml", listenerYAML(addr, []string{origin}, "access_log: stdout\n"), addr)
 		getOK(t, newClient(false), "http://"+addr+"/out", nil)
 		deadline := time.Now().Add(5 * time.Second)
-		for !strings.Contains(p.stdout.String(), `"path":"/out","status":200`) {
+		for !strings.Contains(p.stdout.String(), `"path":"/out","proto":"HTTP/1.1","status":200`) {
 			if time.Now().After(deadline) {
 				t.Fatalf("no access-log line on stdout:\n%s\nstderr:\n%s", p.stdout.String(), tail(p.stderr.String(), 10))
 			}
