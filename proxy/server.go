@@ -331,8 +331,19 @@ func (srv *Server) logRequest(s *Session, e *Error) {
 	if srv.phases.Logging != nil {
 		srv.phases.Logging(s, e)
 	}
-	if srv.opts.AccessLog {
-		srv.logAccess(s, e)
+	switch {
+	case srv.opts.AccessLog:
+		srv.logAccess(s, e) // failures included, at warn
+	case e != nil && e.Side != Downstream:
+		// Without an access log, what failed on strait's side or the
+		// upstream's is still logged, with which side and why; a client's
+		// own failures (malformed requests, leaving early) are counted
+		// only, as anyone can cause them.
+		srv.opts.Logger.LogAttrs(context.Background(), slog.LevelWarn, "request failed",
+			slog.String("error_side", e.Side.String()), slog.String("error", e.Error()),
+			slog.Int("status", s.Stats.Status), slog.String("method", s.Request.Method),
+			slog.String("path", string(s.Request.Path)), slog.String("upstream", s.Stats.Peer),
+			slog.Int("attempts", s.Stats.Attempts), slog.String("request_id", string(s.RequestID)))
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -162,5 +164,39 @@ func TestDebugConnectionLog(t *testing.T) {
 			level == "error" && (opened != 0 || closed != 0) || requests != 2 {
 			t.Errorf("log_level %s: %d opened, %d closed, %d requests logged:\n%s", level, opened, closed, requests, tail(out, 10))
 		}
+	}
+}
+
+// TestFailureLoggedWithoutAccessLog: with no access log, an upstream
+// failure is still logged, saying which side failed and why; a client's
+// malformed request is not.
+func TestFailureLoggedWithoutAccessLog(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startProc(t, exec.Command(straitBin, "proxy", "--listen", addr, "--upstream", "http://"+closedAddr(t)))
+	waitPort(t, addr, 10*time.Second, p.exited)
+	resp, err := http.Get("http://" + addr + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+	io.ReadAll(c)
+	c.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(p.stderr.String(), `"msg":"request failed"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failure logged:\n%s", tail(p.stderr.String(), 10))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	out := p.stderr.String()
+	if n := strings.Count(out, `"msg":"request failed"`); n != 1 || !strings.Contains(out, `"error_side":"upstream"`) ||
+		!strings.Contains(out, `"status":502`) || !strings.Contains(out, `"path":"/x"`) {
+		t.Errorf("%d failure lines, want 1 for the upstream's, with side, status and path:\n%s", n, tail(out, 10))
 	}
 }
