@@ -49,7 +49,7 @@ type API struct {
 	streams atomic.Int32 // /events streams open
 
 	sampleMu sync.Mutex
-	last     *sample // the latest sample, which /summary's rates start from
+	kept     []*sample // /summary's samples, a second apart, oldest first
 }
 
 // SetReady sets what /ready answers: 200 once strait serves, 503 while it
@@ -95,6 +95,17 @@ func (a *API) guard(next http.Handler) http.Handler {
 			text(w, http.StatusForbidden, "admin: Host not allowed: name a loopback address, localhost, or one of admin.hosts")
 			return
 		}
+		// A page of another site may still send requests with a loopback
+		// Host (an iframe holding /events streams, say): what browsers say
+		// of where a request comes from is believed.
+		if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+			text(w, http.StatusForbidden, "admin: requests from another site's pages are refused")
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host {
+			text(w, http.StatusForbidden, "admin: requests from another origin's pages are refused")
+			return
+		}
 		if a.Token != "" {
 			// The scheme is case-insensitive (RFC 9110 §11.1).
 			scheme, got, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
@@ -138,6 +149,8 @@ func (a *API) clusters(w http.ResponseWriter, r *http.Request) {
 	for name, c := range a.Clusters {
 		out[name] = clusterState{c.Endpoints(), c.Stats()}
 	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

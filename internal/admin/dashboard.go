@@ -28,6 +28,8 @@ const (
 	// eventRetry is how long a browser waits before it reconnects a stream
 	// that broke, in milliseconds.
 	eventRetry = 2000
+	// maxStreamLife bounds one stream.
+	maxStreamLife = 5 * time.Minute
 )
 
 // dashboardHTML is the page at /: plain HTML, CSS and JavaScript, with
@@ -64,16 +66,6 @@ func (a *API) dashboard(w http.ResponseWriter, r *http.Request) {
 	w.Write(dashboardHTML)
 }
 
-// sample reads the metrics and the clusters now, and keeps what it read
-// as the previous sample of /summary.
-func (a *API) sample() *sample {
-	a.sampleMu.Lock()
-	defer a.sampleMu.Unlock()
-	s := a.read()
-	a.last = s
-	return s
-}
-
 func (a *API) read() *sample {
 	var s *sample
 	if a.Metrics != nil {
@@ -90,14 +82,30 @@ func (a *API) read() *sample {
 	return s
 }
 
-// summary answers one snapshot, its rates over the time since the
-// previous sample (of /summary or of a stream).
+// summary answers one snapshot, its rates over at least the last second
+// (at most two) however often it is asked: it keeps a sample a second of
+// its own, apart from the streams'.
 func (a *API) summary(w http.ResponseWriter, r *http.Request) {
 	a.sampleMu.Lock()
-	prev := a.last
 	cur := a.read()
-	a.last = cur
+	var prev *sample
+	for _, s := range a.kept { // oldest first: the newest a second old
+		if cur.at.Sub(s.at) >= time.Second {
+			prev = s
+		}
+	}
+	if prev == nil && len(a.kept) > 0 {
+		prev = a.kept[0] // none a second old yet: the oldest there is
+	}
+	if n := len(a.kept); n == 0 || cur.at.Sub(a.kept[n-1].at) >= time.Second {
+		a.kept = append(a.kept, cur)
+		if len(a.kept) > 3 {
+			a.kept = a.kept[1:]
+		}
+	}
 	a.sampleMu.Unlock()
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -127,8 +135,13 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	defer tick.Stop()
 	buf := fmt.Appendf(nil, "retry: %d\n", eventRetry)
 	var prev *sample
-	for {
-		cur := a.sample()
+	// A stream ends after maxStreamLife, and the page opens another: a
+	// client that stops reading but keeps its socket holds a slot only
+	// until then (the kernel would take events for an hour before the
+	// write deadline met a full buffer).
+	end := time.Now().Add(maxStreamLife)
+	for time.Now().Before(end) {
+		cur := a.read()
 		b, err := json.Marshal(makeSnapshot(prev, cur))
 		if err != nil {
 			return

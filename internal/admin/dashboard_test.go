@@ -331,3 +331,67 @@ func TestDashboardEvents(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// TestDashboardOtherSites: a page of another site or origin cannot use the
+// API, though its requests name a loopback Host (an iframe holding
+// /events streams, a fetch); the dashboard's own requests and a typed-in
+// address can.
+func TestDashboardOtherSites(t *testing.T) {
+	srv := httptest.NewServer(testAPI(t).Handler())
+	defer srv.Close()
+	for _, tc := range []struct {
+		site, origin string
+		want         int
+	}{
+		{"cross-site", "", 403},
+		{"same-site", "", 403},
+		{"", "http://evil.example", 403},
+		{"same-origin", srv.URL, 200},
+		{"none", "", 200},
+		{"", "", 200}, // curl, Prometheus
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+"/summary", nil)
+		if tc.site != "" {
+			req.Header.Set("Sec-Fetch-Site", tc.site)
+		}
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Sec-Fetch-Site %q, Origin %q: %d, want %d", tc.site, tc.origin, resp.StatusCode, tc.want)
+		}
+	}
+}
+
+// TestDashboardSummaryWindow: however often /summary is asked, its rates
+// span at least a second once it has one.
+func TestDashboardSummaryWindow(t *testing.T) {
+	srv := httptest.NewServer(testAPI(t).Handler())
+	defer srv.Close()
+	window := func() float64 {
+		resp, err := srv.Client().Get(srv.URL + "/summary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var s struct {
+			Window float64 `json:"window_seconds"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Window
+	}
+	window()
+	time.Sleep(1100 * time.Millisecond)
+	for i := range 20 {
+		if w := window(); w < 1 || w > 2.5 {
+			t.Fatalf("call %d: a window of %.3f s, want 1 to 2", i, w)
+		}
+	}
+}
