@@ -134,6 +134,24 @@ type Listener struct {
 	Upgrades []string `yaml:"upgrades"`
 	// Paths says how request paths are normalised before routes see them.
 	Paths Paths `yaml:"paths"`
+	// TLS, if set, makes the listener serve HTTPS.
+	TLS *ListenerTLS `yaml:"tls"`
+}
+
+// ListenerTLS is a listener's TLS termination (docs/config.md).
+type ListenerTLS struct {
+	// Certificates are chosen by SNI among the DNS names each is for;
+	// the first is the default.
+	Certificates     []CertPair `yaml:"certificates"`
+	MinVersion       string     `yaml:"min_version"`       // 1.2 (default) or 1.3
+	HandshakeTimeout Duration   `yaml:"handshake_timeout"` // default 10s
+	TicketRotation   Duration   `yaml:"ticket_rotation"`   // default 1h
+}
+
+// CertPair is a certificate chain and its private key, PEM files.
+type CertPair struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Paths says how request paths are normalised (docs/config.md).

@@ -67,6 +67,11 @@ func (d *decoder) value(n *yaml.Node, line int, v reflect.Value, path []any) {
 		return
 	}
 	switch v.Kind() {
+	case reflect.Pointer: // an optional block: set when it is written
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.value(n, line, v.Elem(), path)
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			d.fail(line, path, "want a mapping, got %s", kind(n))

@@ -361,6 +361,21 @@ func (v *validator) config(c *Config) {
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
 		}
+		if t := l.TLS; t != nil {
+			tp := at(p, "tls")
+			if len(t.Certificates) == 0 {
+				v.errorf(at(tp, "certificates"), "a TLS listener needs at least one certificate")
+			}
+			for j, c := range t.Certificates {
+				if c.Cert == "" || c.Key == "" {
+					v.errorf(at(tp, "certificates", j), "want both cert and key (PEM files)")
+				}
+			}
+			v.oneOf(at(tp, "min_version"), t.MinVersion, "1.2", "1.3")
+			if t.HandshakeTimeout < 0 || t.TicketRotation < 0 {
+				v.errorf(tp, "durations must not be negative")
+			}
+		}
 		for j, u := range l.Upgrades {
 			if !isToken(u) {
 				v.errorf(at(p, "upgrades", j), "want a protocol name (an HTTP token, like websocket), got %q", u)

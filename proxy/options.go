@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -104,6 +105,7 @@ type Timeouts struct {
 	UpstreamRead   time.Duration // upstream: each read of a response body
 	UpstreamTotal  time.Duration // upstream: the whole exchange; default none
 	TunnelIdle     time.Duration // an upgraded tunnel with no traffic either way
+	Handshake      time.Duration // downstream: a TLS handshake; default 10 s
 }
 
 // Limits bound what one connection or request may use. Zero means the
@@ -145,6 +147,9 @@ type Options struct {
 	// AccessLogger receives the access log's lines when AccessLog is set;
 	// nil means Logger.
 	AccessLogger *slog.Logger
+	// TLS, if set, makes the server's connections TLS (its certificates,
+	// versions and ALPN); a client that sends plain HTTP gets 400.
+	TLS *tls.Config
 	// Buffering says how request bodies are buffered.
 	Buffering Buffering
 	// Upgrades are the protocols an Upgrade request may switch to, compared

@@ -68,6 +68,8 @@ func New(p Phases, o Options) (*Server, error) {
 	srv.h1.MaxRequestsPerConn = o.Limits.MaxRequestsPerConn
 	srv.h1.Logger = o.Logger
 	srv.h1.Open = &srv.counters.ConnsOpen
+	srv.h1.TLS, srv.h1.HandshakeTimeout = o.TLS, t.Handshake
+	srv.h1.Handshakes = &srv.counters.Handshakes
 	if o.Limits.MaxConnsPerClient > 0 {
 		srv.clients = o.ClientConns
 		if srv.clients == nil {
@@ -413,7 +415,18 @@ type Counters struct {
 	DownstreamGone         atomic.Int64 // clients that left before their response was done
 	BodiesBuffered         atomic.Int64 // request bodies read whole before the exchange
 	BufferOverBudget       atomic.Int64 // bodies that did not fit Buffering.Budget (streamed, or 503)
+	// Handshakes count TLS handshakes by result, indexed by HandshakeOK,
+	// HandshakeFailed, HandshakePlainHTTP and HandshakeTimeout.
+	Handshakes [4]atomic.Int64
 }
+
+// The results of TLS handshakes (Counters.Handshakes).
+const (
+	HandshakeOK        = h1.TLSOK
+	HandshakeFailed    = h1.TLSFailed
+	HandshakePlainHTTP = h1.TLSPlainHTTP // plain HTTP sent to the TLS port: 400
+	HandshakeTimeout   = h1.TLSTimeout
+)
 
 func (c *Counters) rejected(status int) {
 	switch status {

@@ -3,7 +3,7 @@
 //	strait                      run the embedded default config
 //	strait run -c FILE          run a config file
 //	strait validate -c FILE     check a config file
-//	strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--admin ADDR]
+//	strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--admin ADDR]
 //	strait version
 //	strait help [COMMAND]
 package main
@@ -76,7 +76,8 @@ func usage(w io.Writer) {
   strait                      run the embedded default config
   strait run [-c FILE]        run a config file (default: the embedded one)
   strait validate -c FILE     check a config file; errors name file, line and key
-  strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]
+  strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...]
+               [--try-timeout D] [--access-log] [--admin ADDR]
                               proxy ADDR (host:port) to http://host:port upstreams
   strait version              print the version
   strait help [COMMAND]       print this, or a command's flags (also COMMAND -h)
@@ -165,7 +166,9 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	accessLog := fs.Bool("access-log", false, "write one log line per request to standard error")
 	tryTimeout := fs.Duration("try-timeout", 0, "bound each `try` of a request upstream (default none)")
 	adminFlag := fs.String("admin", "", "serve the admin API (metrics, clusters) on this loopback `address` (default none)")
-	const synopsis = "strait proxy --listen ADDR --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]"
+	tlsCert := fs.String("tls-cert", "", "with --listen https://…: the certificate chain (PEM `file`)")
+	tlsKey := fs.String("tls-key", "", "with --listen https://…: its private key (PEM `file`)")
+	const synopsis = "strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]"
 	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
 		return code
 	}
@@ -188,8 +191,22 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		endpoints = append(endpoints, host)
 	}
 	route := config.Route{Cluster: "upstream", Timeouts: config.RouteTimeouts{UpstreamTotal: config.Duration(*tryTimeout)}}
+	listener := config.Listener{Address: *listen, Routes: []config.Route{route}}
+	if addr, ok := strings.CutPrefix(*listen, "https://"); ok {
+		if *tlsCert == "" || *tlsKey == "" {
+			fmt.Fprintln(stderr, "strait proxy: --listen https://… needs --tls-cert and --tls-key")
+			return 2
+		}
+		listener.Address = addr
+		listener.TLS = &config.ListenerTLS{Certificates: []config.CertPair{{Cert: *tlsCert, Key: *tlsKey}}}
+	} else if *tlsCert != "" || *tlsKey != "" {
+		fmt.Fprintln(stderr, "strait proxy: --tls-cert and --tls-key go with --listen https://…")
+		return 2
+	} else {
+		listener.Address = strings.TrimPrefix(*listen, "http://")
+	}
 	cfg := &config.Config{
-		Listeners: []config.Listener{{Address: *listen, Routes: []config.Route{route}}},
+		Listeners: []config.Listener{listener},
 		Clusters:  []config.Cluster{{Name: "upstream", Endpoints: endpoints}},
 	}
 	if len(endpoints) > 1 {
@@ -309,6 +326,10 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	for _, l := range listeners {
 		o := opts
 		o.Upgrades = l.Upgrades
+		scheme := "http"
+		if l.TLS != nil {
+			o.TLS, o.Timeouts.Handshake, scheme = l.TLS.TLS(), l.HandshakeTimeout, "https"
+		}
 		srv, err := proxy.New(l.Phases, o)
 		if err != nil {
 			fmt.Fprintf(stderr, "strait: %v\n", err)
@@ -318,7 +339,7 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return cannotListen("listener "+l.Name, l.Address, err)
 		}
-		fmt.Fprintf(stderr, "strait: listening on http://%s (%s)\n", ln.Addr(), l.Name)
+		fmt.Fprintf(stderr, "strait: listening on %s://%s (%s)\n", scheme, ln.Addr(), l.Name)
 		servers = append(servers, srv)
 		if metrics != nil {
 			metrics.AddServer(l.Name, srv.Counters())

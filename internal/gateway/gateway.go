@@ -5,6 +5,9 @@ package gateway
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"strconv"
@@ -17,6 +20,7 @@ import (
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/route"
+	"github.com/straitproxy/strait/internal/tlsconf"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -64,6 +68,10 @@ type Listener struct {
 	// Upgrades is the listener's proxy.Options.Upgrades: nil for the
 	// default.
 	Upgrades []string
+	// TLS is the listener's TLS, nil for plain HTTP: its Options.TLS
+	// and Timeouts.Handshake.
+	TLS              *tlsconf.Server
+	HandshakeTimeout time.Duration
 }
 
 // Gateway is a config compiled: listeners sharing one set of clusters,
@@ -74,6 +82,8 @@ type Gateway struct {
 	// that honours access_log's stdout or file sets AccessLogger.
 	Options  proxy.Options
 	Clusters map[string]*cluster.Cluster
+
+	stopTLS context.CancelFunc // ends the listeners' certificate reloads and ticket rotations
 }
 
 // Observe is what a gateway reports to: metrics and traces, each nil when
@@ -88,6 +98,8 @@ type Observe struct {
 func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error) {
 	m := obs.Metrics
 	g := &Gateway{Clusters: make(map[string]*cluster.Cluster)}
+	tlsCtx, stopTLS := context.WithCancel(context.Background())
+	g.stopTLS = stopTLS
 	for i := range c.Clusters {
 		cl, err := cluster.New(&c.Clusters[i], cluster.Options{Logger: logger, MaxAttempts: c.Limits.MaxAttempts})
 		if err != nil {
@@ -127,14 +139,33 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 		if m != nil {
 			rt.unmatched = m.Route(name, "", "")
 		}
-		g.Listeners = append(g.Listeners, Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades})
+		l := Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades}
+		if t := lc.TLS; t != nil {
+			tc := tlsconf.Config{TicketRotation: time.Duration(t.TicketRotation), Logger: logger.With("listener", name)}
+			for _, p := range t.Certificates {
+				tc.Pairs = append(tc.Pairs, tlsconf.Pair{Cert: p.Cert, Key: p.Key})
+			}
+			if t.MinVersion == "1.3" {
+				tc.MinVersion = tls.VersionTLS13
+			}
+			ts, err := tlsconf.New(tc)
+			if err != nil {
+				g.Stop()
+				return nil, fmt.Errorf("listener %s: %w", name, err)
+			}
+			go ts.Run(tlsCtx)
+			l.TLS, l.HandshakeTimeout = ts, time.Duration(t.HandshakeTimeout)
+		}
+		g.Listeners = append(g.Listeners, l)
 	}
 	g.Options = options(c, logger)
 	return g, nil
 }
 
-// Stop ends the clusters' health checks and DNS discovery.
+// Stop ends the clusters' health checks and DNS discovery, and the
+// listeners' certificate reloads.
 func (g *Gateway) Stop() {
+	g.stopTLS()
 	for _, cl := range g.Clusters {
 		cl.Stop()
 	}

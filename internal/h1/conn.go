@@ -105,7 +105,7 @@ func (c *conn) serve(readable bool) {
 		if c.served == 0 {
 			c.wait.IdleEnd = c.wait.IdleSince + srv.Timeouts.Header
 		}
-		if !readable && !begun && c.served > 0 {
+		if !readable && !begun && c.served > 0 && c.sock.FD >= 0 {
 			// Wait for the next request on the parker, which wakes
 			// connections in the order their requests came. A connection
 			// whose last wait was short keeps its buffers; others give
@@ -145,12 +145,24 @@ func (c *conn) serve(readable bool) {
 			}
 			c.sock.EnsureReadDeadline(readableAt, srv.Timeouts.Header, c.wait.IdleEnd)
 			readable, readableAt = false, 0
+		} else if c.sock.FD < 0 {
+			// A wrapped connection (TLS) is not parked: its reader may
+			// hold a request already decrypted, which no readiness of the
+			// socket shows. It waits in its read for the whole idle time,
+			// which Drain may end (between requests only).
+			if c.served > 0 && srv.shuttingDown() {
+				break
+			}
+			now := mono.Now()
+			c.sock.EnsureReadDeadline(now, c.wait.IdleEnd-now, c.wait.IdleEnd)
+			c.waiting.Store(c.served > 0)
 		} else {
 			// Park after park.After of idleness (three quarters of it, at
 			// least). A shutdown meanwhile is noticed when it ends.
 			c.sock.EnsureReadDeadline(mono.Now(), park.After, c.wait.IdleEnd)
 		}
 		err := c.rd.ReadRequest(&c.req)
+		c.waiting.Store(false)
 		c.headPending = false
 		if err != nil {
 			if c.awaitingHead && c.rd.Buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) &&
@@ -288,6 +300,9 @@ func (c *conn) startRequest() {
 	}
 	req := &c.req
 	h.Method, h.Scheme, h.Proto = req.Method, "http", "HTTP/1.1"
+	if c.srv.TLS != nil {
+		h.Scheme = "https"
+	}
 	if req.Minor == 0 {
 		h.Proto = "HTTP/1.0"
 	}

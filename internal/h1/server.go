@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +40,13 @@ type Server struct {
 	// Closed, if set, is told the client address of each connection that
 	// closes.
 	Closed func(remote netip.AddrPort)
+	// TLS, if set, makes every connection TLS: the handshake comes first,
+	// within HandshakeTimeout (default 10 s).
+	TLS              *tls.Config
+	HandshakeTimeout time.Duration
+	// Handshakes counts TLS handshakes by result (tlsOK, tlsFailed,
+	// tlsPlainHTTP, tlsTimeout), for metrics; nil: not counted.
+	Handshakes *[4]atomic.Int64
 
 	shutting atomic.Bool
 	workers  park.Workers
@@ -65,6 +76,11 @@ type Timeouts struct {
 func (srv *Server) Serve(nc net.Conn, listener *atomic.Int64) {
 	c := &conn{srv: srv, listener: listener}
 	c.remote, c.local = sockio.AddrPort(nc.RemoteAddr()), sockio.AddrPort(nc.LocalAddr())
+	if srv.TLS != nil {
+		// The handshake runs on a worker; its bytes are TLS's, so the
+		// connection is served through the tls.Conn, never its socket.
+		nc = tls.Server(nc, srv.TLS)
+	}
 	fd := c.ready.Init(nc)
 	c.sock.Init(nc, fd)
 	c.wait.Init(fd, c)
@@ -80,7 +96,72 @@ func (srv *Server) Serve(nc net.Conn, listener *atomic.Int64) {
 	}
 	srv.conns[c] = struct{}{}
 	srv.mu.Unlock()
+	if srv.TLS != nil {
+		srv.workers.Run((*handshakeTask)(c))
+		return
+	}
 	srv.workers.Run((*startTask)(c))
+}
+
+// Kinds of TLS handshake results (Server.Handshakes).
+const (
+	TLSOK = iota
+	TLSFailed
+	TLSPlainHTTP // an HTTP request came to the TLS port
+	TLSTimeout
+)
+
+type handshakeTask conn
+
+// Run shakes hands, then serves the connection; a failed handshake closes
+// it, and plain HTTP gets a clear answer first (as net/http gives).
+func (t *handshakeTask) Run() {
+	c := (*conn)(t)
+	srv := c.srv
+	tc := c.sock.NC.(*tls.Conn)
+	timeout := srv.HandshakeTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	tc.SetDeadline(time.Now().Add(timeout))
+	err := tc.Handshake()
+	kind := TLSOK
+	if err != nil {
+		var rh tls.RecordHeaderError
+		switch {
+		case errors.As(err, &rh) && rh.Conn != nil && looksLikeHTTP(rh.RecordHeader[:]):
+			kind = TLSPlainHTTP
+			rh.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(rh.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nThis port speaks TLS: use https://.\n")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			kind = TLSTimeout
+		default:
+			kind = TLSFailed
+		}
+		if l := srv.Logger; l != nil && l.Enabled(context.Background(), slog.LevelDebug) {
+			l.Debug("tls handshake failed", "client", c.remote.String(), "err", err)
+		}
+	}
+	if srv.Handshakes != nil {
+		srv.Handshakes[kind].Add(1)
+	}
+	if err != nil {
+		c.Close()
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	c.serve(false)
+}
+
+// looksLikeHTTP reports whether a first record header is the start of an
+// HTTP request line.
+func looksLikeHTTP(b []byte) bool {
+	for _, m := range []string{"GET ", "HEAD ", "POST ", "PUT ", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"} {
+		if strings.HasPrefix(m, string(b)) || strings.HasPrefix(string(b), m) {
+			return true
+		}
+	}
+	return false
 }
 
 // startTask starts a new connection; resumeTask resumes a parked one whose

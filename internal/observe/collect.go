@@ -76,6 +76,12 @@ var serverMetrics = []serverMetric{
 		func(c *proxy.Counters) []reasonValue { return one(&c.DownstreamGone) }),
 	metric("strait_request_bodies_buffered_total", "Request bodies read whole before the exchange.", prometheus.CounterValue, false,
 		func(c *proxy.Counters) []reasonValue { return one(&c.BodiesBuffered) }),
+	metric("strait_tls_handshakes_total", "TLS handshakes with clients, by result: ok, failed, plain_http (an HTTP request to the TLS port, answered 400), timeout.", prometheus.CounterValue, true,
+		func(c *proxy.Counters) []reasonValue {
+			h := &c.Handshakes
+			return []reasonValue{{"ok", &h[proxy.HandshakeOK]}, {"failed", &h[proxy.HandshakeFailed]},
+				{"plain_http", &h[proxy.HandshakePlainHTTP]}, {"timeout", &h[proxy.HandshakeTimeout]}}
+		}),
 	metric("strait_request_buffer_over_budget_total", "Request bodies that did not fit the buffering budget (streamed, or 503).", prometheus.CounterValue, false,
 		func(c *proxy.Counters) []reasonValue { return one(&c.BufferOverBudget) }),
 }

@@ -1,0 +1,225 @@
+// Package tlsconf is the TLS a listener serves: its certificates chosen by
+// SNI and reloaded when their files change, the versions, ciphers and key
+// exchanges a security review expects, and session ticket keys rotated on
+// a schedule. It is built on crypto/tls.
+package tlsconf
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Pair is a certificate chain and its key, PEM files.
+type Pair struct{ Cert, Key string }
+
+// Config is what a listener's TLS is made of.
+type Config struct {
+	Pairs []Pair // the first is the default, for a client without a known SNI
+	// MinVersion is tls.VersionTLS12 (the default) or tls.VersionTLS13.
+	MinVersion uint16
+	// TicketRotation is how often a new session ticket key is made
+	// (default 1 h); tickets stay valid for two rotations after.
+	TicketRotation time.Duration
+	// Reload is how often the files are looked at for changes (default
+	// 1 s).
+	Reload time.Duration
+	// NextProtos are the ALPN protocols, in order of preference (default
+	// http/1.1).
+	NextProtos []string
+	Logger     *slog.Logger
+}
+
+// Server is a listener's TLS: a tls.Config whose certificates and ticket
+// keys change while it serves.
+type Server struct {
+	cfg   Config
+	certs atomic.Pointer[certSet]
+	tls   *tls.Config
+	stamp string     // the files' sizes and times when last loaded
+	keys  [][32]byte // session ticket keys, newest first
+}
+
+// certSet is the certificates of one load, by the names they are for.
+type certSet struct {
+	exact    map[string]*tls.Certificate // lower-case DNS names
+	wildcard map[string]*tls.Certificate // "*.example.com" by "example.com"
+	def      *tls.Certificate
+}
+
+// New loads the certificates and returns the server's TLS; Run keeps it
+// fresh until its context ends.
+func New(c Config) (*Server, error) {
+	if len(c.Pairs) == 0 {
+		return nil, errors.New("tls: no certificates")
+	}
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	if c.TicketRotation <= 0 {
+		c.TicketRotation = time.Hour
+	}
+	if c.Reload <= 0 {
+		c.Reload = time.Second
+	}
+	if len(c.NextProtos) == 0 {
+		c.NextProtos = []string{"http/1.1"}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	s := &Server{cfg: c}
+	set, err := load(c.Pairs)
+	if err != nil {
+		return nil, err
+	}
+	s.certs.Store(set)
+	s.stamp = stamp(c.Pairs)
+	s.tls = &tls.Config{
+		MinVersion: c.MinVersion,
+		// TLS 1.2: forward secrecy and AEAD only (1.3's suites are all
+		// that, and are not configurable).
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256},
+		NextProtos:       c.NextProtos,
+		GetCertificate:   s.certificate,
+	}
+	s.rotate()
+	return s, nil
+}
+
+// TLS returns the tls.Config to serve with.
+func (s *Server) TLS() *tls.Config { return s.tls }
+
+// Run reloads the certificates when their files change, and rotates the
+// ticket keys, until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	reload := time.NewTicker(s.cfg.Reload)
+	defer reload.Stop()
+	rotate := time.NewTicker(s.cfg.TicketRotation)
+	defer rotate.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rotate.C:
+			s.rotate()
+		case <-reload.C:
+			s.reload()
+		}
+	}
+}
+
+// rotate makes a new ticket key, and keeps the two before it for
+// decryption.
+func (s *Server) rotate() {
+	var k [32]byte
+	rand.Read(k[:])
+	s.keys = append([][32]byte{k}, s.keys...)
+	if len(s.keys) > 3 {
+		s.keys = s.keys[:3]
+	}
+	s.tls.SetSessionTicketKeys(s.keys)
+}
+
+// reload loads the files again if they changed; a new set that does not
+// load keeps the old one, and is logged.
+func (s *Server) reload() {
+	st := stamp(s.cfg.Pairs)
+	if st == s.stamp {
+		return
+	}
+	set, err := load(s.cfg.Pairs)
+	if err != nil {
+		// A file half written is caught again on its next change; one
+		// broken for good is logged once per change.
+		s.cfg.Logger.Error("tls: the changed certificates do not load; serving the old ones", "err", err)
+		s.stamp = st
+		return
+	}
+	s.stamp = st
+	s.certs.Store(set)
+	s.cfg.Logger.Info("tls: certificates reloaded")
+}
+
+// stamp is the files' sizes and modification times.
+func stamp(pairs []Pair) string {
+	var b strings.Builder
+	for _, p := range pairs {
+		for _, f := range []string{p.Cert, p.Key} {
+			if fi, err := os.Stat(f); err == nil {
+				fmt.Fprintf(&b, "%s %d %d;", f, fi.Size(), fi.ModTime().UnixNano())
+			} else {
+				fmt.Fprintf(&b, "%s missing;", f)
+			}
+		}
+	}
+	return b.String()
+}
+
+// load reads every pair and indexes its certificate by the DNS names it
+// is for.
+func load(pairs []Pair) (*certSet, error) {
+	set := &certSet{exact: make(map[string]*tls.Certificate), wildcard: make(map[string]*tls.Certificate)}
+	for i, p := range pairs {
+		c, err := tls.LoadX509KeyPair(p.Cert, p.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %s and %s: %w", p.Cert, p.Key, err)
+		}
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("tls: %s: %w", p.Cert, err)
+		}
+		c.Leaf = leaf
+		if i == 0 {
+			set.def = &c
+		}
+		names := leaf.DNSNames
+		if len(names) == 0 && leaf.Subject.CommonName != "" {
+			names = []string{leaf.Subject.CommonName}
+		}
+		for _, n := range names {
+			n = strings.ToLower(n)
+			if rest, ok := strings.CutPrefix(n, "*."); ok {
+				if _, dup := set.wildcard[rest]; !dup {
+					set.wildcard[rest] = &c
+				}
+			} else if _, dup := set.exact[n]; !dup {
+				set.exact[n] = &c
+			}
+		}
+	}
+	return set, nil
+}
+
+// For returns the certificate served for name (an SNI or a Host without
+// port): one for the exact name, else one for *.parent, else the default.
+func (s *Server) For(name string) *tls.Certificate {
+	set := s.certs.Load()
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if c := set.exact[name]; c != nil {
+		return c
+	}
+	if _, parent, ok := strings.Cut(name, "."); ok {
+		if c := set.wildcard[parent]; c != nil {
+			return c
+		}
+	}
+	return set.def
+}
+
+func (s *Server) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return s.For(hello.ServerName), nil
+}

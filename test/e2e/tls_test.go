@@ -1,0 +1,295 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCA makes certificates for tests: ECDSA P-256, signed by one CA.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "strait test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ca := &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pool: x509.NewCertPool()}
+	ca.pool.AddCert(cert)
+	return ca
+}
+
+// issue writes a certificate for names, with serial, and its key, into
+// dir as NAME.pem and NAME.key, and returns their paths.
+func (ca *testCA) issue(t *testing.T, dir, file string, serial int64, names ...string) (string, string) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(key)
+	certPath, keyPath := filepath.Join(dir, file+".pem"), filepath.Join(dir, file+".key")
+	// Written whole, then renamed: a reload never sees half a file.
+	for path, data := range map[string][]byte{
+		certPath: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPath:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}),
+	} {
+		if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certPath, keyPath
+}
+
+// TestTLSTermination: certificates chosen by SNI (exact, wildcard,
+// default), TLS 1.0 and 1.1 and non-ECDHE ciphers refused, ALPN, session
+// resumption, curl as a client, pipelined requests, plain HTTP answered
+// 400, a stalled handshake timed out, broken handshakes leaking nothing,
+// and a certificate replaced on disk served within a second or two while
+// open connections go on.
+func TestTLSTermination(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	defCert, defKey := ca.issue(t, dir, "default", 10, "default.test")
+	aCert, aKey := ca.issue(t, dir, "a", 11, "a.test")
+	bCert, bKey := ca.issue(t, dir, "b", 12, "*.b.test")
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "proto="+r.Header.Get("X-Forwarded-Proto"))
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, dir, "tls.yaml", fmt.Sprintf(`listeners:
+  - name: web
+    address: %s
+    tls:
+      certificates: [{cert: %s, key: %s}, {cert: %s, key: %s}, {cert: %s, key: %s}]
+      handshake_timeout: 500ms
+    routes: [{cluster: o}]
+clusters: [{name: o, endpoints: [%q]}]
+`, addr, defCert, defKey, aCert, aKey, bCert, bKey, origin), addr)
+	api := "http://" + adminAddrOf(t, p)
+
+	dial := func(cfg *tls.Config) (*tls.Conn, error) {
+		if cfg.RootCAs == nil {
+			cfg.RootCAs = ca.pool
+		}
+		return tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, cfg)
+	}
+	for sni, want := range map[string]string{"a.test": "a.test", "x.b.test": "*.b.test", "other.test": "default.test", "": "default.test"} {
+		c, err := dial(&tls.Config{ServerName: sni, InsecureSkipVerify: sni == "" || sni == "other.test", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatalf("SNI %q: %v", sni, err)
+		}
+		st := c.ConnectionState()
+		if got := st.PeerCertificates[0].DNSNames[0]; got != want {
+			t.Errorf("SNI %q: certificate for %s, want %s", sni, got, want)
+		}
+		if st.NegotiatedProtocol != "http/1.1" {
+			t.Errorf("SNI %q: ALPN %q", sni, st.NegotiatedProtocol)
+		}
+		c.Close()
+	}
+	for name, cfg := range map[string]*tls.Config{
+		"TLS 1.0":          {ServerName: "a.test", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10},
+		"TLS 1.1":          {ServerName: "a.test", MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS11},
+		"TLS 1.2 no ECDHE": {ServerName: "a.test", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256}},
+		"TLS 1.2 CBC":      {ServerName: "a.test", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}},
+	} {
+		if c, err := dial(cfg); err == nil {
+			c.Close()
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// Resumption: the second connection resumes the first's session.
+	cache := tls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		c, err := dial(&tls.Config{ServerName: "a.test", ClientSessionCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A TLS 1.3 ticket comes after the handshake: read the response.
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 100))
+		if string(body) != "proto=https" {
+			t.Errorf("the origin saw %q, want proto=https", body)
+		}
+		if resumed := c.ConnectionState().DidResume; resumed != (i == 1) {
+			t.Errorf("connection %d: resumed %v", i, resumed)
+		}
+		c.Close()
+	}
+
+	// curl, and two pipelined requests in one write.
+	_, port, _ := net.SplitHostPort(addr)
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	r := mustCurl(t, "-sS", "--cacert", caFile, "--resolve", "a.test:"+port+":127.0.0.1", "https://a.test:"+port+"/")
+	if string(r.Stdout) != "proto=https" {
+		t.Errorf("curl: %q", r.Stdout)
+	}
+	c, err := dial(&tls.Config{ServerName: "a.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("pipelined response %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+
+	// Plain HTTP to the TLS port: a clear answer, and a close.
+	pc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(pc, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	answer, _ := io.ReadAll(pc)
+	pc.Close()
+	if !strings.HasPrefix(string(answer), "HTTP/1.0 400") || !strings.Contains(string(answer), "https://") {
+		t.Errorf("plain HTTP to the TLS port: %q", answer)
+	}
+
+	// Broken handshakes: stalled, garbage, closed half way. Each ends, and
+	// leaves no goroutine behind.
+	goroutines := func() float64 {
+		_, m := adminDo(t, "GET", api+"/metrics", nil)
+		return metricValue(m, "go_goroutines")
+	}
+	stalled, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := stalled.Read(make([]byte, 1)); err != io.EOF || time.Since(start) > 2*time.Second {
+		t.Errorf("a stalled handshake: %v after %v, want EOF after about 0.5 s", err, time.Since(start))
+	}
+	stalled.Close()
+	broken := func() float64 {
+		for i := range 200 {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%2 == 0 {
+				nc.Write([]byte("\x16\x03\x01\x00\x05garbagegarbage"))
+			} else {
+				// A real ClientHello's start, then gone.
+				tc := tls.Client(nc, &tls.Config{ServerName: "a.test", RootCAs: ca.pool})
+				tc.SetDeadline(time.Now().Add(time.Millisecond))
+				tc.Handshake()
+			}
+			nc.Close()
+		}
+		time.Sleep(time.Second)
+		return goroutines()
+	}
+	// Every broken handshake's connection is closed, and its goroutine
+	// gone: what stays is the worker pool's idle goroutines (at most 64)
+	// and the connection held open above.
+	open := func() float64 {
+		_, m := adminDo(t, "GET", api+"/metrics", nil)
+		return metricValue(m, "strait_downstream_connections_active", `listener="web"`)
+	}
+	before, openBefore := goroutines(), open()
+	var after float64
+	for range 3 {
+		after = broken()
+	}
+	if o := open(); o != openBefore {
+		t.Errorf("connections open: %v before 600 broken handshakes, %v after", openBefore, o)
+	}
+	if after > before+64+2 {
+		t.Errorf("goroutines: %v before 600 broken handshakes, %v after", before, after)
+	}
+	_, m := adminDo(t, "GET", api+"/metrics", nil)
+	if v := metricValue(m, "strait_tls_handshakes_total", `reason="failed"`); v < 100 {
+		t.Errorf("failed handshakes counted: %v", v)
+	}
+	if v := metricValue(m, "strait_tls_handshakes_total", `reason="plain_http"`); v != 1 {
+		t.Errorf("plain-HTTP handshakes counted: %v", v)
+	}
+	if v := metricValue(m, "strait_tls_handshakes_total", `reason="timeout"`); v < 1 {
+		t.Errorf("timed-out handshakes counted: %v", v)
+	}
+
+	// A certificate replaced on disk: new connections get it soon; the
+	// open one goes on.
+	ca.issue(t, dir, "a", 99, "a.test")
+	changed := time.Now()
+	for {
+		nc, err := dial(&tls.Config{ServerName: "a.test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial := nc.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+		nc.Close()
+		if serial == 99 {
+			break
+		}
+		if time.Since(changed) > 3*time.Second {
+			t.Fatalf("still serial %d %v after the files changed", serial, time.Since(changed))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the new certificate was served %v after the files changed", time.Since(changed).Round(time.Millisecond))
+	io.WriteString(c, "GET /3 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Errorf("the connection opened before the reload: %v", err)
+	}
+	c.Close()
+	// A broken file keeps the old certificate.
+	os.WriteFile(aCert, []byte("not a certificate"), 0o600)
+	time.Sleep(1500 * time.Millisecond)
+	nc, err := dial(&tls.Config{ServerName: "a.test"})
+	if err != nil {
+		t.Fatalf("after a broken file: %v", err)
+	}
+	if serial := nc.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); serial != 99 {
+		t.Errorf("after a broken file, serial %d, want the last good 99", serial)
+	}
+	nc.Close()
+	if !strings.Contains(p.stderr.String(), "do not load") {
+		t.Errorf("the broken file was not logged")
+	}
+}
