@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -291,5 +292,31 @@ clusters: [{name: o, endpoints: [%q]}]
 	nc.Close()
 	if !strings.Contains(p.stderr.String(), "do not load") {
 		t.Errorf("the broken file was not logged")
+	}
+}
+
+// TestTLSQuickMode: strait proxy --listen https://… serves TLS with the
+// certificate given; the flags go together.
+func TestTLSQuickMode(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "q", 5, "q.test")
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startProc(t, exec.Command(straitBin, "proxy", "--listen", "https://"+addr, "--tls-cert", cert, "--tls-key", key,
+		"--upstream", "http://"+origin))
+	waitPort(t, addr, 10*time.Second, p.exited)
+	_, port, _ := net.SplitHostPort(addr)
+	r := mustCurl(t, "-sS", "--cacert", writeFile(t, dir, "ca.pem", ca.pem), "--resolve", "q.test:"+port+":127.0.0.1", "https://q.test:"+port+"/")
+	if string(r.Stdout) != "ok" {
+		t.Errorf("curl: %q", r.Stdout)
+	}
+	for _, args := range [][]string{
+		{"proxy", "--listen", "https://" + addr, "--upstream", "http://" + origin},
+		{"proxy", "--listen", addr, "--tls-cert", cert, "--tls-key", key, "--upstream", "http://" + origin},
+	} {
+		if _, stderr, code := runStrait(t, args...); code != 2 || !strings.Contains(stderr, "--tls-cert") {
+			t.Errorf("%v: exit %d, %q", args, code, stderr)
+		}
 	}
 }
