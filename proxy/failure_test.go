@@ -441,7 +441,14 @@ func TestTunnelsEndOnClose(t *testing.T) {
 	for _, how := range []string{"Close", "Shutdown"} {
 		t.Run(how, func(t *testing.T) {
 			originGone := make(chan struct{})
+			var conns atomic.Int32
 			origin := rawOrigin(t, func(c net.Conn) {
+				if n := conns.Add(1); n > 1 {
+					// Not strait's (it sends one request): say so rather
+					// than close originGone twice.
+					t.Errorf("the origin got connection %d from %v", n, c.RemoteAddr())
+					return
+				}
 				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 				io.Copy(io.Discard, c) // ignores the half-close, never closes first
 				close(originGone)
