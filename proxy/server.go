@@ -279,7 +279,13 @@ func isTemporaryAccept(err error) bool {
 func (srv *Server) reject(nc net.Conn, why string) {
 	start := time.Now()
 	s := &Session{ClientAddr: sockio.AddrPort(nc.RemoteAddr()), LocalAddr: sockio.AddrPort(nc.LocalAddr())}
-	srv.h1.Refuse(nc)
+	if srv.opts.TLS != nil {
+		// A plain-text 503 would be garbage to a TLS client, and a
+		// handshake is what the limit is there to spare: a close.
+		nc.Close()
+	} else {
+		srv.h1.Refuse(nc)
+	}
 	s.RequestID = srv.ids.next(s.reqIDBuf[:0])
 	s.Stats = Stats{Start: start, Status: 503, Total: time.Since(start)}
 	s.Response.Status = 503

@@ -148,14 +148,15 @@ func (c *conn) serve(readable bool) {
 		} else if c.sock.FD < 0 {
 			// A wrapped connection (TLS) is not parked: its reader may
 			// hold a request already decrypted, which no readiness of the
-			// socket shows. It waits in its read for the whole idle time,
-			// which Drain may end (between requests only).
-			if c.served > 0 && srv.shuttingDown() {
+			// socket shows. It waits in its read for the whole idle time
+			// (before its first request, the head timeout), which Drain
+			// may end.
+			if srv.shuttingDown() {
 				break
 			}
 			now := mono.Now()
 			c.sock.EnsureReadDeadline(now, c.wait.IdleEnd-now, c.wait.IdleEnd)
-			c.waiting.Store(c.served > 0)
+			c.waiting.Store(true)
 		} else {
 			// Park after park.After of idleness (three quarters of it, at
 			// least). A shutdown meanwhile is noticed when it ends.

@@ -30,7 +30,7 @@ type Config struct {
 	// (default 1 h); tickets stay valid for two rotations after.
 	TicketRotation time.Duration
 	// Reload is how often the files are looked at for changes (default
-	// 1 s).
+	// 250 ms); a change is loaded once it has held for one look.
 	Reload time.Duration
 	// NextProtos are the ALPN protocols, in order of preference (default
 	// http/1.1).
@@ -45,6 +45,7 @@ type Server struct {
 	certs atomic.Pointer[certSet]
 	tls   *tls.Config
 	stamp string     // the files' sizes and times when last loaded
+	seen  string     // their stamp at the last look: a change loads once it holds still
 	keys  [][32]byte // session ticket keys, newest first
 }
 
@@ -68,7 +69,7 @@ func New(c Config) (*Server, error) {
 		c.TicketRotation = time.Hour
 	}
 	if c.Reload <= 0 {
-		c.Reload = time.Second
+		c.Reload = 250 * time.Millisecond
 	}
 	if len(c.NextProtos) == 0 {
 		c.NextProtos = []string{"http/1.1"}
@@ -83,6 +84,7 @@ func New(c Config) (*Server, error) {
 	}
 	s.certs.Store(set)
 	s.stamp = stamp(c.Pairs)
+	s.seen = s.stamp
 	s.tls = &tls.Config{
 		MinVersion: c.MinVersion,
 		// TLS 1.2: forward secrecy and AEAD only (1.3's suites are all
@@ -134,11 +136,15 @@ func (s *Server) rotate() {
 	s.tls.SetSessionTicketKeys(s.keys)
 }
 
-// reload loads the files again if they changed; a new set that does not
-// load keeps the old one, and is logged.
+// reload loads the files again if they changed and have since held still
+// for a look (a chain cut short after a whole certificate would load, and
+// be served until the rest came); a new set that does not load keeps the
+// old one, and is logged.
 func (s *Server) reload() {
 	st := stamp(s.cfg.Pairs)
-	if st == s.stamp {
+	seen := s.seen
+	s.seen = st
+	if st == s.stamp || st != seen {
 		return
 	}
 	set, err := load(s.cfg.Pairs)

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -319,4 +320,64 @@ func TestTLSQuickMode(t *testing.T) {
 			t.Errorf("%v: exit %d, %q", args, code, stderr)
 		}
 	}
+}
+
+// TestTLSEdges, from an attacker's review: a slow handshake does not eat
+// the first request's head timeout; a client over max_conns gets a close
+// (a plain-text 503 is garbage to TLS); SIGTERM closes a connection that
+// shook hands and sent nothing at once.
+func TestTLSEdges(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "e", 7, "e.test")
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, dir, "e.yaml", fmt.Sprintf(`listeners:
+  - address: %s
+    tls: {certificates: [{cert: %s, key: %s}], handshake_timeout: 5s}
+    routes: [{cluster: o}]
+clusters: [{name: o, endpoints: [%q]}]
+timeouts: {header: 1s, grace: 10s}
+limits: {max_conns: 2}
+`, addr, cert, key, origin), addr)
+	handshake := func(delay time.Duration) (*tls.Conn, error) {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		time.Sleep(delay)
+		tc := tls.Client(nc, &tls.Config{ServerName: "e.test", RootCAs: ca.pool})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		return tc, tc.Handshake()
+	}
+	// 1.5 s before the handshake, more than the 1 s head timeout.
+	tc, err := handshake(1500 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(tc, "GET / HTTP/1.1\r\nHost: e.test\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(tc), nil); err != nil || resp.StatusCode != 200 {
+		t.Errorf("a request after a slow handshake: %v", err)
+	}
+	// Two connections are the limit: a third is closed, without plain
+	// text.
+	held, err := handshake(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := handshake(0); err == nil {
+		c.Close()
+		t.Errorf("a connection over max_conns shook hands")
+	} else if strings.Contains(err.Error(), "does not look like a TLS handshake") {
+		t.Errorf("a connection over max_conns got plain text: %v", err)
+	}
+	// held has sent nothing: SIGTERM closes it at once.
+	p.signal(syscall.SIGTERM)
+	start := time.Now()
+	held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = held.Read(make([]byte, 1))
+	if err == nil || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("a silent connection after SIGTERM: %v after %v, want closed at once", err, time.Since(start))
+	}
+	tc.Close()
 }
