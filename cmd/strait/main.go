@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -29,6 +30,7 @@ import (
 	"github.com/straitproxy/strait/internal/demo"
 	"github.com/straitproxy/strait/internal/gateway"
 	"github.com/straitproxy/strait/internal/observe"
+	"github.com/straitproxy/strait/internal/tlsconf"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -143,9 +145,24 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: %s\n", synopsis)
 		return 2
 	}
-	if _, err := config.Load(*file); err != nil {
+	cfg, err := config.Load(*file)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	// What run would load at start: the listeners' certificates and keys.
+	for _, l := range cfg.Listeners {
+		if l.TLS == nil {
+			continue
+		}
+		var pairs []tlsconf.Pair
+		for _, p := range l.TLS.Certificates {
+			pairs = append(pairs, tlsconf.Pair{Cert: p.Cert, Key: p.Key})
+		}
+		if _, err := tlsconf.New(tlsconf.Config{Pairs: pairs}); err != nil {
+			fmt.Fprintf(stderr, "%s: listener %s: %v\n", *file, cmp.Or(l.Name, l.Address), err)
+			return 1
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *file)
 	return 0

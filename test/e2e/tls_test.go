@@ -381,3 +381,22 @@ limits: {max_conns: 2}
 	}
 	tc.Close()
 }
+
+// TestTLSValidate: validate loads the certificates run would: a key that
+// is not the certificate's is an error, naming the files.
+func TestTLSValidate(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, _ := ca.issue(t, dir, "v", 8, "v.test")
+	_, otherKey := ca.issue(t, dir, "w", 9, "w.test")
+	path := writeFile(t, dir, "v.yaml", []byte(fmt.Sprintf(`listeners:
+  - address: 127.0.0.1:1
+    tls: {certificates: [{cert: %s, key: %s}]}
+    routes: [{cluster: o}]
+clusters: [{name: o, endpoints: ["127.0.0.1:2"]}]
+`, cert, otherKey)))
+	_, stderr, code := runStrait(t, "validate", "-c", path)
+	if code != 1 || !strings.Contains(stderr, cert) || !strings.Contains(stderr, "does not match") {
+		t.Errorf("a key that is not the certificate's: exit %d, %q", code, stderr)
+	}
+}
