@@ -146,6 +146,16 @@ type ListenerTLS struct {
 	MinVersion       string     `yaml:"min_version"`       // 1.2 (default) or 1.3
 	HandshakeTimeout Duration   `yaml:"handshake_timeout"` // default 10s
 	TicketRotation   Duration   `yaml:"ticket_rotation"`   // default 1h
+	// ClientAuth asks clients for certificates: none (the default),
+	// optional (verified if given) or required.
+	ClientAuth string `yaml:"client_auth"`
+	// ClientCA is the PEM bundle client certificates are verified
+	// against; required with client_auth.
+	ClientCA string `yaml:"client_ca"`
+	// ClientCertHeader, if set, names a field that carries a verified
+	// client certificate's subject and names upstream; strait removes
+	// it from every request first.
+	ClientCertHeader string `yaml:"client_cert_header"`
 }
 
 // CertPair is a certificate chain and its private key, PEM files.

@@ -372,6 +372,13 @@ func (v *validator) config(c *Config) {
 				}
 			}
 			v.oneOf(at(tp, "min_version"), t.MinVersion, "1.2", "1.3")
+			v.oneOf(at(tp, "client_auth"), t.ClientAuth, "none", "optional", "required")
+			if t.ClientAuth != "" && t.ClientAuth != "none" && t.ClientCA == "" {
+				v.errorf(at(tp, "client_ca"), "client_auth %s needs a client_ca bundle", t.ClientAuth)
+			}
+			if h := t.ClientCertHeader; h != "" && !isToken(h) {
+				v.errorf(at(tp, "client_cert_header"), "%q is not a field name", h)
+			}
 			if t.HandshakeTimeout < 0 || t.TicketRotation < 0 {
 				v.errorf(tp, "durations must not be negative")
 			}

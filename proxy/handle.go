@@ -100,7 +100,7 @@ func (srv *Server) startCall(ds stream.Downstream) *call {
 	s.Ctx = nil
 	s.Override = Override{}
 	s.answered = false
-	s.ClientAddr, s.LocalAddr = h.Client, h.Local
+	s.ClientAddr, s.LocalAddr, s.TLS = h.Client, h.Local, h.TLS
 	s.begin()
 
 	r := &s.Request

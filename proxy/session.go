@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"net/netip"
 	"sync"
 	"time"
@@ -67,7 +68,11 @@ type Session struct {
 
 	ClientAddr netip.AddrPort
 	LocalAddr  netip.AddrPort
-	RequestID  []byte
+	// TLS is the client connection's TLS state, nil for plain text: its
+	// PeerCertificates and VerifiedChains say who a client certificate
+	// names (mTLS). Read it, do not change it.
+	TLS       *tls.ConnectionState
+	RequestID []byte
 	// Stats are filled in as the request goes; read them in Logging.
 	Stats Stats
 

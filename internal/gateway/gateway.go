@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -55,6 +56,7 @@ type router struct {
 	rules           []rule
 	unmatched       *observe.Route  // requests no rule took; nil: no metrics
 	tracer          *observe.Tracer // nil: no traces
+	certField       string          // carries a verified client certificate's names; "": none
 	paths           route.PathOptions
 	forwardOriginal bool
 }
@@ -148,6 +150,13 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 			if t.MinVersion == "1.3" {
 				tc.MinVersion = tls.VersionTLS13
 			}
+			switch t.ClientAuth {
+			case "optional":
+				tc.ClientAuth, tc.ClientCA = tls.VerifyClientCertIfGiven, t.ClientCA
+			case "required":
+				tc.ClientAuth, tc.ClientCA = tls.RequireAndVerifyClientCert, t.ClientCA
+			}
+			rt.certField = t.ClientCertHeader
 			ts, err := tlsconf.New(tc)
 			if err != nil {
 				g.Stop()
@@ -298,6 +307,13 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	s.Ctx = a
 	if rt.tracer != nil {
 		a.span = rt.tracer.Start(s, rt.name)
+	}
+	if rt.certField != "" {
+		// Only strait says who a client certificate names.
+		s.Request.Header.Del(rt.certField)
+		if s.TLS != nil && len(s.TLS.VerifiedChains) > 0 {
+			s.Request.Header.Set(rt.certField, certNames(s.TLS.VerifiedChains[0][0]))
+		}
 	}
 	target, err := route.Normalize(s.Request.Path, rt.paths)
 	if err != nil {
@@ -495,4 +511,28 @@ func (a *attempt) end(s *proxy.Session, e *proxy.Error) {
 	*a = attempt{}
 	attempts.Put(a)
 	s.Ctx = nil
+}
+
+// certNames describes a verified client certificate for upstreams, as
+// Envoy's X-Forwarded-Client-Cert does: Subject="CN=…";DNS=…;URI=….
+func certNames(c *x509.Certificate) string {
+	var b strings.Builder
+	b.WriteString(`Subject="`)
+	b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(c.Subject.String()))
+	b.WriteByte('"')
+	for _, n := range c.DNSNames {
+		b.WriteString(";DNS=" + n)
+	}
+	for _, u := range c.URIs {
+		b.WriteString(";URI=" + u.String())
+	}
+	// A certificate's names are the issuer's to choose: no byte of them
+	// may break the field (a CR or LF would end it).
+	out := []byte(b.String())
+	for i, ch := range out {
+		if ch < 0x20 || ch == 0x7f {
+			out[i] = '?'
+		}
+	}
+	return string(out)
 }

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -35,12 +36,13 @@ type conn struct {
 	local    netip.AddrPort
 
 	// Waiting for the next request.
-	wait    park.Waiter      // on the parker (IdleSince, IdleEnd)
-	ready   sockio.Readiness // without the parker, on a goroutine of its own
-	waiting atomic.Bool      // in waitParked: Shutdown may end the wait (it only peeks)
-	busy    bool             // its last wait for a request ended within park.After
-	served  int              // requests read
-	opened  time.Duration    // when it was accepted (mono)
+	wait    park.Waiter          // on the parker (IdleSince, IdleEnd)
+	ready   sockio.Readiness     // without the parker, on a goroutine of its own
+	waiting atomic.Bool          // in waitParked: Shutdown may end the wait (it only peeks)
+	busy    bool                 // its last wait for a request ended within park.After
+	served  int                  // requests read
+	opened  time.Duration        // when it was accepted (mono)
+	tls     *tls.ConnectionState // after the handshake; nil for plain text
 
 	watch    watcher  // reads the client while a response is awaited (watch.go)
 	tunnelUp net.Conn // the upstream of a tunnel in progress; guarded by srv.mu
@@ -314,7 +316,7 @@ func (c *conn) startRequest() {
 		h.AuthorityFirst = req.Form == http1.AbsoluteForm
 	}
 	h.Header, h.Conn = &req.Header, req.Conn
-	h.Client, h.Local = c.remote, c.local
+	h.Client, h.Local, h.TLS = c.remote, c.local, c.tls
 	switch req.Framing {
 	case http1.LengthBody:
 		h.ContentLength = req.ContentLength

@@ -150,6 +150,8 @@ func (t *handshakeTask) Run() {
 		return
 	}
 	tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	c.tls = &st
 	// The first request's head timeout runs from here, not from accept.
 	c.wait.IdleSince = mono.Now()
 	c.serve(false)

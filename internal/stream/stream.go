@@ -7,6 +7,7 @@
 package stream
 
 import (
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"time"
@@ -76,6 +77,8 @@ type RequestHead struct {
 	Began, Read time.Duration
 	// Client and Local are the connection's addresses.
 	Client, Local netip.AddrPort
+	// TLS is the connection's TLS state; nil for plain text.
+	TLS *tls.ConnectionState
 }
 
 // ResponseHead is a response head to write downstream.

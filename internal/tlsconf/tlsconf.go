@@ -35,6 +35,11 @@ type Config struct {
 	// NextProtos are the ALPN protocols, in order of preference (default
 	// http/1.1).
 	NextProtos []string
+	// ClientAuth is tls.NoClientCert (the default),
+	// tls.VerifyClientCertIfGiven or tls.RequireAndVerifyClientCert,
+	// against the PEM bundle ClientCA.
+	ClientAuth tls.ClientAuthType
+	ClientCA   string
 	Logger     *slog.Logger
 }
 
@@ -97,6 +102,17 @@ func New(c Config) (*Server, error) {
 		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256},
 		NextProtos:       c.NextProtos,
 		GetCertificate:   s.certificate,
+		ClientAuth:       c.ClientAuth,
+	}
+	if c.ClientAuth != tls.NoClientCert {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls: client_ca: %w", err)
+		}
+		s.tls.ClientCAs = x509.NewCertPool()
+		if !s.tls.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: client_ca %s holds no PEM certificate", c.ClientCA)
+		}
 	}
 	s.rotate()
 	return s, nil

@@ -400,3 +400,79 @@ clusters: [{name: o, endpoints: ["127.0.0.1:2"]}]
 		t.Errorf("a key that is not the certificate's: exit %d, %q", code, stderr)
 	}
 }
+
+// issueClient writes a client certificate for cn, signed by ca.
+func (ca *testCA) issueClient(t *testing.T, dir, file, cn string) tls.Certificate {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn, Organization: []string{"e2e"}},
+		DNSNames: []string{cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestMutualTLS: with client_auth required, a client without a
+// certificate, or with one from another CA, is refused; a good one is
+// served, and the origin learns its subject in the configured field, which
+// a client cannot send itself. With optional, a client without one is
+// served, without the field.
+func TestMutualTLS(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "m", 3, "m.test")
+	caFile := writeFile(t, dir, "clients.pem", ca.pem)
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "cert="+strings.Join(r.Header.Values("X-Client-Cert"), "|"))
+	}))
+	start := func(auth string) string {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		runConfig(t, dir, auth+".yaml", fmt.Sprintf(`listeners:
+  - address: %s
+    tls: {certificates: [{cert: %s, key: %s}], client_auth: %s, client_ca: %s, client_cert_header: X-Client-Cert}
+    routes: [{cluster: o}]
+clusters: [{name: o, endpoints: [%q]}]
+`, addr, cert, key, auth, caFile, origin), addr)
+		return addr
+	}
+	get := func(addr string, certs []tls.Certificate) (string, error) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
+			&tls.Config{ServerName: "m.test", RootCAs: ca.pool, Certificates: certs})
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: m.test\r\nX-Client-Cert: Subject=\"CN=admin\"\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil) // TLS 1.3 reports a refusal here
+		if err != nil {
+			return "", err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return string(body), nil
+	}
+	good := []tls.Certificate{ca.issueClient(t, dir, "alice", "alice.e2e")}
+	foreign := []tls.Certificate{other.issueClient(t, dir, "mallory", "mallory.e2e")}
+
+	req := start("required")
+	if body, err := get(req, nil); err == nil {
+		t.Errorf("required, no certificate: served %q", body)
+	}
+	if body, err := get(req, foreign); err == nil {
+		t.Errorf("required, another CA's certificate: served %q", body)
+	}
+	body, err := get(req, good)
+	if want := `cert=Subject="CN=alice.e2e,O=e2e";DNS=alice.e2e`; err != nil || body != want {
+		t.Errorf("required, a good certificate: %q %v, want %q", body, err, want)
+	}
+
+	opt := start("optional")
+	if body, err := get(opt, nil); err != nil || body != "cert=" {
+		t.Errorf("optional, no certificate: %q %v, want the client's field removed", body, err)
+	}
+	if body, err := get(opt, foreign); err == nil {
+		t.Errorf("optional, another CA's certificate: served %q", body)
+	}
+}
