@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -57,6 +58,7 @@ type router struct {
 	unmatched       *observe.Route  // requests no rule took; nil: no metrics
 	tracer          *observe.Tracer // nil: no traces
 	certField       string          // carries a verified client certificate's names; "": none
+	tls             *tlsconf.Server // the listener's TLS; nil for plain text
 	paths           route.PathOptions
 	forwardOriginal bool
 }
@@ -156,12 +158,12 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 			case "required":
 				tc.ClientAuth, tc.ClientCA = tls.RequireAndVerifyClientCert, t.ClientCA
 			}
-			rt.certField = t.ClientCertHeader
 			ts, err := tlsconf.New(tc)
 			if err != nil {
 				g.Stop()
 				return nil, fmt.Errorf("listener %s: %w", name, err)
 			}
+			rt.certField, rt.tls = t.ClientCertHeader, ts
 			go ts.Run(tlsCtx)
 			l.TLS, l.HandshakeTimeout = ts, time.Duration(t.HandshakeTimeout)
 		}
@@ -264,6 +266,18 @@ func rules(h *config.HeaderRules) route.Rules {
 	return r
 }
 
+var errMisdirected = &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Status: 421,
+	Where: "the request's Host is served with another certificate than the handshake's SNI"}
+
+// hostOf is the host of an authority, without its port.
+func hostOf(authority []byte) string {
+	h := string(authority)
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		return host
+	}
+	return h
+}
+
 var errNoRoute = &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Status: 404, Where: "no route matches"}
 
 // pathErrors answer paths that cannot be normalised safely: 400.
@@ -307,6 +321,11 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	s.Ctx = a
 	if rt.tracer != nil {
 		a.span = rt.tracer.Start(s, rt.name)
+	}
+	if rt.tls != nil && s.TLS != nil && rt.tls.For(hostOf(s.Request.Authority)) != rt.tls.For(s.TLS.ServerName) {
+		// The handshake was for another certificate: a client must not
+		// shake hands as one name and ask for another (RFC 9110 §15.5.20).
+		return false, errMisdirected
 	}
 	if rt.certField != "" {
 		// Only strait says who a client certificate names.

@@ -177,6 +177,30 @@ clusters: [{name: o, endpoints: [%q]}]
 		io.Copy(io.Discard, resp.Body)
 	}
 
+	// A Host served by another certificate than the SNI's: 421.
+	for _, tc := range []struct {
+		sni, host string
+		want      int
+	}{
+		{"a.test", "a.test:" + port, 200},
+		{"a.test", "x.b.test", 421},
+		{"x.b.test", "y.b.test", 200}, // one wildcard certificate
+		{"", "default.test", 200},
+		{"", "a.test", 421},
+	} {
+		hc, err := dial(&tls.Config{ServerName: tc.sni, InsecureSkipVerify: tc.sni == ""})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(hc, "GET / HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
+		hc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(hc), nil)
+		if err != nil || resp.StatusCode != tc.want {
+			t.Errorf("SNI %q, Host %q: %v %v, want %d", tc.sni, tc.host, resp, err, tc.want)
+		}
+		hc.Close()
+	}
+
 	// Plain HTTP to the TLS port: a clear answer, and a close.
 	pc, err := net.Dial("tcp", addr)
 	if err != nil {
