@@ -12,9 +12,13 @@
 package cluster
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -52,6 +56,8 @@ type Cluster struct {
 	check   *health.CheckConfig // nil: no active checks
 	static  []balance.Endpoint  // endpoints from the config
 	logger  *slog.Logger
+	tls     *tls.Config // to the endpoints; nil for plain text
+	tlsKey  string      // what tells its connections from others' in the pool
 
 	// set is the endpoints requests pick from now. A change (a DNS
 	// answer) swaps in a new set; calls in flight finish on theirs.
@@ -159,6 +165,16 @@ func New(cc *config.Cluster, o Options) (*Cluster, error) {
 	if b := cc.RetryBudget; b.Min > 0 {
 		c.minRetries = int64(b.Min)
 	}
+	if cc.TLS != nil {
+		if c.tls, err = clientTLS(cc.TLS); err != nil {
+			return nil, fmt.Errorf("cluster %q: tls: %w", cc.Name, err)
+		}
+		if cc.TLS.InsecureSkipVerify {
+			c.logger.Warn("tls: insecure_skip_verify: the endpoints' certificates are not verified")
+		}
+		t := cc.TLS
+		c.tlsKey = fmt.Sprintf(" tls sni=%s ca=%s cert=%s alpn=%v min=%s insecure=%v", t.ServerName, t.CAFile, t.Cert, t.ALPN, t.MinVersion, t.InsecureSkipVerify)
+	}
 	if d := cc.DNS; len(d.Names) > 0 || len(d.SRV) > 0 {
 		if c.dns, err = newDiscovery(&d); err != nil {
 			return nil, fmt.Errorf("cluster %q: dns: %w", cc.Name, err)
@@ -200,7 +216,19 @@ func (c *Cluster) swap(eps []balance.Endpoint) bool {
 	addrs := make([]string, len(eps))
 	for i, e := range eps {
 		addrs[i] = e.Name
-		st.peers = append(st.peers, proxy.Peer{Addr: e.Name, Name: c.Name + "/" + e.Name})
+		peer := proxy.Peer{Addr: e.Name, Name: c.Name + "/" + e.Name}
+		if c.tls != nil {
+			peer.TLS = c.tls
+			if c.tls.ServerName == "" {
+				// The endpoint's own host name is its SNI and the name
+				// its certificate must hold (an IP address: no SNI, and
+				// an IP SAN).
+				peer.TLS = c.tls.Clone()
+				peer.TLS.ServerName, _, _ = net.SplitHostPort(e.Name)
+			}
+			peer.Key = e.Name + c.tlsKey
+		}
+		st.peers = append(st.peers, peer)
 		st.draining[i].Store(c.drained[e.Name])
 	}
 	if len(eps) > 0 {
@@ -356,4 +384,40 @@ func parseHashKey(s string) (hashKey, error) {
 		return hashKey{kind, name}, nil
 	}
 	return hashKey{}, fmt.Errorf("hash_key: want client_addr, path, header:NAME, cookie:NAME or query:NAME, got %q", s)
+}
+
+// clientTLS is the TLS config t describes, with a session cache shared by
+// the cluster's connections.
+func clientTLS(t *config.ClusterTLS) (*tls.Config, error) {
+	cfg := &tls.Config{
+		ServerName:         t.ServerName,
+		MinVersion:         tls.VersionTLS12,
+		NextProtos:         t.ALPN,
+		InsecureSkipVerify: t.InsecureSkipVerify,
+		ClientSessionCache: tls.NewLRUClientSessionCache(256),
+	}
+	if len(cfg.NextProtos) == 0 {
+		cfg.NextProtos = []string{"http/1.1"}
+	}
+	if t.MinVersion == "1.3" {
+		cfg.MinVersion = tls.VersionTLS13
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s holds no PEM certificate", t.CAFile)
+		}
+	}
+	if t.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }

@@ -295,6 +295,21 @@ type Cluster struct {
 	Limits ClusterLimits `yaml:"limits"`
 	// DNS discovers more endpoints, beside Endpoints.
 	DNS DNS `yaml:"dns"`
+	// TLS, if set, makes connections to the endpoints TLS.
+	TLS *ClusterTLS `yaml:"tls"`
+}
+
+// ClusterTLS is TLS to a cluster's endpoints (docs/config.md).
+type ClusterTLS struct {
+	CAFile     string   `yaml:"ca_file"`     // roots to verify against; default the system's
+	ServerName string   `yaml:"server_name"` // SNI and the name verified; default the endpoint's host
+	Cert       string   `yaml:"cert"`        // a client certificate (PEM), with Key
+	Key        string   `yaml:"key"`
+	MinVersion string   `yaml:"min_version"` // 1.2 (default) or 1.3
+	ALPN       []string `yaml:"alpn"`        // default http/1.1
+	// InsecureSkipVerify accepts any certificate: for tests only; logged
+	// at start.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // DNS discovers a cluster's endpoints: names are looked up at start and

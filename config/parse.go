@@ -261,6 +261,13 @@ func (v *validator) config(c *Config) {
 			v.errorf(at(p, "endpoints"), "cluster %q has no endpoints, and no dns names or srv", cl.Name)
 		}
 		v.dns(at(p, "dns"), &cl.DNS)
+		if t := cl.TLS; t != nil {
+			tp := at(p, "tls")
+			if (t.Cert == "") != (t.Key == "") {
+				v.errorf(tp, "a client certificate needs both cert and key")
+			}
+			v.oneOf(at(tp, "min_version"), t.MinVersion, "1.2", "1.3")
+		}
 		for j, ep := range cl.Endpoints {
 			if _, _, err := ParseEndpoint(ep); err != nil {
 				v.errorf(at(p, "endpoints", j), "%v", err)

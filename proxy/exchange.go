@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -68,7 +70,7 @@ func (x *call) forward() *Error {
 			}
 			return e
 		}
-		e = x.exchange(up, peer.Addr, created)
+		e = x.exchange(up, poolKey(peer), created)
 		if e == nil {
 			return nil
 		}
@@ -95,7 +97,7 @@ func (x *call) forward() *Error {
 // the response. A request the peer closes on unanswered is sent again
 // where that is safe (see exchangeFailed).
 func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamConn, time.Duration, *Error) {
-	key := peer.Addr
+	key := poolKey(peer)
 	for {
 		u, created, ok := srv.pool.p.Acquire(key, now)
 		if !ok {
@@ -127,6 +129,14 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 		srv.pool.p.CloseIdle()
 		nc, err = srv.dialer.DialContext(ctx, "tcp", peer.Addr)
 	}
+	var tc *tls.Conn
+	if err == nil && peer.TLS != nil {
+		tc = tls.Client(nc, peer.TLS)
+		if err = tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			err = fmt.Errorf("tls: %w", err)
+		}
+	}
 	cancel()
 	s.Stats.UpstreamDial = mono.Now() - start
 	if err != nil {
@@ -142,7 +152,20 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 		return nil, 0, e
 	}
 	srv.counters.UpstreamDials.Add(1)
+	if tc != nil {
+		// Served through the tls.Conn; its socket is only looked at
+		// for bytes the peer sent while the connection was idle.
+		return h1.NewUpstreamWrapped(tc, nc, srv.opts.Limits.UpstreamHead), start, nil
+	}
 	return h1.NewUpstream(nc, srv.opts.Limits.UpstreamHead), start, nil
+}
+
+// poolKey names the pooled connections peer may take.
+func poolKey(peer *Peer) string {
+	if peer.Key != "" {
+		return peer.Key
+	}
+	return peer.Addr
 }
 
 func isReset(err error) bool {

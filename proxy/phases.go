@@ -1,5 +1,7 @@
 package proxy
 
+import "crypto/tls"
+
 // Phases are the steps of proxying one request that a program can fill in,
 // after Cloudflare Pingora's ProxyHttp. Every field is optional, but a
 // program sets UpstreamPeer, or a RequestFilter that answers requests
@@ -86,4 +88,11 @@ type Peer struct {
 	Addr string
 	// Name identifies the peer in logs; Addr if empty.
 	Name string
+	// TLS, if set, makes connections to the peer TLS (its ServerName,
+	// roots, client certificate, ALPN).
+	TLS *tls.Config
+	// Key names the connections to the peer that the pool may reuse for
+	// it: peers whose connections differ (TLS identity, say) need keys of
+	// their own. Addr if empty.
+	Key string
 }

@@ -195,15 +195,21 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var endpoints []string
+	scheme := ""
 	for _, raw := range upstreams {
 		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			fmt.Fprintf(stderr, "strait proxy: --upstream %q: want http://host:port\n", raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			fmt.Fprintf(stderr, "strait proxy: --upstream %q: want http://host:port or https://host:port\n", raw)
 			return 2
 		}
+		if scheme != "" && u.Scheme != scheme {
+			fmt.Fprintln(stderr, "strait proxy: the --upstream URLs mix http and https: one cluster speaks one")
+			return 2
+		}
+		scheme = u.Scheme
 		host := u.Host
 		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "80")
+			host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[scheme])
 		}
 		endpoints = append(endpoints, host)
 	}
@@ -225,6 +231,9 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	cfg := &config.Config{
 		Listeners: []config.Listener{listener},
 		Clusters:  []config.Cluster{{Name: "upstream", Endpoints: endpoints}},
+	}
+	if scheme == "https" {
+		cfg.Clusters[0].TLS = &config.ClusterTLS{} // verified against the system's roots
 	}
 	if len(endpoints) > 1 {
 		// Resilient out of the box: outlier detection is on by default;

@@ -34,6 +34,7 @@ type Upstream struct {
 	limit     time.Duration // mono; 0: none
 	lastWrite time.Duration // when the last write began (mono)
 	written   int64         // bytes written in the current exchange
+	quietFD   int32         // the socket Quiet looks at
 }
 
 var _ stream.Upstream = (*Upstream)(nil)
@@ -44,16 +45,27 @@ var _ stream.Upstream = (*Upstream)(nil)
 func NewUpstream(nc net.Conn, limits http1.Limits) *Upstream {
 	u := &Upstream{}
 	u.sock.Init(nc, sockio.FD(nc))
+	u.quietFD = u.sock.FD
 	u.bw = bufio.NewWriterSize(u, 4<<10)
 	u.rd.Reset(u, limits)
+	return u
+}
+
+// NewUpstreamWrapped is NewUpstream for a connection wrapped around the
+// socket raw (TLS): it is read and written through wrapped only, and raw
+// is looked at by Quiet.
+func NewUpstreamWrapped(wrapped, raw net.Conn, limits http1.Limits) *Upstream {
+	u := NewUpstream(wrapped, limits)
+	u.quietFD = sockio.FD(raw)
 	return u
 }
 
 // Quiet reports whether nothing waits to be read on the idle connection:
 // it is open, and the peer sent nothing after its last response. Those
 // bytes would otherwise be read as the next request's response: one
-// client's answer given to another.
-func (u *Upstream) Quiet() bool { return sockio.Quiet(u.sock.FD) }
+// client's answer given to another. (For TLS: nothing arrived on the
+// socket, not even a close_notify.)
+func (u *Upstream) Quiet() bool { return sockio.Quiet(u.quietFD) }
 
 func (u *Upstream) Read(p []byte) (int, error) {
 	if u.limit == 0 || mono.Now() < u.limit { // past the total deadline: net.Conn reports it

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -498,5 +499,86 @@ clusters: [{name: o, endpoints: [%q]}]
 	}
 	if body, err := get(opt, foreign); err == nil {
 		t.Errorf("optional, another CA's certificate: served %q", body)
+	}
+}
+
+// startTLSOrigin starts a Go HTTPS origin with a certificate of ca for
+// names, counting the connections it accepts.
+func startTLSOrigin(t *testing.T, ca *testCA, dir string, conns *atomic.Int32, names ...string) string {
+	cert, key := ca.issue(t, dir, "origin-"+names[0], 20, names...)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "tls-origin "+r.TLS.ServerName)
+	}), ConnState: func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// TestTLSUpstream: a cluster with tls verifies its endpoints against its
+// CA and the name it is given, sends that name as SNI, and reuses its TLS
+// connections; a certificate of another CA, or for another name, is a 502;
+// insecure_skip_verify takes any, and says so at start.
+func TestTLSUpstream(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	dir := t.TempDir()
+	var conns atomic.Int32
+	origin := startTLSOrigin(t, ca, dir, &conns, "origin.test")
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	otherFile := writeFile(t, dir, "other.pem", other.pem)
+	start := func(tlsBlock string) (string, *proc) {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		p := runConfig(t, dir, "u.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters:
+  - {name: o, endpoints: [%q], tls: %s}
+`, addr, origin, tlsBlock), addr)
+		return addr, p
+	}
+	get := func(addr string) (int, string) {
+		resp, err := newClient(true).Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	addr, _ := start(fmt.Sprintf("{ca_file: %s, server_name: origin.test}", caFile))
+	for range 5 {
+		if code, body := get(addr); code != 200 || body != "tls-origin origin.test" {
+			t.Fatalf("through a verified TLS upstream: %d %q", code, body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("5 requests opened %d TLS connections to the origin, want 1 (reused)", n)
+	}
+	for _, block := range []string{
+		fmt.Sprintf("{ca_file: %s, server_name: origin.test}", otherFile), // another CA
+		fmt.Sprintf("{ca_file: %s, server_name: wrong.test}", caFile),     // another name
+		fmt.Sprintf("{ca_file: %s}", caFile),                              // no name: the IP, which the certificate lacks
+	} {
+		a, _ := start(block)
+		if code, _ := get(a); code != 502 {
+			t.Errorf("tls %s: %d, want 502", block, code)
+		}
+	}
+	a, p := start("{insecure_skip_verify: true}")
+	if code, _ := get(a); code != 200 {
+		t.Errorf("insecure_skip_verify: %d", code)
+	}
+	if !strings.Contains(p.stderr.String(), "insecure_skip_verify") {
+		t.Errorf("insecure_skip_verify was not logged at start")
 	}
 }
