@@ -173,6 +173,9 @@ func (x *call) readBody() ([]byte, *Error, bool) {
 	if end {
 		if t := ds.Trailer(); t.Len() > 0 {
 			hop.CopyTrailers(&s.Request.Trailer, t)
+			for _, name := range s.Override.StripFields {
+				s.Request.Trailer.Del(name)
+			}
 		}
 	}
 	return data, nil, end

@@ -109,6 +109,10 @@ type Override struct {
 	// IdempotencyKey names a request field (Idempotency-Key) whose
 	// presence makes any method safe to send twice.
 	IdempotencyKey string
+	// StripFields are removed from the request's trailers, as a hook
+	// removes them from its head: fields only the proxy may send (a
+	// verified client certificate's names, say).
+	StripFields []string
 }
 
 // Idempotent reports whether the request may be sent upstream twice: its

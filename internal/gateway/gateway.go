@@ -58,6 +58,7 @@ type router struct {
 	unmatched       *observe.Route  // requests no rule took; nil: no metrics
 	tracer          *observe.Tracer // nil: no traces
 	certField       string          // carries a verified client certificate's names; "": none
+	certFields      []string        // certField, and its spelling with underscores: removed from requests
 	tls             *tlsconf.Server // the listener's TLS; nil for plain text
 	paths           route.PathOptions
 	forwardOriginal bool
@@ -164,6 +165,10 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 				return nil, fmt.Errorf("listener %s: %w", name, err)
 			}
 			rt.certField, rt.tls = t.ClientCertHeader, ts
+			if f := t.ClientCertHeader; f != "" {
+				// Some origins read X_Client_Cert as X-Client-Cert (CGI).
+				rt.certFields = []string{f, strings.ReplaceAll(f, "-", "_")}
+			}
 			go ts.Run(tlsCtx)
 			l.TLS, l.HandshakeTimeout = ts, time.Duration(t.HandshakeTimeout)
 		}
@@ -329,7 +334,9 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	}
 	if rt.certField != "" {
 		// Only strait says who a client certificate names.
-		s.Request.Header.Del(rt.certField)
+		for _, f := range rt.certFields {
+			s.Request.Header.Del(f)
+		}
 		if s.TLS != nil && len(s.TLS.VerifiedChains) > 0 {
 			s.Request.Header.Set(rt.certField, certNames(s.TLS.VerifiedChains[0][0]))
 		}
@@ -379,6 +386,7 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 		s.Request.Path = target
 	}
 	s.Override.IdempotencyKey = r.idempotencyKey
+	s.Override.StripFields = rt.certFields
 	return false, nil
 }
 
@@ -539,11 +547,14 @@ func certNames(c *x509.Certificate) string {
 	b.WriteString(`Subject="`)
 	b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(c.Subject.String()))
 	b.WriteByte('"')
+	// Values are quoted: a name holding ; , or = must not read as
+	// parts of its own (a URI SAN of "x;URI=spiffe://corp/admin").
+	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 	for _, n := range c.DNSNames {
-		b.WriteString(";DNS=" + n)
+		b.WriteString(`;DNS="` + quote.Replace(n) + `"`)
 	}
 	for _, u := range c.URIs {
-		b.WriteString(";URI=" + u.String())
+		b.WriteString(`;URI="` + quote.Replace(u.String()) + `"`)
 	}
 	// A certificate's names are the issuer's to choose: no byte of them
 	// may break the field (a CR or LF would end it).

@@ -2,7 +2,9 @@ package h1
 
 import (
 	"bufio"
+	"errors"
 	"net"
+	"os"
 	"time"
 
 	"github.com/straitproxy/strait/header"
@@ -35,6 +37,7 @@ type Upstream struct {
 	lastWrite time.Duration // when the last write began (mono)
 	written   int64         // bytes written in the current exchange
 	quietFD   int32         // the socket Quiet looks at
+	wrapped   bool          // read through a wrapper (TLS) that may hold bytes of its own
 }
 
 var _ stream.Upstream = (*Upstream)(nil)
@@ -56,7 +59,7 @@ func NewUpstream(nc net.Conn, limits http1.Limits) *Upstream {
 // is looked at by Quiet.
 func NewUpstreamWrapped(wrapped, raw net.Conn, limits http1.Limits) *Upstream {
 	u := NewUpstream(wrapped, limits)
-	u.quietFD = sockio.FD(raw)
+	u.quietFD, u.wrapped = sockio.FD(raw), true
 	return u
 }
 
@@ -65,7 +68,22 @@ func NewUpstreamWrapped(wrapped, raw net.Conn, limits http1.Limits) *Upstream {
 // bytes would otherwise be read as the next request's response: one
 // client's answer given to another. (For TLS: nothing arrived on the
 // socket, not even a close_notify.)
-func (u *Upstream) Quiet() bool { return sockio.Quiet(u.quietFD) }
+func (u *Upstream) Quiet() bool {
+	if !sockio.Quiet(u.quietFD) {
+		return false
+	}
+	if !u.wrapped {
+		return true
+	}
+	// The wrapper may have taken from the socket more than the last
+	// response (TLS reads whole records, several at once): a read that
+	// must not wait tells. It finds nothing, or the connection is not
+	// used again.
+	u.sock.SetReadDeadline(sockio.Past)
+	n, err := u.sock.NC.Read(make([]byte, 1))
+	u.sock.SetReadDeadline(time.Time{})
+	return n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+}
 
 func (u *Upstream) Read(p []byte) (int, error) {
 	if u.limit == 0 || mono.Now() < u.limit { // past the total deadline: net.Conn reports it

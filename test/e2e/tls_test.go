@@ -450,7 +450,17 @@ func TestMutualTLS(t *testing.T) {
 	cert, key := ca.issue(t, dir, "m", 3, "m.test")
 	caFile := writeFile(t, dir, "clients.pem", ca.pem)
 	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "cert="+strings.Join(r.Header.Values("X-Client-Cert"), "|"))
+		io.Copy(io.Discard, r.Body) // then the trailers are in
+		out := "cert=" + strings.Join(r.Header.Values("X-Client-Cert"), "|")
+		for k, v := range r.Header {
+			if k != "X-Client-Cert" && strings.Contains(strings.ToLower(k), "client") {
+				out += " header " + k + "=" + strings.Join(v, "|")
+			}
+		}
+		for k, v := range r.Trailer {
+			out += " trailer " + k + "=" + strings.Join(v, "|")
+		}
+		io.WriteString(w, out)
 	}))
 	start := func(auth string) string {
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -489,8 +499,27 @@ clusters: [{name: o, endpoints: [%q]}]
 		t.Errorf("required, another CA's certificate: served %q", body)
 	}
 	body, err := get(req, good)
-	if want := `cert=Subject="CN=alice.e2e,O=e2e";DNS=alice.e2e`; err != nil || body != want {
+	if want := `cert=Subject="CN=alice.e2e,O=e2e";DNS="alice.e2e"`; err != nil || body != want {
 		t.Errorf("required, a good certificate: %q %v, want %q", body, err, want)
+	}
+
+	// A forged field in the trailers, or spelt with underscores, does not
+	// reach the origin either.
+	c, err := tls.Dial("tcp", req, &tls.Config{ServerName: "m.test", RootCAs: ca.pool, Certificates: good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: m.test\r\nX_Client_Cert: forged\r\nTransfer-Encoding: chunked\r\nTrailer: X-Client-Cert\r\n\r\n"+
+		"1\r\na\r\n0\r\nX-Client-Cert: forged-trailer\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := io.ReadAll(resp.Body)
+	c.Close()
+	if strings.Contains(string(forged), "forged") || !strings.Contains(string(forged), "alice") {
+		t.Errorf("a forged field reached the origin: %q", forged)
 	}
 
 	opt := start("optional")
@@ -581,4 +610,85 @@ clusters:
 	if !strings.Contains(p.stderr.String(), "insecure_skip_verify") {
 		t.Errorf("insecure_skip_verify was not logged at start")
 	}
+}
+
+// TestTLSUpstreamExtraBytes: a TLS origin that sends, with its response,
+// a second one nobody asked for cannot have it read as the next client's
+// answer: the bytes TLS read ahead are looked for before reuse.
+func TestTLSUpstreamExtraBytes(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "x", 30, "x.test")
+	pair, _ := tls.LoadX509KeyPair(cert, key)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				hc := &heldConn{Conn: raw}
+				c := tls.Server(hc, &tls.Config{Certificates: []tls.Certificate{pair}})
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					// Two TLS records in one TCP write: strait's TLS reads
+					// both at once.
+					hc.hold = true
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED")
+					hc.flush()
+				}
+			}()
+		}
+	}()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "x.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters:
+  - {name: o, endpoints: [%q], tls: {ca_file: %s, server_name: x.test}}
+`, addr, ln.Addr().String(), writeFile(t, dir, "ca.pem", ca.pem)), addr)
+	for i := range 3 {
+		resp, err := newClient(false).Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "first" {
+			t.Errorf("client %d got %q, want first", i, body)
+		}
+	}
+}
+
+// heldConn holds what is written while hold is set, until flush writes it
+// all at once.
+type heldConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (h *heldConn) Write(p []byte) (int, error) {
+	if h.hold {
+		h.buf = append(h.buf, p...)
+		return len(p), nil
+	}
+	return h.Conn.Write(p)
+}
+
+func (h *heldConn) flush() {
+	h.hold = false
+	h.Conn.Write(h.buf)
+	h.buf = h.buf[:0]
 }
