@@ -5,6 +5,7 @@
 package accesslog
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -144,7 +145,7 @@ func (h *combined) Handle(_ context.Context, r slog.Record) error {
 		if method == "CONNECT" {
 			path = authority
 		}
-		request = escape(method) + " " + escape(path) + " " + escape(cmpOr(proto, "HTTP/1.1"))
+		request = escape(method) + " " + escape(path) + " " + escape(cmp.Or(proto, "HTTP/1.1"))
 	}
 	line := fmt.Sprintf("%s - - [%s] \"%s\" %s %s %s %s\n", dash(client), t.Format("02/Jan/2006:15:04:05 -0700"),
 		request, status, bytes, quote(referer), quote(agent))
@@ -207,11 +208,4 @@ func escape(s string) string {
 		}
 	}
 	return string(b)
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -52,9 +53,9 @@ func NewTracer(t *config.Tracing, logger *slog.Logger) (*Tracer, error) {
 	var client otlptrace.Client
 	switch t.Exporter {
 	case "otlp_grpc":
-		client = otlptracegrpc.NewClient(otlptracegrpc.WithEndpoint(cmpOr(t.Endpoint, "127.0.0.1:4317")), otlptracegrpc.WithInsecure())
+		client = otlptracegrpc.NewClient(otlptracegrpc.WithEndpoint(cmp.Or(t.Endpoint, "127.0.0.1:4317")), otlptracegrpc.WithInsecure())
 	case "otlp_http":
-		client = otlptracehttp.NewClient(otlptracehttp.WithEndpoint(cmpOr(t.Endpoint, "127.0.0.1:4318")), otlptracehttp.WithInsecure())
+		client = otlptracehttp.NewClient(otlptracehttp.WithEndpoint(cmp.Or(t.Endpoint, "127.0.0.1:4318")), otlptracehttp.WithInsecure())
 	default:
 		return nil, fmt.Errorf("tracing: unknown exporter %q", t.Exporter)
 	}
@@ -73,7 +74,7 @@ func newTracer(t *config.Tracing, export sdktrace.TracerProviderOption) (*Tracer
 	if t.Sampling.Set {
 		ratio = t.Sampling.Value
 	}
-	res := resource.NewSchemaless(attribute.String("service.name", cmpOr(t.ServiceName, "strait")))
+	res := resource.NewSchemaless(attribute.String("service.name", cmp.Or(t.ServiceName, "strait")))
 	tr := &Tracer{}
 	for _, s := range t.TrustedParents {
 		p, err := config.ParsePrefix(s)
@@ -111,13 +112,6 @@ func spanMethod(m string) string {
 		return m
 	}
 	return "_OTHER"
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Shutdown exports what is left and stops.
