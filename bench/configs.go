@@ -111,7 +111,23 @@ admin: {address: off}
 
 // nginxProxyConf is nginx as a reverse proxy with a pooled upstream.
 func (b *bench) nginxProxyConf(port int) string {
-	return b.nginxCommon("nginx") + fmt.Sprintf(`
+	return b.nginxProxy("nginx", fmt.Sprintf("listen 127.0.0.1:%d;", port))
+}
+
+// nginxProxyConfTLS is nginxProxyConf terminating TLS with the run's
+// certificate (TLS 1.2 and 1.3, nginx's session defaults); the upstream
+// side is the same plain HTTP.
+func (b *bench) nginxProxyConfTLS(port int, certs tlsFiles) string {
+	return b.nginxProxy("nginx-tls", fmt.Sprintf(`listen 127.0.0.1:%d ssl;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;`, port, certs.cert, certs.key))
+}
+
+// nginxProxy is the proxy config of nginx and nginx-tls, which differ only
+// in the listen directives.
+func (b *bench) nginxProxy(name, listen string) string {
+	return b.nginxCommon(name) + fmt.Sprintf(`
     upstream origin {
         server 127.0.0.1:%d;
         keepalive 128;
@@ -119,7 +135,7 @@ func (b *bench) nginxProxyConf(port int) string {
         keepalive_timeout 300s;
     }
     server {
-        listen 127.0.0.1:%d;
+        %s
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -127,11 +143,24 @@ func (b *bench) nginxProxyConf(port int) string {
         }
     }
 }
-`, b.oport, port)
+`, b.oport, listen)
 }
 
 // haproxyConf is HAProxy in HTTP mode with server-side connection reuse.
 func (b *bench) haproxyConf(port int) string {
+	return b.haproxy(fmt.Sprintf("bind 127.0.0.1:%d", port))
+}
+
+// haproxyConfTLS is haproxyConf terminating TLS with the run's
+// certificate and key in one PEM file, as crt wants; the backend is the
+// same plain HTTP.
+func (b *bench) haproxyConfTLS(port int, certs tlsFiles) string {
+	return b.haproxy(fmt.Sprintf("bind 127.0.0.1:%d ssl crt %s", port, certs.both))
+}
+
+// haproxy is the config of haproxy and haproxy-tls, which differ only in
+// the bind line.
+func (b *bench) haproxy(bind string) string {
 	// maxconn bounds client connections; -idle needs idleConns of them.
 	maxconn := max(b.cfg.idleConns+100, 4000)
 	return fmt.Sprintf(`global
@@ -155,10 +184,10 @@ defaults
     timeout http-keep-alive 300s
 
 frontend fe
-    bind 127.0.0.1:%d
+    %s
     default_backend origin
 
 backend origin
     server origin 127.0.0.1:%d
-`, maxconn, maxconn, port, b.oport)
+`, maxconn, maxconn, bind, b.oport)
 }

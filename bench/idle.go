@@ -70,6 +70,11 @@ func (b *bench) runIdle(ctx context.Context) error {
 		if name == "direct" {
 			continue
 		}
+		if isTLSTarget(name) {
+			// The idle client speaks plain HTTP on raw connections.
+			fmt.Fprintf(os.Stderr, "bench: -idle skips %s (no TLS client)\n", name)
+			continue
+		}
 		res, err := b.idleOne(ctx, name)
 		if err != nil {
 			return err

@@ -169,7 +169,7 @@ func (b *bench) runLoad(ctx context.Context) error {
 		}
 		// Every scenario's body must come through intact before any load.
 		for _, sc := range cfg.scenarios {
-			if err := checkBody(t.port, sc.Path, payloads[strings.TrimPrefix(sc.Path, "/")]); err != nil {
+			if err := checkBody(t.baseURL(), sc.Path, payloads[strings.TrimPrefix(sc.Path, "/")]); err != nil {
 				return fmt.Errorf("%s: %v", name, err)
 			}
 		}
@@ -238,7 +238,7 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 	if b.cfg.waitQuiet > 0 {
 		b.waitQuiet(ctx, b.cfg.waitQuiet)
 	}
-	url := fmt.Sprintf("http://127.0.0.1:%d%s", t.port, sc.Path)
+	url := t.baseURL() + sc.Path
 	conns := b.connsFor(sc)
 	if b.cfg.warmup > 0 {
 		// The warm-up's result is not used: it fills pools and caches and

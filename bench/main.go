@@ -87,6 +87,7 @@ func balancePolicy(name string) string {
 // allTargets are the things wrk can be pointed at.
 func allTargets() []string {
 	out := append(slices.Clone(defaultTargets), "strait-metrics")
+	out = append(out, tlsTargets...)
 	for _, t := range balanceTargets {
 		out = append(out, t.name)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -34,6 +35,7 @@ type bench struct {
 	oports     []int // the same files on three ports, oport first: the endpoints of strait-* targets
 	sport      int   // origin: stub_status, to count the connections it accepts
 	started    time.Time
+	tlsFiles   tlsFiles // the TLS targets' certificate, once generated
 
 	restoreNice func() // undoes niceAutogroup
 
@@ -154,7 +156,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	for _, port := range b.oports {
-		if err := b.waitReady(ctx, b.origin, port); err != nil {
+		if err := b.waitReady(ctx, b.origin, port, false); err != nil {
 			return err
 		}
 	}
@@ -239,7 +241,20 @@ func (b *bench) writeFile(name, content string) (string, error) {
 type target struct {
 	name string
 	port int
+	tls  bool  // the proxy listens with TLS: https:// for wrk and the checks
 	proc *proc // nil for direct
+}
+
+// baseURL is the scheme, host and port wrk and the checks use for t.
+func (t *target) baseURL() string {
+	return baseURL(t.port, t.tls)
+}
+
+func baseURL(port int, secure bool) string {
+	if secure {
+		return fmt.Sprintf("https://127.0.0.1:%d", port)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
 // startTarget starts the named proxy on CPU proxyCPU, in front of the
@@ -252,10 +267,16 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &target{name: name, port: ports[0]}
+	t := &target{name: name, port: ports[0], tls: isTLSTarget(name)}
 	listen := fmt.Sprintf("127.0.0.1:%d", t.port)
 	upstream := fmt.Sprintf("http://127.0.0.1:%d", b.oport)
 	cpu := b.cfg.proxyCPU
+	var certs tlsFiles
+	if t.tls {
+		if certs, err = b.tlsCert(); err != nil {
+			return nil, err
+		}
+	}
 	switch name {
 	case "strait", "base", "strait-metrics":
 		// The binary's own defaults; the access log is off unless asked.
@@ -270,6 +291,21 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 			args = append(args, "--admin", "127.0.0.1:0")
 		}
 		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, bin, args...)
+	case "strait-tls":
+		// As strait, with TLS on the listener; plain HTTP upstream.
+		args := []string{"proxy", "--listen", "https://" + listen,
+			"--tls-cert", certs.cert, "--tls-key", certs.key, "--upstream", upstream}
+		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.strait, args...)
+	case "nginx-tls":
+		var conf string
+		if conf, err = b.writeFile("nginx-tls.conf", b.nginxProxyConfTLS(t.port, certs)); err == nil {
+			t.proc, err = b.start(name, cpu, nil, nginxBin(), b.nginxArgs("nginx-tls", conf)...)
+		}
+	case "haproxy-tls":
+		var conf string
+		if conf, err = b.writeFile("haproxy-tls.cfg", b.haproxyConfTLS(t.port, certs)); err == nil {
+			t.proc, err = b.start(name, cpu, nil, "haproxy", "-db", "-f", conf)
+		}
 	case "httputil":
 		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.httpu, "-listen", listen, "-upstream", upstream)
 	case "nginx":
@@ -300,22 +336,22 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := b.waitReady(ctx, t.proc, t.port); err != nil {
+	if err := b.waitReady(ctx, t.proc, t.port, t.tls); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// waitReady polls GET /13 on port until it returns the origin's body, for
-// up to 15 s, failing early if the process exits.
-func (b *bench) waitReady(ctx context.Context, p *proc, port int) error {
+// waitReady polls GET /13 on port (over TLS when secure) until it returns the
+// origin's body, for up to 15 s, failing early if the process exits.
+func (b *bench) waitReady(ctx context.Context, p *proc, port int, secure bool) error {
 	deadline := time.Now().Add(15 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		if p.exited() {
 			return fmt.Errorf("%s exited during startup: %v\n%s", p.name, p.err, p.logTail(20))
 		}
-		if last = checkBody(port, "/13", payloads["13"]); last == nil {
+		if last = checkBody(baseURL(port, secure), "/13", payloads["13"]); last == nil {
 			return nil
 		}
 		select {
@@ -327,12 +363,19 @@ func (b *bench) waitReady(ctx context.Context, p *proc, port int) error {
 	return fmt.Errorf("%s did not answer on port %d within 15 s: %v\n%s", p.name, port, last, p.logTail(20))
 }
 
-// checkBody fetches path from port on a fresh connection and requires a 200
-// with exactly want as body: wrk only looks at status codes, so this is
-// what shows that a proxy passes bodies through intact.
-func checkBody(port int, path string, want []byte) error {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+// checkBody fetches path from base (http:// or https://127.0.0.1:PORT) on
+// a fresh connection and requires a 200 with exactly want as body: wrk
+// only looks at status codes, so this is what shows that a proxy passes
+// bodies through intact. Over TLS it does not verify the run's self-signed
+// certificate (as wrk does not), and speaks HTTP/1.1, as wrk does.
+func checkBody(base, path string, want []byte) error {
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}},
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	resp, err := c.Get(base + path)
 	if err != nil {
 		return err
 	}
