@@ -19,6 +19,7 @@ import (
 
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/route"
@@ -53,12 +54,14 @@ type directResponse struct {
 
 // router is one listener's routes, and how it normalises paths.
 type router struct {
-	name            string // the listener's
-	rules           []rule
-	unmatched       *observe.Route  // requests no rule took; nil: no metrics
-	tracer          *observe.Tracer // nil: no traces
-	certField       string          // carries a verified client certificate's names; "": none
-	certFields      []string        // certField, and its spelling with underscores: removed from requests
+	name      string // the listener's
+	rules     []rule
+	unmatched *observe.Route  // requests no rule took; nil: no metrics
+	tracer    *observe.Tracer // nil: no traces
+	// certFields are the field that carries a verified client
+	// certificate's names, then its spelling with underscores: both are
+	// removed from requests. Empty: none.
+	certFields      []string
 	tls             *tlsconf.Server // the listener's TLS; nil for plain text
 	paths           route.PathOptions
 	forwardOriginal bool
@@ -164,7 +167,7 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 				g.Stop()
 				return nil, fmt.Errorf("listener %s: %w", name, err)
 			}
-			rt.certField, rt.tls = t.ClientCertHeader, ts
+			rt.tls = ts
 			if f := t.ClientCertHeader; f != "" {
 				// Some origins read X_Client_Cert as X-Client-Cert (CGI).
 				rt.certFields = []string{f, strings.ReplaceAll(f, "-", "_")}
@@ -327,18 +330,19 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	if rt.tracer != nil {
 		a.span = rt.tracer.Start(s, rt.name)
 	}
-	if rt.tls != nil && s.TLS != nil && rt.tls.For(hostOf(s.Request.Authority)) != rt.tls.For(s.TLS.ServerName) {
+	if rt.tls != nil && s.TLS != nil && !header.EqualFold(s.Request.Authority, []byte(s.TLS.ServerName)) &&
+		rt.tls.For(hostOf(s.Request.Authority)) != rt.tls.For(s.TLS.ServerName) {
 		// The handshake was for another certificate: a client must not
 		// shake hands as one name and ask for another (RFC 9110 §15.5.20).
 		return false, errMisdirected
 	}
-	if rt.certField != "" {
+	if len(rt.certFields) > 0 {
 		// Only strait says who a client certificate names.
 		for _, f := range rt.certFields {
 			s.Request.Header.Del(f)
 		}
 		if s.TLS != nil && len(s.TLS.VerifiedChains) > 0 {
-			s.Request.Header.Set(rt.certField, certNames(s.TLS.VerifiedChains[0][0]))
+			s.Request.Header.Set(rt.certFields[0], certNames(s.TLS.VerifiedChains[0][0]))
 		}
 	}
 	target, err := route.Normalize(s.Request.Path, rt.paths)
@@ -543,13 +547,11 @@ func (a *attempt) end(s *proxy.Session, e *proxy.Error) {
 // certNames describes a verified client certificate for upstreams, as
 // Envoy's X-Forwarded-Client-Cert does: Subject="CN=…";DNS=…;URI=….
 func certNames(c *x509.Certificate) string {
-	var b strings.Builder
-	b.WriteString(`Subject="`)
-	b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(c.Subject.String()))
-	b.WriteByte('"')
 	// Values are quoted: a name holding ; , or = must not read as
 	// parts of its own (a URI SAN of "x;URI=spiffe://corp/admin").
 	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	var b strings.Builder
+	b.WriteString(`Subject="` + quote.Replace(c.Subject.String()) + `"`)
 	for _, n := range c.DNSNames {
 		b.WriteString(`;DNS="` + quote.Replace(n) + `"`)
 	}
