@@ -44,8 +44,8 @@ type Server struct {
 	// within HandshakeTimeout (default 10 s).
 	TLS              *tls.Config
 	HandshakeTimeout time.Duration
-	// Handshakes counts TLS handshakes by result (tlsOK, tlsFailed,
-	// tlsPlainHTTP, tlsTimeout), for metrics; nil: not counted.
+	// Handshakes counts TLS handshakes by result (TLSOK, TLSFailed,
+	// TLSPlainHTTP, TLSTimeout), for metrics; nil: not counted.
 	Handshakes *[4]atomic.Int64
 
 	shutting atomic.Bool

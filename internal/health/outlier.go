@@ -39,8 +39,6 @@ type Outlier struct {
 	eps []endpointState
 
 	mu sync.Mutex // guards ejections
-	// Ejections counts ejections, for metrics.
-	Ejections atomic.Int64
 }
 
 type endpointState struct {
@@ -131,6 +129,5 @@ func (o *Outlier) Failure(i int, now time.Duration) bool {
 	e.lastUntil = now + d
 	e.until.Store(int64(now + d))
 	e.fails.Store(0)
-	o.Ejections.Add(1)
 	return true
 }
