@@ -16,6 +16,7 @@ import (
 
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/h1"
+	"github.com/straitproxy/strait/internal/sockio"
 	"github.com/straitproxy/strait/internal/hop"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/stream"
@@ -130,8 +131,10 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 		nc, err = srv.dialer.DialContext(ctx, "tcp", peer.Addr)
 	}
 	var tc *tls.Conn
+	var under *sockio.Underlay
 	if err == nil && peer.TLS != nil {
-		tc = tls.Client(nc, peer.TLS)
+		under = sockio.NewUnderlay(nc)
+		tc = tls.Client(under, peer.TLS)
 		if err = tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			err = fmt.Errorf("tls: %w", err)
@@ -153,9 +156,7 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 	}
 	srv.counters.UpstreamDials.Add(1)
 	if tc != nil {
-		// Served through the tls.Conn; its socket is only looked at
-		// for bytes the peer sent while the connection was idle.
-		return h1.NewUpstreamWrapped(tc, nc, srv.opts.Limits.UpstreamHead), start, nil
+		return h1.NewUpstreamWrapped(tc, under, srv.opts.Limits.UpstreamHead), start, nil
 	}
 	return h1.NewUpstream(nc, srv.opts.Limits.UpstreamHead), start, nil
 }

@@ -97,7 +97,7 @@ func (c *conn) serve(readable bool) {
 		// Bytes of the next head may have come with the last request (or
 		// the watcher read them): that head has begun, and the head
 		// timeout bounds it.
-		begun := c.rd.Buffered() > 0 || c.watch.holds()
+		begun := c.rd.Buffered() > 0 || c.watch.holds() || !readable && c.tlsHolds()
 		c.awaitingHead = !begun
 		c.headStart = 0
 		// A connection that has sent nothing yet gets the head timeout,
@@ -148,11 +148,9 @@ func (c *conn) serve(readable bool) {
 			c.sock.EnsureReadDeadline(readableAt, srv.Timeouts.Header, c.wait.IdleEnd)
 			readable, readableAt = false, 0
 		} else if c.sock.FD < 0 {
-			// A wrapped connection (TLS) is not parked: its reader may
-			// hold a request already decrypted, which no readiness of the
-			// socket shows. It waits in its read for the whole idle time
-			// (before its first request, the head timeout), which Drain
-			// may end.
+			// A connection with no descriptor cannot park: it waits in its
+			// read for the whole idle time (before its first request, the
+			// head timeout), which Drain may end.
 			if srv.shuttingDown() {
 				break
 			}
@@ -186,9 +184,32 @@ func (c *conn) serve(readable bool) {
 }
 
 // hasRequestBytes reports whether bytes of a request have arrived: in the
-// read buffer, read ahead by the watcher, or waiting in the socket.
+// read buffer, read ahead by the watcher, held by TLS, or waiting in the
+// socket.
 func (c *conn) hasRequestBytes() bool {
-	return c.rd.Buffered() > 0 || c.watch.holds() || sockio.Readable(c.sock.FD)
+	return c.rd.Buffered() > 0 || c.watch.holds() || c.tlsHolds() || sockio.Readable(c.sock.FD)
+}
+
+// tlsHolds reports whether TLS holds bytes of a request (or the
+// connection's end) that the socket no longer shows: crypto/tls reads
+// whole records, several at once, and a request may sit decrypted in it
+// while the socket is empty. Such bytes move to the watch buffer, which
+// the parser reads first; the connection must not wait for the socket
+// while they are there.
+func (c *conn) tlsHolds() bool {
+	under := c.sock.Under()
+	if under == nil || !c.CanWatch() {
+		return false
+	}
+	w := &c.watch
+	under.Held = true
+	n, err := c.sock.NC.Read(w.buf[w.w:])
+	under.Held = false
+	w.w += n
+	w.drop()
+	// Any error but "nothing held" (a close_notify, a bad record) is
+	// for the next read to report.
+	return n > 0 || err != sockio.ErrWouldBlock
 }
 
 // park gives back the request state and hands the connection to the
@@ -355,6 +376,9 @@ func (c *conn) release() {
 // Close closes the connection (park.Conn). Only the goroutine serving it,
 // or the parker while none does, calls it.
 func (c *conn) Close() {
+	if under := c.sock.Under(); under != nil {
+		under.NoWait = true // a close_notify goes if it fits; Close does not wait
+	}
 	c.sock.NC.Close()
 	if c.wait.Registered() {
 		c.srv.parker.Load().Forget(&c.wait)

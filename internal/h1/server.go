@@ -76,13 +76,16 @@ type Timeouts struct {
 func (srv *Server) Serve(nc net.Conn, listener *atomic.Int64) {
 	c := &conn{srv: srv, listener: listener}
 	c.remote, c.local = sockio.AddrPort(nc.RemoteAddr()), sockio.AddrPort(nc.LocalAddr())
+	fd := c.ready.Init(nc)
 	if srv.TLS != nil {
 		// The handshake runs on a worker; its bytes are TLS's, so the
-		// connection is served through the tls.Conn, never its socket.
-		nc = tls.Server(nc, srv.TLS)
+		// connection is served through the tls.Conn, and its socket is
+		// only waited on.
+		under := sockio.NewUnderlay(nc)
+		c.sock.InitWrapped(tls.Server(under, srv.TLS), under)
+	} else {
+		c.sock.Init(nc, fd)
 	}
-	fd := c.ready.Init(nc)
-	c.sock.Init(nc, fd)
 	c.wait.Init(fd, c)
 	c.wait.IdleSince = mono.Now()
 	c.opened = c.wait.IdleSince
@@ -255,9 +258,14 @@ func (srv *Server) Close() {
 	srv.closing = true
 	for c := range srv.conns {
 		// Shut down, not closed: the serving goroutine closes it (see
-		// sockio's raw path).
-		if !sockio.Shutdown(c.sock.NC) {
-			c.sock.NC.Close()
+		// sockio's raw path). A TLS connection's socket is shut down
+		// under it: no close_notify is written under the lock.
+		var nc net.Conn = c.sock.NC
+		if under := c.sock.Under(); under != nil {
+			nc = under
+		}
+		if !sockio.Shutdown(nc) {
+			nc.Close()
 		}
 		if c.tunnelUp != nil && !sockio.Shutdown(c.tunnelUp) {
 			c.tunnelUp.Close()

@@ -2,9 +2,7 @@ package h1
 
 import (
 	"bufio"
-	"errors"
 	"net"
-	"os"
 	"time"
 
 	"github.com/straitproxy/strait/header"
@@ -36,8 +34,6 @@ type Upstream struct {
 	limit     time.Duration // mono; 0: none
 	lastWrite time.Duration // when the last write began (mono)
 	written   int64         // bytes written in the current exchange
-	quietFD   int32         // the socket Quiet looks at
-	wrapped   bool          // read through a wrapper (TLS) that may hold bytes of its own
 }
 
 var _ stream.Upstream = (*Upstream)(nil)
@@ -48,19 +44,22 @@ var _ stream.Upstream = (*Upstream)(nil)
 func NewUpstream(nc net.Conn, limits http1.Limits) *Upstream {
 	u := &Upstream{}
 	u.sock.Init(nc, sockio.FD(nc))
-	u.quietFD = u.sock.FD
-	u.bw = bufio.NewWriterSize(u, 4<<10)
-	u.rd.Reset(u, limits)
+	u.init(limits)
 	return u
 }
 
 // NewUpstreamWrapped is NewUpstream for a connection wrapped around the
-// socket raw (TLS): it is read and written through wrapped only, and raw
-// is looked at by Quiet.
-func NewUpstreamWrapped(wrapped, raw net.Conn, limits http1.Limits) *Upstream {
-	u := NewUpstream(wrapped, limits)
-	u.quietFD, u.wrapped = sockio.FD(raw), true
+// socket under (TLS): it is read and written through wrapped only.
+func NewUpstreamWrapped(wrapped net.Conn, under *sockio.Underlay, limits http1.Limits) *Upstream {
+	u := &Upstream{}
+	u.sock.InitWrapped(wrapped, under)
+	u.init(limits)
 	return u
+}
+
+func (u *Upstream) init(limits http1.Limits) {
+	u.bw = bufio.NewWriterSize(u, 4<<10)
+	u.rd.Reset(u, limits)
 }
 
 // Quiet reports whether nothing waits to be read on the idle connection:
@@ -69,20 +68,22 @@ func NewUpstreamWrapped(wrapped, raw net.Conn, limits http1.Limits) *Upstream {
 // client's answer given to another. (For TLS: nothing arrived on the
 // socket, not even a close_notify.)
 func (u *Upstream) Quiet() bool {
-	if !sockio.Quiet(u.quietFD) {
+	if !sockio.Quiet(u.sock.FD) {
 		return false
 	}
-	if !u.wrapped {
+	under := u.sock.Under()
+	if under == nil {
 		return true
 	}
 	// The wrapper may have taken from the socket more than the last
-	// response (TLS reads whole records, several at once): a read that
-	// must not wait tells. It finds nothing, or the connection is not
-	// used again.
-	u.sock.SetReadDeadline(sockio.Past)
-	n, err := u.sock.NC.Read(make([]byte, 1))
-	u.sock.SetReadDeadline(time.Time{})
-	return n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+	// response (TLS reads whole records, several at once): a read of what
+	// it holds tells. It finds nothing, or the connection is not used
+	// again.
+	var b [1]byte
+	under.Held = true
+	n, err := u.sock.NC.Read(b[:])
+	under.Held = false
+	return n == 0 && err == sockio.ErrWouldBlock
 }
 
 func (u *Upstream) Read(p []byte) (int, error) {
@@ -124,6 +125,9 @@ func (u *Upstream) Write(p []byte) (int, error) {
 func (u *Upstream) Close() error {
 	u.rd.Release()
 	fdlimit.ReleaseSocket()
+	if under := u.sock.Under(); under != nil {
+		under.NoWait = true // a close_notify goes if it fits; Close does not wait
+	}
 	return u.sock.NC.Close()
 }
 

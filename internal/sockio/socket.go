@@ -16,6 +16,7 @@ type Socket struct {
 	raw    int32 // plain while the raw path is on; else -1
 	shared int   // goroutines sharing the socket with its owner
 	rd, wr Deadline
+	under  *Underlay // under NC, if NC wraps the socket (InitWrapped)
 }
 
 // Init readies s for nc, whose descriptor is fd (-1 if unknown).
@@ -25,6 +26,16 @@ func (s *Socket) Init(nc net.Conn, fd int32) {
 	s.raw = s.plain
 }
 
+// InitWrapped readies s for nc, which wraps the socket u (TLS): bytes go
+// through nc only, and FD is u's, for waits.
+func (s *Socket) InitWrapped(nc net.Conn, u *Underlay) {
+	s.NC, s.FD, s.under = nc, FD(u.Conn), u
+	s.plain, s.raw = -1, -1
+}
+
+// Under returns the socket under NC if NC wraps one, else nil.
+func (s *Socket) Under() *Underlay { return s.under }
+
 // Share turns the raw path off while another goroutine uses the socket
 // or may stop a wait on it with a deadline; Unshare turns it back on once
 // the last such goroutine is done. Only the owner calls them, while no
@@ -32,6 +43,9 @@ func (s *Socket) Init(nc net.Conn, fd int32) {
 func (s *Socket) Share() {
 	if s.shared == 0 {
 		s.raw = -1
+		if s.under != nil {
+			s.under.fd = -1
+		}
 	}
 	s.shared++
 }
@@ -39,6 +53,9 @@ func (s *Socket) Share() {
 func (s *Socket) Unshare() {
 	if s.shared--; s.shared == 0 {
 		s.raw = s.plain
+		if s.under != nil {
+			s.under.fd = s.under.plain
+		}
 	}
 }
 
