@@ -16,9 +16,9 @@ import (
 
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/h1"
-	"github.com/straitproxy/strait/internal/sockio"
 	"github.com/straitproxy/strait/internal/hop"
 	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/internal/sockio"
 	"github.com/straitproxy/strait/internal/stream"
 )
 
