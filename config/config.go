@@ -146,6 +146,9 @@ type ListenerTLS struct {
 	MinVersion       string     `yaml:"min_version"`       // 1.2 (default) or 1.3
 	HandshakeTimeout Duration   `yaml:"handshake_timeout"` // default 10s
 	TicketRotation   Duration   `yaml:"ticket_rotation"`   // default 1h
+	// SessionTickets is on (the default: clients resume sessions with
+	// tickets) or off (every handshake is a full one).
+	SessionTickets string `yaml:"session_tickets"`
 	// ClientAuth asks clients for certificates: none (the default),
 	// optional (verified if given) or required.
 	ClientAuth string `yaml:"client_auth"`

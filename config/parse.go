@@ -380,6 +380,7 @@ func (v *validator) config(c *Config) {
 			}
 			v.oneOf(at(tp, "min_version"), t.MinVersion, "1.2", "1.3")
 			v.oneOf(at(tp, "client_auth"), t.ClientAuth, "none", "optional", "required")
+			v.oneOf(at(tp, "session_tickets"), t.SessionTickets, "on", "off")
 			if t.ClientAuth != "" && t.ClientAuth != "none" && t.ClientCA == "" {
 				v.errorf(at(tp, "client_ca"), "client_auth %s needs a client_ca bundle", t.ClientAuth)
 			}

@@ -149,7 +149,8 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 		}
 		l := Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades}
 		if t := lc.TLS; t != nil {
-			tc := tlsconf.Config{TicketRotation: time.Duration(t.TicketRotation), Logger: logger.With("listener", name)}
+			tc := tlsconf.Config{TicketRotation: time.Duration(t.TicketRotation), NoTickets: t.SessionTickets == "off",
+				Logger: logger.With("listener", name)}
 			for _, p := range t.Certificates {
 				tc.Pairs = append(tc.Pairs, tlsconf.Pair{Cert: p.Cert, Key: p.Key})
 			}

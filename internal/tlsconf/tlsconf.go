@@ -29,6 +29,8 @@ type Config struct {
 	// TicketRotation is how often a new session ticket key is made
 	// (default 1 h); tickets stay valid for two rotations after.
 	TicketRotation time.Duration
+	// NoTickets turns session tickets off: every handshake is a full one.
+	NoTickets bool
 	// Reload is how often the files are looked at for changes (default
 	// 250 ms); a change is loaded once it has held for one look.
 	Reload time.Duration
@@ -103,6 +105,10 @@ func New(c Config) (*Server, error) {
 		NextProtos:       c.NextProtos,
 		GetCertificate:   s.certificate,
 		ClientAuth:       c.ClientAuth,
+
+		SessionTicketsDisabled: c.NoTickets,
+		WrapSession:            s.wrapSession,
+		UnwrapSession:          s.unwrapSession,
 	}
 	if c.ClientAuth != tls.NoClientCert {
 		pem, err := os.ReadFile(c.ClientCA)
@@ -139,6 +145,30 @@ func (s *Server) Run(ctx context.Context) {
 		}
 	}
 }
+
+// A session ticket names the SNI it was issued under, and resumes only
+// under that one (RFC 6066 §3): a session begun for one name and
+// resumed for another would skip the certificate the other name has,
+// which the client never verified.
+func (s *Server) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	ss.Extra = append(ss.Extra, []byte(sniPrefix+cs.ServerName))
+	return s.tls.EncryptTicket(cs, ss)
+}
+
+func (s *Server) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+	ss, err := s.tls.DecryptTicket(identity, cs)
+	if ss == nil || err != nil {
+		return nil, err
+	}
+	for _, e := range ss.Extra {
+		if string(e) == sniPrefix+cs.ServerName {
+			return ss, nil
+		}
+	}
+	return nil, nil // a full handshake
+}
+
+const sniPrefix = "strait sni:"
 
 // rotate makes a new ticket key, and keeps the two before it for
 // decryption.

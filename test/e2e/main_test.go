@@ -324,6 +324,13 @@ type nginxOrigin struct {
 // (e.g. "keepalive_timeout 1s;").
 func startNginx(t testing.TB, files map[string][]byte, httpExtra string) *nginxOrigin {
 	t.Helper()
+	return startNginxServer(t, files, httpExtra, "", "")
+}
+
+// startNginxServer is startNginx with listenOpts after the listen
+// directive's address (" ssl") and serverExtra in the server block.
+func startNginxServer(t testing.TB, files map[string][]byte, httpExtra, listenOpts, serverExtra string) *nginxOrigin {
+	t.Helper()
 	bin := needTool(t, "nginx")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "www")
@@ -355,11 +362,12 @@ http {
     sendfile on;
     %[2]s
     server {
-        listen %[3]s;
+        listen %[3]s%[5]s;
         root %[4]s;
+        %[6]s
     }
 }
-`, dir, httpExtra, addr, root)
+`, dir, httpExtra, addr, root, listenOpts, serverExtra)
 		confPath := writeFile(t, dir, "nginx.conf", []byte(conf))
 		cmd := exec.Command(bin, "-c", confPath, "-p", dir, "-e", filepath.Join(dir, "error.log"))
 		p := startProc(t, cmd)

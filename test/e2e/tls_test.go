@@ -692,3 +692,102 @@ func (h *heldConn) flush() {
 	h.Conn.Write(h.buf)
 	h.buf = h.buf[:0]
 }
+
+// anySNICache offers the last session it was given for every server name,
+// as a client that resumes across names would.
+type anySNICache struct{ s *tls.ClientSessionState }
+
+func (c *anySNICache) Get(string) (*tls.ClientSessionState, bool) { return c.s, c.s != nil }
+func (c *anySNICache) Put(_ string, s *tls.ClientSessionState) {
+	if s != nil {
+		c.s = s
+	}
+}
+
+// TestTLSSessions: openssl s_client sees TLS 1.3 and 1.2 with ALPN, and
+// resumes with -sess_out/-sess_in; TLS 1.0 and 1.1 are refused with a
+// protocol_version alert; a ticket resumes only under the SNI it was
+// issued for; session_tickets: off makes every handshake a full one.
+func TestTLSSessions(t *testing.T) {
+	openssl := needTool(t, "openssl")
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	aCert, aKey := ca.issue(t, dir, "a", 11, "a.test")
+	bCert, bKey := ca.issue(t, dir, "b", 12, "*.b.test")
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	noTickets := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "s.yaml", fmt.Sprintf(`listeners:
+  - address: %s
+    tls: {certificates: [{cert: %s, key: %s}, {cert: %s, key: %s}]}
+    routes: [{cluster: o}]
+  - address: %s
+    tls: {certificates: [{cert: %s, key: %s}], session_tickets: "off"}
+    routes: [{cluster: o}]
+clusters: [{name: o, endpoints: [%q]}]
+`, addr, aCert, aKey, bCert, bKey, noTickets, aCert, aKey, origin), addr)
+	waitPort(t, noTickets, 5*time.Second, nil)
+
+	sClient := func(addr string, args ...string) string {
+		t.Helper()
+		full := append([]string{"s_client", "-connect", addr, "-servername", "a.test", "-CAfile", caFile, "-ign_eof"}, args...)
+		cmd := exec.Command(openssl, full...)
+		cmd.Stdin = strings.NewReader("GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+		cmd.WaitDelay = time.Second
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	for _, v := range []struct{ flag, name, cipher string }{
+		{"-tls1_3", "TLSv1.3", "TLS_AES_128_GCM_SHA256"},
+		{"-tls1_2", "TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256"},
+	} {
+		sess := filepath.Join(dir, v.name+".sess")
+		out := sClient(addr, v.flag, "-alpn", "http/1.1", "-sess_out", sess)
+		for _, want := range []string{"New, " + v.name + ", Cipher is " + v.cipher, "ALPN protocol: http/1.1", "Verify return code: 0 (ok)", "\r\n\r\nhello"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: no %q in\n%s", v.name, want, out)
+			}
+		}
+		if out := sClient(addr, v.flag, "-sess_in", sess); !strings.Contains(out, "Reused, "+v.name) || !strings.Contains(out, "hello") {
+			t.Errorf("%s: the session was not resumed:\n%s", v.name, out)
+		}
+		if out := sClient(noTickets, v.flag, "-sess_out", sess); !strings.Contains(out, "New, "+v.name) {
+			t.Errorf("%s without tickets: %s", v.name, out)
+		}
+		if out := sClient(noTickets, v.flag, "-sess_in", sess); !strings.Contains(out, "New, "+v.name) || !strings.Contains(out, "hello") {
+			t.Errorf("%s: resumed with session_tickets off:\n%s", v.name, out)
+		}
+	}
+	// Debian's OpenSSL offers 1.0 and 1.1 only at security level 0; the
+	// alert is strait's answer (70: protocol_version).
+	for _, flag := range []string{"-tls1", "-tls1_1"} {
+		if out := sClient(addr, flag, "-cipher", "DEFAULT@SECLEVEL=0"); !strings.Contains(out, "alert protocol version") || strings.Contains(out, "hello") {
+			t.Errorf("%s: not refused with protocol_version:\n%s", flag, out)
+		}
+	}
+
+	// A ticket issued under one SNI does not resume under another, though
+	// the client offers it; under its own it does. (Go's client offers a
+	// session only for a name its certificate covers, unless it skips
+	// verification.)
+	cache := &anySNICache{}
+	for _, c := range []struct {
+		sni    string
+		resume bool
+	}{{"a.test", false}, {"a.test", true}, {"x.b.test", false}, {"x.b.test", true}, {"a.test", false}} {
+		tc, err := tls.Dial("tcp", addr, &tls.Config{ServerName: c.sni, InsecureSkipVerify: true, ClientSessionCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(tc, "GET / HTTP/1.1\r\nHost: "+c.sni+"\r\n\r\n") // the TLS 1.3 ticket comes after the handshake
+		tc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(tc), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("SNI %s: %v", c.sni, err)
+		}
+		if st := tc.ConnectionState(); st.DidResume != c.resume {
+			t.Errorf("SNI %s: resumed %v, want %v", c.sni, st.DidResume, c.resume)
+		}
+		tc.Close()
+	}
+}
