@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -789,5 +790,72 @@ clusters: [{name: o, endpoints: [%q]}]
 			t.Errorf("SNI %s: resumed %v, want %v", c.sni, st.DidResume, c.resume)
 		}
 		tc.Close()
+	}
+}
+
+// TestTLSUpstreamNginx: nginx over TLS as the origin. A 1 MiB file comes
+// through whole; connections are reused, and when nginx closes one (every
+// third request), the next resumes its TLS session, under the SNI given.
+func TestTLSUpstreamNginx(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "origin", 21, "origin.test")
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	file := make([]byte, 1<<20)
+	rand.Read(file)
+	n := startNginxServer(t, map[string][]byte{"f": file},
+		`log_format tls '$connection $ssl_session_reused $ssl_protocol $ssl_server_name $request_uri';`,
+		" ssl", fmt.Sprintf(`ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        keepalive_requests 3;
+        access_log %s/tls.log tls;`, cert, key, dir))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "u.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters:
+  - {name: o, endpoints: [%q], tls: {ca_file: %s, server_name: origin.test}}
+`, addr, n.Addr, caFile), addr)
+	client := newClient(true)
+	want := sha256.Sum256(file)
+	const requests = 7
+	for i := range requests {
+		resp, err := client.Get(fmt.Sprintf("http://%s/f?%d", addr, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || sha256.Sum256(body) != want {
+			t.Fatalf("request %d: %d, %d bytes, %v", i, resp.StatusCode, len(body), err)
+		}
+	}
+	var lines []string
+	for deadline := time.Now().Add(3 * time.Second); len(lines) < requests && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		log, _ := os.ReadFile(filepath.Join(dir, "tls.log"))
+		lines = strings.Split(strings.TrimSpace(string(log)), "\n")
+	}
+	if len(lines) != requests {
+		t.Fatalf("nginx logged %d requests, want %d:\n%s", len(lines), requests, strings.Join(lines, "\n"))
+	}
+	conns := map[string]bool{}
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 5 || f[2] != "TLSv1.3" || f[3] != "origin.test" {
+			t.Errorf("request %d: nginx logged %q, want TLSv1.3 with SNI origin.test", i, l)
+			continue
+		}
+		if !conns[f[0]] {
+			conns[f[0]] = true
+			// A new connection: the first is a full handshake, the
+			// others resume.
+			if reused := f[1] == "r"; reused != (len(conns) > 1) {
+				t.Errorf("connection %d: session reused %q", len(conns), f[1])
+			}
+		}
+	}
+	t.Logf("nginx:\n%s", strings.Join(lines, "\n"))
+	if len(conns) != 3 {
+		t.Errorf("%d requests over %d connections, want 3 (nginx closes after 3)", requests, len(conns))
 	}
 }
