@@ -118,10 +118,16 @@ func (b *bench) nginxProxyConf(port int) string {
 // certificate (TLS 1.2 and 1.3, nginx's session defaults); the upstream
 // side is the same plain HTTP.
 func (b *bench) nginxProxyConfTLS(port int, certs tlsFiles) string {
-	return b.nginxProxy("nginx-tls", fmt.Sprintf(`listen 127.0.0.1:%d ssl;
+	listen := fmt.Sprintf(`listen 127.0.0.1:%d ssl;
         ssl_certificate %s;
         ssl_certificate_key %s;
-        ssl_protocols TLSv1.2 TLSv1.3;`, port, certs.cert, certs.key))
+        ssl_protocols TLSv1.2 TLSv1.3;`, port, certs.cert, certs.key)
+	if b.cfg.noTickets {
+		// nginx's session cache is off by default (none): no tickets
+		// means no resumption.
+		listen += "\n        ssl_session_tickets off;"
+	}
+	return b.nginxProxy("nginx-tls", listen)
 }
 
 // nginxProxy is the proxy config of nginx and nginx-tls, which differ only
@@ -155,7 +161,26 @@ func (b *bench) haproxyConf(port int) string {
 // certificate and key in one PEM file, as crt wants; the backend is the
 // same plain HTTP.
 func (b *bench) haproxyConfTLS(port int, certs tlsFiles) string {
-	return b.haproxy(fmt.Sprintf("bind 127.0.0.1:%d ssl crt %s", port, certs.both))
+	bind := fmt.Sprintf("bind 127.0.0.1:%d ssl crt %s", port, certs.both)
+	if b.cfg.noTickets {
+		// And tune.ssl.cachesize 0 (haproxy): OpenSSL's stateful TLS 1.3
+		// tickets live in the session cache.
+		bind += " no-tls-tickets"
+	}
+	return b.haproxy(bind)
+}
+
+// straitTLSConf is strait-tls from a config file, for what the quick mode
+// has no flag for: session tickets off.
+func (b *bench) straitTLSConf(port int, certs tlsFiles) string {
+	return fmt.Sprintf(`# written by bench: strait run -c THIS
+listeners:
+  - address: 127.0.0.1:%d
+    tls: {certificates: [{cert: %s, key: %s}], session_tickets: "off"}
+    routes: [{cluster: origin}]
+clusters: [{name: origin, endpoints: [127.0.0.1:%d]}]
+admin: {address: off}
+`, port, certs.cert, certs.key, b.oport)
 }
 
 // haproxy is the config of haproxy and haproxy-tls, which differ only in
@@ -163,7 +188,12 @@ func (b *bench) haproxyConfTLS(port int, certs tlsFiles) string {
 func (b *bench) haproxy(bind string) string {
 	// maxconn bounds client connections; -idle needs idleConns of them.
 	maxconn := max(b.cfg.idleConns+100, 4000)
+	cacheSize := ""
+	if b.cfg.noTickets {
+		cacheSize = "    tune.ssl.cachesize 0"
+	}
 	return fmt.Sprintf(`global
+%s
     nbthread 1
     maxconn %d
     # HAProxy wants ulimit-n >= 2*maxconn and refuses to start if it cannot
@@ -189,5 +219,5 @@ frontend fe
 
 backend origin
     server origin 127.0.0.1:%d
-`, maxconn, maxconn, bind, b.oport)
+`, cacheSize, maxconn, maxconn, bind, b.oport)
 }

@@ -119,6 +119,7 @@ type loadReport struct {
 	OpenFiles   uint64              `json:"open_files_limit"`
 	Connections int                 `json:"connections"`
 	CloseConns  int                 `json:"close_connections"`
+	NoTickets   bool                `json:"tls_no_tickets,omitempty"`
 	Targets     []string            `json:"targets"`
 	Reference   string              `json:"reference,omitempty"` // the ratios' numerator; "" (older reports): strait
 	WaitQuietS  float64             `json:"wait_quiet_s"`
@@ -152,7 +153,7 @@ func (b *bench) runLoad(ctx context.Context) error {
 		DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(),
 		ProxyCPU: cfg.proxyCPU, LoadCPU: cfg.loadCPU, OpenFiles: b.nofile,
 		WaitQuietS: cfg.waitQuiet.Seconds(), MaxOther: cfg.maxOther, Nice: cfg.nice,
-		Connections: cfg.connections, CloseConns: cfg.closeConnections, Targets: cfg.targets, Reference: cfg.ref,
+		Connections: cfg.connections, CloseConns: cfg.closeConnections, NoTickets: cfg.noTickets, Targets: cfg.targets, Reference: cfg.ref,
 		Environment: env, ProcessLogs: map[string][]string{},
 	}
 	printHeader(os.Stdout, rep)

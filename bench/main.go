@@ -43,6 +43,7 @@ type config struct {
 	seed             uint64
 	quick            bool
 	idle             bool
+	noTickets        bool // TLS targets without session tickets: every handshake a full one
 	idleConns        int
 	idleConcurrency  int
 	idleSettle       time.Duration
@@ -160,6 +161,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke test: -rounds 1 -duration 2s -scenarios small")
 	fs.BoolVar(&cfg.idle, "idle", false, "measure RSS per idle keep-alive connection instead of throughput")
 	fs.IntVar(&cfg.idleConns, "idle-conns", 10000, "connections held open by -idle")
+	tickets := fs.Bool("tls-tickets", true, "TLS targets issue session tickets; false: none (and no session cache), so the close scenario measures full handshakes (wrk resumes sessions it is given)")
 	fs.IntVar(&cfg.idleConcurrency, "idle-concurrency", 200, "goroutines opening and using the -idle connections")
 	fs.DurationVar(&cfg.idleSettle, "idle-settle", 2*time.Second, "-idle: wait between the last request and reading RSS")
 	fs.IntVar(&cfg.proxyCPU, "proxy-cpu", 0, "CPU the proxy under test runs on, alone")
@@ -190,6 +192,7 @@ flags:
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (see -h)", fs.Args())
 	}
+	cfg.noTickets = !*tickets
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if cfg.quick {

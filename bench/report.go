@@ -101,6 +101,9 @@ func printHeader(w io.Writer, rep *loadReport) {
 	fmt.Fprintf(w, "  %-10s origin (nginx, 1 worker, static files) and wrk -t1 share CPU %d\n", "", rep.LoadCPU)
 	fmt.Fprintf(w, "  %-10s wrk -t1 -c%d (close scenario: -c%d), %gs measured after a %gs warm-up, %d round(s), targets shuffled per round, seed %d\n",
 		"load:", rep.Connections, rep.CloseConns, rep.DurationS, rep.WarmupS, rep.Rounds, rep.Seed)
+	if rep.NoTickets {
+		fmt.Fprintf(w, "  %-10s TLS targets issue no session tickets and keep no session cache: every handshake is a full one\n", "tls:")
+	}
 	if rep.Nice != 0 {
 		fmt.Fprintf(w, "  %-10s origin, proxies and wrk run at nice %d (and the harness's autogroup)\n", "priority:", rep.Nice)
 	}

@@ -295,6 +295,13 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 		// As strait, with TLS on the listener; plain HTTP upstream.
 		args := []string{"proxy", "--listen", "https://" + listen,
 			"--tls-cert", certs.cert, "--tls-key", certs.key, "--upstream", upstream}
+		if b.cfg.noTickets {
+			var conf string
+			if conf, err = b.writeFile(name+".yaml", b.straitTLSConf(t.port, certs)); err != nil {
+				break
+			}
+			args = []string{"run", "-c", conf}
+		}
 		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.strait, args...)
 	case "nginx-tls":
 		var conf string
