@@ -139,6 +139,7 @@ func TestBufferBudget(t *testing.T) {
 		if n < 2000 {
 			skipOrFail(t, "RLIMIT_NOFILE is %d: too low", lim)
 		}
+		t.Logf("RLIMIT_NOFILE is %d: %d slow uploads, not 10,000", lim, n)
 	}
 	const size = 8 << 10
 	origin, conns, _ := countingOrigin(t)

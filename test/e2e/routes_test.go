@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -230,12 +231,17 @@ func TestRouteActions(t *testing.T) {
         request_headers:
           remove: [X-Secret]
           set: [{name: X-Env, value: prod}]
-          add: [{name: X-Client, value: "${client_addr}"}, {name: X-Tag, value: "h=${host}"}]
+          add: [{name: X-Client, value: "${client_addr}"}, {name: X-Tag, value: "h=${host}"}, {name: X-Id, value: "${request_id}"}]
         response_headers:
           remove: [X-Drop-Me]
-          add: [{name: X-Route, value: api}]
+          set: [{name: X-Origin, value: hidden}]
+          add: [{name: X-Route, value: api}, {name: X-Request-Id, value: "${request_id}"}]
       - path_prefix: /old/
         redirect: {status: 301, prefix_rewrite: /api/}
+      - path_prefix: /found/
+        redirect: {status: 302, prefix_rewrite: /api/}
+      - path_prefix: /moved/
+        redirect: {status: 308, prefix_rewrite: /api/}
       - path: /elsewhere
         redirect: {status: 307, scheme: https, host: example.org, path: /there, strip_query: true}
       - path: /health
@@ -254,10 +260,28 @@ clusters:
 			t.Errorf("/api/users: response lacks %q:\n%s", want, out)
 		}
 	}
-	for _, unwanted := range []string{"x-secret", "X-Drop-Me", "x-env=dev"} {
+	for _, unwanted := range []string{"x-secret", "X-Drop-Me", "x-env=dev", "X-Origin: app"} {
 		if strings.Contains(out, unwanted) {
 			t.Errorf("/api/users: response holds %q:\n%s", unwanted, out)
 		}
+	}
+	if n := strings.Count(out, "X-Origin: "); n != 1 || !strings.Contains(out, "X-Origin: hidden") {
+		t.Errorf("/api/users: X-Origin set %d times:\n%s", n, out)
+	}
+	// ${request_id}: the same in the request the origin saw and in the
+	// response, and another for the next request.
+	requestID := func(out string) string {
+		m := regexp.MustCompile(`x-id=(\S+)`).FindStringSubmatch(out)
+		r := regexp.MustCompile(`X-Request-Id: (\S+)`).FindStringSubmatch(out)
+		if m == nil || r == nil || m[1] != r[1] {
+			t.Errorf("request id: upstream %q, response %q:\n%s", m, r, out)
+			return ""
+		}
+		return m[1]
+	}
+	first := requestID(out)
+	if second := requestID(string(mustCurl(t, "-s", "-D", "-", "http://"+addr+"/api/users").Stdout)); first == "" || first == second {
+		t.Errorf("request ids %q and %q, want two different ones", first, second)
 	}
 
 	// A redirect, followed: /old/x becomes /api/x, which goes upstream as
@@ -265,6 +289,20 @@ clusters:
 	r = mustCurl(t, "-s", "-L", "-w", " %{http_code} %{num_redirects}", "http://"+addr+"/old/x?q=1")
 	if got := string(r.Stdout); !strings.HasPrefix(got, "app GET /v2/x?q=1") || !strings.HasSuffix(got, " 200 1") {
 		t.Errorf("curl -L /old/x?q=1: %q", got)
+	}
+	// 302: curl -L follows with GET; 308: the method and body go on.
+	r = mustCurl(t, "-s", "-L", "-w", " %{http_code} %{num_redirects}", "http://"+addr+"/found/y")
+	if got := string(r.Stdout); !strings.HasPrefix(got, "app GET /v2/y host=") || !strings.HasSuffix(got, " 200 1") {
+		t.Errorf("curl -L /found/y: %q", got)
+	}
+	r = mustCurl(t, "-s", "-L", "-d", "body", "-w", " %{http_code} %{num_redirects}", "http://"+addr+"/moved/z")
+	if got := string(r.Stdout); !strings.HasPrefix(got, "app POST /v2/z host=") || !strings.HasSuffix(got, " 200 1") {
+		t.Errorf("curl -L -d /moved/z: %q", got)
+	}
+	for target, want := range map[string]int{"/found/y": 302, "/moved/z": 308} {
+		if code, loc, _ := rawGet(t, addr, "GET", target); code != want || loc != "http://routes.test/api/"+target[len(target)-1:] {
+			t.Errorf("%s: %d Location %q, want %d to http://routes.test/api/…", target, code, loc, want)
+		}
 	}
 	if code, loc, _ := rawGet(t, addr, "GET", "/elsewhere?a=b"); code != 307 || loc != "https://example.org/there" {
 		t.Errorf("/elsewhere: %d Location %q", code, loc)
