@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -134,8 +133,7 @@ func (t *handshakeTask) Run() {
 		switch {
 		case errors.As(err, &rh) && rh.Conn != nil && looksLikeHTTP(rh.RecordHeader[:]):
 			kind = TLSPlainHTTP
-			rh.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-			io.WriteString(rh.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nThis port speaks TLS: use https://.\n")
+			srv.answer(rh.Conn, 400, "This port speaks TLS: use https://.\n", nil)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			kind = TLSTimeout
 		default:
@@ -293,21 +291,29 @@ func (srv *Server) untrack(c *conn) {
 }
 
 // Refuse answers a connection that cannot be served (over a limit) with
-// 503 and closes it, within a second. The answer goes through WriteHead
-// like every other, as to an HTTP/1.1 request that asked to close.
+// 503 and closes it, within a second.
 func (srv *Server) Refuse(nc net.Conn) {
+	var h header.Header
+	h.Add("Retry-After", "1")
+	srv.answer(nc, 503, "Service Unavailable\n", &h)
+	nc.Close()
+}
+
+// answer writes a response with a text body to a connection no request
+// was read from, within a second. It goes through WriteHead like every
+// other, as to an HTTP/1.1 request that asked to close.
+func (srv *Server) answer(nc net.Conn, status int, text string, h *header.Header) {
 	c := &conn{srv: srv, reqState: &reqState{req: http1.Request{Minor: 1}}}
 	var out bytes.Buffer
 	c.bw = bufio.NewWriterSize(&out, 256)
-	var h header.Header
-	h.Add("Retry-After", "1")
+	if h == nil {
+		h = new(header.Header)
+	}
 	h.Add("Content-Type", "text/plain; charset=utf-8")
-	const text = "Service Unavailable\n"
-	if body, err := c.WriteHead(&stream.ResponseHead{Status: 503, Header: &h, Length: int64(len(text))}); err == nil && body {
+	if body, err := c.WriteHead(&stream.ResponseHead{Status: status, Header: h, Length: int64(len(text))}); err == nil && body {
 		c.WriteBody([]byte(text))
 	}
 	c.bw.Flush()
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
 	nc.Write(out.Bytes())
-	nc.Close()
 }

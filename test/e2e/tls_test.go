@@ -212,7 +212,7 @@ clusters: [{name: o, endpoints: [%q]}]
 	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
 	answer, _ := io.ReadAll(pc)
 	pc.Close()
-	if !strings.HasPrefix(string(answer), "HTTP/1.0 400") || !strings.Contains(string(answer), "https://") {
+	if !strings.HasPrefix(string(answer), "HTTP/1.1 400") || !strings.Contains(string(answer), "https://") {
 		t.Errorf("plain HTTP to the TLS port: %q", answer)
 	}
 
