@@ -136,6 +136,9 @@ type Listener struct {
 	Paths Paths `yaml:"paths"`
 	// TLS, if set, makes the listener serve HTTPS.
 	TLS *ListenerTLS `yaml:"tls"`
+	// HTTP2 is on (the default: HTTP/2 by ALPN over TLS, and with prior
+	// knowledge in cleartext), off (HTTP/1.1 only) or only (HTTP/2 only).
+	HTTP2 string `yaml:"http2"`
 }
 
 // ListenerTLS is a listener's TLS termination (docs/config.md).

@@ -368,6 +368,7 @@ func (v *validator) config(c *Config) {
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
 		}
+		v.oneOf(at(p, "http2"), l.HTTP2, "on", "off", "only")
 		if t := l.TLS; t != nil {
 			tp := at(p, "tls")
 			if len(t.Certificates) == 0 {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"github.com/straitproxy/strait/internal/h2"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -152,6 +153,10 @@ type Options struct {
 	TLS *tls.Config
 	// Buffering says how request bodies are buffered.
 	Buffering Buffering
+	// HTTP2 says how clients may speak HTTP/2: over TLS when TLS's
+	// NextProtos offers "h2", and in cleartext with prior knowledge (the
+	// client preface) unless HTTP2.Off.
+	HTTP2 HTTP2
 	// Upgrades are the protocols an Upgrade request may switch to, compared
 	// without regard to case (Envoy's upgrade_configs); nil means
 	// {"websocket"}. A request asking for another protocol goes upstream
@@ -230,4 +235,14 @@ func maxConnsForFDs() int64 {
 		return 0
 	}
 	return max(n-n/4, 1)
+}
+
+// HTTP2 is how a Server serves HTTP/2 clients.
+type HTTP2 struct {
+	// Off serves HTTP/1.1 only: the preface gets 505.
+	Off bool
+	// Only serves HTTP/2 only: a cleartext client must begin with the
+	// preface, and TLS offers "h2" alone (a gRPC port, say).
+	Only   bool
+	Limits h2.Limits
 }

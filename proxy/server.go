@@ -12,6 +12,7 @@ import (
 
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/h1"
+	"github.com/straitproxy/strait/internal/h2"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/pool"
 	"github.com/straitproxy/strait/internal/sockio"
@@ -30,6 +31,7 @@ type Server struct {
 	ids      *idSource
 	counters Counters
 	h1       h1.Server    // the HTTP/1.1 connections from clients
+	h2       h2.Server    // and the HTTP/2 ones, handed over by h1
 	fdWarned atomic.Int64 // when running out of descriptors was last logged (mono)
 
 	mu        sync.Mutex
@@ -70,6 +72,14 @@ func New(p Phases, o Options) (*Server, error) {
 	srv.h1.Open = &srv.counters.ConnsOpen
 	srv.h1.TLS, srv.h1.HandshakeTimeout = o.TLS, t.Handshake
 	srv.h1.Handshakes = &srv.counters.Handshakes
+	if !o.HTTP2.Off {
+		srv.h2.Handler = (*handler)(srv)
+		srv.h2.Timeouts = h2.Timeouts{Idle: t.Idle, Body: t.Body, Write: t.Write}
+		srv.h2.Limits = o.HTTP2.Limits
+		srv.h2.Logger = o.Logger
+		srv.h2.Counters = &srv.counters.HTTP2
+		srv.h1.H2, srv.h1.H2Only = &srv.h2, o.HTTP2.Only
+	}
 	if o.Limits.MaxConnsPerClient > 0 {
 		srv.clients = o.ClientConns
 		if srv.clients == nil {
@@ -302,9 +312,10 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.shutting.Store(true)
 	srv.closeListeners()
 	srv.h1.Shutdown()
+	srv.h2.Shutdown()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for srv.h1.Drain() > 0 {
+	for srv.h1.Drain()+srv.h2.Open() > 0 {
 		select {
 		case <-ctx.Done():
 			srv.Close()
@@ -321,6 +332,7 @@ func (srv *Server) Close() error {
 	srv.shutting.Store(true)
 	srv.closeListeners()
 	srv.h1.Close()
+	srv.h2.Close()
 	srv.pool.p.CloseIdle()
 	return nil
 }
@@ -418,6 +430,7 @@ type Counters struct {
 	UpstreamTimeouts       atomic.Int64 // 504s
 	UpstreamErrors         atomic.Int64 // other upstream failures (502)
 	NoPeer                 atomic.Int64 // 503s: no peer could take the request
+	HTTP2                  h2.Counters  // what HTTP/2 connections refused
 	DownstreamGone         atomic.Int64 // clients that left before their response was done
 	BodiesBuffered         atomic.Int64 // request bodies read whole before the exchange
 	BufferOverBudget       atomic.Int64 // bodies that did not fit Buffering.Budget (streamed, or 503)

@@ -352,6 +352,7 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	for _, l := range listeners {
 		o := opts
 		o.Upgrades = l.Upgrades
+		o.HTTP2.Off, o.HTTP2.Only = l.NoHTTP2, l.OnlyHTTP2
 		scheme := "http"
 		if l.TLS != nil {
 			o.TLS, o.Timeouts.Handshake, scheme = l.TLS.TLS(), l.HandshakeTimeout, "https"

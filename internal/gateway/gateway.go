@@ -80,6 +80,8 @@ type Listener struct {
 	// and Timeouts.Handshake.
 	TLS              *tlsconf.Server
 	HandshakeTimeout time.Duration
+	// NoHTTP2 and OnlyHTTP2 are proxy.Options.HTTP2's Off and Only.
+	NoHTTP2, OnlyHTTP2 bool
 }
 
 // Gateway is a config compiled: listeners sharing one set of clusters,
@@ -147,10 +149,17 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 		if m != nil {
 			rt.unmatched = m.Route(name, "", "")
 		}
-		l := Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades}
+		l := Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades,
+			NoHTTP2: lc.HTTP2 == "off", OnlyHTTP2: lc.HTTP2 == "only"}
 		if t := lc.TLS; t != nil {
 			tc := tlsconf.Config{TicketRotation: time.Duration(t.TicketRotation), NoTickets: t.SessionTickets == "off",
-				Logger: logger.With("listener", name)}
+				Logger: logger.With("listener", name), NextProtos: []string{"h2", "http/1.1"}}
+			switch {
+			case l.NoHTTP2:
+				tc.NextProtos = []string{"http/1.1"}
+			case l.OnlyHTTP2:
+				tc.NextProtos = []string{"h2"}
+			}
 			for _, p := range t.Certificates {
 				tc.Pairs = append(tc.Pairs, tlsconf.Pair{Cert: p.Cert, Key: p.Key})
 			}

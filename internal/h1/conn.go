@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/internal/h2"
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/park"
@@ -171,6 +172,10 @@ func (c *conn) serve(readable bool) {
 				c.park()
 				return
 			}
+			if c.served == 0 && c.tls == nil && c.srv.H2 != nil && c.isH2Preface() {
+				c.handOff(c.rd.TakeBuffered())
+				return
+			}
 			c.readFailed(err)
 			break
 		}
@@ -181,6 +186,14 @@ func (c *conn) serve(readable bool) {
 		c.rd.Trim()
 	}
 	c.Close()
+}
+
+// isH2Preface reports whether what the client sent first, which did not
+// parse as HTTP/1.1, is the HTTP/2 preface (prior knowledge: RFC 9113
+// §3.3). Its first line parses as a head with version HTTP/2.0.
+func (c *conn) isH2Preface() bool {
+	b := c.rd.Peek()
+	return len(b) >= len(h2.ClientPreface)-6 && string(b[:min(len(b), len(h2.ClientPreface))]) == h2.ClientPreface[:min(len(b), len(h2.ClientPreface))]
 }
 
 // hasRequestBytes reports whether bytes of a request have arrived: in the

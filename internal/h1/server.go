@@ -17,6 +17,7 @@ import (
 
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/fdlimit"
+	"github.com/straitproxy/strait/internal/h2"
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/park"
@@ -46,6 +47,11 @@ type Server struct {
 	// Handshakes counts TLS handshakes by result (TLSOK, TLSFailed,
 	// TLSPlainHTTP, TLSTimeout), for metrics; nil: not counted.
 	Handshakes *[4]atomic.Int64
+	// H2, if set, serves the connections that speak HTTP/2: by ALPN
+	// after a TLS handshake, or by the client preface on a cleartext one.
+	H2 *h2.Server
+	// H2Only hands every connection to H2 (after its TLS handshake).
+	H2Only bool
 
 	shutting atomic.Bool
 	workers  park.Workers
@@ -153,6 +159,10 @@ func (t *handshakeTask) Run() {
 	tc.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
 	c.tls = &st
+	if srv.H2 != nil && (st.NegotiatedProtocol == "h2" || srv.H2Only) {
+		c.handOff(nil)
+		return
+	}
 	// The first request's head timeout runs from here, not from accept.
 	c.wait.IdleSince = mono.Now()
 	c.serve(false)
@@ -176,7 +186,14 @@ type (
 	resumeTask conn
 )
 
-func (t *startTask) Run()  { (*conn)(t).serve(false) }
+func (t *startTask) Run() {
+	c := (*conn)(t)
+	if c.srv.H2Only && c.srv.H2 != nil {
+		c.handOff(nil)
+		return
+	}
+	c.serve(false)
+}
 func (t *resumeTask) Run() { (*conn)(t).serve(true) }
 
 func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
@@ -279,15 +296,40 @@ func (srv *Server) untrack(c *conn) {
 		srv.Logger.Debug("connection closed", "client", c.remote.String(), "requests", c.served,
 			"lifetime_ms", float64((mono.Now()-c.opened).Microseconds())/1000)
 	}
-	fdlimit.ReleaseSocket()
-	srv.Open.Add(-1)
-	c.listener.Add(-1)
 	srv.mu.Lock()
 	delete(srv.conns, c)
 	srv.mu.Unlock()
+	srv.uncount(c)
+}
+
+// uncount uncounts a closed connection.
+func (srv *Server) uncount(c *conn) {
+	fdlimit.ReleaseSocket()
+	srv.Open.Add(-1)
+	c.listener.Add(-1)
 	if srv.Closed != nil {
 		srv.Closed(c.remote)
 	}
+}
+
+// handOff serves the connection as HTTP/2 from now on, on this goroutine;
+// read holds the bytes of it already read. It stays counted until the
+// HTTP/2 connection closes.
+func (c *conn) handOff(read []byte) {
+	srv := c.srv
+	if c.wait.Registered() {
+		srv.parker.Load().Forget(&c.wait)
+	}
+	read = append([]byte(nil), read...)
+	c.watch.discard()
+	if c.reqState != nil {
+		c.dropState()
+	}
+	srv.mu.Lock()
+	delete(srv.conns, c)
+	srv.mu.Unlock()
+	srv.H2.ServeConn(h2.Conn{NC: c.sock.NC, Read: read, Client: c.remote, Local: c.local, TLS: c.tls,
+		Done: func() { srv.uncount(c) }})
 }
 
 // Refuse answers a connection that cannot be served (over a limit) with

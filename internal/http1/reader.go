@@ -71,6 +71,10 @@ func (r *Reader) Reset(src io.Reader, limits Limits) {
 // be reused.
 func (r *Reader) Buffered() int { return r.w - r.r }
 
+// Peek returns the bytes read but not consumed, without consuming them.
+// Valid until the next read.
+func (r *Reader) Peek() []byte { return r.buf[r.r:r.w] }
+
 // TakeBuffered returns the bytes read but not consumed, and consumes them:
 // after an upgrade they belong to the tunnel. Valid until the next read.
 func (r *Reader) TakeBuffered() []byte {

@@ -1,0 +1,841 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/internal/sockio"
+)
+
+// ClientPreface is what an HTTP/2 client sends first (RFC 9113 §3.4).
+const ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+const (
+	defaultWindow = 65535 // the protocol's initial windows
+	maxWindow     = 1<<31 - 1
+	frameSize     = 16384 // strait's SETTINGS_MAX_FRAME_SIZE: the default
+)
+
+// conn is one HTTP/2 connection from a client. Its goroutine (serve) reads
+// and handles every frame; each request runs on a worker of its own
+// (stream). Frames are written by whichever goroutine has something to
+// say, under wmu, into one buffered writer.
+type conn struct {
+	srv    *Server
+	ctr    *Counters
+	lim    Limits
+	nc     net.Conn
+	info   Conn
+	br     *bufio.Reader
+	fr     *http2.Framer
+	dec    *hpack.Decoder
+	scheme string
+
+	// Reader's state (serve's goroutine only).
+	maxClientID uint32 // the highest stream id the client opened
+	headersFor  *stream
+	trailer     bool // the header block being read is a trailer section
+	blockSize   int  // bytes of the header block so far
+	d           decoded
+	pending     []*stream // opened, to be started once the read buffer is empty
+	resets      bucket
+	frames      bucket
+	settingsAt  time.Duration
+	idleSet     bool
+
+	mu         sync.Mutex // guards streams, active, closing, recvWindow
+	streams    map[uint32]*stream
+	recvWindow int64 // conn-level: what the client may still send
+	active     int   // streams whose handler has not finished
+	closing    bool  // GOAWAY sent or the connection failed: no new streams
+	drained    sync.Cond
+
+	// Writer's state, under wmu.
+	wmu           sync.Mutex
+	wcond         sync.Cond // streams waiting for send window
+	bw            *bufio.Writer
+	sendWindow    int64 // conn-level: what strait may still send
+	peerWindow    int32 // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	peerFrameSize uint32
+	peerMaxList   uint32
+	wdl           sockio.Deadline
+	werr          error // the connection failed writing: every write fails
+	goneAway      bool
+	consumed      int64 // conn-level bytes read by handlers, not yet returned
+
+}
+
+func newConn(srv *Server, cn Conn) *conn {
+	c := &conn{srv: srv, nc: cn.NC, info: cn, ctr: srv.Counters, lim: srv.Limits.withDefaults()}
+	if c.ctr == nil {
+		c.ctr = new(Counters)
+	}
+	c.scheme = "http"
+	if cn.TLS != nil {
+		c.scheme = "https"
+	}
+	var r io.Reader = cn.NC
+	if len(cn.Read) > 0 {
+		r = io.MultiReader(bytes.NewReader(cn.Read), cn.NC)
+	}
+	c.br = bufio.NewReaderSize(r, 16<<10)
+	c.bw = bufio.NewWriterSize(writerOf{c}, 16<<10)
+	c.fr = http2.NewFramer(c.bw, c.br)
+	c.fr.SetMaxReadFrameSize(frameSize)
+	c.dec = hpack.NewDecoder(4096, c.emit)
+	c.dec.SetMaxStringLength(int(c.lim.MaxHeaderListSize))
+	c.streams = make(map[uint32]*stream)
+	c.drained.L = &c.mu
+	c.wcond.L = &c.wmu
+	c.peerWindow, c.peerFrameSize, c.sendWindow = defaultWindow, frameSize, defaultWindow
+	c.recvWindow = int64(c.lim.ConnWindow)
+	now := mono.Now()
+	c.resets = bucket{burst: float64(c.lim.ResetBurst), rate: float64(c.lim.ResetRate), tokens: float64(c.lim.ResetBurst), at: now}
+	c.frames = bucket{burst: float64(c.lim.FrameBurst), rate: float64(c.lim.FrameRate), tokens: float64(c.lim.FrameBurst), at: now}
+	return c
+}
+
+// writerOf is the connection's socket as its buffered writer sees it:
+// each write is bounded by the write timeout.
+type writerOf struct{ c *conn }
+
+func (w writerOf) Write(p []byte) (int, error) {
+	c := w.c
+	c.wdl.Ensure(c.nc.SetWriteDeadline, mono.Now(), c.srv.writeTimeout(), 0)
+	return c.nc.Write(p)
+}
+
+func (srv *Server) writeTimeout() time.Duration { return cmpOr(srv.Timeouts.Write, 60*time.Second) }
+func (srv *Server) bodyTimeout() time.Duration  { return cmpOr(srv.Timeouts.Body, 60*time.Second) }
+func (srv *Server) idleTimeout() time.Duration  { return cmpOr(srv.Timeouts.Idle, 60*time.Second) }
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// bucket is a token bucket: a burst, refilled at a rate a second.
+type bucket struct {
+	burst, rate, tokens float64
+	at                  time.Duration
+}
+
+// take takes one token, and reports false when there was none.
+func (b *bucket) take(now time.Duration) bool {
+	b.tokens = min(b.burst, b.tokens+b.rate*(now-b.at).Seconds())
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// connError ends the connection with GOAWAY and code.
+type connError struct {
+	code http2.ErrCode
+	why  string
+}
+
+func (e connError) Error() string { return "http2: " + e.code.String() + ": " + e.why }
+
+func (c *conn) serve() {
+	defer c.end()
+	// The server's preface: its SETTINGS, and the connection window.
+	c.wmu.Lock()
+	c.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.lim.MaxConcurrentStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: c.lim.StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.lim.MaxHeaderListSize},
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+	)
+	if inc := c.lim.ConnWindow - defaultWindow; inc > 0 {
+		c.fr.WriteWindowUpdate(0, inc)
+	}
+	c.flushLocked()
+	c.wmu.Unlock()
+	c.settingsAt = mono.Now()
+
+	c.nc.SetReadDeadline(time.Now().Add(cmpOr(c.srv.Timeouts.Settings, 10*time.Second)))
+	var preface [len(ClientPreface)]byte
+	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != ClientPreface {
+		c.fail(connError{http2.ErrCodeProtocol, "no client preface"})
+		return
+	}
+	first := true
+	for {
+		c.setIdleDeadline()
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if first {
+			// The client's preface ends with SETTINGS (RFC 9113 §3.4).
+			if _, ok := f.(*http2.SettingsFrame); !ok {
+				c.fail(connError{http2.ErrCodeProtocol, "first frame not SETTINGS"})
+				return
+			}
+			first = false
+		}
+		if err := c.handle(f); err != nil {
+			c.fail(err)
+			return
+		}
+		if c.br.Buffered() == 0 || len(c.pending) >= 16 {
+			c.start()
+		}
+		if c.done() {
+			return
+		}
+	}
+}
+
+// done reports whether a connection that sent GOAWAY has nothing left.
+func (c *conn) done() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing && len(c.streams) == 0 && len(c.pending) == 0
+}
+
+// setIdleDeadline bounds the wait for the next frame by the idle timeout
+// while no stream is open; with streams open, their own timeouts apply.
+// A connection that sent GOAWAY and has no stream left is woken at once.
+// Under c.mu, as kick: one of the two sees the other's change.
+func (c *conn) setIdleDeadline() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closing && len(c.streams) == 0:
+		c.nc.SetReadDeadline(sockio.Past)
+		c.idleSet = true
+	case len(c.streams) == 0:
+		c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+		c.idleSet = true
+	case c.idleSet:
+		c.nc.SetReadDeadline(time.Time{})
+		c.idleSet = false
+	}
+}
+
+// kick wakes the reader of a connection that sent GOAWAY and has no
+// stream left, so that it closes. c.mu is held.
+func (c *conn) kickLocked() {
+	if c.closing && len(c.streams) == 0 {
+		c.nc.SetReadDeadline(sockio.Past)
+	}
+}
+
+func (c *conn) readFailed(err error) {
+	var ce http2.ConnectionError
+	var se http2.StreamError
+	switch {
+	case errors.As(err, &ce):
+		c.fail(connError{http2.ErrCode(ce), "frame: " + err.Error()})
+	case errors.As(err, &se):
+		// The framer checked a frame it can blame on one stream.
+		c.resetStream(se.StreamID, se.Code)
+		if e := c.keepReading(); e != nil {
+			c.fail(e)
+		}
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.fail(connError{http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE"})
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		c.closeNow()
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.goAway(http2.ErrCodeNo, true) // idle
+			return
+		}
+		c.closeNow()
+	}
+}
+
+// keepReading goes on after a stream error the framer reported.
+func (c *conn) keepReading() error {
+	for {
+		c.setIdleDeadline()
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.readFailed(err)
+			return nil
+		}
+		if err := c.handle(f); err != nil {
+			return err
+		}
+		if c.br.Buffered() == 0 {
+			c.start()
+		}
+		if c.done() {
+			return nil
+		}
+	}
+}
+
+// handle handles one frame.
+func (c *conn) handle(f http2.Frame) error {
+	if c.headersFor != nil {
+		if cf, ok := f.(*http2.ContinuationFrame); ok && cf.StreamID == c.headersFor.id {
+			return c.continuation(cf)
+		}
+		return connError{http2.ErrCodeProtocol, "a header block interrupted"}
+	}
+	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		return c.headers(f)
+	case *http2.ContinuationFrame:
+		return connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
+	case *http2.DataFrame:
+		return c.data(f)
+	case *http2.SettingsFrame:
+		return c.settings(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if !c.frames.take(mono.Now()) {
+			return c.flood("PING")
+		}
+		c.wmu.Lock()
+		c.fr.WritePing(true, f.Data)
+		c.flushLocked()
+		c.wmu.Unlock()
+	case *http2.WindowUpdateFrame:
+		return c.windowUpdate(f)
+	case *http2.RSTStreamFrame:
+		return c.rstStream(f)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.resetStream(f.StreamID, http2.ErrCodeProtocol)
+			return nil
+		}
+		if !c.frames.take(mono.Now()) {
+			return c.flood("PRIORITY")
+		}
+	case *http2.GoAwayFrame:
+		c.mu.Lock()
+		c.closing = true
+		c.mu.Unlock()
+	case *http2.PushPromiseFrame:
+		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
+	}
+	// Unknown frame types are ignored (RFC 9113 §4.1).
+	return nil
+}
+
+func (c *conn) flood(what string) error {
+	c.ctr.FrameFloods.Add(1)
+	return connError{http2.ErrCodeEnhanceYourCalm, "too many " + what + " frames"}
+}
+
+func (c *conn) settings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		c.settingsAt = 0
+		return nil
+	}
+	if !c.frames.take(mono.Now()) {
+		return c.flood("SETTINGS")
+	}
+	var err error
+	c.wmu.Lock()
+	f.ForeachSetting(func(s http2.Setting) error {
+		if e := s.Valid(); e != nil {
+			var ce http2.ConnectionError
+			if errors.As(e, &ce) {
+				err = connError{http2.ErrCode(ce), "invalid setting " + s.String()}
+			}
+			return e
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			// Every stream's send window moves by the difference (RFC
+			// 9113 §6.9.2).
+			delta := int64(s.Val) - int64(c.peerWindow)
+			c.peerWindow = int32(s.Val)
+			c.mu.Lock()
+			for _, st := range c.streams {
+				st.sendWindow += delta
+				if st.sendWindow > maxWindow {
+					err = connError{http2.ErrCodeFlowControl, "a stream's window over 2^31-1"}
+				}
+			}
+			c.mu.Unlock()
+			c.wcond.Broadcast()
+		case http2.SettingMaxFrameSize:
+			c.peerFrameSize = s.Val
+		case http2.SettingMaxHeaderListSize:
+			c.peerMaxList = s.Val
+		}
+		return nil
+	})
+	if err == nil {
+		c.fr.WriteSettingsAck()
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
+	return err
+}
+
+func (c *conn) windowUpdate(f *http2.WindowUpdateFrame) error {
+	if f.StreamID == 0 {
+		c.wmu.Lock()
+		c.sendWindow += int64(f.Increment)
+		over := c.sendWindow > maxWindow
+		c.wcond.Broadcast()
+		c.wmu.Unlock()
+		if over {
+			return connError{http2.ErrCodeFlowControl, "connection window over 2^31-1"}
+		}
+		return nil
+	}
+	s, state := c.stream(f.StreamID)
+	if state == idle {
+		return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+	}
+	if s == nil {
+		return nil
+	}
+	c.wmu.Lock()
+	s.sendWindow += int64(f.Increment)
+	over := s.sendWindow > maxWindow
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
+	if over {
+		c.resetStream(s.id, http2.ErrCodeFlowControl)
+	}
+	return nil
+}
+
+func (c *conn) rstStream(f *http2.RSTStreamFrame) error {
+	s, state := c.stream(f.StreamID)
+	if state == idle {
+		return connError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
+	}
+	if s == nil {
+		return nil
+	}
+	s.peerReset(f.ErrCode)
+	c.dropPending(s)
+	if !s.finished() && !c.resets.take(mono.Now()) {
+		c.ctr.ResetFloods.Add(1)
+		return connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
+	}
+	return nil
+}
+
+// streamState is what a stream id names for the connection.
+type streamState uint8
+
+const (
+	idle   streamState = iota // not opened yet
+	open                      // open or half-closed
+	closed                    // opened before, done now
+)
+
+func (c *conn) stream(id uint32) (*stream, streamState) {
+	if id%2 == 0 {
+		// Even ids are the server's, and strait opens none.
+		if id > 0 {
+			return nil, idle
+		}
+	}
+	if id > c.maxClientID {
+		return nil, idle
+	}
+	c.mu.Lock()
+	s := c.streams[id]
+	c.mu.Unlock()
+	if s == nil {
+		return nil, closed
+	}
+	return s, open
+}
+
+func (c *conn) headers(f *http2.HeadersFrame) error {
+	id := f.StreamID
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		// A stream that depends on itself (RFC 9113 §5.3.1): its block
+		// must still be decoded to keep the HPACK state.
+		c.resetStream(id, http2.ErrCodeProtocol)
+	}
+	s, state := c.stream(id)
+	switch {
+	case state == open:
+		// Trailers: the request's last header section.
+		if s.remoteDone() {
+			return c.streamClosedHeaders(s, f)
+		}
+		if !f.StreamEnded() {
+			return connError{http2.ErrCodeProtocol, "trailers without END_STREAM"}
+		}
+		c.trailer = true
+	case state == closed:
+		return connError{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
+	case id%2 == 0:
+		return connError{http2.ErrCodeProtocol, "HEADERS with an even stream id"}
+	default:
+		if len(f.HeaderBlockFragment()) == 0 && !f.HeadersEnded() && !c.frames.take(mono.Now()) {
+			return c.flood("empty HEADERS")
+		}
+		c.maxClientID = id
+		s = newStream(c, id)
+		c.trailer = false
+		c.d.reset()
+		c.mu.Lock()
+		refused := c.closing
+		c.mu.Unlock()
+		s.refused = refused
+	}
+	c.headersFor = s
+	c.blockSize = 0
+	s.endStream = f.StreamEnded()
+	return c.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
+}
+
+// streamClosedHeaders answers HEADERS after the client ended its side: a
+// stream error, once the block is decoded.
+func (c *conn) streamClosedHeaders(s *stream, f *http2.HeadersFrame) error {
+	c.headersFor = s
+	c.trailer = true
+	s.lateHeaders = true
+	return c.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
+}
+
+func (c *conn) continuation(f *http2.ContinuationFrame) error {
+	if len(f.HeaderBlockFragment()) == 0 && !f.HeadersEnded() && !c.frames.take(mono.Now()) {
+		return c.flood("empty CONTINUATION")
+	}
+	return c.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
+}
+
+// fragment decodes a piece of a header block.
+func (c *conn) fragment(b []byte, end bool) error {
+	c.blockSize += len(b)
+	// A block may be somewhat larger than the list it decodes to (literal
+	// names and Huffman), but not without bound: CONTINUATION floods end
+	// here.
+	if c.blockSize > 2*int(c.lim.MaxHeaderListSize)+frameSize {
+		return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
+	}
+	if _, err := c.dec.Write(b); err != nil {
+		return connError{http2.ErrCodeCompression, err.Error()}
+	}
+	if !end {
+		return nil
+	}
+	if err := c.dec.Close(); err != nil {
+		return connError{http2.ErrCodeCompression, err.Error()}
+	}
+	s := c.headersFor
+	c.headersFor = nil
+	if c.trailer {
+		return c.trailersDone(s)
+	}
+	return c.requestDone(s)
+}
+
+// emit is the HPACK decoder's: one decoded field of the block being read.
+func (c *conn) emit(f hpack.HeaderField) {
+	s := c.headersFor
+	if s == nil {
+		return
+	}
+	if s.lateHeaders {
+		return
+	}
+	if c.trailer {
+		if c.d.field(f, true, int(c.lim.MaxHeaderListSize)) {
+			s.trailer.Add(f.Name, f.Value)
+		}
+		return
+	}
+	if c.d.field(f, false, int(c.lim.MaxHeaderListSize)) {
+		s.hdr.Add(f.Name, f.Value)
+	}
+}
+
+// requestDone starts a request whose head is read whole.
+func (c *conn) requestDone(s *stream) error {
+	c.d.finish()
+	c.ctr.Streams.Add(1)
+	c.mu.Lock()
+	over := c.active+len(c.pending) >= int(c.lim.MaxConcurrentStreams)
+	c.mu.Unlock()
+	switch {
+	case s.refused:
+		c.resetStream(s.id, http2.ErrCodeRefusedStream)
+		return nil
+	case c.d.bad != "":
+		c.ctr.MalformedStream.Add(1)
+		if !c.resets.take(mono.Now()) {
+			c.ctr.ResetFloods.Add(1)
+			return connError{http2.ErrCodeEnhanceYourCalm, "too many malformed streams"}
+		}
+		c.resetStream(s.id, http2.ErrCodeProtocol)
+		return nil
+	case over:
+		// A stream holds its slot until its handler is done, even once
+		// reset (CVE-2025-8671): what is over is refused.
+		c.ctr.RefusedStreams.Add(1)
+		if !c.resets.take(mono.Now()) {
+			c.ctr.ResetFloods.Add(1)
+			return connError{http2.ErrCodeEnhanceYourCalm, "too many refused streams"}
+		}
+		c.resetStream(s.id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	s.setHead(&c.d)
+	if c.d.tooLarge {
+		c.ctr.HeaderTooLarge.Add(1)
+		s.tooLarge = true
+	}
+	c.mu.Lock()
+	c.streams[s.id] = s
+	c.mu.Unlock()
+	if s.endStream {
+		s.remoteEnded()
+	}
+	c.pending = append(c.pending, s)
+	return nil
+}
+
+func (c *conn) trailersDone(s *stream) error {
+	if s.lateHeaders {
+		s.lateHeaders = false
+		c.resetStream(s.id, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	c.d.finish()
+	if c.d.bad != "" && c.d.bad != "no :method" || c.d.tooLarge {
+		c.resetStream(s.id, http2.ErrCodeProtocol)
+		return nil
+	}
+	if !s.remoteEnded() {
+		c.resetStream(s.id, http2.ErrCodeProtocol)
+	}
+	return nil
+}
+
+// start starts the handlers of the streams opened since the last read
+// buffer emptied: a stream reset in the same batch (a rapid reset) never
+// reaches a handler, nor the origin.
+func (c *conn) start() {
+	for i, s := range c.pending {
+		c.pending[i] = nil
+		if s.isReset() {
+			c.forget(s)
+			continue
+		}
+		c.mu.Lock()
+		c.active++
+		c.mu.Unlock()
+		c.srv.workers.Run((*streamTask)(s))
+	}
+	c.pending = c.pending[:0]
+}
+
+func (c *conn) dropPending(s *stream) {
+	for i, p := range c.pending {
+		if p == s {
+			c.pending = append(c.pending[:i], c.pending[i+1:]...)
+			c.forget(s)
+			return
+		}
+	}
+}
+
+// forget removes a stream from the connection.
+func (c *conn) forget(s *stream) {
+	c.mu.Lock()
+	if c.streams[s.id] == s {
+		delete(c.streams, s.id)
+	}
+	c.drained.Broadcast()
+	c.kickLocked()
+	c.mu.Unlock()
+}
+
+func (c *conn) data(f *http2.DataFrame) error {
+	n := int64(f.Length) // padding included (RFC 9113 §6.9.1)
+	c.mu.Lock()
+	c.recvWindow -= n
+	over := c.recvWindow < 0
+	c.mu.Unlock()
+	if over {
+		return connError{http2.ErrCodeFlowControl, "DATA over the connection window"}
+	}
+	s, state := c.stream(f.StreamID)
+	switch {
+	case state == idle:
+		return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
+	case s == nil || s.remoteDone():
+		// Closed, or half-closed (remote): the bytes count against the
+		// connection's window, which is given back.
+		c.giveBack(nil, n)
+		c.resetStream(f.StreamID, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	if len(f.Data()) == 0 && !f.StreamEnded() && !c.frames.take(mono.Now()) {
+		return c.flood("empty DATA")
+	}
+	if err := s.received(f.Data(), n, f.StreamEnded()); err != nil {
+		c.giveBack(nil, n)
+		c.resetStream(s.id, err.(http2.StreamError).Code)
+		return nil
+	}
+	return nil
+}
+
+// giveBack returns n bytes of window the client used: the connection's,
+// and if s is not nil, the stream's. Updates go once half a window is
+// owed, so a stream of small pieces does not send one per piece.
+func (c *conn) giveBack(s *stream, n int64) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.consumed += n
+	if c.consumed >= int64(c.lim.ConnWindow)/2 {
+		c.fr.WriteWindowUpdate(0, uint32(c.consumed))
+		c.recvReturn(c.consumed)
+		c.consumed = 0
+		c.flushLocked()
+	}
+	if s == nil {
+		return
+	}
+	s.consumed += n
+	if s.consumed >= int64(c.lim.StreamWindow)/2 && !s.remoteDone() {
+		c.fr.WriteWindowUpdate(s.id, uint32(s.consumed))
+		s.returnWindow(s.consumed)
+		s.consumed = 0
+		c.flushLocked()
+	}
+}
+
+// recvReturn gives the connection's receive window back n bytes.
+func (c *conn) recvReturn(n int64) {
+	c.mu.Lock()
+	c.recvWindow += n
+	c.mu.Unlock()
+}
+
+// resetStream sends RST_STREAM and ends the stream's waits.
+func (c *conn) resetStream(id uint32, code http2.ErrCode) {
+	c.wmu.Lock()
+	c.fr.WriteRSTStream(id, code)
+	c.flushLocked()
+	c.wmu.Unlock()
+	c.mu.Lock()
+	s := c.streams[id]
+	c.mu.Unlock()
+	if s != nil {
+		s.localReset(code)
+		c.dropPending(s)
+	}
+}
+
+// flushLocked flushes the writer; a connection that failed writing is
+// closed, which ends its reader too.
+func (c *conn) flushLocked() {
+	if c.werr != nil {
+		return
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.werr = err
+		c.nc.Close()
+		c.wcond.Broadcast()
+	}
+}
+
+// goAway sends GOAWAY: new streams are refused, open ones go on. With
+// now, the connection closes at once (after a moment for the client to
+// read it).
+func (c *conn) goAway(code http2.ErrCode, now bool) {
+	c.wmu.Lock()
+	if !c.goneAway || code != http2.ErrCodeNo {
+		c.goneAway = true
+		c.fr.WriteGoAway(c.maxClientID, code, nil)
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
+	c.mu.Lock()
+	c.closing = true
+	c.drained.Broadcast()
+	if !now {
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+	if now {
+		c.lingerClose()
+	}
+}
+
+// fail ends the connection for err.
+func (c *conn) fail(err error) {
+	var ce connError
+	if errors.As(err, &ce) {
+		if ce.code != http2.ErrCodeEnhanceYourCalm {
+			c.ctr.ProtocolErrors.Add(1)
+		}
+		if c.srv.Logger != nil {
+			c.srv.Logger.Debug("http2 connection error", "client", c.info.Client.String(), "err", err)
+		}
+		c.goAway(ce.code, true)
+		return
+	}
+	c.closeNow()
+}
+
+// lingerClose closes the connection once the client has had a moment to
+// read what was sent: closing with unread bytes from the client would
+// reset the connection, and the GOAWAY might be lost.
+func (c *conn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c.br, 1<<20))
+	c.closeNow()
+}
+
+func (c *conn) closeNow() {
+	c.nc.Close()
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+}
+
+// end closes the connection once its reader is done, ends every stream's
+// waits, and waits for their handlers.
+func (c *conn) end() {
+	c.closeNow()
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.werr = net.ErrClosed
+	}
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
+	c.mu.Lock()
+	for _, s := range c.streams {
+		s.connGone()
+	}
+	for c.active > 0 {
+		c.drained.Wait()
+	}
+	c.mu.Unlock()
+	for _, s := range c.pending {
+		c.forget(s)
+	}
+	c.pending = nil
+}
