@@ -569,6 +569,9 @@ func (c *conn) emit(f hpack.HeaderField) {
 // requestDone starts a request whose head is read whole.
 func (c *conn) requestDone(s *stream) error {
 	c.d.finish()
+	if s.endStream && c.d.contentLength > 0 && c.d.bad == "" {
+		c.d.bad = "content-length with no body"
+	}
 	c.ctr.Streams.Add(1)
 	c.mu.Lock()
 	over := c.active+len(c.pending) >= int(c.lim.MaxConcurrentStreams)

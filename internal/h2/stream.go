@@ -106,9 +106,6 @@ func (s *stream) setHead(d *decoded) {
 	switch {
 	case s.endStream:
 		h.ContentLength = 0
-		if d.contentLength > 0 {
-			d.bad = "content-length with no body"
-		}
 	case d.contentLength >= 0:
 		h.ContentLength = d.contentLength
 	default:
