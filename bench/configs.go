@@ -118,7 +118,7 @@ func (b *bench) nginxProxyConf(port int) string {
 // certificate (TLS 1.2 and 1.3, nginx's session defaults); the upstream
 // side is the same plain HTTP.
 func (b *bench) nginxProxyConfTLS(port int, certs tlsFiles) string {
-	listen := fmt.Sprintf(`listen 127.0.0.1:%d ssl;
+	listen := fmt.Sprintf(`listen 127.0.0.1:%d ssl http2;
         ssl_certificate %s;
         ssl_certificate_key %s;
         ssl_protocols TLSv1.2 TLSv1.3;`, port, certs.cert, certs.key)
@@ -161,13 +161,23 @@ func (b *bench) haproxyConf(port int) string {
 // certificate and key in one PEM file, as crt wants; the backend is the
 // same plain HTTP.
 func (b *bench) haproxyConfTLS(port int, certs tlsFiles) string {
-	bind := fmt.Sprintf("bind 127.0.0.1:%d ssl crt %s", port, certs.both)
+	bind := fmt.Sprintf("bind 127.0.0.1:%d ssl crt %s alpn h2,http/1.1", port, certs.both)
 	if b.cfg.noTickets {
 		// And tune.ssl.cachesize 0 (haproxy): OpenSSL's stateful TLS 1.3
 		// tickets live in the session cache.
 		bind += " no-tls-tickets"
 	}
 	return b.haproxy(bind)
+}
+
+// nginxProxyConfH2C and haproxyConfH2C serve h2c with prior knowledge
+// (and HTTP/2 only) on port, to the same HTTP/1.1 upstream.
+func (b *bench) nginxProxyConfH2C(port int) string {
+	return b.nginxProxy("nginx-h2c", fmt.Sprintf("listen 127.0.0.1:%d http2;", port))
+}
+
+func (b *bench) haproxyConfH2C(port int) string {
+	return b.haproxy(fmt.Sprintf("bind 127.0.0.1:%d proto h2", port))
 }
 
 // straitTLSConf is strait-tls from a config file, for what the quick mode

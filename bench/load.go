@@ -170,7 +170,14 @@ func (b *bench) runLoad(ctx context.Context) error {
 		}
 		// Every scenario's body must come through intact before any load.
 		for _, sc := range cfg.scenarios {
-			if err := checkBody(t.baseURL(), sc.Path, payloads[strings.TrimPrefix(sc.Path, "/")]); err != nil {
+			if !runs(name, sc) {
+				continue
+			}
+			check := checkBody
+			if sc.H2 {
+				check = checkBodyH2
+			}
+			if err := check(t.baseURL(), sc.Path, payloads[strings.TrimPrefix(sc.Path, "/")]); err != nil {
 				return fmt.Errorf("%s: %v", name, err)
 			}
 		}
@@ -196,6 +203,7 @@ func (b *bench) runLoad(ctx context.Context) error {
 		for i, sc := range cfg.scenarios {
 			order := append([]string(nil), cfg.targets...)
 			rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+			order = slices.DeleteFunc(order, func(name string) bool { return !runs(name, sc) })
 			for pos, name := range order {
 				r := b.measure(ctx, targets[name], sc)
 				if ctx.Err() != nil {
@@ -225,6 +233,14 @@ func (b *bench) runLoad(ctx context.Context) error {
 	return b.writeJSON(rep, "")
 }
 
+// runLoadGen runs the scenario's load generator: wrk, or h2load.
+func (b *bench) runLoadGen(ctx context.Context, url string, conns int, d time.Duration, sc scenario) (wrkResult, string, error) {
+	if sc.H2 {
+		return b.runH2load(ctx, url, d)
+	}
+	return b.runWrk(ctx, url, conns, d, sc.Close)
+}
+
 // measure runs one warm-up and one measured wrk run against t.
 func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord {
 	r := &runRecord{Target: t.name}
@@ -244,7 +260,7 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 	if b.cfg.warmup > 0 {
 		// The warm-up's result is not used: it fills pools and caches and
 		// lets Go's heap reach its working size.
-		b.runWrk(ctx, url, conns, b.cfg.warmup, sc.Close)
+		b.runLoadGen(ctx, url, conns, b.cfg.warmup, sc)
 	}
 
 	pids := t.proc.pids()
@@ -258,7 +274,7 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 		perf = b.startPerf(pids)
 	}
 	start := time.Now()
-	res, out, err := b.runWrk(ctx, url, conns, b.cfg.duration, sc.Close)
+	res, out, err := b.runLoadGen(ctx, url, conns, b.cfg.duration, sc)
 	wall := time.Since(start).Seconds()
 	counts, perfErr := perf.stop()
 	busy1, tot1 := cpuBusy(b.cfg.proxyCPU)

@@ -89,6 +89,7 @@ func balancePolicy(name string) string {
 func allTargets() []string {
 	out := append(slices.Clone(defaultTargets), "strait-metrics")
 	out = append(out, tlsTargets...)
+	out = append(out, h2OnlyTargets...)
 	for _, t := range balanceTargets {
 		out = append(out, t.name)
 	}

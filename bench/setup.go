@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,7 +157,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	for _, port := range b.oports {
-		if err := b.waitReady(ctx, b.origin, port, false); err != nil {
+		if err := b.waitReady(ctx, b.origin, port, false, false); err != nil {
 			return err
 		}
 	}
@@ -313,6 +314,16 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 		if conf, err = b.writeFile("haproxy-tls.cfg", b.haproxyConfTLS(t.port, certs)); err == nil {
 			t.proc, err = b.start(name, cpu, nil, "haproxy", "-db", "-f", conf)
 		}
+	case "nginx-h2c":
+		var conf string
+		if conf, err = b.writeFile("nginx-h2c.conf", b.nginxProxyConfH2C(t.port)); err == nil {
+			t.proc, err = b.start(name, cpu, nil, nginxBin(), b.nginxArgs("nginx-h2c", conf)...)
+		}
+	case "haproxy-h2c":
+		var conf string
+		if conf, err = b.writeFile("haproxy-h2c.cfg", b.haproxyConfH2C(t.port)); err == nil {
+			t.proc, err = b.start(name, cpu, nil, "haproxy", "-db", "-f", conf)
+		}
 	case "httputil":
 		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.httpu, "-listen", listen, "-upstream", upstream)
 	case "nginx":
@@ -343,7 +354,7 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := b.waitReady(ctx, t.proc, t.port, t.tls); err != nil {
+	if err := b.waitReady(ctx, t.proc, t.port, t.tls, slices.Contains(h2OnlyTargets, name)); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -351,14 +362,18 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 
 // waitReady polls GET /13 on port (over TLS when secure) until it returns the
 // origin's body, for up to 15 s, failing early if the process exits.
-func (b *bench) waitReady(ctx context.Context, p *proc, port int, secure bool) error {
+func (b *bench) waitReady(ctx context.Context, p *proc, port int, secure, h2Only bool) error {
+	check := checkBody
+	if h2Only {
+		check = checkBodyH2
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		if p.exited() {
 			return fmt.Errorf("%s exited during startup: %v\n%s", p.name, p.err, p.logTail(20))
 		}
-		if last = checkBody(baseURL(port, secure), "/13", payloads["13"]); last == nil {
+		if last = check(baseURL(port, secure), "/13", payloads["13"]); last == nil {
 			return nil
 		}
 		select {

@@ -16,6 +16,7 @@ type scenario struct {
 	Path  string `json:"path"`
 	Size  int    `json:"payload_bytes"`
 	Close bool   `json:"connection_close"` // every request carries Connection: close
+	H2    bool   `json:"http2,omitempty"`  // h2load over HTTP/2 rather than wrk
 	Desc  string `json:"description"`
 }
 
@@ -24,6 +25,7 @@ var scenarios = []scenario{
 	{Name: "1k", Path: "/1k", Size: 1 << 10, Desc: "1 KiB body, keep-alive"},
 	{Name: "64k", Path: "/64k", Size: 64 << 10, Desc: "64 KiB body, keep-alive"},
 	{Name: "close", Path: "/13", Size: 13, Close: true, Desc: "13-byte body, Connection: close (a new client connection per request)"},
+	{Name: "h2", Path: "/13", Size: 13, H2: true, Desc: "13-byte body over HTTP/2 (h2c, or h2 by ALPN on TLS targets); h2load -c20 -m10"},
 }
 
 func scenarioNames() string {

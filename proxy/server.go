@@ -98,7 +98,7 @@ type Pool struct {
 
 // PoolLimits bound a Pool; zero values mean the defaults (MaxIdle: an
 // eighth of the file-descriptor limit, at least 8, so that idle upstream
-// connections leave descriptors for clients; 128 idle
+// connections leave descriptors for clients; 1,024 idle
 // connections per peer, closed after 60 s idle, no lifetime limit).
 type PoolLimits = pool.Limits
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -70,6 +71,7 @@ type conn struct {
 	wdl           sockio.Deadline
 	werr          error // the connection failed writing: every write fails
 	goneAway      bool
+	flushQueued   bool // a flushTask will flush
 	consumed      int64 // conn-level bytes read by handlers, not yet returned
 
 }
@@ -759,6 +761,28 @@ func (c *conn) flushLocked() {
 		c.nc.Close()
 		c.wcond.Broadcast()
 	}
+}
+
+// flushSoon has the writer flushed once the goroutines ready to run now
+// have run: the streams whose responses came in the same poll write
+// theirs first, and one write carries them all. c.wmu is held.
+func (c *conn) flushSoon() {
+	if c.flushQueued || c.werr != nil {
+		return
+	}
+	c.flushQueued = true
+	c.srv.workers.Run((*flushTask)(c))
+}
+
+type flushTask conn
+
+func (t *flushTask) Run() {
+	c := (*conn)(t)
+	runtime.Gosched()
+	c.wmu.Lock()
+	c.flushQueued = false
+	c.flushLocked()
+	c.wmu.Unlock()
 }
 
 // goAway sends GOAWAY: new streams are refused, open ones go on. With

@@ -155,7 +155,7 @@ func (s *stream) finish(end istream.End) {
 		// wanted (RFC 9113 §8.1).
 		c.fr.WriteRSTStream(s.id, http2.ErrCodeNo)
 	}
-	c.flushLocked()
+	c.flushSoon()
 	c.wmu.Unlock()
 	s.done.Store(true)
 	s.mu.Lock()
@@ -529,10 +529,11 @@ func (s *stream) waitWindowLocked(deadline time.Duration) bool {
 	return true
 }
 
+// Flush has what was written sent soon (conn.flushSoon).
 func (s *stream) Flush() error {
 	c := s.c
 	c.wmu.Lock()
-	c.flushLocked()
+	c.flushSoon()
 	err := c.werr
 	c.wmu.Unlock()
 	return err

@@ -16,7 +16,7 @@ import (
 
 // Defaults for Limits' zero values.
 const (
-	DefaultMaxIdlePerPeer = 128 // enough for a busy peer; idle sockets cost a few KiB each
+	DefaultMaxIdlePerPeer = 1024 // a cluster's default max_requests: steady concurrency never redials; idle sockets cost a few KiB each
 	// DefaultIdleTimeout is shorter than common origins' keep-alive timeout
 	// (nginx: 75 s), so strait usually closes an idle connection before
 	// the origin does, and rarely picks one the origin is closing.

@@ -1,0 +1,108 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/straitproxy/strait/internal/proxytest"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// h2RoundTripper returns a function that sends one GET over an h2c
+// connection to strait (prior knowledge) and reads its response, one
+// stream at a time, to a raw HTTP/1.1 origin. The client writes frames
+// from bytes made once and parses what it reads itself, allocating
+// nothing; after the first request, its fields are all indexed in HPACK's
+// dynamic table.
+func h2RoundTripper(tb testing.TB, opts proxy.Options) func() {
+	origin := rawOriginKeepAlive(tb, "Hello, World!")
+	_, addr := proxytest.Proxy(tb, to(origin), opts)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	br := bufio.NewReaderSize(c, 16<<10)
+	io.WriteString(c, http2.ClientPreface)
+	c.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}) // SETTINGS, empty
+
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	block := func() []byte {
+		hb.Reset()
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/hello"},
+			{":authority", "bench"}, {"user-agent", "bench"}, {"accept", "*/*"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		return append([]byte(nil), hb.Bytes()...)
+	}
+	first, indexed := block(), block()
+	frame := make([]byte, 9+len(first))
+	var hdr [9]byte
+	payload := make([]byte, 16<<10)
+	var id uint32 = 1
+	received := 0 // DATA bytes not yet given back to the connection window
+	window := []byte{0, 0, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	send := func(b []byte) {
+		frame = frame[:9+len(b)]
+		frame[0], frame[1], frame[2] = 0, byte(len(b)>>8), byte(len(b))
+		frame[3], frame[4] = byte(http2.FrameHeaders), byte(http2.FlagHeadersEndStream|http2.FlagHeadersEndHeaders)
+		binary.BigEndian.PutUint32(frame[5:9], id)
+		copy(frame[9:], b)
+		if _, err := c.Write(frame); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	// read reads frames until stream id ends, acknowledging SETTINGS.
+	read := func() {
+		for {
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				tb.Fatal(err)
+			}
+			n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+			if _, err := io.ReadFull(br, payload[:n]); err != nil {
+				tb.Fatal(err)
+			}
+			typ, flags, sid := http2.FrameType(hdr[3]), http2.Flags(hdr[4]), binary.BigEndian.Uint32(hdr[5:9])&(1<<31-1)
+			switch typ {
+			case http2.FrameSettings:
+				if flags&http2.FlagSettingsAck == 0 {
+					c.Write([]byte{0, 0, 0, 4, 1, 0, 0, 0, 0})
+				}
+			case http2.FrameGoAway, http2.FrameRSTStream:
+				tb.Fatalf("%v on stream %d", typ, sid)
+			case http2.FrameData:
+				if received += n; received > 32<<10 {
+					binary.BigEndian.PutUint32(window[9:], uint32(received))
+					c.Write(window)
+					received = 0
+				}
+				if sid == id && flags&http2.FlagDataEndStream != 0 {
+					return
+				}
+			case http2.FrameHeaders:
+				if sid == id && flags&http2.FlagHeadersEndStream != 0 {
+					return
+				}
+			}
+		}
+	}
+	send(first)
+	read()
+	return func() {
+		id += 2
+		send(indexed)
+		read()
+	}
+}
+
+func BenchmarkProxyH2GET(b *testing.B) {
+	benchRoundTrips(b, h2RoundTripper(b, proxy.Options{}))
+}
