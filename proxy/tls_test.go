@@ -188,3 +188,31 @@ func TestTLSParked(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSPartialRecordTimesOut: part of a TLS record is the start of a
+// request head, as a plain byte is: the header timeout bounds it with a
+// 408, not the idle timeout, on a connection's first request and between
+// requests.
+func TestTLSPartialRecordTimesOut(t *testing.T) {
+	origin := rawOriginKeepAlive(t, "ok")
+	server, client := selfSigned(t)
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{TLS: server,
+		Timeouts: proxy.Timeouts{Header: 300 * time.Millisecond, Idle: 10 * time.Second}})
+	for _, served := range []int{0, 1} {
+		tc, bc, br := tlsConn(t, addr, client)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		for range served {
+			io.WriteString(tc, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+			readResponse(t, br, "GET")
+			time.Sleep(100 * time.Millisecond) // parked
+		}
+		start := time.Now()
+		bc.Conn.Write([]byte{23, 3, 3}) // an application data record's header, begun
+		resp, _ := readResponse(t, br, "GET")
+		if took := time.Since(start); resp.StatusCode != 408 || took > 3*time.Second {
+			t.Errorf("after %d requests: %d after %v, want 408 after about 0.3 s", served, resp.StatusCode, took)
+		}
+	}
+}

@@ -169,6 +169,11 @@ func (c *conn) serve(readable bool) {
 		if err != nil {
 			if c.awaitingHead && c.rd.Buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) &&
 				mono.Now() < c.wait.IdleEnd && !srv.shuttingDown() {
+				if c.tlsHolds() {
+					// Part of a TLS record came, and no byte of a head yet:
+					// the head has begun, and its timeout applies.
+					continue
+				}
 				c.park()
 				return
 			}
@@ -211,7 +216,13 @@ func (c *conn) hasRequestBytes() bool {
 // while they are there.
 func (c *conn) tlsHolds() bool {
 	under := c.sock.Under()
-	if under == nil || !c.CanWatch() {
+	if under == nil {
+		return false
+	}
+	if under.MidRecord() {
+		return true // a record has begun: the head timeout bounds the rest
+	}
+	if !c.CanWatch() {
 		return false
 	}
 	w := &c.watch

@@ -77,13 +77,13 @@ func (u *Upstream) Quiet() bool {
 	}
 	// The wrapper may have taken from the socket more than the last
 	// response (TLS reads whole records, several at once): a read of what
-	// it holds tells. It finds nothing, or the connection is not used
-	// again.
+	// it holds tells, and so does part of a record it holds. It finds
+	// nothing, or the connection is not used again.
 	var b [1]byte
 	under.Held = true
 	n, err := u.sock.NC.Read(b[:])
 	under.Held = false
-	return n == 0 && err == sockio.ErrWouldBlock
+	return n == 0 && err == sockio.ErrWouldBlock && !under.MidRecord()
 }
 
 func (u *Upstream) Read(p []byte) (int, error) {

@@ -25,6 +25,12 @@ type Underlay struct {
 	net.Conn
 	Held, NoWait bool
 	fd, plain    int32 // fd is plain while the raw path is on, else -1
+	// Where the bytes read so far end among TLS records: the header
+	// bytes of the next record seen, and the payload bytes still to come
+	// of the current one (MidRecord).
+	hdr  [5]byte
+	hdrN int
+	left int
 }
 
 // NewUnderlay returns nc, a plain socket, ready to be wrapped.
@@ -47,11 +53,37 @@ func (u *Underlay) Read(p []byte) (int, error) {
 	if u.Held {
 		return 0, ErrWouldBlock
 	}
-	if n := Read(u.fd, p); n > 0 {
-		return n, nil
+	n := Read(u.fd, p)
+	var err error
+	if n == 0 {
+		n, err = u.Conn.Read(p)
 	}
-	return u.Conn.Read(p)
+	u.track(p[:n])
+	return n, err
 }
+
+// track follows the TLS record boundaries through bytes read.
+func (u *Underlay) track(b []byte) {
+	for len(b) > 0 {
+		if u.left > 0 {
+			k := min(u.left, len(b))
+			u.left -= k
+			b = b[k:]
+			continue
+		}
+		k := copy(u.hdr[u.hdrN:], b)
+		u.hdrN += k
+		b = b[k:]
+		if u.hdrN == len(u.hdr) {
+			u.left, u.hdrN = int(u.hdr[3])<<8|int(u.hdr[4]), 0
+		}
+	}
+}
+
+// MidRecord reports whether the bytes read end inside a TLS record: the
+// wrapper holds part of one, which a Held read cannot return, and the rest
+// is still to come. Whatever sits there has begun to arrive.
+func (u *Underlay) MidRecord() bool { return u.hdrN > 0 || u.left > 0 }
 
 func (u *Underlay) Write(p []byte) (int, error) {
 	n := Write(u.fd, p)

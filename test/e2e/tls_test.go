@@ -615,8 +615,16 @@ clusters:
 
 // TestTLSUpstreamExtraBytes: a TLS origin that sends, with its response,
 // a second one nobody asked for cannot have it read as the next client's
-// answer: the bytes TLS read ahead are looked for before reuse.
+// answer: the bytes TLS read ahead are looked for before reuse, whether
+// they are a whole record or the start of one (its first k bytes come
+// with the response, the rest with the next).
 func TestTLSUpstreamExtraBytes(t *testing.T) {
+	for _, k := range []int{-1, 3, 5, 20} { // -1: the whole record
+		t.Run(fmt.Sprintf("k=%d", k), func(t *testing.T) { upstreamExtraBytes(t, k) })
+	}
+}
+
+func upstreamExtraBytes(t *testing.T, k int) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	cert, key := ca.issue(t, dir, "x", 30, "x.test")
@@ -637,17 +645,23 @@ func TestTLSUpstreamExtraBytes(t *testing.T) {
 				c := tls.Server(hc, &tls.Config{Certificates: []tls.Certificate{pair}})
 				defer c.Close()
 				br := bufio.NewReader(c)
+				var rest []byte // of a record sent in part
 				for {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
 					}
 					io.Copy(io.Discard, req.Body)
-					// Two TLS records in one TCP write: strait's TLS reads
-					// both at once.
+					raw.Write(rest)
 					hc.hold = true
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+					answer := len(hc.buf)
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED")
+					if k >= 0 {
+						rest = append([]byte(nil), hc.buf[answer+k:]...)
+						hc.buf = hc.buf[:answer+k]
+					}
+					// In one TCP write: strait's TLS reads it all at once.
 					hc.flush()
 				}
 			}()
@@ -669,6 +683,7 @@ clusters:
 		if string(body) != "first" {
 			t.Errorf("client %d got %q, want first", i, body)
 		}
+		time.Sleep(50 * time.Millisecond) // past the pool's 1 ms before it looks
 	}
 }
 
