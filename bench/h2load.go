@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // The h2 scenario: h2load with h2Conns connections of h2Streams
@@ -124,13 +121,13 @@ func logPercentiles(path string) (p50, p99 float64, err error) {
 // checkBodyH2 is checkBody over HTTP/2: h2c with prior knowledge, or h2
 // by ALPN.
 func checkBodyH2(base, path string, want []byte) error {
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	var protos http.Protocols
 	if strings.HasPrefix(base, "http://") {
-		tr.AllowHTTP = true
-		tr.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, addr)
-		}
+		protos.SetUnencryptedHTTP2(true)
+	} else {
+		protos.SetHTTP2(true)
 	}
+	tr := &http.Transport{Protocols: &protos, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	resp, err := c.Get(base + path)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -21,7 +22,10 @@ import (
 // from bytes made once and parses what it reads itself, allocating
 // nothing; after the first request, its fields are all indexed in HPACK's
 // dynamic table.
-func h2RoundTripper(tb testing.TB, opts proxy.Options) func() {
+//
+// literals more fields go as literals never indexed, which the HPACK
+// decoder makes a string of each time.
+func h2RoundTripper(tb testing.TB, opts proxy.Options, literals int) func() {
 	origin := rawOriginKeepAlive(tb, "Hello, World!")
 	_, addr := proxytest.Proxy(tb, to(origin), opts)
 	c, err := net.Dial("tcp", addr)
@@ -40,6 +44,9 @@ func h2RoundTripper(tb testing.TB, opts proxy.Options) func() {
 		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/hello"},
 			{":authority", "bench"}, {"user-agent", "bench"}, {"accept", "*/*"}} {
 			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		for i := range literals {
+			enc.WriteField(hpack.HeaderField{Name: "x-literal", Value: strconv.Itoa(i), Sensitive: true})
 		}
 		return append([]byte(nil), hb.Bytes()...)
 	}
@@ -104,5 +111,23 @@ func h2RoundTripper(tb testing.TB, opts proxy.Options) func() {
 }
 
 func BenchmarkProxyH2GET(b *testing.B) {
-	benchRoundTrips(b, h2RoundTripper(b, proxy.Options{}))
+	benchRoundTrips(b, h2RoundTripper(b, proxy.Options{}, 0))
+}
+
+// TestProxyH2Allocs pins the steady state of h2c to HTTP/1.1: no
+// allocation per request when the fields hit HPACK's tables, and at most
+// one per field sent as a literal (x/net's hpack makes it a string).
+func TestProxyH2Allocs(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("counts allocations over 2,000 requests; meaningless under -race")
+	}
+	for _, literals := range []int{0, 3} {
+		roundTrip := h2RoundTripper(t, proxy.Options{}, literals)
+		for range 200 {
+			roundTrip()
+		}
+		if n := testing.AllocsPerRun(2000, roundTrip); n > float64(literals) {
+			t.Errorf("%d literal fields: %v allocations per proxied request, want at most %d", literals, n, literals)
+		}
+	}
 }

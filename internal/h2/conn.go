@@ -3,6 +3,7 @@ package h2
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -53,11 +54,15 @@ type conn struct {
 	settingsAt  time.Duration
 	idleSet     bool
 
-	mu         sync.Mutex // guards streams, active, closing, recvWindow
+	free      []*stream // streams to reuse (reader's)
+	recycling []*stream // the last finished list, to swap in (reader's)
+
+	mu         sync.Mutex // guards streams, active, closing, recvWindow, finished
 	streams    map[uint32]*stream
-	recvWindow int64 // conn-level: what the client may still send
-	active     int   // streams whose handler has not finished
-	closing    bool  // GOAWAY sent or the connection failed: no new streams
+	finished   []*stream // streams whose handlers are done, for recycle
+	recvWindow int64     // conn-level: what the client may still send
+	active     int       // streams whose handler has not finished
+	closing    bool      // GOAWAY sent or the connection failed: no new streams
 	drained    sync.Cond
 
 	// Writer's state, under wmu.
@@ -71,7 +76,7 @@ type conn struct {
 	wdl           sockio.Deadline
 	werr          error // the connection failed writing: every write fails
 	goneAway      bool
-	flushQueued   bool // a flushTask will flush
+	flushQueued   bool  // a flushTask will flush
 	consumed      int64 // conn-level bytes read by handlers, not yet returned
 
 }
@@ -93,6 +98,7 @@ func newConn(srv *Server, cn Conn) *conn {
 	c.bw = bufio.NewWriterSize(writerOf{c}, 16<<10)
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetMaxReadFrameSize(frameSize)
+	c.fr.SetReuseFrames()
 	c.dec = hpack.NewDecoder(4096, c.emit)
 	c.dec.SetMaxStringLength(int(c.lim.MaxHeaderListSize))
 	c.streams = make(map[uint32]*stream)
@@ -177,22 +183,24 @@ func (c *conn) serve() {
 	}
 	first := true
 	for {
+		c.recycle()
 		c.setIdleDeadline()
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			c.readFailed(err)
-			return
-		}
-		if first {
+		fh, err := c.fr.ReadFrameHeader()
+		if err == nil && first && fh.Type != http2.FrameSettings {
 			// The client's preface ends with SETTINGS (RFC 9113 §3.4).
-			if _, ok := f.(*http2.SettingsFrame); !ok {
-				c.fail(connError{http2.ErrCodeProtocol, "first frame not SETTINGS"})
-				return
-			}
-			first = false
+			err = connError{http2.ErrCodeProtocol, "first frame not SETTINGS"}
 		}
-		if err := c.handle(f); err != nil {
-			c.fail(err)
+		first = false
+		if err == nil {
+			err = c.readFrame(fh)
+		}
+		if err != nil {
+			var ce connError
+			if errors.As(err, &ce) {
+				c.fail(err)
+			} else {
+				c.readFailed(err)
+			}
 			return
 		}
 		if c.br.Buffered() == 0 || len(c.pending) >= 16 {
@@ -202,6 +210,24 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// readFrame reads and handles the frame whose header fh was read.
+func (c *conn) readFrame(fh http2.FrameHeader) error {
+	if fh.Type == http2.FrameHeaders || fh.Type == http2.FrameContinuation {
+		return c.readHeaderFrame(fh)
+	}
+	f, err := c.fr.ReadFrameForHeader(fh)
+	if err != nil {
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			// The framer checked a frame it can blame on one stream.
+			c.resetStream(se.StreamID, se.Code)
+			return nil
+		}
+		return err
+	}
+	return c.handle(f)
 }
 
 // done reports whether a connection that sent GOAWAY has nothing left.
@@ -241,16 +267,9 @@ func (c *conn) kickLocked() {
 
 func (c *conn) readFailed(err error) {
 	var ce http2.ConnectionError
-	var se http2.StreamError
 	switch {
 	case errors.As(err, &ce):
 		c.fail(connError{http2.ErrCode(ce), "frame: " + err.Error()})
-	case errors.As(err, &se):
-		// The framer checked a frame it can blame on one stream.
-		c.resetStream(se.StreamID, se.Code)
-		if e := c.keepReading(); e != nil {
-			c.fail(e)
-		}
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		c.fail(connError{http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE"})
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
@@ -265,40 +284,12 @@ func (c *conn) readFailed(err error) {
 	}
 }
 
-// keepReading goes on after a stream error the framer reported.
-func (c *conn) keepReading() error {
-	for {
-		c.setIdleDeadline()
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			c.readFailed(err)
-			return nil
-		}
-		if err := c.handle(f); err != nil {
-			return err
-		}
-		if c.br.Buffered() == 0 {
-			c.start()
-		}
-		if c.done() {
-			return nil
-		}
-	}
-}
-
 // handle handles one frame.
 func (c *conn) handle(f http2.Frame) error {
 	if c.headersFor != nil {
-		if cf, ok := f.(*http2.ContinuationFrame); ok && cf.StreamID == c.headersFor.id {
-			return c.continuation(cf)
-		}
 		return connError{http2.ErrCodeProtocol, "a header block interrupted"}
 	}
 	switch f := f.(type) {
-	case *http2.HeadersFrame:
-		return c.headers(f)
-	case *http2.ContinuationFrame:
-		return connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
 	case *http2.DataFrame:
 		return c.data(f)
 	case *http2.SettingsFrame:
@@ -465,61 +456,101 @@ func (c *conn) stream(id uint32) (*stream, streamState) {
 	return s, open
 }
 
-func (c *conn) headers(f *http2.HeadersFrame) error {
-	id := f.StreamID
-	if f.HasPriority() && f.Priority.StreamDep == id {
+// headerFrame is a HEADERS or CONTINUATION frame, parsed here rather than
+// by the Framer, which allocates a frame for each.
+type headerFrame struct {
+	id                    uint32
+	endStream, endHeaders bool
+	hasPriority           bool
+	dep                   uint32
+	frag                  []byte
+}
+
+// readHeaderFrame reads and handles a HEADERS or CONTINUATION frame whose
+// header fh was read. Its payload is read in place from the read buffer.
+func (c *conn) readHeaderFrame(fh http2.FrameHeader) error {
+	n := int(fh.Length)
+	p, err := c.br.Peek(n)
+	if err != nil {
+		return err
+	}
+	defer c.br.Discard(n)
+	if fh.StreamID == 0 {
+		return connError{http2.ErrCodeProtocol, fh.Type.String() + " on stream 0"}
+	}
+	f := headerFrame{id: fh.StreamID, endHeaders: fh.Flags.Has(http2.FlagHeadersEndHeaders)}
+	if fh.Type == http2.FrameContinuation {
+		if c.headersFor == nil || c.headersFor.id != fh.StreamID {
+			return connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
+		}
+		if len(p) == 0 && !f.endHeaders && !c.frames.take(mono.Now()) {
+			return c.flood("empty CONTINUATION")
+		}
+		return c.fragment(p, f.endHeaders)
+	}
+	if c.headersFor != nil {
+		return connError{http2.ErrCodeProtocol, "a header block interrupted"}
+	}
+	f.endStream = fh.Flags.Has(http2.FlagHeadersEndStream)
+	pad := 0
+	if fh.Flags.Has(http2.FlagHeadersPadded) {
+		if len(p) < 1 {
+			return connError{http2.ErrCodeFrameSize, "HEADERS too short for its padding"}
+		}
+		pad, p = int(p[0]), p[1:]
+	}
+	if fh.Flags.Has(http2.FlagHeadersPriority) {
+		if len(p) < 5 {
+			return connError{http2.ErrCodeFrameSize, "HEADERS too short for its priority"}
+		}
+		f.hasPriority, f.dep, p = true, binary.BigEndian.Uint32(p)&(1<<31-1), p[5:]
+	}
+	if pad > len(p) {
+		return connError{http2.ErrCodeProtocol, "HEADERS padding longer than its payload"}
+	}
+	f.frag = p[:len(p)-pad]
+	return c.headers(&f)
+}
+
+func (c *conn) headers(f *headerFrame) error {
+	id := f.id
+	if f.hasPriority && f.dep == id {
 		// A stream that depends on itself (RFC 9113 §5.3.1): its block
 		// must still be decoded to keep the HPACK state.
 		c.resetStream(id, http2.ErrCodeProtocol)
 	}
 	s, state := c.stream(id)
+	c.d.reset()
 	switch {
 	case state == open:
 		// Trailers: the request's last header section.
+		c.trailer = true
 		if s.remoteDone() {
-			return c.streamClosedHeaders(s, f)
-		}
-		if !f.StreamEnded() {
+			// After the client ended its side: a stream error, once the
+			// block is decoded.
+			s.lateHeaders = true
+		} else if !f.endStream {
 			return connError{http2.ErrCodeProtocol, "trailers without END_STREAM"}
 		}
-		c.trailer = true
 	case state == closed:
 		return connError{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
 	case id%2 == 0:
 		return connError{http2.ErrCodeProtocol, "HEADERS with an even stream id"}
 	default:
-		if len(f.HeaderBlockFragment()) == 0 && !f.HeadersEnded() && !c.frames.take(mono.Now()) {
+		if len(f.frag) == 0 && !f.endHeaders && !c.frames.take(mono.Now()) {
 			return c.flood("empty HEADERS")
 		}
 		c.maxClientID = id
-		s = newStream(c, id)
+		s = c.newStream(id)
+		s.endStream = f.endStream
 		c.trailer = false
-		c.d.reset()
 		c.mu.Lock()
-		refused := c.closing
+		s.refused = c.closing
 		c.mu.Unlock()
-		s.refused = refused
 	}
 	c.headersFor = s
 	c.blockSize = 0
-	s.endStream = f.StreamEnded()
-	return c.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
-}
-
-// streamClosedHeaders answers HEADERS after the client ended its side: a
-// stream error, once the block is decoded.
-func (c *conn) streamClosedHeaders(s *stream, f *http2.HeadersFrame) error {
-	c.headersFor = s
-	c.trailer = true
-	s.lateHeaders = true
-	return c.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
-}
-
-func (c *conn) continuation(f *http2.ContinuationFrame) error {
-	if len(f.HeaderBlockFragment()) == 0 && !f.HeadersEnded() && !c.frames.take(mono.Now()) {
-		return c.flood("empty CONTINUATION")
-	}
-	return c.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
+	return c.fragment(f.frag, f.endHeaders)
 }
 
 // fragment decodes a piece of a header block.
@@ -622,8 +653,7 @@ func (c *conn) trailersDone(s *stream) error {
 		c.resetStream(s.id, http2.ErrCodeStreamClosed)
 		return nil
 	}
-	c.d.finish()
-	if c.d.bad != "" && c.d.bad != "no :method" || c.d.tooLarge {
+	if c.d.bad != "" || c.d.tooLarge {
 		c.resetStream(s.id, http2.ErrCodeProtocol)
 		return nil
 	}
@@ -661,7 +691,8 @@ func (c *conn) dropPending(s *stream) {
 	}
 }
 
-// forget removes a stream from the connection.
+// forget removes a stream whose handler never started from the
+// connection, and keeps it for reuse.
 func (c *conn) forget(s *stream) {
 	c.mu.Lock()
 	if c.streams[s.id] == s {
@@ -670,6 +701,49 @@ func (c *conn) forget(s *stream) {
 	c.drained.Broadcast()
 	c.kickLocked()
 	c.mu.Unlock()
+	c.keep(s)
+}
+
+// maxFree bounds the streams a connection keeps for reuse.
+const maxFree = 32
+
+// recycle takes back the streams whose handlers are done. Only the reader
+// calls it, between frames, when it holds no stream of its own: nothing
+// else refers to a stream once its handler is done (a timer it set only
+// wakes waits, which look again).
+func (c *conn) recycle() {
+	c.mu.Lock()
+	done := c.finished
+	c.finished, c.recycling = c.recycling[:0], done
+	c.mu.Unlock()
+	for i, s := range done {
+		c.keep(s)
+		done[i] = nil
+	}
+}
+
+func (c *conn) keep(s *stream) {
+	if len(c.free) < maxFree {
+		s.clear()
+		c.free = append(c.free, s)
+	}
+}
+
+// newStream returns a stream for id, reused if one is kept.
+func (c *conn) newStream(id uint32) *stream {
+	var s *stream
+	if n := len(c.free); n > 0 {
+		s, c.free = c.free[n-1], c.free[:n-1]
+	} else {
+		s = &stream{c: c}
+		s.cond.L = &s.mu
+	}
+	s.id, s.began, s.expect = id, mono.Now(), -1
+	s.recvWindow = int64(c.lim.StreamWindow)
+	c.wmu.Lock()
+	s.sendWindow = int64(c.peerWindow)
+	c.wmu.Unlock()
+	return s
 }
 
 func (c *conn) data(f *http2.DataFrame) error {

@@ -67,19 +67,33 @@ type stream struct {
 
 var _ istream.Downstream = (*stream)(nil)
 
-func newStream(c *conn, id uint32) *stream {
-	s := &stream{c: c, id: id, began: mono.Now(), expect: -1}
+// clear readies a finished stream for reuse, keeping its buffers (the
+// request body's only while small).
+func (s *stream) clear() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	hdr, trailer := s.hdr, s.trailer
+	hdr.Reset()
+	trailer.Reset()
+	buf, spare := s.buf[:0], s.spare[:0]
+	if cap(buf) > 4<<10 || cap(spare) > 4<<10 {
+		buf, spare = nil, nil
+	}
+	*s = stream{c: s.c, hdr: hdr, trailer: trailer, arena: s.arena[:0], buf: buf, spare: spare,
+		timer: s.timer, hbuf: s.hbuf[:0], lower: s.lower[:0]}
 	s.cond.L = &s.mu
-	s.recvWindow = int64(c.lim.StreamWindow)
-	c.wmu.Lock()
-	s.sendWindow = int64(c.peerWindow)
-	c.wmu.Unlock()
-	return s
 }
 
 // setHead makes the request head from the decoded fields.
 func (s *stream) setHead(d *decoded) {
 	c := s.c
+	// One arena, grown once to its size first, so that no slice taken
+	// from it is left in an old array.
+	need := len(d.method) + len(d.authority) + len(d.path) + len(d.host)
+	if cap(s.arena) < need {
+		s.arena = make([]byte, 0, need)
+	}
 	s.arena = s.arena[:0]
 	keep := func(b []byte) []byte {
 		if b == nil {
@@ -89,7 +103,6 @@ func (s *stream) setHead(d *decoded) {
 		s.arena = append(s.arena, b...)
 		return s.arena[start:len(s.arena):len(s.arena)]
 	}
-	s.arena = make([]byte, 0, len(d.method)+len(d.authority)+len(d.path)+len(d.host))
 	h := &s.head
 	h.Method, h.Path = keep(d.method), keep(d.path)
 	h.Scheme, h.Proto = c.scheme, "HTTP/2.0"
@@ -168,6 +181,7 @@ func (s *stream) finish(end istream.End) {
 		delete(c.streams, s.id)
 	}
 	c.active--
+	c.finished = append(c.finished, s)
 	c.drained.Broadcast()
 	c.kickLocked()
 	c.mu.Unlock()

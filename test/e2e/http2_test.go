@@ -3,9 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -86,10 +84,9 @@ func TestHTTP2Clients(t *testing.T) {
 	}
 
 	// Go's transport: h2c, a 1 MiB body up, and trailers both ways.
-	h2c := &http.Client{Transport: &http2.Transport{AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, addr)
-		}}, Timeout: 10 * time.Second}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 10 * time.Second}
 	body := randomBytes(1 << 20)
 	sum := sha256.Sum256(body)
 	req, _ := http.NewRequest("PUT", "http://"+plain+"/trailer", io.MultiReader(bytes.NewReader(body)))
