@@ -51,8 +51,10 @@ type conn struct {
 	pending     []*stream // opened, to be started once the read buffer is empty
 	resets      bucket
 	frames      bucket
+	calm        bool // the client made strait reset too many streams
 	settingsAt  time.Duration
 	idleSet     bool
+	rdl         sockio.Deadline // the read deadline (under mu)
 
 	free      []*stream // streams to reuse (reader's)
 	recycling []*stream // the last finished list, to swap in (reader's)
@@ -182,6 +184,7 @@ func (c *conn) serve() {
 		return
 	}
 	first := true
+	run := 0 // frames handled since the read buffer was last empty
 	for {
 		c.recycle()
 		c.setIdleDeadline()
@@ -203,8 +206,20 @@ func (c *conn) serve() {
 			}
 			return
 		}
+		if c.calm {
+			c.ctr.ResetFloods.Add(1)
+			c.fail(connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset by strait"})
+			return
+		}
 		if c.br.Buffered() == 0 || len(c.pending) >= 16 {
 			c.start()
+			run = 0
+		} else if run++; run >= 64 {
+			// A client that keeps the read buffer full (a flood, or a
+			// long run of frames) yields to the other connections'
+			// requests now and then, rather than at preemption.
+			runtime.Gosched()
+			run = 0
 		}
 		if c.done() {
 			return
@@ -246,13 +261,15 @@ func (c *conn) setIdleDeadline() {
 	defer c.mu.Unlock()
 	switch {
 	case c.closing && len(c.streams) == 0:
-		c.nc.SetReadDeadline(sockio.Past)
+		c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
 		c.idleSet = true
 	case len(c.streams) == 0:
-		c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+		// Moved only when off by a quarter: once per frame would cost
+		// a clock reading and a timer update each.
+		c.rdl.Ensure(c.nc.SetReadDeadline, mono.Now(), c.srv.idleTimeout(), 0)
 		c.idleSet = true
 	case c.idleSet:
-		c.nc.SetReadDeadline(time.Time{})
+		c.rdl.Set(c.nc.SetReadDeadline, time.Time{})
 		c.idleSet = false
 	}
 }
@@ -261,7 +278,7 @@ func (c *conn) setIdleDeadline() {
 // stream left, so that it closes. c.mu is held.
 func (c *conn) kickLocked() {
 	if c.closing && len(c.streams) == 0 {
-		c.nc.SetReadDeadline(sockio.Past)
+		c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
 	}
 }
 
@@ -421,6 +438,9 @@ func (c *conn) rstStream(f *http2.RSTStreamFrame) error {
 	}
 	s.peerReset(f.ErrCode)
 	c.dropPending(s)
+	if !s.finished() {
+		c.ctr.ClientResets.Add(1)
+	}
 	if !s.finished() && !c.resets.take(mono.Now()) {
 		c.ctr.ResetFloods.Add(1)
 		return connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
@@ -704,6 +724,10 @@ func (c *conn) forget(s *stream) {
 	c.keep(s)
 }
 
+// calmHold is how long a connection that got GOAWAY with
+// ENHANCE_YOUR_CALM is held before it closes.
+const calmHold = time.Second
+
 // maxFree bounds the streams a connection keeps for reuse.
 const maxFree = 32
 
@@ -809,7 +833,10 @@ func (c *conn) recvReturn(n int64) {
 	c.mu.Unlock()
 }
 
-// resetStream sends RST_STREAM and ends the stream's waits.
+// resetStream sends RST_STREAM for what the client did, and ends the
+// stream's waits. A reset of a stream whose response is not done costs
+// the client a token as its own resets do (CVE-2025-8671: a client can
+// make strait reset streams whose upstream work goes on).
 func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	c.wmu.Lock()
 	c.fr.WriteRSTStream(id, code)
@@ -819,6 +846,9 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	s := c.streams[id]
 	c.mu.Unlock()
 	if s != nil {
+		if !s.finished() && !c.resets.take(mono.Now()) {
+			c.calm = true
+		}
 		s.localReset(code)
 		c.dropPending(s)
 	}
@@ -892,6 +922,16 @@ func (c *conn) fail(err error) {
 		if c.srv.Logger != nil {
 			c.srv.Logger.Debug("http2 connection error", "client", c.info.Client.String(), "err", err)
 		}
+		if ce.code == http2.ErrCodeEnhanceYourCalm {
+			// A flooding client is held, unread, for a while before the
+			// close: its writes stall, rather than it reconnecting at
+			// once to flood again. (A client holding many such
+			// connections meets limits.max_conns.)
+			c.goAway(ce.code, false)
+			time.Sleep(calmHold)
+			c.lingerClose()
+			return
+		}
 		c.goAway(ce.code, true)
 		return
 	}
@@ -901,12 +941,14 @@ func (c *conn) fail(err error) {
 // lingerClose closes the connection once the client has had a moment to
 // read what was sent: closing with unread bytes from the client would
 // reset the connection, and the GOAWAY might be lost.
+// It reads little, and not for long: a flooding client keeps sending, and
+// reading its flood would cost more than the flood itself.
 func (c *conn) lingerClose() {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	c.nc.SetReadDeadline(time.Now().Add(time.Second))
-	io.Copy(io.Discard, io.LimitReader(c.br, 1<<20))
+	c.nc.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+	io.Copy(io.Discard, io.LimitReader(c.br, 64<<10))
 	c.closeNow()
 }
 

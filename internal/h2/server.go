@@ -96,6 +96,7 @@ func (l *Limits) withDefaults() Limits {
 type Counters struct {
 	Conns           atomic.Int64 // HTTP/2 connections served
 	Streams         atomic.Int64 // streams opened by clients
+	ClientResets    atomic.Int64 // streams the client reset before their response was done
 	RefusedStreams  atomic.Int64 // over MaxConcurrentStreams: REFUSED_STREAM
 	MalformedStream atomic.Int64 // malformed requests: RST_STREAM PROTOCOL_ERROR
 	ResetFloods     atomic.Int64 // GOAWAY ENHANCE_YOUR_CALM: too many resets

@@ -82,6 +82,22 @@ var serverMetrics = []serverMetric{
 			return []reasonValue{{"ok", &h[proxy.HandshakeOK]}, {"failed", &h[proxy.HandshakeFailed]},
 				{"plain_http", &h[proxy.HandshakePlainHTTP]}, {"timeout", &h[proxy.HandshakeTimeout]}}
 		}),
+	metric("strait_http2_connections_total", "HTTP/2 client connections served.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.HTTP2.Conns) }),
+	metric("strait_http2_streams_total", "HTTP/2 streams opened by clients.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.HTTP2.Streams) }),
+	metric("strait_http2_streams_reset_total", "HTTP/2 streams reset before their response was done: by the client, refused past max concurrent streams, or malformed (PROTOCOL_ERROR).", prometheus.CounterValue, true,
+		func(c *proxy.Counters) []reasonValue {
+			h := &c.HTTP2
+			return []reasonValue{{"client", &h.ClientResets}, {"refused", &h.RefusedStreams}, {"malformed", &h.MalformedStream}}
+		}),
+	metric("strait_http2_goaways_total", "HTTP/2 connections ended with GOAWAY for the client's doing: ENHANCE_YOUR_CALM for too many resets or for a flood of frames that carry no request, or a protocol error.", prometheus.CounterValue, true,
+		func(c *proxy.Counters) []reasonValue {
+			h := &c.HTTP2
+			return []reasonValue{{"reset_flood", &h.ResetFloods}, {"frame_flood", &h.FrameFloods}, {"protocol_error", &h.ProtocolErrors}}
+		}),
+	metric("strait_http2_header_lists_too_large_total", "HTTP/2 requests whose header list was over the limit (431).", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.HTTP2.HeaderTooLarge) }),
 	metric("strait_request_buffer_over_budget_total", "Request bodies that did not fit the buffering budget (streamed, or 503).", prometheus.CounterValue, false,
 		func(c *proxy.Counters) []reasonValue { return one(&c.BufferOverBudget) }),
 }

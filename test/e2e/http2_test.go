@@ -43,14 +43,14 @@ func h2Origin(t *testing.T) (string, *atomic.Int64) {
 
 // h2Strait runs strait with a cleartext listener and a TLS one, both to
 // origin, and returns their addresses and the CA file.
-func h2Strait(t *testing.T, origin, extra string) (plain, secure, caFile string) {
+func h2Strait(t *testing.T, origin, extra string) (plain, secure, caFile string, p *proc) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	cert, key := ca.issue(t, dir, "h2", 7, "h2.test")
 	caFile = writeFile(t, dir, "ca.pem", ca.pem)
 	plain = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	secure = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	runConfig(t, dir, "h2.yaml", fmt.Sprintf(`listeners:
+	p = runConfig(t, dir, "h2.yaml", fmt.Sprintf(`listeners:
   - {address: %s, routes: [{cluster: o}]}
   - address: %s
     tls: {certificates: [{cert: %s, key: %s}]}
@@ -58,7 +58,7 @@ func h2Strait(t *testing.T, origin, extra string) (plain, secure, caFile string)
 clusters: [{name: o, endpoints: [%q]}]
 %s`, plain, secure, cert, key, origin, extra), plain)
 	waitPort(t, secure, 5*time.Second, nil)
-	return plain, secure, caFile
+	return plain, secure, caFile, p
 }
 
 // TestHTTP2Clients: curl (prior knowledge, and TLS with ALPN), Go's
@@ -66,7 +66,7 @@ clusters: [{name: o, endpoints: [%q]}]
 // HTTP/1.1 goes on on the same port.
 func TestHTTP2Clients(t *testing.T) {
 	origin, _ := h2Origin(t)
-	plain, secure, caFile := h2Strait(t, origin, "")
+	plain, secure, caFile, _ := h2Strait(t, origin, "")
 	_, port, _ := net.SplitHostPort(secure)
 
 	r := mustCurl(t, "-sS", "--http2-prior-knowledge", "-w", " %{http_version}", "-H", "Cookie: a=1", "http://"+plain+"/x?y=1")
@@ -222,7 +222,7 @@ func (c *h2Client) outcome(id uint32) string {
 // reach the origin; the connection goes on.
 func TestHTTP2Malformed(t *testing.T) {
 	origin, requests := h2Origin(t)
-	plain, _, _ := h2Strait(t, origin, "")
+	plain, _, _, _ := h2Strait(t, origin, "")
 	base := []string{":method", "GET", ":scheme", "http", ":path", "/", ":authority", "a.test"}
 	with := func(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
 	cases := map[string][]string{
@@ -300,7 +300,7 @@ func TestH2spec(t *testing.T) {
 	}
 	origin, _ := h2Origin(t)
 	only := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	plain, secure, _ := h2Strait(t, origin, "")
+	plain, secure, _, _ := h2Strait(t, origin, "")
 	// A third strait: a cleartext listener that serves HTTP/2 only.
 	runConfig(t, t.TempDir(), "only.yaml", fmt.Sprintf(`listeners:
   - {address: %s, http2: only, routes: [{cluster: o}]}

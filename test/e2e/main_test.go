@@ -42,6 +42,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv("STRAIT_E2E_H2FLOOD"); addr != "" {
+		// The test binary run again as a flooding client (TestHTTP2RapidReset).
+		os.Exit(h2Flood(addr))
+	}
 	os.Exit(testMain(m))
 }
 
