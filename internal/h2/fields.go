@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/straitproxy/strait/internal/http1"
 )
 
 // A request's fields are checked as they are decoded (RFC 9113 §8.2,
@@ -190,8 +192,8 @@ func (d *decoded) finish() {
 	case string(d.method) == "CONNECT":
 		// Plain CONNECT (RFC 9113 §8.5): :authority only; strait answers
 		// it 405, as it does over HTTP/1.1.
-		if d.scheme != nil || d.path != nil || d.authority == nil {
-			d.bad = "CONNECT with :scheme or :path, or without :authority"
+		if d.scheme != nil || d.path != nil || d.authority == nil || !http1.ValidHost(d.authority) {
+			d.bad = "CONNECT with :scheme or :path, or without a valid :authority"
 		}
 	case d.scheme == nil || d.path == nil:
 		d.bad = "no :scheme or :path"
@@ -199,15 +201,15 @@ func (d *decoded) finish() {
 		d.bad = "empty :path"
 	case d.path[0] != '/' && !(string(d.path) == "*" && string(d.method) == "OPTIONS"):
 		d.bad = ":path neither absolute nor * for OPTIONS"
-	case !validTarget(d.path):
-		d.bad = ":path with whitespace or controls"
-	case d.authority != nil && !validTarget(d.authority):
-		d.bad = ":authority with whitespace or controls"
+	case !http1.ValidTarget(d.path):
+		d.bad = ":path not a valid request target"
+	case d.authority != nil && !http1.ValidHost(d.authority):
+		d.bad = ":authority not a valid host"
 	case d.host != nil && d.authority != nil && !bytes.EqualFold(d.host, d.authority):
 		// RFC 9113 §8.3.1: they must name one origin.
 		d.bad = "host differs from :authority"
-	case d.host != nil && !validTarget(d.host):
-		d.bad = "host with whitespace or controls"
+	case d.host != nil && !http1.ValidHost(d.host):
+		d.bad = "host not a valid host"
 	}
 }
 
@@ -218,15 +220,4 @@ func isToken(b []byte) bool {
 		}
 	}
 	return len(b) > 0
-}
-
-// validTarget reports whether b has no whitespace, controls or bytes
-// beyond ASCII: a request line that holds it parses one way only.
-func validTarget(b []byte) bool {
-	for _, c := range b {
-		if c <= ' ' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
 }

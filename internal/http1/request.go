@@ -351,3 +351,20 @@ func validPort(p []byte, required bool) bool {
 	}
 	return n <= 65535
 }
+
+// ValidHost reports whether b may be a Host field's value (RFC 9110 §7.2),
+// as this package reads one: for what another protocol carries (HTTP/2's
+// :authority) to become an HTTP/1.1 request it reads the same.
+func ValidHost(b []byte) bool { return validHost(b, false) }
+
+// ValidTarget reports whether t holds only what a request target may
+// (RFC 9112 §3.2), its percent-encodings complete, as ValidHost does for
+// Host.
+func ValidTarget(t []byte) bool {
+	for _, c := range t {
+		if !isTargetChar[c] {
+			return false
+		}
+	}
+	return len(t) > 0 && validPercent(t)
+}
