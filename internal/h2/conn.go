@@ -944,6 +944,10 @@ func (c *conn) fail(err error) {
 // It reads little, and not for long: a flooding client keeps sending, and
 // reading its flood would cost more than the flood itself.
 func (c *conn) lingerClose() {
+	// What streams wrote and a flushTask has yet to send goes first.
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wmu.Unlock()
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
