@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // The h2 scenario: h2load with h2Conns connections of h2Streams
@@ -144,4 +147,62 @@ func checkBodyH2(base, path string, want []byte) error {
 			path, resp.Proto, resp.StatusCode, len(got), len(want))
 	}
 	return nil
+}
+
+// idleH2Block is GET /13 as an HPACK block that needs no dynamic table.
+var idleH2Block = func() []byte {
+	var b []byte
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/13"}, {":authority", "127.0.0.1"}} {
+		b = append(b, 0, byte(len(f[0])))
+		b = append(b, f[0]...)
+		b = append(b, byte(len(f[1])))
+		b = append(b, f[1]...)
+	}
+	return b
+}()
+
+// getH2 makes one request over HTTP/2 on the connection (its preface
+// first, on the first request) and checks the answer's body.
+func (cc *clientConn) getH2() error {
+	var out []byte
+	if cc.stream == 0 {
+		out = append([]byte(http2.ClientPreface), 0, 0, 0, byte(http2.FrameSettings), 0, 0, 0, 0, 0)
+		cc.stream = 1
+	} else {
+		cc.stream += 2
+	}
+	n := len(idleH2Block)
+	out = append(out, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameHeaders),
+		byte(http2.FlagHeadersEndStream|http2.FlagHeadersEndHeaders), 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(out[len(out)-4:], cc.stream)
+	out = append(out, idleH2Block...)
+	if _, err := cc.c.Write(out); err != nil {
+		return err
+	}
+	fr := http2.NewFramer(cc.c, cc.br)
+	var body []byte
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.DataFrame:
+			if f.StreamID == cc.stream {
+				body = append(body, f.Data()...)
+				if f.StreamEnded() {
+					if string(body) != string(payloads["13"]) {
+						return fmt.Errorf("%d-byte body", len(body))
+					}
+					return nil
+				}
+			}
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			return fmt.Errorf("%v", f)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -69,6 +70,10 @@ func (b *bench) runIdle(ctx context.Context) error {
 
 	for _, name := range cfg.targets {
 		if name == "direct" {
+			continue
+		}
+		if cfg.idleH2 && !slices.Contains(h2Targets, name) {
+			fmt.Fprintf(os.Stderr, "bench: -idle-h2 skips %s (no HTTP/2)\n", name)
 			continue
 		}
 		res, err := b.idleOne(ctx, name)
@@ -145,7 +150,11 @@ func (b *bench) idleOne(ctx context.Context, name string) (*idleResult, error) {
 		if isTLSTarget(name) {
 			// A full handshake each: the bench's certificate is
 			// self-signed, and what is measured is the proxy's side.
-			tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+			proto := "http/1.1"
+			if cfg.idleH2 {
+				proto = "h2"
+			}
+			tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{proto}})
 			tc.SetDeadline(time.Now().Add(10 * time.Second))
 			if err := tc.Handshake(); err != nil {
 				c.Close()
@@ -154,7 +163,7 @@ func (b *bench) idleOne(ctx context.Context, name string) (*idleResult, error) {
 			}
 			c = tc
 		}
-		cc := &clientConn{c: c, br: bufio.NewReader(c)}
+		cc := &clientConn{c: c, br: bufio.NewReader(c), h2: cfg.idleH2}
 		conns[i] = cc
 		if err := cc.get(); err != nil {
 			errs.add("first GET: " + err.Error())
@@ -211,8 +220,10 @@ func (b *bench) idleOne(ctx context.Context, name string) (*idleResult, error) {
 // clientConn is one client connection with its own reader, so bytes the
 // proxy sent past a response stay with that connection.
 type clientConn struct {
-	c  net.Conn
-	br *bufio.Reader
+	c      net.Conn
+	br     *bufio.Reader
+	h2     bool   // speaks HTTP/2
+	stream uint32 // the last stream it opened
 }
 
 var idleRequest = []byte("GET /13 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -224,6 +235,9 @@ func (cc *clientConn) get() error {
 	// No deadline while idle: a Go timer per connection would be the
 	// harness's memory, not the proxy's, but there is no reason to hold it.
 	defer cc.c.SetDeadline(time.Time{})
+	if cc.h2 {
+		return cc.getH2()
+	}
 	if _, err := cc.c.Write(idleRequest); err != nil {
 		return err
 	}

@@ -47,6 +47,7 @@ type config struct {
 	idleConns        int
 	idleConcurrency  int
 	idleSettle       time.Duration
+	idleH2           bool // -idle over HTTP/2
 	proxyCPU         int
 	loadCPU          int
 	resultsDir       string
@@ -165,6 +166,7 @@ func parseFlags(args []string) (*config, error) {
 	tickets := fs.Bool("tls-tickets", true, "TLS targets issue session tickets; false: none (and no session cache), so the close scenario measures full handshakes (wrk resumes sessions it is given)")
 	fs.IntVar(&cfg.idleConcurrency, "idle-concurrency", 200, "goroutines opening and using the -idle connections")
 	fs.DurationVar(&cfg.idleSettle, "idle-settle", 2*time.Second, "-idle: wait between the last request and reading RSS")
+	fs.BoolVar(&cfg.idleH2, "idle-h2", false, "-idle over HTTP/2: h2c (prior knowledge) or h2 by ALPN, on the targets that speak it")
 	fs.IntVar(&cfg.proxyCPU, "proxy-cpu", 0, "CPU the proxy under test runs on, alone")
 	fs.IntVar(&cfg.loadCPU, "load-cpu", 1, "CPU the origin and wrk share")
 	fs.StringVar(&cfg.resultsDir, "results", "bench/results", "directory for the JSON report (relative to the repository root)")
