@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -28,6 +30,11 @@ import (
 func h2RoundTripper(tb testing.TB, opts proxy.Options, literals int) func() {
 	origin := rawOriginKeepAlive(tb, "Hello, World!")
 	_, addr := proxytest.Proxy(tb, to(origin), opts)
+	return h2RoundTripperTo(tb, addr, literals)
+}
+
+// h2RoundTripperTo is h2RoundTripper on a new connection to addr.
+func h2RoundTripperTo(tb testing.TB, addr string, literals int) func() {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
@@ -84,7 +91,7 @@ func h2RoundTripper(tb testing.TB, opts proxy.Options, literals int) func() {
 					c.Write([]byte{0, 0, 0, 4, 1, 0, 0, 0, 0})
 				}
 			case http2.FrameGoAway, http2.FrameRSTStream:
-				tb.Fatalf("%v on stream %d", typ, sid)
+				tb.Fatalf("%v on stream %d: % x", typ, sid, payload[:min(n, 16)])
 			case http2.FrameData:
 				if received += n; received > 32<<10 {
 					binary.BigEndian.PutUint32(window[9:], uint32(received))
@@ -129,5 +136,35 @@ func TestProxyH2Allocs(t *testing.T) {
 		if n := testing.AllocsPerRun(2000, roundTrip); n > float64(literals) {
 			t.Errorf("%d literal fields: %v allocations per proxied request, want at most %d", literals, n, literals)
 		}
+	}
+}
+
+// TestH2Parked: idle HTTP/2 connections hold no goroutine, serve their
+// next request, and close at the idle timeout.
+func TestH2Parked(t *testing.T) {
+	origin := rawOriginKeepAlive(t, "ok")
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 4 * time.Second}})
+	const n = 200
+	before := runtime.NumGoroutine()
+	conns := make([]func(), n)
+	for i := range conns {
+		conns[i] = h2RoundTripperTo(t, addr, 0) // one request each
+	}
+	time.Sleep(300 * time.Millisecond) // past park.After
+	if extra := runtime.NumGoroutine() - before; extra > 64+10 {
+		t.Errorf("%d idle HTTP/2 connections hold %d more goroutines; want them parked without one", n, extra)
+	}
+	for _, roundTrip := range conns {
+		roundTrip()
+	}
+	if got := srv.Counters().ConnsOpen.Load(); got != n {
+		t.Errorf("open connections: %d, want %d", got, n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Counters().ConnsOpen.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := srv.Counters().ConnsOpen.Load(); got != 0 {
+		t.Errorf("%d connections open after the idle timeout", got)
 	}
 }

@@ -78,6 +78,7 @@ func New(p Phases, o Options) (*Server, error) {
 		srv.h2.Limits = o.HTTP2.Limits
 		srv.h2.Logger = o.Logger
 		srv.h2.Counters = &srv.counters.HTTP2
+		srv.h2.Parker = srv.h1.Parker
 		srv.h1.H2, srv.h1.H2Only = &srv.h2, o.HTTP2.Only
 	}
 	if o.Limits.MaxConnsPerClient > 0 {

@@ -328,7 +328,7 @@ func (c *conn) handOff(read []byte) {
 	srv.mu.Lock()
 	delete(srv.conns, c)
 	srv.mu.Unlock()
-	srv.H2.ServeConn(h2.Conn{NC: c.sock.NC, Read: read, Client: c.remote, Local: c.local, TLS: c.tls,
+	srv.H2.ServeConn(h2.Conn{NC: c.sock.NC, Under: c.sock.Under(), Read: read, Client: c.remote, Local: c.local, TLS: c.tls,
 		Done: func() { srv.uncount(c) }})
 }
 

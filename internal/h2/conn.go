@@ -9,12 +9,14 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/internal/park"
 	"github.com/straitproxy/strait/internal/sockio"
 )
 
@@ -37,7 +39,11 @@ type conn struct {
 	lim    Limits
 	nc     net.Conn
 	info   Conn
-	br     *bufio.Reader
+	br     *bufio.Reader // nil while parked
+	src    io.Reader      // what br reads: nc, after pre
+	pre    *bytes.Reader  // bytes read before the connection came here
+	under  *sockio.Underlay
+	wait   park.Waiter
 	fr     *http2.Framer
 	dec    *hpack.Decoder
 	scheme string
@@ -52,6 +58,11 @@ type conn struct {
 	resets      bucket
 	frames      bucket
 	calm        bool // the client made strait reset too many streams
+	gotSettings bool // the client's first SETTINGS came
+	idleNoted   bool // wait.IdleSince is when its last stream ended
+	kicked      atomic.Bool
+	kickTimer   *time.Timer // under mu
+	readable    bool // the parker saw the socket readable: read before waiting again
 	settingsAt  time.Duration
 	idleSet     bool
 	rdl         sockio.Deadline // the read deadline (under mu)
@@ -70,7 +81,7 @@ type conn struct {
 	// Writer's state, under wmu.
 	wmu           sync.Mutex
 	wcond         sync.Cond // streams waiting for send window
-	bw            *bufio.Writer
+	bw            *bufio.Writer // nil while parked
 	sendWindow    int64 // conn-level: what strait may still send
 	peerWindow    int32 // the client's SETTINGS_INITIAL_WINDOW_SIZE
 	peerFrameSize uint32
@@ -92,13 +103,18 @@ func newConn(srv *Server, cn Conn) *conn {
 	if cn.TLS != nil {
 		c.scheme = "https"
 	}
-	var r io.Reader = cn.NC
+	c.src = cn.NC
 	if len(cn.Read) > 0 {
-		r = io.MultiReader(bytes.NewReader(cn.Read), cn.NC)
+		c.pre = bytes.NewReader(cn.Read)
+		c.src = io.MultiReader(c.pre, cn.NC)
 	}
-	c.br = bufio.NewReaderSize(r, 16<<10)
-	c.bw = bufio.NewWriterSize(writerOf{c}, 16<<10)
-	c.fr = http2.NewFramer(c.bw, c.br)
+	c.under = cn.Under
+	fd := sockio.FD(cn.NC)
+	if cn.Under != nil {
+		fd = sockio.FD(cn.Under)
+	}
+	c.wait.Init(fd, c)
+	c.fr = http2.NewFramer(bufWriter{c}, bufReader{c})
 	c.fr.SetMaxReadFrameSize(frameSize)
 	c.fr.SetReuseFrames()
 	c.dec = hpack.NewDecoder(4096, c.emit)
@@ -112,6 +128,48 @@ func newConn(srv *Server, cn Conn) *conn {
 	c.resets = bucket{burst: float64(c.lim.ResetBurst), rate: float64(c.lim.ResetRate), tokens: float64(c.lim.ResetBurst), at: now}
 	c.frames = bucket{burst: float64(c.lim.FrameBurst), rate: float64(c.lim.FrameRate), tokens: float64(c.lim.FrameBurst), at: now}
 	return c
+}
+
+// The read and write buffers are taken from pools when needed and given
+// back while the connection waits idle (park): bufReader and bufWriter are
+// what the Framer reads and writes through, whichever buffers are held.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, frameHeaderLen+frameSize) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+)
+
+// reader returns the read buffer, taken if none is held.
+func (c *conn) reader() *bufio.Reader {
+	if c.br == nil {
+		c.br = readerPool.Get().(*bufio.Reader)
+		c.br.Reset(c.src)
+	}
+	return c.br
+}
+
+// buffered is how many bytes the read buffer holds.
+func (c *conn) buffered() int {
+	if c.br == nil {
+		return 0
+	}
+	return c.br.Buffered()
+}
+
+type bufReader struct{ c *conn }
+
+func (r bufReader) Read(p []byte) (int, error) { return r.c.reader().Read(p) }
+
+// bufWriter writes into the write buffer, taken if none is held; c.wmu
+// is held.
+type bufWriter struct{ c *conn }
+
+func (w bufWriter) Write(p []byte) (int, error) {
+	c := w.c
+	if c.bw == nil {
+		c.bw = writerPool.Get().(*bufio.Writer)
+		c.bw.Reset(writerOf{c})
+	}
+	return c.bw.Write(p)
 }
 
 // writerOf is the connection's socket as its buffered writer sees it:
@@ -160,8 +218,9 @@ type connError struct {
 
 func (e connError) Error() string { return "http2: " + e.code.String() + ": " + e.why }
 
+// serve sends the server's preface, reads the client's, then reads
+// frames (run).
 func (c *conn) serve() {
-	defer c.end()
 	// The server's preface: its SETTINGS, and the connection window.
 	c.wmu.Lock()
 	c.fr.WriteSettings(
@@ -179,21 +238,59 @@ func (c *conn) serve() {
 
 	c.nc.SetReadDeadline(time.Now().Add(cmpOr(c.srv.Timeouts.Settings, 10*time.Second)))
 	var preface [len(ClientPreface)]byte
-	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != ClientPreface {
+	if _, err := io.ReadFull(c.reader(), preface[:]); err != nil || string(preface[:]) != ClientPreface {
 		c.fail(connError{http2.ErrCodeProtocol, "no client preface"})
+		c.finish()
 		return
 	}
-	first := true
+	c.run()
+}
+
+// run reads frames until the connection ends, when it is closed, or
+// parks, when its goroutine is done: resumeTask runs it again.
+func (c *conn) run() {
+	if !c.loop() {
+		c.finish()
+	}
+}
+
+type resumeTask conn
+
+func (t *resumeTask) Run() {
+	c := (*conn)(t)
+	c.readable = true
+	c.run()
+}
+
+// loop reads and handles frames, and reports true once the connection
+// parked, false once it is done.
+func (c *conn) loop() bool {
 	run := 0 // frames handled since the read buffer was last empty
 	for {
 		c.recycle()
-		c.setIdleDeadline()
-		fh, err := c.fr.ReadFrameHeader()
-		if err == nil && first && fh.Type != http2.FrameSettings {
+		// A kick is to wake the reader from a read; it is not in one.
+		c.kicked.Store(false)
+		if !c.readable && c.idle() && c.park() {
+			return true
+		}
+		readable := c.readable
+		c.readable = false
+		if !c.setIdleDeadline() {
+			c.readable = readable
+			continue // kicked: its last stream ended
+		}
+		fh, err := c.nextFrame()
+		if err != nil && c.kicked.CompareAndSwap(true, false) {
+			// A kick's deadline ended the wait, and took nothing (or
+			// came before the read even began).
+			c.readable = readable
+			continue
+		}
+		if err == nil && !c.gotSettings && fh.Type != http2.FrameSettings {
 			// The client's preface ends with SETTINGS (RFC 9113 §3.4).
 			err = connError{http2.ErrCodeProtocol, "first frame not SETTINGS"}
 		}
-		first = false
+		c.gotSettings = true
 		if err == nil {
 			err = c.readFrame(fh)
 		}
@@ -204,14 +301,14 @@ func (c *conn) serve() {
 			} else {
 				c.readFailed(err)
 			}
-			return
+			return false
 		}
 		if c.calm {
 			c.ctr.ResetFloods.Add(1)
 			c.fail(connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset by strait"})
-			return
+			return false
 		}
-		if c.br.Buffered() == 0 || len(c.pending) >= 16 {
+		if c.buffered() == 0 || len(c.pending) >= 16 {
 			c.start()
 			run = 0
 		} else if run++; run >= 64 {
@@ -222,10 +319,126 @@ func (c *conn) serve() {
 			run = 0
 		}
 		if c.done() {
-			return
+			return false
 		}
 	}
 }
+
+// idle reports whether the connection has nothing to do until the client
+// sends more: no stream, no frame begun, nothing read and not handled
+// (crypto/tls included), no GOAWAY sent.
+func (c *conn) idle() bool {
+	if len(c.pending) > 0 || c.headersFor != nil || c.buffered() > 0 || c.pre != nil && c.pre.Len() > 0 {
+		return false
+	}
+	c.mu.Lock()
+	busy := len(c.streams) > 0 || c.closing
+	c.mu.Unlock()
+	if busy {
+		c.idleNoted = false
+		return false
+	}
+	if u := c.under; u != nil {
+		if u.MidRecord() {
+			return false
+		}
+		// A read of what TLS holds: a frame may sit decrypted there.
+		u.Held = true
+		_, err := c.reader().Peek(1)
+		u.Held = false
+		if err != sockio.ErrWouldBlock {
+			return false
+		}
+	}
+	return true
+}
+
+// park waits for the client's next frame on the parker: for a while as a
+// goroutine, then without one and without buffers. It reports whether the
+// connection is parked, and its goroutine must end.
+func (c *conn) park() bool {
+	if c.srv.Parker == nil {
+		return false
+	}
+	p := c.srv.Parker()
+	if !c.idleNoted {
+		c.wait.IdleSince, c.idleNoted = mono.Now(), true
+	}
+	c.wait.IdleEnd = c.wait.IdleSince + c.srv.idleTimeout()
+	switch p.Wait(&c.wait) {
+	case park.Idle:
+		c.releaseBuffers()
+		if p.Park(&c.wait) {
+			return true
+		}
+		c.readable = true // it came as the connection parked
+	case park.Closing:
+		c.goAway(http2.ErrCodeNo, false)
+	}
+	return false
+}
+
+// releaseBuffers gives back the read and write buffers, when empty.
+func (c *conn) releaseBuffers() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+	}
+	c.wmu.Lock()
+	if c.bw != nil && c.bw.Buffered() == 0 {
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw = nil
+	}
+	c.wmu.Unlock()
+}
+
+// Resume serves the parked connection, whose client sent something
+// (park.Conn).
+func (c *conn) Resume() { c.srv.workers.Run((*resumeTask)(c)) }
+
+// Close ends the parked connection after its idle timeout, or as the
+// parker closes (park.Conn): GOAWAY if it can go at once, then the close.
+func (c *conn) Close() {
+	c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	c.goAway(http2.ErrCodeNo, false)
+	c.finish()
+}
+
+// finish closes the connection and lets go of it.
+func (c *conn) finish() {
+	c.end()
+	if c.wait.Registered() && c.srv.Parker != nil {
+		c.srv.Parker().Forget(&c.wait)
+	}
+	c.releaseBuffers()
+	c.srv.mu.Lock()
+	delete(c.srv.conns, c)
+	c.srv.mu.Unlock()
+	if c.info.Done != nil {
+		c.info.Done()
+	}
+}
+
+// nextFrame waits until a whole frame is in the read buffer, then reads
+// its header. A deadline that ends the wait (kickLocked's) takes no byte:
+// only Peek waits.
+func (c *conn) nextFrame() (http2.FrameHeader, error) {
+	br := c.reader()
+	hdr, err := br.Peek(frameHeaderLen)
+	if err != nil {
+		return http2.FrameHeader{}, err
+	}
+	if n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2]); n <= frameSize {
+		if _, err := br.Peek(frameHeaderLen + n); err != nil {
+			return http2.FrameHeader{}, err
+		}
+	}
+	return c.fr.ReadFrameHeader()
+}
+
+const frameHeaderLen = 9
 
 // readFrame reads and handles the frame whose header fh was read.
 func (c *conn) readFrame(fh http2.FrameHeader) error {
@@ -256,7 +469,7 @@ func (c *conn) done() bool {
 // while no stream is open; with streams open, their own timeouts apply.
 // A connection that sent GOAWAY and has no stream left is woken at once.
 // Under c.mu, as kick: one of the two sees the other's change.
-func (c *conn) setIdleDeadline() {
+func (c *conn) setIdleDeadline() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -272,12 +485,41 @@ func (c *conn) setIdleDeadline() {
 		c.rdl.Set(c.nc.SetReadDeadline, time.Time{})
 		c.idleSet = false
 	}
+	// Checked after the deadline is set: a kick before it is seen here,
+	// one after it ends the wait.
+	return !c.kicked.CompareAndSwap(true, false)
 }
 
-// kick wakes the reader of a connection that sent GOAWAY and has no
-// stream left, so that it closes. c.mu is held.
+// kickLocked wakes the reader of a connection that has no stream left:
+// one that sent GOAWAY closes, another may park. c.mu is held.
 func (c *conn) kickLocked() {
-	if c.closing && len(c.streams) == 0 {
+	if len(c.streams) > 0 {
+		return
+	}
+	if c.closing {
+		c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
+		return
+	}
+	if c.srv.Parker == nil {
+		return
+	}
+	// Idle now: once it has been for park.After, the reader may park
+	// rather than wait in its read. (Not at once: the error a kicked read
+	// returns is allocated, and a busy connection's next request seldom
+	// takes that long.)
+	if c.kickTimer == nil {
+		c.kickTimer = time.AfterFunc(park.After, c.kickIdle)
+	} else {
+		c.kickTimer.Reset(park.After)
+	}
+}
+
+// kickIdle wakes the reader of a connection still idle.
+func (c *conn) kickIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.streams) == 0 && !c.closing {
+		c.kicked.Store(true)
 		c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
 	}
 }
@@ -490,11 +732,12 @@ type headerFrame struct {
 // header fh was read. Its payload is read in place from the read buffer.
 func (c *conn) readHeaderFrame(fh http2.FrameHeader) error {
 	n := int(fh.Length)
-	p, err := c.br.Peek(n)
+	br := c.reader()
+	p, err := br.Peek(n)
 	if err != nil {
 		return err
 	}
-	defer c.br.Discard(n)
+	defer br.Discard(n)
 	if fh.StreamID == 0 {
 		return connError{http2.ErrCodeProtocol, fh.Type.String() + " on stream 0"}
 	}
@@ -857,7 +1100,7 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 // flushLocked flushes the writer; a connection that failed writing is
 // closed, which ends its reader too.
 func (c *conn) flushLocked() {
-	if c.werr != nil {
+	if c.werr != nil || c.bw == nil {
 		return
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -952,7 +1195,7 @@ func (c *conn) lingerClose() {
 		cw.CloseWrite()
 	}
 	c.nc.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-	io.Copy(io.Discard, io.LimitReader(c.br, 64<<10))
+	io.Copy(io.Discard, io.LimitReader(bufReader{c}, 64<<10))
 	c.closeNow()
 }
 
@@ -966,6 +1209,11 @@ func (c *conn) closeNow() {
 // end closes the connection once its reader is done, ends every stream's
 // waits, and waits for their handlers.
 func (c *conn) end() {
+	c.mu.Lock()
+	if c.kickTimer != nil {
+		c.kickTimer.Stop()
+	}
+	c.mu.Unlock()
 	c.closeNow()
 	c.wmu.Lock()
 	if c.werr == nil {

@@ -23,6 +23,10 @@ type Server struct {
 	Limits   Limits
 	Logger   *slog.Logger
 	Counters *Counters // nil: not counted
+	// Parker, if set, returns the parker idle connections wait on
+	// without a goroutine (HTTP/1's, park.Parker); nil: they wait in
+	// their reads.
+	Parker func() *park.Parker
 
 	workers  park.Workers
 	shutting atomic.Bool
@@ -113,12 +117,16 @@ type Conn struct {
 	Read          []byte
 	Client, Local netip.AddrPort
 	TLS           *tls.ConnectionState // nil for cleartext (h2c)
+	// Under is the socket under NC when NC is TLS, for its reads that
+	// take only what TLS holds already (sockio.Underlay.Held).
+	Under *sockio.Underlay
 	// Done is called once the connection is closed.
 	Done func()
 }
 
 // ServeConn serves an HTTP/2 connection on the calling goroutine, which
-// reads its frames, until it ends.
+// reads its frames, until it ends or parks (idle, held by Parker without a
+// goroutine; another resumes it). cn.Done is called once it is closed.
 func (srv *Server) ServeConn(cn Conn) {
 	c := newConn(srv, cn)
 	srv.mu.Lock()
@@ -129,12 +137,6 @@ func (srv *Server) ServeConn(cn Conn) {
 	srv.mu.Unlock()
 	c.ctr.Conns.Add(1)
 	c.serve()
-	srv.mu.Lock()
-	delete(srv.conns, c)
-	srv.mu.Unlock()
-	if cn.Done != nil {
-		cn.Done()
-	}
 }
 
 // Shutdown sends every connection GOAWAY: streams open go on, new ones

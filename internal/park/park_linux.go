@@ -179,7 +179,14 @@ func (p *Parker) register(c *Waiter) bool {
 		return true
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: c.fd}
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(c.fd), &ev); err != nil {
+	err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(c.fd), &ev)
+	if err == syscall.EEXIST {
+		// Its socket is in the set already, for a waiter that was
+		// forgotten while the socket stayed open: one that went on as
+		// another protocol (HTTP/2 after HTTP/1's first read).
+		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(c.fd), &ev)
+	}
+	if err != nil {
 		return false
 	}
 	c.registered = true
