@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,10 +41,11 @@ type conn struct {
 	nc     net.Conn
 	info   Conn
 	br     *bufio.Reader // nil while parked
-	src    io.Reader      // what br reads: nc, after pre
-	pre    *bytes.Reader  // bytes read before the connection came here
+	src    io.Reader     // what br reads: nc, after pre
+	pre    *bytes.Reader // bytes read before the connection came here
 	under  *sockio.Underlay
 	wait   park.Waiter
+	fd     int32 // the socket's descriptor, -1 if unknown
 	fr     *http2.Framer
 	dec    *hpack.Decoder
 	scheme string
@@ -58,11 +60,12 @@ type conn struct {
 	resets      bucket
 	frames      bucket
 	calm        bool // the client made strait reset too many streams
+
 	gotSettings bool // the client's first SETTINGS came
 	idleNoted   bool // wait.IdleSince is when its last stream ended
 	kicked      atomic.Bool
 	kickTimer   *time.Timer // under mu
-	readable    bool // the parker saw the socket readable: read before waiting again
+	readable    bool        // the parker saw the socket readable: read before waiting again
 	settingsAt  time.Duration
 	idleSet     bool
 	rdl         sockio.Deadline // the read deadline (under mu)
@@ -80,16 +83,18 @@ type conn struct {
 
 	// Writer's state, under wmu.
 	wmu           sync.Mutex
-	wcond         sync.Cond // streams waiting for send window
+	wcond         sync.Cond     // streams waiting for send window
 	bw            *bufio.Writer // nil while parked
-	sendWindow    int64 // conn-level: what strait may still send
-	peerWindow    int32 // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	sendWindow    int64         // conn-level: what strait may still send
+	peerWindow    int32         // the client's SETTINGS_INITIAL_WINDOW_SIZE
 	peerFrameSize uint32
 	peerMaxList   uint32
 	wdl           sockio.Deadline
 	werr          error // the connection failed writing: every write fails
 	goneAway      bool
-	flushQueued   bool  // a flushTask will flush
+	flushQueued   bool       // a flushTask will flush
+	resetIDs      [16]uint32 // streams strait reset last (noteResetLocked)
+	resetNext     uint32
 	consumed      int64 // conn-level bytes read by handlers, not yet returned
 
 }
@@ -113,6 +118,7 @@ func newConn(srv *Server, cn Conn) *conn {
 	if cn.Under != nil {
 		fd = sockio.FD(cn.Under)
 	}
+	c.fd = fd
 	c.wait.Init(fd, c)
 	c.fr = http2.NewFramer(bufWriter{c}, bufReader{c})
 	c.fr.SetMaxReadFrameSize(frameSize)
@@ -303,6 +309,10 @@ func (c *conn) loop() bool {
 			}
 			return false
 		}
+		if c.settingsAt != 0 && mono.Now()-c.settingsAt > cmpOr(c.srv.Timeouts.Settings, 10*time.Second) {
+			c.fail(connError{http2.ErrCodeSettingsTimeout, "SETTINGS not acknowledged"})
+			return false
+		}
 		if c.calm {
 			c.ctr.ResetFloods.Add(1)
 			c.fail(connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset by strait"})
@@ -338,6 +348,11 @@ func (c *conn) idle() bool {
 		c.idleNoted = false
 		return false
 	}
+	// The socket may hold more than the buffer took: its edge, which the
+	// parker waits for, is spent.
+	if sockio.Readable(c.fd) {
+		return false
+	}
 	if u := c.under; u != nil {
 		if u.MidRecord() {
 			return false
@@ -366,6 +381,9 @@ func (c *conn) park() bool {
 	}
 	c.wait.IdleEnd = c.wait.IdleSince + c.srv.idleTimeout()
 	switch p.Wait(&c.wait) {
+	case park.Readable:
+		// Read before waiting again: the socket's edge is spent.
+		c.readable = true
 	case park.Idle:
 		c.releaseBuffers()
 		if p.Park(&c.wait) {
@@ -449,8 +467,14 @@ func (c *conn) readFrame(fh http2.FrameHeader) error {
 	if err != nil {
 		var se http2.StreamError
 		if errors.As(err, &se) {
-			// The framer checked a frame it can blame on one stream.
-			c.resetStream(se.StreamID, se.Code)
+			// The framer checked a frame it can blame on one stream
+			// (a WINDOW_UPDATE of 0, say): reset, at a frame token.
+			if !c.frames.take(mono.Now()) {
+				return c.flood("frames with stream errors")
+			}
+			if !c.wasReset(se.StreamID) {
+				c.resetStream(se.StreamID, se.Code)
+			}
 			return nil
 		}
 		return err
@@ -498,13 +522,12 @@ func (c *conn) kickLocked() {
 	}
 	if c.closing {
 		c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
-		return
-	}
-	if c.srv.Parker == nil {
+		c.idleSet = true // the next setIdleDeadline moves it
 		return
 	}
 	// Idle now: once it has been for park.After, the reader may park
-	// rather than wait in its read. (Not at once: the error a kicked read
+	// (or, without a parker, arm the idle timeout) rather than wait in
+	// its read. (Not at once: the error a kicked read
 	// returns is allocated, and a busy connection's next request seldom
 	// takes that long.)
 	if c.kickTimer == nil {
@@ -521,6 +544,7 @@ func (c *conn) kickIdle() {
 	if len(c.streams) == 0 && !c.closing {
 		c.kicked.Store(true)
 		c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
+		c.idleSet = true // the next setIdleDeadline moves it
 	}
 }
 
@@ -569,12 +593,11 @@ func (c *conn) handle(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		return c.rstStream(f)
 	case *http2.PriorityFrame:
-		if f.StreamDep == f.StreamID {
-			c.resetStream(f.StreamID, http2.ErrCodeProtocol)
-			return nil
-		}
 		if !c.frames.take(mono.Now()) {
 			return c.flood("PRIORITY")
+		}
+		if f.StreamDep == f.StreamID {
+			c.resetStream(f.StreamID, http2.ErrCodeProtocol)
 		}
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
@@ -690,6 +713,21 @@ func (c *conn) rstStream(f *http2.RSTStreamFrame) error {
 	return nil
 }
 
+// noteResetLocked remembers that strait reset stream id, and wasReset whether
+// it did, among the last few: frames the client sent on it before it saw
+// the reset are dropped, not answered (RFC 9113 §5.1).
+// c.wmu is held: the resets are written under it.
+func (c *conn) noteResetLocked(id uint32) {
+	c.resetIDs[c.resetNext%uint32(len(c.resetIDs))] = id
+	c.resetNext++
+}
+
+func (c *conn) wasReset(id uint32) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return id != 0 && slices.Contains(c.resetIDs[:], id)
+}
+
 // streamState is what a stream id names for the connection.
 type streamState uint8
 
@@ -777,11 +815,6 @@ func (c *conn) readHeaderFrame(fh http2.FrameHeader) error {
 
 func (c *conn) headers(f *headerFrame) error {
 	id := f.id
-	if f.hasPriority && f.dep == id {
-		// A stream that depends on itself (RFC 9113 §5.3.1): its block
-		// must still be decoded to keep the HPACK state.
-		c.resetStream(id, http2.ErrCodeProtocol)
-	}
 	s, state := c.stream(id)
 	c.d.reset()
 	switch {
@@ -795,6 +828,13 @@ func (c *conn) headers(f *headerFrame) error {
 		} else if !f.endStream {
 			return connError{http2.ErrCodeProtocol, "trailers without END_STREAM"}
 		}
+	case state == closed && c.wasReset(id):
+		// Trailers the client sent before it saw strait's RST_STREAM
+		// (RFC 9113 §5.1): decoded, to keep the HPACK state, and
+		// dropped.
+		s = c.newStream(id)
+		s.lateHeaders, s.ignore = true, true
+		c.trailer = true
 	case state == closed:
 		return connError{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
 	case id%2 == 0:
@@ -806,6 +846,12 @@ func (c *conn) headers(f *headerFrame) error {
 		c.maxClientID = id
 		s = c.newStream(id)
 		s.endStream = f.endStream
+		if f.hasPriority && f.dep == id {
+			// A stream that depends on itself (RFC 9113 §5.3.1): its
+			// block is decoded, to keep the HPACK state, and the stream
+			// is reset, never started.
+			c.d.bad = "stream depends on itself"
+		}
 		c.trailer = false
 		c.mu.Lock()
 		s.refused = c.closing
@@ -911,6 +957,10 @@ func (c *conn) requestDone(s *stream) error {
 }
 
 func (c *conn) trailersDone(s *stream) error {
+	if s.ignore {
+		c.keep(s)
+		return nil
+	}
 	if s.lateHeaders {
 		s.lateHeaders = false
 		c.resetStream(s.id, http2.ErrCodeStreamClosed)
@@ -1026,10 +1076,19 @@ func (c *conn) data(f *http2.DataFrame) error {
 	switch {
 	case state == idle:
 		return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
+	case s == nil && c.wasReset(f.StreamID):
+		// Sent before the client saw strait's RST_STREAM: dropped, its
+		// bytes given back to the connection's window.
+		c.giveBack(nil, n)
+		return nil
 	case s == nil || s.remoteDone():
 		// Closed, or half-closed (remote): the bytes count against the
-		// connection's window, which is given back.
+		// connection's window, which is given back. Each reset costs the
+		// client a frame token.
 		c.giveBack(nil, n)
+		if !c.frames.take(mono.Now()) {
+			return c.flood("DATA on closed streams")
+		}
 		c.resetStream(f.StreamID, http2.ErrCodeStreamClosed)
 		return nil
 	}
@@ -1082,6 +1141,7 @@ func (c *conn) recvReturn(n int64) {
 // make strait reset streams whose upstream work goes on).
 func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	c.wmu.Lock()
+	c.noteResetLocked(id)
 	c.fr.WriteRSTStream(id, code)
 	c.flushLocked()
 	c.wmu.Unlock()

@@ -58,9 +58,10 @@ type Limits struct {
 	// ENHANCE_YOUR_CALM. Defaults 200 and 100.
 	ResetBurst, ResetRate int
 	// FrameBurst and FrameRate bound the frames that cost strait work
-	// but carry no request: PING, SETTINGS, PRIORITY, empty DATA and
-	// HEADERS, WINDOW_UPDATE, and CONTINUATION past the first. Defaults
-	// 1000 and 500 a second.
+	// but carry no request: PING, SETTINGS, PRIORITY, empty DATA,
+	// HEADERS and CONTINUATION, and frames strait answers with a reset
+	// (DATA on a closed stream, a WINDOW_UPDATE of 0). Defaults 1000 and
+	// 500 a second.
 	FrameBurst, FrameRate int
 }
 

@@ -35,6 +35,8 @@ type stream struct {
 	refused     bool // opened after GOAWAY
 	lateHeaders bool // HEADERS after the client ended its side
 	tooLarge    bool // its header list is over the limit: 431
+	ignore      bool // trailers of a stream strait reset: decoded and dropped
+	expect100   bool // the client waits for 100 Continue
 
 	// The request body, under mu.
 	mu         sync.Mutex
@@ -44,6 +46,7 @@ type stream struct {
 	eof        bool   // the body was read to its end
 	rst        http2.ErrCode
 	isRst      bool // reset, by either side
+	dropBody   bool // the handler is done: what comes of the body is not kept
 	gone       bool // the connection ended
 	got        int64
 	expect     int64 // content-length; -1: none
@@ -115,6 +118,7 @@ func (s *stream) setHead(d *decoded) {
 		s.hdr.AddBytes([]byte("cookie"), d.cookies)
 	}
 	h.Header = &s.hdr
+	s.expect100 = header.EqualFold(s.hdr.Get("expect"), "100-continue")
 	s.expect = d.contentLength
 	switch {
 	case s.endStream:
@@ -159,6 +163,7 @@ func (s *stream) finish(end istream.End) {
 				code = http2.ErrCodeCancel
 			}
 			c.fr.WriteRSTStream(s.id, code)
+			c.noteResetLocked(s.id)
 			reset = true
 		}
 		s.ended = true
@@ -167,9 +172,19 @@ func (s *stream) finish(end istream.End) {
 		// The response is whole; the rest of the request body is not
 		// wanted (RFC 9113 §8.1).
 		c.fr.WriteRSTStream(s.id, http2.ErrCodeNo)
+		c.noteResetLocked(s.id)
 	}
 	c.flushSoon()
 	c.wmu.Unlock()
+	// Body bytes never read go back to the connection's window, and so
+	// do those that come from now on (received).
+	s.mu.Lock()
+	unread := len(s.buf)
+	s.buf, s.dropBody = s.buf[:0], true
+	s.mu.Unlock()
+	if unread > 0 {
+		c.giveBack(nil, int64(unread))
+	}
 	s.done.Store(true)
 	s.mu.Lock()
 	if s.timer != nil {
@@ -203,7 +218,7 @@ func (s *stream) received(data []byte, n int64, end bool) error {
 		s.mu.Unlock()
 		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol}
 	}
-	if s.isRst {
+	if s.isRst || s.dropBody {
 		s.mu.Unlock()
 		s.c.giveBack(nil, n)
 		return nil
@@ -371,7 +386,7 @@ func (s *stream) ClearInterrupt(d istream.Dir)   { s.intr[d].Store(false) }
 
 // Continue sends 100 Continue to a client that waits for it.
 func (s *stream) Continue() {
-	if s.continued || s.answered || !header.EqualFold(s.hdr.Get("expect"), "100-continue") {
+	if s.continued || s.answered || !s.expect100 {
 		return
 	}
 	s.continued = true

@@ -201,6 +201,37 @@ func TestHTTP2Floods(t *testing.T) {
 		t.Errorf("empty CONTINUATION flood: GOAWAY %q", got)
 	}
 
+	// DATA on a closed stream, over and over: one reset answers the
+	// first; the rest are dropped, their window given back, and the
+	// connection goes on (the attacker review saw a reset for each).
+	c0 := dialH2(t, plain)
+	c0.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":authority", "a.test")
+	if got := c0.outcome(1); got != "status 200" {
+		t.Fatalf("stream 1: %s", got)
+	}
+	for range 5000 {
+		c0.fr.WriteData(1, false, []byte("x"))
+	}
+	c0.headers(3, true, ":method", "GET", ":scheme", "http", ":path", "/", ":authority", "a.test")
+	resets := 0
+	for done := false; !done; {
+		f, err := c0.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after DATA on a closed stream: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			resets++
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after DATA on a closed stream", f.ErrCode)
+		case *http2.DataFrame:
+			done = f.StreamID == 3 && f.StreamEnded()
+		}
+	}
+	if resets > 1 {
+		t.Errorf("%d resets for 5,000 DATA frames on a closed stream, want at most 1", resets)
+	}
+
 	// Past 100 concurrent streams (to a slow origin): REFUSED_STREAM.
 	c := dialH2(t, slowAddr)
 	for i := range 101 {

@@ -258,6 +258,16 @@ func TestHTTP2Malformed(t *testing.T) {
 		"DEL in a value":          with("x-a", "a\x7fb"),
 		"empty name":              with("", "x"),
 		"upper-case Host":         {":method", "get", ":scheme", "http", ":path", "/", ":authority", "a.test", "Host", "a.test"},
+		// What HTTP/1.1 would refuse (the attacker review: a host route
+		// was bypassed with the first two).
+		"slash in :authority":    {":method", "GET", ":scheme", "http", ":path", "/", ":authority", "internal.example/.public.example"},
+		"hash in :authority":     {":method", "GET", ":scheme", "http", ":path", "/", ":authority", "internal.example#.public.example"},
+		"userinfo in :authority": {":method", "GET", ":scheme", "http", ":path", "/", ":authority", "user:pw@a.test"},
+		"quote in :authority":    {":method", "GET", ":scheme", "http", ":path", "/", ":authority", `a"test`},
+		"hash in :path":          {":method", "GET", ":scheme", "http", ":path", "/echo#frag", ":authority", "a.test"},
+		"quote in :path":         {":method", "GET", ":scheme", "http", ":path", `/echo"<>`, ":authority", "a.test"},
+		"bad escape in :path":    {":method", "GET", ":scheme", "http", ":path", "/echo?a=%zz", ":authority", "a.test"},
+		"slash in host":          with("host", "a.test/x"),
 	}
 	c := dialH2(t, plain)
 	id := uint32(1)
@@ -268,6 +278,17 @@ func TestHTTP2Malformed(t *testing.T) {
 		}
 		id += 2
 	}
+	// A stream that depends on itself is reset and never started.
+	c.hb.Reset()
+	for i := 0; i+1 < len(base); i += 2 {
+		c.enc.WriteField(hpack.HeaderField{Name: base[i], Value: base[i+1]})
+	}
+	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hb.Bytes(), EndStream: true, EndHeaders: true,
+		Priority: http2.PriorityParam{StreamDep: id, Weight: 1}})
+	if got := c.outcome(id); got != "rst PROTOCOL_ERROR" {
+		t.Errorf("a stream that depends on itself: %s", got)
+	}
+	id += 2
 	// A body longer than its content-length.
 	c.headers(id, false, with("content-length", "2")...)
 	c.fr.WriteData(id, true, []byte("abc"))
@@ -331,5 +352,57 @@ clusters: [{name: o, endpoints: [%q]}]
 			t.Errorf("h2spec %s: the failure is not 3.5/2:\n%s", name, out[strings.Index(out, "Failures"):])
 		}
 		t.Logf("h2spec %s: %s", name, sum)
+	}
+}
+
+// TestHTTP2Bodies: request bodies strait does not read (answered 413
+// early) give their bytes back to the connection's window, and the
+// trailers or DATA a client sends after strait's reset are dropped, not
+// answered with the connection's end; a client that waits for 100
+// Continue gets it.
+func TestHTTP2Bodies(t *testing.T) {
+	origin, _ := h2Origin(t)
+	plain, _, _, _ := h2Strait(t, origin, "limits: {max_request_body: 1KiB}\n")
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 10 * time.Second}
+	big := bytes.Repeat([]byte("x"), 60<<10)
+	for i := range 100 { // 6 MiB refused, on one connection: past its 1 MiB window if not given back
+		resp, err := client.Post("http://"+plain+"/up", "application/octet-stream", bytes.NewReader(big))
+		if err != nil {
+			t.Fatalf("upload %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Fatalf("upload %d: %d, want 413", i, resp.StatusCode)
+		}
+	}
+	start := time.Now()
+	resp, err := client.Post("http://"+plain+"/small", "text/plain", strings.NewReader("hello"))
+	if err != nil || resp.StatusCode != 200 || time.Since(start) > 2*time.Second {
+		t.Fatalf("a small upload after 100 refused: %v %v after %v", resp, err, time.Since(start))
+	}
+	resp.Body.Close()
+
+	// Trailers and DATA after strait answered and reset the stream.
+	c := dialH2(t, plain)
+	c.headers(1, false, ":method", "POST", ":scheme", "http", ":path", "/up", ":authority", "a.test", "content-length", "100000")
+	if got := c.outcome(1); got != "status 413" {
+		t.Fatalf("an upload over the limit: %s", got)
+	}
+	c.fr.WriteData(1, false, []byte("late"))
+	c.headers(1, true, "x-trailer", "late")
+	c.headers(3, true, ":method", "GET", ":scheme", "http", ":path", "/after", ":authority", "a.test")
+	if got := c.outcome(3); got != "status 200" {
+		t.Errorf("a request after late trailers: %s, want the connection to go on", got)
+	}
+
+	r := mustCurl(t, "-sS", "--http2-prior-knowledge", "-H", "Expect: 100-continue", "--expect100-timeout", "10",
+		"--data-binary", "abc", "-w", " %{time_total}", "http://"+plain+"/c")
+	var took float64
+	fmt.Sscanf(string(r.Stdout[bytes.LastIndexByte(r.Stdout, ' ')+1:]), "%g", &took)
+	if !strings.Contains(string(r.Stdout), "len=3") || took > 2 {
+		t.Errorf("Expect: 100-continue: %q", r.Stdout)
 	}
 }
