@@ -309,3 +309,42 @@ func TestConnAnswers(t *testing.T) {
 		t.Errorf("status %q, body %q, trailer %q", status, body, trailer)
 	}
 }
+
+// TestSettingsTimeout: a client that does not acknowledge strait's
+// SETTINGS within Timeouts.Settings gets GOAWAY SETTINGS_TIMEOUT.
+func TestSettingsTimeout(t *testing.T) {
+	srv := &Server{Handler: answerHandler{}, Timeouts: Timeouts{Settings: 100 * time.Millisecond}}
+	client, server := net.Pipe()
+	defer client.Close()
+	go srv.ServeConn(Conn{NC: server})
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	frames := make(chan http2.Frame, 16)
+	go func() {
+		fr := http2.NewFramer(io.Discard, client)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				close(frames)
+				return
+			}
+			frames <- f
+		}
+	}()
+	var out bytes.Buffer
+	fr := http2.NewFramer(&out, nil)
+	fr.WriteSettings()
+	client.Write(append([]byte(ClientPreface), out.Bytes()...))
+	time.Sleep(300 * time.Millisecond)
+	out.Reset()
+	fr.WritePing(false, [8]byte{})
+	client.Write(out.Bytes())
+	for f := range frames {
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeSettingsTimeout {
+				t.Errorf("GOAWAY %v, want SETTINGS_TIMEOUT", g.ErrCode)
+			}
+			return
+		}
+	}
+	t.Errorf("no GOAWAY for SETTINGS never acknowledged")
+}
