@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -132,21 +131,7 @@ func checkBodyH2(base, path string, want []byte) error {
 	}
 	tr := &http.Transport{Protocols: &protos, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	defer tr.CloseIdleConnections()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-	resp, err := c.Get(base + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(got) != string(want) {
-		return fmt.Errorf("GET %s over HTTP/2: %s %d, %d-byte body; want HTTP/2 200 and the origin's %d bytes",
-			path, resp.Proto, resp.StatusCode, len(got), len(want))
-	}
-	return nil
+	return checkWith(tr, 2, base, path, want)
 }
 
 // idleH2Block is GET /13 as an HPACK block that needs no dynamic table.

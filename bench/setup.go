@@ -396,6 +396,12 @@ func checkBody(base, path string, want []byte) error {
 		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}},
 		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
+	return checkWith(tr, 1, base, path, want)
+}
+
+// checkWith is checkBody over tr, whose responses must be of HTTP major
+// version proto.
+func checkWith(tr *http.Transport, proto int, base, path string, want []byte) error {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	resp, err := c.Get(base + path)
 	if err != nil {
@@ -406,8 +412,9 @@ func checkBody(base, path string, want []byte) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != 200 || string(got) != string(want) {
-		return fmt.Errorf("GET %s: status %d, %d-byte body; want 200 and the origin's %d bytes", path, resp.StatusCode, len(got), len(want))
+	if resp.ProtoMajor != proto || resp.StatusCode != 200 || string(got) != string(want) {
+		return fmt.Errorf("GET %s: %s %d, %d-byte body; want HTTP/%d 200 and the origin's %d bytes",
+			path, resp.Proto, resp.StatusCode, len(got), proto, len(want))
 	}
 	return nil
 }

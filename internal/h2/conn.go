@@ -924,22 +924,12 @@ func (c *conn) requestDone(s *stream) error {
 		return nil
 	case c.d.bad != "":
 		c.ctr.MalformedStream.Add(1)
-		if !c.resets.take(mono.Now()) {
-			c.ctr.ResetFloods.Add(1)
-			return connError{http2.ErrCodeEnhanceYourCalm, "too many malformed streams"}
-		}
-		c.resetStream(s.id, http2.ErrCodeProtocol)
-		return nil
+		return c.refuse(s, http2.ErrCodeProtocol)
 	case over:
 		// A stream holds its slot until its handler is done, even once
 		// reset (CVE-2025-8671): what is over is refused.
 		c.ctr.RefusedStreams.Add(1)
-		if !c.resets.take(mono.Now()) {
-			c.ctr.ResetFloods.Add(1)
-			return connError{http2.ErrCodeEnhanceYourCalm, "too many refused streams"}
-		}
-		c.resetStream(s.id, http2.ErrCodeRefusedStream)
-		return nil
+		return c.refuse(s, http2.ErrCodeRefusedStream)
 	}
 	s.setHead(&c.d)
 	if c.d.tooLarge {
@@ -953,6 +943,17 @@ func (c *conn) requestDone(s *stream) error {
 		s.remoteEnded()
 	}
 	c.pending = append(c.pending, s)
+	return nil
+}
+
+// refuse resets a stream that is not started, at a token of the resets'
+// bucket; without one the connection ends.
+func (c *conn) refuse(s *stream, code http2.ErrCode) error {
+	if !c.resets.take(mono.Now()) {
+		c.ctr.ResetFloods.Add(1)
+		return connError{http2.ErrCodeEnhanceYourCalm, "too many streams refused"}
+	}
+	c.resetStream(s.id, code)
 	return nil
 }
 
