@@ -5,4 +5,9 @@
 // net/http's server: it allocates per request, runs a goroutine per
 // stream beside its own, has no hook to answer floods with GOAWAY, and
 // would bring a second request model (DESIGN.md, decision 2).
+//
+// conn.go reads frames and ends connections; frames.go handles each kind,
+// with flow control and the limits; idle.go parks idle connections;
+// stream.go serves one request; fields.go checks a request's fields and
+// hpack.go encodes a response's.
 package h2
