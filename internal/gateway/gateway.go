@@ -158,7 +158,7 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 			case l.NoHTTP2:
 				tc.NextProtos = []string{"http/1.1"}
 			case l.OnlyHTTP2:
-				tc.NextProtos = []string{"h2"}
+				tc.NextProtos, tc.RequireALPN = []string{"h2"}, true
 			}
 			for _, p := range t.Certificates {
 				tc.Pairs = append(tc.Pairs, tlsconf.Pair{Cert: p.Cert, Key: p.Key})

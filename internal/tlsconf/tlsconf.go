@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -35,8 +36,9 @@ type Config struct {
 	// 250 ms); a change is loaded once it has held for one look.
 	Reload time.Duration
 	// NextProtos are the ALPN protocols, in order of preference (default
-	// http/1.1).
-	NextProtos []string
+	// http/1.1). With RequireALPN a client must offer one of them.
+	NextProtos  []string
+	RequireALPN bool
 	// ClientAuth is tls.NoClientCert (the default),
 	// tls.VerifyClientCertIfGiven or tls.RequireAndVerifyClientCert,
 	// against the PEM bundle ClientCA.
@@ -273,5 +275,12 @@ func (s *Server) For(name string) *tls.Certificate {
 }
 
 func (s *Server) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if s.cfg.RequireALPN && !slices.ContainsFunc(s.cfg.NextProtos, func(p string) bool { return slices.Contains(hello.SupportedProtos, p) }) {
+		// crypto/tls would go on without ALPN for a client that offers
+		// http/1.1 only, and the listener would speak HTTP/2 to it.
+		return nil, errNoProtocol
+	}
 	return s.For(hello.ServerName), nil
 }
+
+var errNoProtocol = errors.New("tls: the client offers none of the listener's application protocols")

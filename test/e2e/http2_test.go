@@ -406,3 +406,30 @@ func TestHTTP2Bodies(t *testing.T) {
 		t.Errorf("Expect: 100-continue: %q", r.Stdout)
 	}
 }
+
+// TestHTTP2OnlyTLS: a TLS listener with http2: only serves clients that
+// offer h2, and refuses the handshake of one that offers http/1.1 only
+// (crypto/tls would go on without ALPN, and the client get HTTP/2 bytes).
+func TestHTTP2OnlyTLS(t *testing.T) {
+	origin, _ := h2Origin(t)
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "o", 8, "o.test")
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "o.yaml", fmt.Sprintf(`listeners:
+  - address: %s
+    http2: only
+    tls: {certificates: [{cert: %s, key: %s}]}
+    routes: [{cluster: o}]
+clusters: [{name: o, endpoints: [%q]}]
+`, addr, cert, key, origin), addr)
+	_, port, _ := net.SplitHostPort(addr)
+	base := []string{"-sS", "--cacert", caFile, "--resolve", "o.test:" + port + ":127.0.0.1", "-w", " %{http_version}"}
+	if r := mustCurl(t, append(base, "--http2", "https://o.test:"+port+"/")...); !strings.HasSuffix(string(r.Stdout), " 2") {
+		t.Errorf("h2: %q", r.Stdout)
+	}
+	if r := runCurl(t, append(base, "--http1.1", "https://o.test:"+port+"/")...); r.ExitCode != 35 {
+		t.Errorf("an http/1.1-only client: curl exit %d (want 35, a failed handshake): %q %s", r.ExitCode, r.Stdout, r.Stderr)
+	}
+}
