@@ -168,3 +168,52 @@ func TestH2Parked(t *testing.T) {
 		t.Errorf("%d connections open after the idle timeout", got)
 	}
 }
+
+// TestH2IdleWithPings: the idle timeout runs from the last stream's end;
+// a client that only sends PINGs meanwhile (every 2 ms, under the frame
+// limit) is still closed at it (the attacker review saw it outlive 15 s).
+func TestH2IdleWithPings(t *testing.T) {
+	origin := rawOriginKeepAlive(t, "ok")
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: time.Second}})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, http2.ClientPreface)
+	fr := http2.NewFramer(nc, nc)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/"}, {":authority", "a"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	ended := make(chan time.Time, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if _, ok := f.(*http2.GoAwayFrame); ok || err != nil {
+				ended <- time.Now()
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case at := <-ended:
+			if d := at.Sub(start); d < 900*time.Millisecond || d > 2500*time.Millisecond {
+				t.Errorf("GOAWAY after %v, want about the 1 s idle timeout", d)
+			}
+			return
+		case <-tick.C:
+			if time.Since(start) > 6*time.Second {
+				t.Fatal("a client that only PINGs is not closed after 6 s with a 1 s idle timeout")
+			}
+			fr.WritePing(false, [8]byte{})
+		}
+	}
+}

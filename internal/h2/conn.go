@@ -60,7 +60,6 @@ type conn struct {
 	calm        bool // the client made strait reset too many streams
 
 	gotSettings bool // the client's first SETTINGS came
-	idleNoted   bool // wait.IdleSince is when its last stream ended
 	kicked      atomic.Bool
 	kickTimer   *time.Timer // under mu
 	readable    bool        // the parker saw the socket readable: read before waiting again
@@ -73,6 +72,7 @@ type conn struct {
 
 	mu         sync.Mutex // guards streams, active, closing, recvWindow, finished
 	streams    map[uint32]*stream
+	idleFrom   time.Duration // when the last stream ended (mono): the idle timeout runs from it
 	finished   []*stream // streams whose handlers are done, for recycle
 	recvWindow int64     // conn-level: what the client may still send
 	active     int       // streams whose handler has not finished
@@ -124,6 +124,7 @@ func newConn(srv *Server, cn Conn) *conn {
 	c.dec = hpack.NewDecoder(4096, c.emit)
 	c.dec.SetMaxStringLength(int(c.lim.MaxHeaderListSize))
 	c.streams = make(map[uint32]*stream)
+	c.idleFrom = mono.Now()
 	c.drained.L = &c.mu
 	c.wcond.L = &c.wmu
 	c.peerWindow, c.peerFrameSize, c.sendWindow = defaultWindow, frameSize, defaultWindow

@@ -449,6 +449,9 @@ func (c *conn) forget(s *stream) {
 	c.mu.Lock()
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
+		if len(c.streams) == 0 {
+			c.idleFrom = mono.Now()
+		}
 	}
 	c.drained.Broadcast()
 	c.kickLocked()

@@ -29,7 +29,6 @@ func (c *conn) idle() bool {
 	busy := len(c.streams) > 0 || c.closing
 	c.mu.Unlock()
 	if busy {
-		c.idleNoted = false
 		return false
 	}
 	// The socket may hold more than the buffer took: its edge, which the
@@ -60,9 +59,9 @@ func (c *conn) park() bool {
 		return false
 	}
 	p := c.srv.Parker()
-	if !c.idleNoted {
-		c.wait.IdleSince, c.idleNoted = mono.Now(), true
-	}
+	c.mu.Lock()
+	c.wait.IdleSince = c.idleFrom
+	c.mu.Unlock()
 	c.wait.IdleEnd = c.wait.IdleSince + c.srv.idleTimeout()
 	switch p.Wait(&c.wait) {
 	case park.Readable:
@@ -120,9 +119,9 @@ func (c *conn) setIdleDeadline() bool {
 		c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
 		c.idleSet = true
 	case len(c.streams) == 0:
-		// Moved only when off by a quarter: once per frame would cost
-		// a clock reading and a timer update each.
-		c.rdl.Ensure(c.nc.SetReadDeadline, mono.Now(), c.srv.idleTimeout(), 0)
+		// The idle timeout runs from the last stream's end, whatever
+		// frames come meanwhile (a client sending PINGs stays idle).
+		c.rdl.Ensure(c.nc.SetReadDeadline, mono.Now(), c.srv.idleTimeout(), c.idleFrom+c.srv.idleTimeout())
 		c.idleSet = true
 	case c.idleSet:
 		c.rdl.Set(c.nc.SetReadDeadline, time.Time{})

@@ -194,6 +194,9 @@ func (s *stream) finish(end istream.End) {
 	c.mu.Lock()
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
+		if len(c.streams) == 0 {
+			c.idleFrom = mono.Now()
+		}
 	}
 	c.active--
 	c.finished = append(c.finished, s)
