@@ -73,10 +73,10 @@ type conn struct {
 	mu         sync.Mutex // guards streams, active, closing, recvWindow, finished
 	streams    map[uint32]*stream
 	idleFrom   time.Duration // when the last stream ended (mono): the idle timeout runs from it
-	finished   []*stream // streams whose handlers are done, for recycle
-	recvWindow int64     // conn-level: what the client may still send
-	active     int       // streams whose handler has not finished
-	closing    bool      // GOAWAY sent or the connection failed: no new streams
+	finished   []*stream     // streams whose handlers are done, for recycle
+	recvWindow int64         // conn-level: what the client may still send
+	active     int           // streams whose handler has not finished
+	closing    bool          // GOAWAY sent or the connection failed: no new streams
 	drained    sync.Cond
 
 	// Writer's state, under wmu.
