@@ -10,6 +10,7 @@ import (
 	"github.com/straitproxy/strait/internal/sockio"
 )
 
+// resumeTask serves a parked connection whose socket became readable.
 type resumeTask conn
 
 func (t *resumeTask) Run() {
@@ -110,7 +111,8 @@ func (c *conn) Close() {
 // setIdleDeadline bounds the wait for the next frame by the idle timeout
 // while no stream is open; with streams open, their own timeouts apply.
 // A connection that sent GOAWAY and has no stream left is woken at once.
-// Under c.mu, as kick: one of the two sees the other's change.
+// Under c.mu, as kickLocked: one of the two sees the other's change. It
+// reports false if a kick came: the caller looks again before it reads.
 func (c *conn) setIdleDeadline() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
