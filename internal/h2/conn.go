@@ -122,7 +122,9 @@ func newConn(srv *Server, cn Conn) *conn {
 	c.fr.SetMaxReadFrameSize(frameSize)
 	c.fr.SetReuseFrames()
 	c.dec = hpack.NewDecoder(4096, c.emit)
-	c.dec.SetMaxStringLength(int(c.lim.MaxHeaderListSize))
+	// A string may be as long as a block may be: one over the list's
+	// limit gets 431 (decoded.field), not the connection's end.
+	c.dec.SetMaxStringLength(c.maxBlock())
 	c.streams = make(map[uint32]*stream)
 	c.idleFrom = mono.Now()
 	c.drained.L = &c.mu
@@ -556,3 +558,8 @@ func (c *conn) end() {
 	}
 	c.pending = nil
 }
+
+// maxBlock bounds a header block's encoded size. It may be somewhat larger
+// than the list it decodes to (literal names and Huffman), but not without
+// bound: CONTINUATION floods end here.
+func (c *conn) maxBlock() int { return 2*int(c.lim.MaxHeaderListSize) + frameSize }

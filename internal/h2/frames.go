@@ -108,30 +108,29 @@ func (c *conn) settings(f *http2.SettingsFrame) error {
 }
 
 func (c *conn) windowUpdate(f *http2.WindowUpdateFrame) error {
-	if f.StreamID == 0 {
-		c.wmu.Lock()
-		c.sendWindow += int64(f.Increment)
-		over := c.sendWindow > maxWindow
-		c.wcond.Broadcast()
-		c.wmu.Unlock()
-		if over {
-			return connError{http2.ErrCodeFlowControl, "connection window over 2^31-1"}
+	var s *stream
+	if f.StreamID != 0 {
+		var state streamState
+		if s, state = c.stream(f.StreamID); state == idle {
+			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
 		}
-		return nil
-	}
-	s, state := c.stream(f.StreamID)
-	if state == idle {
-		return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
-	}
-	if s == nil {
-		return nil
+		if s == nil {
+			return nil
+		}
 	}
 	c.wmu.Lock()
-	s.sendWindow += int64(f.Increment)
-	over := s.sendWindow > maxWindow
+	window := &c.sendWindow
+	if s != nil {
+		window = &s.sendWindow
+	}
+	*window += int64(f.Increment)
+	over := *window > maxWindow
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
-	if over {
+	switch {
+	case over && s == nil:
+		return connError{http2.ErrCodeFlowControl, "connection window over 2^31-1"}
+	case over:
 		c.resetStream(s.id, http2.ErrCodeFlowControl)
 	}
 	return nil
@@ -303,10 +302,7 @@ func (c *conn) headers(f *headerFrame) error {
 // fragment decodes a piece of a header block.
 func (c *conn) fragment(b []byte, end bool) error {
 	c.blockSize += len(b)
-	// A block may be somewhat larger than the list it decodes to (literal
-	// names and Huffman), but not without bound: CONTINUATION floods end
-	// here.
-	if c.blockSize > 2*int(c.lim.MaxHeaderListSize)+frameSize {
+	if c.blockSize > c.maxBlock() {
 		return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
 	}
 	if _, err := c.dec.Write(b); err != nil {

@@ -283,12 +283,8 @@ func (s *stream) reset(code http2.ErrCode) {
 	if !s.isRst {
 		s.isRst, s.rst = true, code
 	}
-	s.cond.Broadcast()
 	s.mu.Unlock()
-	c := s.c
-	c.wmu.Lock()
-	c.wcond.Broadcast()
-	c.wmu.Unlock()
+	s.wake()
 }
 
 func (s *stream) connGone() {
@@ -309,13 +305,19 @@ func (s *stream) waitLocked(deadline time.Duration) bool {
 	if now >= deadline {
 		return false
 	}
-	if s.timer == nil {
-		s.timer = time.AfterFunc(deadline-now, s.wake)
-	} else {
-		s.timer.Reset(deadline - now)
-	}
+	s.armTimerLocked(deadline - now)
 	s.cond.Wait()
 	return true
+}
+
+// armTimerLocked has s.wake called after d, to end a wait at its
+// deadline. s.mu is held.
+func (s *stream) armTimerLocked(d time.Duration) {
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.wake)
+	} else {
+		s.timer.Reset(d)
+	}
 }
 
 func (s *stream) wake() {
@@ -551,11 +553,7 @@ func (s *stream) waitWindowLocked(deadline time.Duration) bool {
 	// only for what it got.
 	s.c.flushLocked()
 	s.mu.Lock()
-	if s.timer == nil {
-		s.timer = time.AfterFunc(deadline-now, s.wake)
-	} else {
-		s.timer.Reset(deadline - now)
-	}
+	s.armTimerLocked(deadline - now)
 	s.mu.Unlock()
 	s.c.wcond.Wait()
 	return true

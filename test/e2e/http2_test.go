@@ -299,6 +299,26 @@ func TestHTTP2Malformed(t *testing.T) {
 	if n := requests.Load(); n != 0 {
 		t.Errorf("the origin received %d of the malformed requests", n)
 	}
+	// A header list over 64 KiB, in CONTINUATION frames: 431.
+	c.hb.Reset()
+	for i := 0; i+1 < len(base); i += 2 {
+		c.enc.WriteField(hpack.HeaderField{Name: base[i], Value: base[i+1]})
+	}
+	c.enc.WriteField(hpack.HeaderField{Name: "x-big", Value: strings.Repeat("v", 70<<10)})
+	block := c.hb.Bytes()
+	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block[:16384], EndStream: true})
+	for rest := block[16384:]; len(rest) > 0; {
+		n := min(len(rest), 16384)
+		c.fr.WriteContinuation(id, n == len(rest), rest[:n])
+		rest = rest[n:]
+	}
+	if got := c.outcome(id); got != "status 431" {
+		t.Errorf("a header list over 64 KiB: %s, want status 431", got)
+	}
+	id += 2
+	if n := requests.Load(); n != 0 {
+		t.Errorf("the origin received the request with the large header list")
+	}
 	// The connection goes on: a good request, with split cookies joined.
 	c.headers(id, true, with("cookie", "a=1", "cookie", "b=2", "te", "trailers")...)
 	if got := c.outcome(id); got != "status 200" {
