@@ -307,7 +307,7 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 	x.answer = stream.ResponseHead{Status: s.Response.Status, Reason: reason, Header: &s.Response.Header, Length: length}
 	hasBody, err := ds.WriteHead(&x.answer)
 	if err != nil {
-		return &Error{Side: Internal, Kind: KindFilter, Status: 502, Where: "response head", Err: err}
+		return x.exchangeFailed(up, writeHeadError(err, 502, "response head"))
 	}
 	s.answered = true
 	s.Stats.Status = s.Response.Status

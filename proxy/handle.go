@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"sync"
@@ -279,7 +280,7 @@ func (x *call) respond(status int, body []byte, fields []string) error {
 	x.answer = stream.ResponseHead{Status: status, Header: h, Length: int64(len(body))}
 	hasBody, err := x.ds.WriteHead(&x.answer)
 	if err != nil {
-		return &Error{Side: Internal, Kind: KindFilter, Status: 500, Where: "respond: invalid field", Err: err}
+		return writeHeadError(err, 500, "respond: invalid field")
 	}
 	s := &x.sess
 	if hasBody {
@@ -298,6 +299,16 @@ func (x *call) respond(status int, body []byte, fields []string) error {
 
 func downstreamWriteError(err error) *Error {
 	return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "downstream write", Err: err}
+}
+
+// writeHeadError is the error a failed Downstream.WriteHead ends the
+// request with: a head the protocol cannot carry is strait's (status,
+// where), anything else the client's connection failing.
+func writeHeadError(err error, status int, where string) *Error {
+	if errors.Is(err, stream.ErrUnsendable) {
+		return &Error{Side: Internal, Kind: KindFilter, Status: status, Where: where, Err: err}
+	}
+	return downstreamWriteError(err)
 }
 
 func internMethod(m []byte) string {

@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/straitproxy/strait/header"
@@ -78,7 +79,7 @@ func (c *conn) WriteHead(h *stream.ResponseHead) (bool, error) {
 	if h.Header != nil {
 		var err error
 		if buf, err = http1.AppendHeader(buf, h.Header); err != nil {
-			return false, err
+			return false, fmt.Errorf("%w: %w", stream.ErrUnsendable, err)
 		}
 	}
 	framing := noBody

@@ -406,8 +406,8 @@ func (s *stream) WriteInterim(status int, reason []byte, h *header.Header) error
 }
 
 var (
-	errNoUpgrade    = errors.New("http2: no protocol switch on an HTTP/2 stream")
-	errInvalidField = errors.New("http2: a response field that HTTP/2 cannot carry")
+	errNoUpgrade    = fmt.Errorf("http2: no protocol switch on an HTTP/2 stream: %w", istream.ErrUnsendable)
+	errInvalidField = fmt.Errorf("http2: a response field that HTTP/2 cannot carry: %w", istream.ErrUnsendable)
 	errStreamEnded  = errors.New("http2: the stream has ended")
 )
 

@@ -8,6 +8,7 @@ package stream
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -44,6 +45,11 @@ type Rejection struct {
 	Timeout bool
 	Err     error
 }
+
+// ErrUnsendable is what a Downstream's WriteHead error wraps when the
+// head is at fault (a field value the protocol refuses, a 101 on HTTP/2),
+// not the client's connection.
+var ErrUnsendable = errors.New("stream: a response head the protocol cannot carry")
 
 // ProtocolError is a message that broke its protocol. HTTPStatus is the
 // status the RFCs name for a request that does (400, 413, 414, 431, 501,
@@ -163,7 +169,9 @@ type Downstream interface {
 	WriteInterim(status int, reason []byte, h *header.Header) error
 	// WriteHead buffers the response head and reports whether a body
 	// follows. The stream decides the framing and whether the connection
-	// goes on; h.Header must hold no framing or connection fields.
+	// goes on; h.Header must hold no framing or connection fields. Its
+	// error wraps ErrUnsendable for a head the protocol cannot carry;
+	// any other is the client's connection failing.
 	WriteHead(h *ResponseHead) (body bool, err error)
 	WriteBody(p []byte) error
 	Flush() error

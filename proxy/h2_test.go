@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,4 +218,76 @@ func TestH2IdleWithPings(t *testing.T) {
 			fr.WritePing(false, [8]byte{})
 		}
 	}
+}
+
+// TestH2ClientLeavesMidResponse: an HTTP/2 client that closes its
+// connection while its streams' responses are on their way is logged as
+// gone (downstream_gone), not as strait's own failure, whichever step of
+// the exchange meets the closed connection.
+func TestH2ClientLeavesMidResponse(t *testing.T) {
+	arrived := make(chan struct{}, 100)
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		time.Sleep(time.Duration(len(arrived)) * 500 * time.Microsecond)
+		io.WriteString(w, "ok")
+	}))
+	var mu sync.Mutex
+	var errs []*proxy.Error
+	p := to(origin)
+	p.Logging = func(s *proxy.Session, e *proxy.Error) {
+		if e != nil {
+			mu.Lock()
+			errs = append(errs, e)
+			mu.Unlock()
+		}
+	}
+	_, addr := proxytest.Proxy(t, p, proxy.Options{})
+
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/"}, {":authority", "a"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	const rounds, streams = 20, 10
+	for range rounds {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(c, c)
+		io.WriteString(c, http2.ClientPreface)
+		fr.WriteSettings()
+		for i := range streams {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+		}
+		<-arrived
+		c.Close()
+		for len(arrived) > 0 {
+			<-arrived
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(errs)
+		mu.Unlock()
+		if n >= rounds || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	gone := 0
+	for _, e := range errs {
+		if e.Kind == proxy.KindDownstreamGone {
+			gone++
+		} else {
+			t.Errorf("logged %v (side %v, kind %v), want downstream_gone", e, e.Side, e.Kind)
+		}
+	}
+	if gone == 0 {
+		t.Fatal("no request was logged as its client's leaving: the test proves nothing")
+	}
+	t.Logf("%d requests logged as gone", gone)
 }
