@@ -145,15 +145,22 @@ func TestProxyH2Allocs(t *testing.T) {
 // next request, and close at the idle timeout.
 func TestH2Parked(t *testing.T) {
 	origin := rawOriginKeepAlive(t, "ok")
-	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 4 * time.Second}})
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 6 * time.Second}})
 	const n = 200
 	before := runtime.NumGoroutine()
 	conns := make([]func(), n)
 	for i := range conns {
 		conns[i] = h2RoundTripperTo(t, addr, 0) // one request each
 	}
-	time.Sleep(300 * time.Millisecond) // past park.After
-	if extra := runtime.NumGoroutine() - before; extra > 64+10 {
+	// Past park.After, and the idle workers' trim to 64 (within two of
+	// its one-second periods).
+	extra := 0
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if extra = runtime.NumGoroutine() - before; extra <= 64+10 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if extra > 64+10 {
 		t.Errorf("%d idle HTTP/2 connections hold %d more goroutines; want them parked without one", n, extra)
 	}
 	for _, roundTrip := range conns {

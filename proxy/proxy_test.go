@@ -745,7 +745,7 @@ func TestParkedConnections(t *testing.T) {
 	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	// The idle timeout leaves room for a loaded machine to make the first
 	// two rounds of requests before it.
-	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 4 * time.Second}})
+	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{Idle: 6 * time.Second}})
 	// More connections than the idle goroutines kept for new ones (64).
 	const n = 200
 	before := runtime.NumGoroutine()
@@ -761,8 +761,15 @@ func TestParkedConnections(t *testing.T) {
 		conns[i], readers[i] = rawConn(t, addr)
 		ask(i)
 	}
-	time.Sleep(300 * time.Millisecond) // past parkAfter
-	if extra := runtime.NumGoroutine() - before; extra > 64+10 {
+	// Past park.After, and the idle workers' trim to 64 (within two of
+	// its one-second periods).
+	extra := 0
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if extra = runtime.NumGoroutine() - before; extra <= 64+10 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if extra > 64+10 {
 		t.Errorf("%d idle connections hold %d more goroutines; want them parked without one", n, extra)
 	}
 	for i := range conns {
@@ -773,7 +780,7 @@ func TestParkedConnections(t *testing.T) {
 	}
 	// After the idle timeout (and a parker sweep), every connection closes.
 	for i := range conns {
-		conns[i].SetReadDeadline(time.Now().Add(8 * time.Second))
+		conns[i].SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := readers[i].ReadByte(); err != io.EOF {
 			t.Fatalf("conn %d: %v, want EOF after the idle timeout", i, err)
 		}

@@ -3,8 +3,6 @@ package park
 import (
 	"sync"
 	"time"
-
-	"github.com/straitproxy/strait/internal/mono"
 )
 
 // Workers keeps the goroutines of tasks that ended (a connection closed or
@@ -18,22 +16,23 @@ import (
 // (5%). An idle worker waits on its own channel, the most recent first.
 // As many wait as were busy at once lately (at least minIdleWorkers): 200
 // HTTP/2 streams in flight would otherwise make and end goroutines all the
-// time. The bound follows the peak down within two periods of
-// peakPeriod, so that a burst does not leave its stacks behind for long.
+// time. A timer brings the bound down to the peak of the last period or
+// two, so a burst's stacks, or those of connections that then parked, are
+// not kept for long.
 type Workers struct {
 	mu       sync.Mutex
 	idle     []chan Task // the most recently idle last
 	busy     int         // workers running a task
 	peak     int         // the most busy at once in this period
 	lastPeak int         // and in the one before
-	periodAt time.Duration
-	ends     uint // tasks ended
+	trimming *time.Timer // armed while more than minIdleWorkers may wait
+	armed    bool
 	closed   bool
 }
 
 const (
 	minIdleWorkers = 64
-	peakPeriod     = 10 * time.Second
+	peakPeriod     = time.Second
 )
 
 // Task is a connection to serve: a new one, or one that resumes from
@@ -66,7 +65,7 @@ func (w *Workers) work(t Task) {
 		t.Run()
 		w.mu.Lock()
 		w.busy--
-		if w.closed || len(w.idle) >= w.keepLocked() {
+		if w.closed || len(w.idle) >= max(minIdleWorkers, w.peak, w.lastPeak) {
 			w.mu.Unlock()
 			return
 		}
@@ -74,6 +73,9 @@ func (w *Workers) work(t Task) {
 			ch = make(chan Task, 1)
 		}
 		w.idle = append(w.idle, ch)
+		if len(w.idle) > minIdleWorkers && !w.armed {
+			w.armLocked()
+		}
 		w.mu.Unlock()
 		if t = <-ch; t == nil {
 			return // closed, or more than the bound
@@ -81,28 +83,43 @@ func (w *Workers) work(t Task) {
 	}
 }
 
-// keepLocked returns how many idle workers may wait. Now and then (a
-// clock read is some 20 ns) it starts a new period, and ends the idle
-// workers over the new bound.
-func (w *Workers) keepLocked() int {
-	if w.ends++; w.ends%64 == 0 {
-		if now := mono.Now(); now-w.periodAt >= peakPeriod {
-			w.periodAt, w.lastPeak, w.peak = now, w.peak, w.busy
-			if over := len(w.idle) - max(minIdleWorkers, w.peak, w.lastPeak); over > 0 {
-				for _, ch := range w.idle[:over] { // the least recently idle
-					ch <- nil
-				}
-				w.idle = append(w.idle[:0], w.idle[over:]...)
-			}
-		}
+func (w *Workers) armLocked() {
+	w.armed = true
+	if w.trimming == nil {
+		w.trimming = time.AfterFunc(peakPeriod, w.trim)
+	} else {
+		w.trimming.Reset(peakPeriod)
 	}
-	return max(minIdleWorkers, w.peak, w.lastPeak)
+}
+
+// trim starts a new period, and ends the idle workers over the new bound,
+// the least recently idle first.
+func (w *Workers) trim() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.armed = false
+	if w.closed {
+		return
+	}
+	w.lastPeak, w.peak = w.peak, w.busy
+	if over := len(w.idle) - max(minIdleWorkers, w.peak, w.lastPeak); over > 0 {
+		for _, ch := range w.idle[:over] {
+			ch <- nil
+		}
+		w.idle = append(w.idle[:0], w.idle[over:]...)
+	}
+	if len(w.idle) > minIdleWorkers || w.lastPeak > minIdleWorkers {
+		w.armLocked()
+	}
 }
 
 // Close ends the idle workers, and those that become idle from now on.
 func (w *Workers) Close() {
 	w.mu.Lock()
 	w.closed = true
+	if w.trimming != nil {
+		w.trimming.Stop()
+	}
 	idle := w.idle
 	w.idle = nil
 	w.mu.Unlock()

@@ -44,7 +44,7 @@ func burst(t *testing.T, w *Workers, n int) {
 
 // TestWorkersKeepPeak: as many workers stay idle as were busy at once (so a
 // second burst makes no goroutine), and the bound falls back within two
-// periods once the burst has passed.
+// periods once the burst has passed, with or without tasks.
 func TestWorkersKeepPeak(t *testing.T) {
 	var w Workers
 	defer w.Close()
@@ -57,12 +57,7 @@ func TestWorkersKeepPeak(t *testing.T) {
 		t.Fatalf("%d idle workers after a second burst, want 300 (the same)", n)
 	}
 	for period := range 2 {
-		w.mu.Lock()
-		w.periodAt -= peakPeriod
-		w.mu.Unlock()
-		for range 64 {
-			burst(t, &w, 1)
-		}
+		w.trim()
 		want := 300
 		if period == 1 {
 			want = minIdleWorkers
@@ -70,5 +65,13 @@ func TestWorkersKeepPeak(t *testing.T) {
 		if n := idleWorkers(&w); n != want {
 			t.Fatalf("period %d: %d idle workers, want %d", period+1, n, want)
 		}
+	}
+	// With no tasks at all, the timer alone brings it down.
+	burst(t, &w, 300)
+	for deadline := time.Now().Add(3 * peakPeriod); idleWorkers(&w) > minIdleWorkers; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle workers %v after the burst, want %d", idleWorkers(&w), 3*peakPeriod, minIdleWorkers)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
