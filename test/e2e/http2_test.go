@@ -453,3 +453,60 @@ clusters: [{name: o, endpoints: [%q]}]
 		t.Errorf("an http/1.1-only client: curl exit %d (want 35, a failed handshake): %q %s", r.ExitCode, r.Stdout, r.Stderr)
 	}
 }
+
+// TestHTTP2BodyTimeout: a stream whose client stops sending its body is
+// answered 408 after the body timeout, and only that stream: the others on
+// its connection go on meanwhile, and so does the connection. The origin
+// never gets a whole request from the stalled stream.
+func TestHTTP2BodyTimeout(t *testing.T) {
+	var complete, partial atomic.Int64
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			partial.Add(1)
+			return
+		}
+		if r.URL.Path == "/stalled" {
+			complete.Add(1)
+		}
+		io.WriteString(w, "ok")
+	}))
+	for _, buffering := range []string{"on", "off"} {
+		t.Run("request_buffering="+buffering, func(t *testing.T) {
+			plain := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			runConfig(t, t.TempDir(), "h2.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o, request_buffering: %s}]}
+clusters: [{name: o, endpoints: [%q]}]
+timeouts: {body: 600ms}
+`, plain, buffering, origin), plain)
+			c := dialH2(t, plain)
+			start := time.Now()
+			c.headers(1, false, ":method", "POST", ":scheme", "http", ":path", "/stalled", ":authority", "a.test", "content-length", "100")
+			c.fr.WriteData(1, false, []byte("abc"))
+			// Another stream meanwhile is served at once.
+			c.headers(3, true, ":method", "GET", ":scheme", "http", ":path", "/other", ":authority", "a.test")
+			if got := c.outcome(3); got != "status 200" || time.Since(start) > 500*time.Millisecond {
+				t.Fatalf("a stream beside the stalled one: %s after %v", got, time.Since(start))
+			}
+			got := c.outcome(1)
+			took := time.Since(start)
+			if got != "status 408" && got != "rst INTERNAL_ERROR" && got != "rst CANCEL" {
+				t.Errorf("the stalled stream: %s, want 408 or a reset", got)
+			}
+			if took < 500*time.Millisecond || took > 3*time.Second {
+				t.Errorf("the stalled stream ended after %v; the body timeout is 600ms", took)
+			}
+			c.headers(5, true, ":method", "GET", ":scheme", "http", ":path", "/after", ":authority", "a.test")
+			if got := c.outcome(5); got != "status 200" {
+				t.Errorf("a stream after the timeout: %s, want the connection to go on", got)
+			}
+			t.Logf("request_buffering %s: the stalled stream ended with %s after %v", buffering, got, took.Round(time.Millisecond))
+		})
+	}
+	if n := complete.Load(); n != 0 {
+		t.Errorf("the origin got %d whole requests from stalled streams", n)
+	}
+	// Unbuffered, the origin got the head and 3 bytes, then the abort.
+	if n := partial.Load(); n != 1 {
+		t.Errorf("the origin saw %d requests whose body broke off, want 1 (the unbuffered one)", n)
+	}
+}
