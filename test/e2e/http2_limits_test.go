@@ -75,27 +75,31 @@ func TestHTTP2RapidReset(t *testing.T) {
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 10 * time.Second}
-	p99 := func(n int, stop *atomic.Bool) (time.Duration, int) {
-		var ds []time.Duration
+	// The client is the same with and without the flood: a request every
+	// 5 ms or so. (Back to back, nothing in its path ever sleeps, and its
+	// unloaded p99 would be a different client's.) Unloaded, it runs
+	// before and after the flood, and the two are taken together: this
+	// machine's own noise moves a p99 over a few seconds by 2-3x.
+	sample := func(ds []time.Duration, n int, stop *atomic.Bool) []time.Duration {
 		for i := 0; i < n && (stop == nil || !stop.Load()); i++ {
 			start := time.Now()
 			resp, err := client.Get("http://" + plain + "/normal")
 			if err != nil {
-				t.Errorf("the normal client: %v", err)
-				return 0, 0
+				t.Fatalf("the normal client: %v", err)
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			ds = append(ds, time.Since(start))
-			if stop != nil {
-				time.Sleep(5 * time.Millisecond)
-			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		slices.Sort(ds)
-		t.Logf("normal client: p50 %v, p90 %v, p99 %v, max %v over %d", ds[len(ds)/2], ds[len(ds)*9/10], ds[len(ds)*99/100], ds[len(ds)-1], len(ds))
-		return ds[len(ds)*99/100], len(ds)
+		return ds
 	}
-	unloaded, _ := p99(400, nil)
+	p99 := func(name string, ds []time.Duration) time.Duration {
+		slices.Sort(ds)
+		t.Logf("normal client %s: p50 %v, p90 %v, p99 %v, max %v over %d", name, ds[len(ds)/2], ds[len(ds)*9/10], ds[len(ds)*99/100], ds[len(ds)-1], len(ds))
+		return ds[len(ds)*99/100]
+	}
+	quiet := sample(nil, 800, nil)
 
 	// The flood comes from this test binary run again, at a lower
 	// priority: on a machine of two cores, what is measured is then
@@ -114,10 +118,12 @@ func TestHTTP2RapidReset(t *testing.T) {
 		done <- flood.Wait()
 		stop.Store(true)
 	}()
-	loaded, n := p99(1<<20, &stop) // until the flood ends
+	flooded := sample(nil, 1<<20, &stop) // until the flood ends
 	if err := <-done; err != nil {
 		t.Fatalf("the flood: %v", err)
 	}
+	quiet = sample(quiet, 800, nil)
+	unloaded, loaded, n := p99("unloaded", quiet), p99("under the flood", flooded), len(flooded)
 	var written, conns, calm int64
 	fmt.Sscanf(out.String(), "%d %d %d", &written, &conns, &calm)
 	// The streams strait read and saw reset: many more were written into
@@ -133,12 +139,8 @@ func TestHTTP2RapidReset(t *testing.T) {
 	if calm == 0 {
 		t.Errorf("no GOAWAY with ENHANCE_YOUR_CALM")
 	}
-	// The issue asks for 2x; measured here it is about 5x (the flood's
-	// process shares the machine's two cores). What this holds is that
-	// the flood does not take strait from its other clients: 64x before
-	// flooding connections were held (calmHold).
-	if loaded > 10*unloaded {
-		t.Errorf("the normal client's p99: %v under the flood, %v unloaded: over 10x", loaded, unloaded)
+	if loaded > 2*unloaded {
+		t.Errorf("the normal client's p99: %v under the flood, %v unloaded: over 2x", loaded, unloaded)
 	}
 	if sent == 0 {
 		t.Errorf("strait saw no stream reset")
