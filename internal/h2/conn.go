@@ -417,10 +417,6 @@ const (
 	closed                    // opened before, done now
 )
 
-// calmHold is how long a connection that got GOAWAY with
-// ENHANCE_YOUR_CALM is held before it closes.
-const calmHold = time.Second
-
 // flushLocked flushes the writer; a connection that failed writing is
 // closed, which ends its reader too.
 func (c *conn) flushLocked() {
@@ -495,7 +491,7 @@ func (c *conn) fail(err error) {
 			// once to flood again. (A client holding many such
 			// connections meets limits.max_conns.)
 			c.goAway(ce.code, false)
-			time.Sleep(calmHold)
+			time.Sleep(cmpOr(c.srv.Timeouts.CalmHold, time.Second))
 			c.lingerClose()
 			return
 		}

@@ -121,7 +121,7 @@ func FuzzConn(f *testing.F) {
 		f.Add(s, uint8(0))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, split uint8) {
-		srv := &Server{Handler: answerHandler{}, Timeouts: Timeouts{Idle: time.Second, Body: time.Second, Write: time.Second}}
+		srv := &Server{Handler: answerHandler{}, Timeouts: Timeouts{Idle: time.Second, Body: time.Second, Write: time.Second, CalmHold: time.Millisecond}}
 		client, server := net.Pipe()
 		done := make(chan struct{})
 		go func() {

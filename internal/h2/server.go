@@ -43,6 +43,10 @@ type Timeouts struct {
 	// Settings is how long the client has to acknowledge strait's
 	// SETTINGS; default 10 s.
 	Settings time.Duration
+	// CalmHold is how long the connection of a flooding client is held,
+	// unread, after GOAWAY with ENHANCE_YOUR_CALM, so that it does not
+	// reconnect at once to flood again; default 1 s.
+	CalmHold time.Duration
 }
 
 // Limits bound what one connection may hold or ask for. Zero values mean
