@@ -603,7 +603,8 @@ func TestFieldsCannotInjectLines(t *testing.T) {
 }
 
 // TestProhibitedTrailers: trailer fields that may not be trailers (framing,
-// routing, authentication: RFC 9110 §6.5.1) are not relayed either way.
+// routing, authentication: RFC 9110 §6.5.1) are not relayed either way,
+// nor are forwarding fields from a client.
 func TestProhibitedTrailers(t *testing.T) {
 	o := newOrigin(t, func(oc *originConn, req *http.Request) bool {
 		s := oc.readBody(req)
@@ -612,13 +613,13 @@ func TestProhibitedTrailers(t *testing.T) {
 	})
 	_, addr := proxytest.Proxy(t, to(o.addr), proxy.Options{})
 	c, br := rawConn(t, addr)
-	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nAuthorization: x\r\nX-In: 1\r\n\r\n")
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nAuthorization: x\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-In: 1\r\n\r\n")
 	resp, body := readResponse(t, br, "POST")
 	if body != "ok" || resp.Trailer.Get("X-Ok") != "1" || resp.Trailer.Get("Host") != "" || resp.Trailer.Get("Content-Length") != "" {
 		t.Errorf("response %q, trailers %v", body, resp.Trailer)
 	}
 	for _, s := range o.requests() {
-		if s.trailer.Get("X-In") != "1" || s.trailer.Get("Authorization") != "" {
+		if s.trailer.Get("X-In") != "1" || s.trailer.Get("Authorization") != "" || s.trailer.Get("X-Forwarded-For") != "" || s.trailer.Get("Forwarded") != "" {
 			t.Errorf("origin got trailers %v", s.trailer)
 		}
 	}

@@ -74,7 +74,7 @@ func New(p Phases, o Options) (*Server, error) {
 	srv.h1.Handshakes = &srv.counters.Handshakes
 	if !o.HTTP2.Off {
 		srv.h2.Handler = (*handler)(srv)
-		srv.h2.Timeouts = h2.Timeouts{Idle: t.Idle, Body: t.Body, Write: t.Write}
+		srv.h2.Timeouts = h2.Timeouts{Idle: t.Idle, Body: t.Body, Write: t.Write, Frame: t.Header}
 		srv.h2.Limits = o.HTTP2.Limits
 		srv.h2.Logger = o.Logger
 		srv.h2.Counters = &srv.counters.HTTP2

@@ -61,9 +61,10 @@ type conn struct {
 
 	gotSettings bool // the client's first SETTINGS came
 	kicked      atomic.Bool
-	kickTimer   *time.Timer // under mu
-	readable    bool        // the parker saw the socket readable: read before waiting again
-	settingsAt  time.Duration
+	kickTimer   *time.Timer   // under mu
+	readable    bool          // the parker saw the socket readable: read before waiting again
+	settingsAt  time.Duration // when strait sent SETTINGS not yet acknowledged (mono); 0: none
+	frameAt     time.Duration // when a frame begun and not whole was first seen (mono); 0: none
 	idleSet     bool
 	rdl         sockio.Deadline // the read deadline (under mu)
 
@@ -192,6 +193,9 @@ func (w writerOf) Write(p []byte) (int, error) {
 func (srv *Server) writeTimeout() time.Duration { return cmpOr(srv.Timeouts.Write, 60*time.Second) }
 func (srv *Server) bodyTimeout() time.Duration  { return cmpOr(srv.Timeouts.Body, 60*time.Second) }
 func (srv *Server) idleTimeout() time.Duration  { return cmpOr(srv.Timeouts.Idle, 60*time.Second) }
+func (srv *Server) settingsTimeout() time.Duration {
+	return cmpOr(srv.Timeouts.Settings, 10*time.Second)
+}
 
 func cmpOr(d, def time.Duration) time.Duration {
 	if d > 0 {
@@ -243,7 +247,7 @@ func (c *conn) serve() {
 	c.wmu.Unlock()
 	c.settingsAt = mono.Now()
 
-	c.nc.SetReadDeadline(time.Now().Add(cmpOr(c.srv.Timeouts.Settings, 10*time.Second)))
+	c.nc.SetReadDeadline(time.Now().Add(c.srv.settingsTimeout()))
 	var preface [len(ClientPreface)]byte
 	if _, err := io.ReadFull(c.reader(), preface[:]); err != nil || string(preface[:]) != ClientPreface {
 		c.fail(connError{http2.ErrCodeProtocol, "no client preface"})
@@ -302,8 +306,8 @@ func (c *conn) loop() bool {
 			}
 			return false
 		}
-		if c.settingsAt != 0 && mono.Now()-c.settingsAt > cmpOr(c.srv.Timeouts.Settings, 10*time.Second) {
-			c.fail(connError{http2.ErrCodeSettingsTimeout, "SETTINGS not acknowledged"})
+		if c.settingsLate(mono.Now()) {
+			c.fail(errSettingsTimeout)
 			return false
 		}
 		if c.calm {
@@ -404,7 +408,11 @@ func (c *conn) readFailed(err error) {
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			c.goAway(http2.ErrCodeNo, true) // idle
+			if c.settingsLate(mono.Now()) {
+				c.fail(errSettingsTimeout)
+				return
+			}
+			c.goAway(http2.ErrCodeNo, true) // idle, or a frame too slow
 			return
 		}
 		c.closeNow()

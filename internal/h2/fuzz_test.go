@@ -18,6 +18,7 @@ import (
 
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/http1"
+	"github.com/straitproxy/strait/internal/park"
 	istream "github.com/straitproxy/strait/internal/stream"
 )
 
@@ -311,40 +312,87 @@ func TestConnAnswers(t *testing.T) {
 }
 
 // TestSettingsTimeout: a client that does not acknowledge strait's
-// SETTINGS within Timeouts.Settings gets GOAWAY SETTINGS_TIMEOUT.
+// SETTINGS gets GOAWAY SETTINGS_TIMEOUT when the timeout passes, whether
+// it sends frames meanwhile or not; one that leaves half a frame is
+// closed at the frame timeout, not the idle one. Each with its connection
+// parked, and waiting in its read.
 func TestSettingsTimeout(t *testing.T) {
-	srv := &Server{Handler: answerHandler{}, Timeouts: Timeouts{Settings: 100 * time.Millisecond}}
-	client, server := net.Pipe()
-	defer client.Close()
-	go srv.ServeConn(Conn{NC: server})
-	client.SetDeadline(time.Now().Add(5 * time.Second))
-	frames := make(chan http2.Frame, 16)
-	go func() {
-		fr := http2.NewFramer(io.Discard, client)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				close(frames)
-				return
-			}
-			frames <- f
+	var parker *park.Parker
+	t.Cleanup(func() {
+		if parker != nil {
+			parker.CloseAll(false)
 		}
-	}()
-	var out bytes.Buffer
-	fr := http2.NewFramer(&out, nil)
-	fr.WriteSettings()
-	client.Write(append([]byte(ClientPreface), out.Bytes()...))
-	time.Sleep(300 * time.Millisecond)
-	out.Reset()
-	fr.WritePing(false, [8]byte{})
-	client.Write(out.Bytes())
-	for f := range frames {
-		if g, ok := f.(*http2.GoAwayFrame); ok {
-			if g.ErrCode != http2.ErrCodeSettingsTimeout {
-				t.Errorf("GOAWAY %v, want SETTINGS_TIMEOUT", g.ErrCode)
+	})
+	for _, parked := range []bool{false, true} {
+		srv := &Server{Handler: answerHandler{},
+			Timeouts: Timeouts{Settings: 300 * time.Millisecond, Frame: 300 * time.Millisecond, Idle: time.Minute}}
+		if parked {
+			p, err := park.New()
+			if err != nil {
+				t.Fatal(err)
 			}
-			return
+			parker = p
+			srv.Parker = func() *park.Parker { return p }
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				nc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go srv.ServeConn(Conn{NC: nc})
+			}
+		}()
+		for _, mode := range []string{"ping", "silent", "preface", "partial"} {
+			t.Run(fmt.Sprintf("%s/parked=%v", mode, parked), func(t *testing.T) {
+				client, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer client.Close()
+				start := time.Now()
+				client.SetDeadline(start.Add(5 * time.Second))
+				var out bytes.Buffer
+				fr := http2.NewFramer(&out, nil)
+				out.WriteString(ClientPreface)
+				if mode != "preface" {
+					fr.WriteSettings()
+				}
+				if mode == "partial" {
+					fr.WriteSettingsAck()
+					out.Write([]byte{0, 0, 8, byte(http2.FramePing), 0})
+				}
+				client.Write(out.Bytes())
+				if mode == "ping" {
+					time.Sleep(400 * time.Millisecond)
+					out.Reset()
+					fr.WritePing(false, [8]byte{})
+					client.Write(out.Bytes())
+				}
+				want := http2.ErrCodeSettingsTimeout
+				if mode == "partial" {
+					want = http2.ErrCodeNo
+				}
+				rd := http2.NewFramer(io.Discard, client)
+				for {
+					f, err := rd.ReadFrame()
+					if err != nil {
+						t.Fatalf("no GOAWAY after %v: %v", time.Since(start), err)
+					}
+					if g, ok := f.(*http2.GoAwayFrame); ok {
+						took := time.Since(start)
+						if g.ErrCode != want || took < 250*time.Millisecond || took > 2500*time.Millisecond {
+							t.Errorf("GOAWAY %v after %v, want %v after 300ms (or the parker's next sweep)", g.ErrCode, took, want)
+						}
+						return
+					}
+				}
+			})
 		}
 	}
-	t.Errorf("no GOAWAY for SETTINGS never acknowledged")
 }

@@ -63,7 +63,7 @@ func (c *conn) park() bool {
 	c.mu.Lock()
 	c.wait.IdleSince = c.idleFrom
 	c.mu.Unlock()
-	c.wait.IdleEnd = c.wait.IdleSince + c.srv.idleTimeout()
+	c.wait.IdleEnd = c.waitEnd()
 	switch p.Wait(&c.wait) {
 	case park.Readable:
 		// Read before waiting again: the socket's edge is spent.
@@ -104,8 +104,55 @@ func (c *conn) Resume() { c.srv.workers.Run((*resumeTask)(c)) }
 // parker closes (park.Conn): GOAWAY if it can go at once, then the close.
 func (c *conn) Close() {
 	c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	c.goAway(http2.ErrCodeNo, false)
+	if c.settingsLate(mono.Now()) {
+		c.goAway(http2.ErrCodeSettingsTimeout, false)
+	} else {
+		c.goAway(http2.ErrCodeNo, false)
+	}
 	c.finish()
+}
+
+var errSettingsTimeout = connError{http2.ErrCodeSettingsTimeout, "SETTINGS not acknowledged"}
+
+// settingsLate reports whether the client has not acknowledged strait's
+// SETTINGS in time.
+func (c *conn) settingsLate(now time.Duration) bool {
+	return c.settingsAt != 0 && now-c.settingsAt >= c.srv.settingsTimeout()
+}
+
+// waitEnd is when a wait with no stream open ends (mono): at the idle
+// timeout, or sooner while strait's SETTINGS are not acknowledged, or a
+// frame has begun and not come whole.
+func (c *conn) waitEnd() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waitEndLocked()
+}
+
+func (c *conn) waitEndLocked() time.Duration {
+	end := c.idleFrom + c.srv.idleTimeout()
+	if c.settingsAt != 0 {
+		end = min(end, c.settingsAt+c.srv.settingsTimeout())
+	}
+	if !c.partialFrame() {
+		c.frameAt = 0
+	} else {
+		if c.frameAt == 0 {
+			c.frameAt = mono.Now()
+		}
+		end = min(end, c.frameAt+cmpOr(c.srv.Timeouts.Frame, 10*time.Second))
+	}
+	return end
+}
+
+// partialFrame reports whether part of a frame has come and not the rest:
+// in the read buffer, or in a TLS record not yet whole.
+func (c *conn) partialFrame() bool {
+	if n := c.buffered(); n > 0 {
+		hdr, _ := c.br.Peek(min(n, frameHeaderLen))
+		return n < frameHeaderLen || n < frameHeaderLen+(int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+	}
+	return c.under != nil && c.under.MidRecord()
 }
 
 // setIdleDeadline bounds the wait for the next frame by the idle timeout
@@ -123,7 +170,7 @@ func (c *conn) setIdleDeadline() bool {
 	case len(c.streams) == 0:
 		// The idle timeout runs from the last stream's end, whatever
 		// frames come meanwhile (a client sending PINGs stays idle).
-		c.rdl.Ensure(c.nc.SetReadDeadline, mono.Now(), c.srv.idleTimeout(), c.idleFrom+c.srv.idleTimeout())
+		c.rdl.Ensure(c.nc.SetReadDeadline, mono.Now(), c.srv.idleTimeout(), c.waitEndLocked())
 		c.idleSet = true
 	case c.idleSet:
 		c.rdl.Set(c.nc.SetReadDeadline, time.Time{})

@@ -43,6 +43,11 @@ type Timeouts struct {
 	// Settings is how long the client has to acknowledge strait's
 	// SETTINGS; default 10 s.
 	Settings time.Duration
+	// Frame bounds how long a frame, once begun, may take to come whole
+	// while no stream is open (HTTP/1's header timeout); default 10 s.
+	// Otherwise half a frame would hold a connection, which cannot park
+	// with it, for the idle timeout.
+	Frame time.Duration
 	// CalmHold is how long the connection of a flooding client is held,
 	// unread, after GOAWAY with ENHANCE_YOUR_CALM, so that it does not
 	// reconnect at once to flood again; default 1 s.

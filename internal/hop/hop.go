@@ -111,6 +111,9 @@ func CopyTrailers(dst, src *header.Header) {
 // modify the request, authenticate, control the response or caching, or
 // say how to process the content; and connection fields are hop-by-hop.
 // A recipient could otherwise merge them into the head and act on them.
+// The forwarding fields (Forwarded, X-Forwarded-*, X-Real-IP, Via) are
+// the proxies' to write: a client's would pass beside the head's, which
+// strait rewrote.
 func ProhibitedTrailer(name []byte) bool {
 	if IsConnField(name) {
 		return true // Connection, Content-Length, Transfer-Encoding, TE, ...
@@ -131,6 +134,7 @@ func ProhibitedTrailer(name []byte) bool {
 		"cache-control", "expires", "age", "date", "pragma", "vary", "warning", "max-forwards",
 		"range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
 		"location", "retry-after", "trailer",
+		"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-real-ip", "via",
 		"content-type", "content-encoding", "content-range", "content-language", "content-location":
 		return true
 	}
