@@ -247,6 +247,8 @@ func printLoad(w io.Writer, rep *loadReport) {
 		})
 	}
 
+	printTLSPairs(w, rep)
+
 	fmt.Fprintln(w, "columns: medians over valid runs; proxy CPU = the proxy's CPU time ÷ wall time (100% = its core is the limit);")
 	fmt.Fprintln(w, "CPU µs/req = the proxy's CPU time per request; instr/req and cycles/req = the proxy's instructions and cycles")
 	fmt.Fprintln(w, "(user and kernel) per request from perf stat, when the CPU exposes its counters; origin conns = connections the origin accepted per run (pooling);")
@@ -268,6 +270,44 @@ func printLoad(w io.Writer, rep *loadReport) {
 			printGrouped(w, lines)
 		}
 	}
+}
+
+// printTLSPairs compares strait-tls with the other TLS targets, round by
+// round, when the run has them: the tables above divide strait's
+// cleartext figures by theirs.
+func printTLSPairs(w io.Writer, rep *loadReport) {
+	if rep.ref() != "strait" || !slices.Contains(rep.Targets, "strait-tls") {
+		return
+	}
+	var peers []string
+	for _, t := range rep.Targets {
+		if strings.HasSuffix(t, "-tls") && t != "strait-tls" {
+			peers = append(peers, t)
+		}
+	}
+	if len(peers) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "== strait-tls ÷ target, median of the per-round ratios: req/s, (p99) and CPU µs per request")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\t"+strings.Join(peers, "\t")+"\t")
+	rps := func(r *runRecord) float64 { return r.ReqPerSec }
+	p99 := func(r *runRecord) float64 { return r.P99Ms }
+	cpu := func(r *runRecord) float64 { return r.ProxyCPUUsPerReq }
+	for _, s := range rep.Scenarios {
+		row := []string{s.Name}
+		for _, t := range peers {
+			c := "-"
+			if r := pairedRatios(s.Runs, "strait-tls", t, rps, nil); len(r) > 0 {
+				c = fmt.Sprintf("%.2f× (%.2f×) CPU %.2f× %d rounds", median(r),
+					median(pairedRatios(s.Runs, "strait-tls", t, p99, nil)), median(pairedRatios(s.Runs, "strait-tls", t, cpu, nil)), len(r))
+			}
+			row = append(row, c)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
 }
 
 // ratioTable prints one row per scenario and one column per target.
