@@ -1,0 +1,1086 @@
+package h2
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/mono"
+	istream "github.com/straitproxy/strait/internal/stream"
+)
+
+// ClientConn is an HTTP/2 connection to an upstream, its requests
+// multiplexed as streams (RFC 9113). Each exchange writes its own frames,
+// under wmu, from its goroutine; one goroutine per connection reads the
+// peer's frames and hands each stream its response. An upstream
+// connection is one of a few (the pool shares it), so it keeps its reader
+// goroutine while idle, unlike a client's.
+type ClientConn struct {
+	nc     net.Conn
+	opts   ClientOptions
+	scheme []byte
+
+	wmu           sync.Mutex
+	wcond         sync.Cond // streams waiting for send window
+	bw            *bufio.Writer
+	fr            *http2.Framer // writes under wmu; reads by the reader only
+	sendWindow    int64         // conn-level: what strait may still send
+	peerWindow    int32         // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	peerFrameSize uint32
+	nextID        uint32
+	werr          error
+	returnedConn  int64 // conn-level bytes read by exchanges, not yet returned
+
+	mu         sync.Mutex
+	streams    map[uint32]*clientStream
+	maxStreams int    // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+	goAwayID   uint32 // streams above it were not processed
+	goneAway   bool
+	err        error // the connection failed: every stream fails with it
+	recvWindow int64 // conn-level: what the peer may still send
+
+	// The reader's.
+	dec          *hpack.Decoder
+	decoding     *clientStream // the stream a header block is for; nil: drop it
+	decodingEnds bool          // the block ends its stream
+	trailers     bool
+	blockSize    int
+	decErr       error
+	done         chan struct{}
+}
+
+// ClientOptions configure a ClientConn. Zero values mean the defaults.
+type ClientOptions struct {
+	// Scheme is :scheme of the requests: "http" (h2c) or "https".
+	Scheme string
+	// StreamWindow and ConnWindow bound the response body bytes buffered
+	// per stream (default 64 KiB) and per connection (default 1 MiB): the
+	// peer's windows open as the client takes the body.
+	StreamWindow, ConnWindow uint32
+	// MaxHeaderListSize bounds a response head, decoded (default 64 KiB).
+	MaxHeaderListSize uint32
+	// Write bounds each wait to write (flow control included); default
+	// 60 s.
+	Write time.Duration
+}
+
+// ErrUnprocessed is what an exchange fails with when the peer did not
+// process its request (GOAWAY above it, REFUSED_STREAM, or no stream
+// could be opened): it may go again, on another connection, whatever its
+// method (RFC 9113 §8.7).
+var ErrUnprocessed = errors.New("http2: the upstream did not process the request")
+
+var (
+	errClientClosed  = errors.New("http2: upstream connection closed")
+	errUpstreamReset = errors.New("http2: the upstream reset the stream")
+	errDeadline      = fmt.Errorf("http2: %w", errTimeout{})
+)
+
+// errTimeout is a net.Error that timed out, as the proxy tells timeouts.
+type errTimeout struct{}
+
+func (errTimeout) Error() string   { return "i/o timeout" }
+func (errTimeout) Timeout() bool   { return true }
+func (errTimeout) Temporary() bool { return true }
+
+// NewClientConn starts HTTP/2 on nc, which must be fresh (TLS with ALPN
+// h2, or cleartext with prior knowledge): it sends the preface and
+// strait's SETTINGS and starts reading.
+func NewClientConn(nc net.Conn, o ClientOptions) (*ClientConn, error) {
+	if o.StreamWindow == 0 {
+		o.StreamWindow = 64 << 10
+	}
+	if o.ConnWindow == 0 {
+		o.ConnWindow = 1 << 20
+	}
+	if o.MaxHeaderListSize == 0 {
+		o.MaxHeaderListSize = 64 << 10
+	}
+	if o.Scheme == "" {
+		o.Scheme = "http"
+	}
+	cc := &ClientConn{nc: nc, opts: o, scheme: []byte(o.Scheme), streams: make(map[uint32]*clientStream),
+		maxStreams: 100, nextID: 1, done: make(chan struct{})}
+	cc.wcond.L = &cc.wmu
+	cc.bw = bufio.NewWriterSize(nc, 16<<10)
+	cc.fr = http2.NewFramer(cc.bw, bufio.NewReaderSize(nc, 16<<10))
+	cc.fr.SetMaxReadFrameSize(frameSize)
+	cc.fr.SetReuseFrames()
+	cc.sendWindow, cc.peerWindow, cc.peerFrameSize = defaultWindow, defaultWindow, frameSize
+	cc.recvWindow = int64(o.ConnWindow)
+	cc.dec = hpack.NewDecoder(4096, cc.emit)
+	cc.dec.SetMaxStringLength(int(o.MaxHeaderListSize))
+
+	cc.wmu.Lock()
+	cc.bw.WriteString(ClientPreface)
+	cc.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: o.StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: o.MaxHeaderListSize},
+	)
+	if inc := o.ConnWindow - defaultWindow; inc > 0 {
+		cc.fr.WriteWindowUpdate(0, inc)
+	}
+	cc.nc.SetWriteDeadline(time.Now().Add(cc.writeTimeout()))
+	err := cc.bw.Flush()
+	cc.wmu.Unlock()
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("http2: preface: %w", err)
+	}
+	go cc.readLoop()
+	return cc, nil
+}
+
+func (cc *ClientConn) writeTimeout() time.Duration { return cmpOr(cc.opts.Write, 60*time.Second) }
+
+// Streams is how many streams the connection carries at once: the peer's
+// SETTINGS_MAX_CONCURRENT_STREAMS (100 until it says).
+func (cc *ClientConn) Streams() int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.maxStreams
+}
+
+// Usable reports whether the connection may take new streams: it has not
+// failed, and the peer has not sent GOAWAY.
+func (cc *ClientConn) Usable() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err == nil && !cc.goneAway
+}
+
+// Close closes the connection; its streams fail.
+func (cc *ClientConn) Close() error {
+	cc.fail(errClientClosed)
+	return nil
+}
+
+// Done is closed once the connection has ended.
+func (cc *ClientConn) Done() <-chan struct{} { return cc.done }
+
+// fail ends the connection for err: every open stream fails with it.
+func (cc *ClientConn) fail(err error) {
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	cc.err = err
+	streams := make([]*clientStream, 0, len(cc.streams))
+	for _, s := range cc.streams {
+		streams = append(streams, s)
+	}
+	cc.mu.Unlock()
+	cc.nc.Close()
+	for _, s := range streams {
+		s.fail(err)
+	}
+	cc.wmu.Lock()
+	if cc.werr == nil {
+		cc.werr = err
+	}
+	cc.wcond.Broadcast()
+	cc.wmu.Unlock()
+}
+
+// NewStream opens an exchange on the connection; its stream is opened
+// when it writes its head.
+func (cc *ClientConn) NewStream() istream.Upstream {
+	s := &clientStream{cc: cc, length: -1}
+	s.cond.L = &s.mu
+	return s
+}
+
+// readLoop reads frames until the connection fails.
+func (cc *ClientConn) readLoop() {
+	defer close(cc.done)
+	for {
+		f, err := cc.fr.ReadFrame()
+		if err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				cc.goAwayAndFail(http2.ErrCode(ce), fmt.Errorf("http2: upstream frame: %w", err))
+				return
+			}
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				cc.resetStream(se.StreamID, se.Code, fmt.Errorf("http2: upstream frame: %w", err))
+				continue
+			}
+			cc.fail(fmt.Errorf("http2: reading from upstream: %w", err))
+			return
+		}
+		if err := cc.handle(f); err != nil {
+			var ce connError
+			if errors.As(err, &ce) {
+				cc.goAwayAndFail(ce.code, err)
+			} else {
+				cc.fail(err)
+			}
+			return
+		}
+	}
+}
+
+// goAwayAndFail tells the peer why, then fails the connection.
+func (cc *ClientConn) goAwayAndFail(code http2.ErrCode, err error) {
+	cc.wmu.Lock()
+	if cc.werr == nil {
+		cc.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		cc.fr.WriteGoAway(0, code, nil)
+		cc.bw.Flush()
+	}
+	cc.wmu.Unlock()
+	cc.fail(err)
+}
+
+func (cc *ClientConn) handle(f http2.Frame) error {
+	if cc.decoding != nil || cc.blockSize > 0 {
+		if _, ok := f.(*http2.ContinuationFrame); !ok {
+			return connError{http2.ErrCodeProtocol, "frame inside an upstream header block"}
+		}
+	}
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := cc.applySettings(f); err != nil {
+			return err
+		}
+		cc.wmu.Lock()
+		cc.fr.WriteSettingsAck()
+		cc.flushLocked()
+		cc.wmu.Unlock()
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			cc.wmu.Lock()
+			cc.fr.WritePing(true, f.Data)
+			cc.flushLocked()
+			cc.wmu.Unlock()
+		}
+	case *http2.WindowUpdateFrame:
+		cc.wmu.Lock()
+		defer cc.wmu.Unlock()
+		if f.StreamID == 0 {
+			if cc.sendWindow+int64(f.Increment) > maxWindow {
+				return connError{http2.ErrCodeFlowControl, "upstream connection window over 2^31-1"}
+			}
+			cc.sendWindow += int64(f.Increment)
+		} else if s := cc.stream(f.StreamID); s != nil {
+			if s.sendWindow+int64(f.Increment) > maxWindow {
+				cc.wmu.Unlock()
+				cc.resetStream(f.StreamID, http2.ErrCodeFlowControl, errors.New("http2: upstream stream window over 2^31-1"))
+				cc.wmu.Lock()
+				return nil
+			}
+			s.sendWindow += int64(f.Increment)
+		}
+		cc.wcond.Broadcast()
+	case *http2.GoAwayFrame:
+		cc.goAway(f.LastStreamID)
+	case *http2.RSTStreamFrame:
+		err := fmt.Errorf("%w: %v", errUpstreamReset, f.ErrCode)
+		if f.ErrCode == http2.ErrCodeRefusedStream {
+			err = fmt.Errorf("%w: REFUSED_STREAM", ErrUnprocessed)
+		}
+		if s := cc.remove(f.StreamID); s != nil {
+			s.fail(err)
+		}
+	case *http2.DataFrame:
+		return cc.data(f)
+	case *http2.HeadersFrame:
+		return cc.headers(f.StreamID, f.HeaderBlockFragment(), f.HeadersEnded(), f.StreamEnded())
+	case *http2.ContinuationFrame:
+		if cc.blockSize == 0 && cc.decoding == nil {
+			return connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
+		}
+		return cc.headers(f.StreamID, f.HeaderBlockFragment(), f.HeadersEnded(), cc.decodingEnds)
+	case *http2.PushPromiseFrame:
+		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE with push disabled"}
+	}
+	return nil
+}
+
+func (cc *ClientConn) stream(id uint32) *clientStream {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.streams[id]
+}
+
+func (cc *ClientConn) remove(id uint32) *clientStream {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	s := cc.streams[id]
+	delete(cc.streams, id)
+	return s
+}
+
+func (cc *ClientConn) applySettings(f *http2.SettingsFrame) error {
+	return f.ForeachSetting(func(st http2.Setting) error {
+		if err := st.Valid(); err != nil {
+			return connError{http2.ErrCodeProtocol, "upstream setting: " + err.Error()}
+		}
+		switch st.ID {
+		case http2.SettingMaxConcurrentStreams:
+			cc.mu.Lock()
+			cc.maxStreams = int(min(st.Val, 1<<16))
+			cc.mu.Unlock()
+		case http2.SettingInitialWindowSize:
+			cc.wmu.Lock()
+			delta := int64(st.Val) - int64(cc.peerWindow)
+			cc.peerWindow = int32(st.Val)
+			cc.mu.Lock()
+			for _, s := range cc.streams {
+				s.sendWindow += delta
+			}
+			cc.mu.Unlock()
+			cc.wcond.Broadcast()
+			cc.wmu.Unlock()
+		case http2.SettingMaxFrameSize:
+			cc.wmu.Lock()
+			cc.peerFrameSize = st.Val
+			cc.wmu.Unlock()
+		}
+		return nil
+	})
+}
+
+// goAway notes the peer's GOAWAY: no new streams, and those above last
+// were not processed.
+func (cc *ClientConn) goAway(last uint32) {
+	cc.mu.Lock()
+	cc.goneAway, cc.goAwayID = true, last
+	var unprocessed []*clientStream
+	for id, s := range cc.streams {
+		if id > last {
+			unprocessed = append(unprocessed, s)
+			delete(cc.streams, id)
+		}
+	}
+	cc.mu.Unlock()
+	for _, s := range unprocessed {
+		s.fail(fmt.Errorf("%w: GOAWAY", ErrUnprocessed))
+	}
+}
+
+// resetStream sends RST_STREAM, and fails the stream with err.
+func (cc *ClientConn) resetStream(id uint32, code http2.ErrCode, err error) {
+	s := cc.remove(id)
+	cc.wmu.Lock()
+	cc.fr.WriteRSTStream(id, code)
+	cc.flushLocked()
+	cc.wmu.Unlock()
+	if s != nil {
+		s.fail(err)
+	}
+}
+
+// flushLocked flushes what was written; cc.wmu is held.
+func (cc *ClientConn) flushLocked() {
+	if cc.werr != nil {
+		return
+	}
+	cc.nc.SetWriteDeadline(time.Now().Add(cc.writeTimeout()))
+	if err := cc.bw.Flush(); err != nil {
+		cc.werr = err
+		cc.wcond.Broadcast()
+		go cc.fail(fmt.Errorf("http2: writing to upstream: %w", err))
+	}
+}
+
+// data takes a DATA frame for a stream's body.
+func (cc *ClientConn) data(f *http2.DataFrame) error {
+	n := int64(f.Length) // padding counts against the windows too
+	cc.mu.Lock()
+	if n > cc.recvWindow {
+		cc.mu.Unlock()
+		return connError{http2.ErrCodeFlowControl, "upstream sent past the connection window"}
+	}
+	cc.recvWindow -= n
+	s := cc.streams[f.StreamID]
+	cc.mu.Unlock()
+	if s == nil {
+		// A stream strait reset or finished: its window is given back.
+		cc.returnWindow(nil, n)
+		return nil
+	}
+	if err := s.received(f.Data(), n, f.StreamEnded()); err != nil {
+		cc.resetStream(f.StreamID, http2.ErrCodeProtocol, err)
+		cc.returnWindow(nil, n)
+	} else if pad := n - int64(len(f.Data())); pad > 0 {
+		cc.returnWindow(s, pad) // the exchange reads no padding
+	}
+	return nil
+}
+
+// returnWindow gives n bytes back to the connection's window and, if s is
+// set, to its stream's, once enough is due to be worth a frame.
+func (cc *ClientConn) returnWindow(s *clientStream, n int64) {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	cc.returnedConn += n
+	flush := false
+	if cc.returnedConn >= int64(cc.opts.ConnWindow)/4 {
+		cc.fr.WriteWindowUpdate(0, uint32(cc.returnedConn))
+		cc.mu.Lock()
+		cc.recvWindow += cc.returnedConn
+		cc.mu.Unlock()
+		cc.returnedConn = 0
+		flush = true
+	}
+	if s != nil {
+		s.mu.Lock()
+		s.returned += n
+		inc := int64(0)
+		if s.returned >= int64(cc.opts.StreamWindow)/4 && !s.remoteEnd {
+			inc, s.returned = s.returned, 0
+			s.recvWindow += inc
+		}
+		s.mu.Unlock()
+		if inc > 0 {
+			cc.fr.WriteWindowUpdate(s.id, uint32(inc))
+			flush = true
+		}
+	}
+	if flush {
+		cc.flushLocked()
+	}
+}
+
+// headers decodes a header block fragment of stream id.
+func (cc *ClientConn) headers(id uint32, frag []byte, endHeaders, endStream bool) error {
+	if cc.blockSize == 0 && cc.decoding == nil {
+		cc.decoding = cc.stream(id)
+		cc.decodingEnds = endStream
+		cc.decErr = nil
+		cc.trailers = cc.decoding != nil && cc.decoding.finalHead()
+		if cc.decoding != nil {
+			cc.decoding.beginBlock(cc.trailers)
+		}
+	}
+	cc.blockSize += len(frag)
+	if cc.blockSize > 2*int(cc.opts.MaxHeaderListSize)+16<<10 {
+		return connError{http2.ErrCodeEnhanceYourCalm, "upstream header block too large"}
+	}
+	if _, err := cc.dec.Write(frag); err != nil {
+		return connError{http2.ErrCodeCompression, "upstream header block: " + err.Error()}
+	}
+	if !endHeaders {
+		return nil
+	}
+	if err := cc.dec.Close(); err != nil {
+		return connError{http2.ErrCodeCompression, "upstream header block: " + err.Error()}
+	}
+	s, decErr, ends := cc.decoding, cc.decErr, cc.decodingEnds
+	cc.decoding, cc.blockSize = nil, 0
+	if s == nil {
+		return nil // a stream strait is done with
+	}
+	if decErr != nil {
+		cc.resetStream(id, http2.ErrCodeProtocol, decErr)
+		return nil
+	}
+	if err := s.endBlock(ends); err != nil {
+		cc.resetStream(id, http2.ErrCodeProtocol, err)
+	}
+	return nil
+}
+
+// emit takes one decoded field for the stream being decoded.
+func (cc *ClientConn) emit(f hpack.HeaderField) {
+	if cc.decoding == nil || cc.decErr != nil {
+		return
+	}
+	cc.decErr = cc.decoding.field(f, cc.trailers, cc.opts.MaxHeaderListSize)
+}
+
+// open gives s a stream id and writes its head; cc.wmu is held, so ids
+// go out in order.
+func (cc *ClientConn) openLocked(s *clientStream) error {
+	cc.mu.Lock()
+	switch {
+	case cc.err != nil:
+		cc.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrUnprocessed, cc.err)
+	case cc.goneAway:
+		cc.mu.Unlock()
+		return fmt.Errorf("%w: the connection is going away", ErrUnprocessed)
+	case len(cc.streams) >= cc.maxStreams:
+		cc.mu.Unlock()
+		return fmt.Errorf("%w: %d streams open, the upstream's limit", ErrUnprocessed, len(cc.streams))
+	case cc.nextID > maxWindow:
+		cc.mu.Unlock()
+		return fmt.Errorf("%w: stream ids used up", ErrUnprocessed)
+	}
+	s.id = cc.nextID
+	cc.nextID += 2
+	s.sendWindow = int64(cc.peerWindow)
+	s.recvWindow = int64(cc.opts.StreamWindow)
+	cc.streams[s.id] = s
+	cc.mu.Unlock()
+	return nil
+}
+
+// clientStream is one exchange on a ClientConn: the istream.Upstream the
+// forwarding path drives.
+type clientStream struct {
+	cc *ClientConn
+	id uint32
+
+	// The request: the exchange's goroutine, its frames under cc.wmu.
+	limit, readIdle time.Duration
+	sendWindow      int64 // under cc.wmu
+	hbuf, lower     []byte
+	written         int64
+	lastWrite       time.Duration
+	endSent         bool
+	opened          bool
+
+	// The response, under mu.
+	mu         sync.Mutex
+	cond       sync.Cond
+	heads      []*respHead // received, not yet read
+	cur        *respHead   // the one being decoded
+	final      bool        // a final head came
+	buf, spare []byte
+	got        int64 // body bytes received
+	length     int64 // content-length; -1: none
+	remoteEnd  bool
+	eof        bool
+	err        error
+	recvWindow int64
+	returned   int64
+	trailer    header.Header
+	timer      *time.Timer
+	intr       [2]atomic.Bool
+	shared     atomic.Int32
+
+	out istream.Response
+}
+
+type respHead struct {
+	status int
+	hdr    header.Header
+	length int64
+	size   int
+}
+
+var _ istream.Upstream = (*clientStream)(nil)
+
+func (s *clientStream) Begin(limit, write, read time.Duration) {
+	s.limit, s.readIdle = limit, read
+}
+
+// WriteHead opens the stream with the request head. The Host field, or
+// host, becomes :authority.
+func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, host string, body int64, upgrade []byte) error {
+	if len(upgrade) > 0 {
+		return errors.New("http2: no protocol upgrade to an HTTP/2 upstream")
+	}
+	authority := []byte(host)
+	if h != nil {
+		if v := h.Get("host"); len(v) > 0 {
+			authority = v
+		}
+	}
+	b := s.hbuf[:0]
+	b = appendField(b, []byte(":method"), []byte(method))
+	b = appendField(b, []byte(":scheme"), s.cc.scheme)
+	b = appendField(b, []byte(":authority"), authority)
+	b = appendField(b, []byte(":path"), path)
+	var ok bool
+	b, s.lower, ok = appendRequestHeader(b, h, s.lower)
+	if !ok {
+		return errInvalidField
+	}
+	if body > 0 {
+		var num [20]byte
+		b = appendField(b, []byte("content-length"), strconv.AppendInt(num[:0], body, 10))
+	}
+	s.hbuf = b
+	cc := s.cc
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if err := cc.openLocked(s); err != nil {
+		return err
+	}
+	s.opened = true
+	s.lastWrite = mono.Now()
+	if err := s.writeBlockLocked(b, body == 0); err != nil {
+		return err
+	}
+	s.written += int64(len(b))
+	if body == 0 {
+		s.endSent = true
+	}
+	return nil
+}
+
+// appendRequestHeader appends h's fields for an HTTP/2 request: names in
+// lower case, without Host (:authority says it) and the fields HTTP/2
+// forbids; TE only as "trailers".
+func appendRequestHeader(b []byte, h *header.Header, lower []byte) ([]byte, []byte, bool) {
+	if h == nil {
+		return b, lower, true
+	}
+	for _, f := range h.Fields() {
+		lower = lower[:0]
+		for _, c := range f.Name {
+			if !isTokenChar(c) {
+				return b, lower, false
+			}
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			lower = append(lower, c)
+		}
+		switch {
+		case len(lower) == 0, connectionSpecific(lower), string(lower) == "host", string(lower) == "content-length":
+			continue
+		case string(lower) == "te":
+			if !header.EqualFold(f.Value, "trailers") {
+				continue
+			}
+		}
+		if !validValue(f.Value) {
+			return b, lower, false
+		}
+		b = appendField(b, lower, f.Value)
+	}
+	return b, lower, true
+}
+
+// writeBlockLocked writes a header block as HEADERS and CONTINUATION
+// frames; cc.wmu is held.
+func (s *clientStream) writeBlockLocked(b []byte, end bool) error {
+	cc := s.cc
+	if cc.werr != nil {
+		return cc.werr
+	}
+	max := int(cc.peerFrameSize)
+	first := b[:min(len(b), max)]
+	err := cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: first, EndStream: end, EndHeaders: len(first) == len(b)})
+	for b = b[len(first):]; err == nil && len(b) > 0; {
+		n := min(len(b), max)
+		err = cc.fr.WriteContinuation(s.id, n == len(b), b[:n])
+		b = b[n:]
+	}
+	return err
+}
+
+// WriteBody writes p as DATA frames, as the windows allow.
+func (s *clientStream) WriteBody(p []byte) error {
+	cc := s.cc
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	deadline := mono.Now() + cc.writeTimeout()
+	for len(p) > 0 {
+		if err := s.writableLocked(deadline); err != nil {
+			return err
+		}
+		n := min(int64(len(p)), s.sendWindow, cc.sendWindow, int64(cc.peerFrameSize))
+		if err := cc.fr.WriteData(s.id, false, p[:n]); err != nil {
+			return err
+		}
+		s.sendWindow -= n
+		cc.sendWindow -= n
+		s.written += n
+		p = p[n:]
+	}
+	s.lastWrite = mono.Now()
+	return nil
+}
+
+// writableLocked waits until both windows are open, the stream or
+// connection fails, it is interrupted, or deadline passes.
+func (s *clientStream) writableLocked(deadline time.Duration) error {
+	cc := s.cc
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		if cc.werr != nil {
+			return cc.werr
+		}
+		if err := s.failed(); err != nil {
+			return err
+		}
+		if s.intr[istream.Write].Load() {
+			return errInterrupted
+		}
+		if s.sendWindow > 0 && cc.sendWindow > 0 {
+			return nil
+		}
+		now := mono.Now()
+		if now >= deadline || s.limit != 0 && now >= s.limit {
+			return errDeadline
+		}
+		if t == nil {
+			t = time.AfterFunc(deadline-now, func() {
+				cc.wmu.Lock()
+				cc.wcond.Broadcast()
+				cc.wmu.Unlock()
+			})
+		}
+		cc.wcond.Wait()
+	}
+}
+
+var errInterrupted = errors.New("http2: wait interrupted")
+
+func (s *clientStream) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *clientStream) Flush() error {
+	cc := s.cc
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	cc.flushLocked()
+	return cc.werr
+}
+
+// EndBody ends the request: trailers, or an empty DATA frame, with
+// END_STREAM.
+func (s *clientStream) EndBody(trailer *header.Header) error {
+	cc := s.cc
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if s.endSent {
+		return nil
+	}
+	var err error
+	if trailer != nil && trailer.Len() > 0 {
+		b, lower, ok := appendRequestHeader(s.hbuf[:0], trailer, s.lower)
+		s.hbuf, s.lower = b, lower
+		if !ok {
+			return errInvalidField
+		}
+		err = s.writeBlockLocked(b, true)
+	} else {
+		err = cc.fr.WriteData(s.id, true, nil)
+	}
+	if err == nil {
+		s.endSent = true
+		cc.flushLocked()
+		err = cc.werr
+	}
+	return err
+}
+
+func (s *clientStream) Written() int64           { return s.written }
+func (s *clientStream) LastWrite() time.Duration { return s.lastWrite }
+
+// ReadHead returns the next response head, interim or final, waiting
+// until from+wait at most.
+func (s *clientStream) ReadHead(method string, from, wait time.Duration) (*istream.Response, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	deadline := from + wait
+	if s.limit != 0 && s.limit < deadline {
+		deadline = s.limit
+	}
+	for len(s.heads) == 0 {
+		if err := s.waitLocked(deadline, istream.Read); err != nil {
+			return nil, err
+		}
+	}
+	h := s.heads[0]
+	s.heads = s.heads[1:]
+	s.out = istream.Response{Status: h.status, Header: &h.hdr, Length: -1}
+	switch {
+	case method == "HEAD" || h.status == 204 || h.status == 304 || h.status < 200:
+		s.out.Length = 0
+	case h.length >= 0:
+		s.out.Length = h.length
+	case s.remoteEnd && len(s.heads) == 0 && s.got == 0:
+		s.out.Length = 0 // END_STREAM on the head: no body
+	}
+	return &s.out, nil
+}
+
+// waitLocked waits on s.cond until something changes, the stream is
+// interrupted in direction d or fails, or deadline passes; s.mu is held.
+func (s *clientStream) waitLocked(deadline time.Duration, d istream.Dir) error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.intr[d].Load() {
+		return errInterrupted
+	}
+	now := mono.Now()
+	if now >= deadline {
+		return errDeadline
+	}
+	if s.timer == nil {
+		s.timer = time.AfterFunc(deadline-now, s.wake)
+	} else {
+		s.timer.Reset(deadline - now)
+	}
+	s.cond.Wait()
+	return nil
+}
+
+func (s *clientStream) wake() {
+	s.mu.Lock()
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// ReadBody returns the next piece of the response body; io.EOF with the
+// last.
+func (s *clientStream) ReadBody() ([]byte, error) {
+	s.mu.Lock()
+	deadline := mono.Now() + cmpOr(s.readIdle, 60*time.Second)
+	if s.limit != 0 && s.limit < deadline {
+		deadline = s.limit
+	}
+	for len(s.buf) == 0 && !s.remoteEnd {
+		if err := s.waitLocked(deadline, istream.Read); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
+	if len(s.buf) == 0 && s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return nil, err
+	}
+	p := s.buf
+	s.buf, s.spare = s.spare[:0], p
+	end := s.remoteEnd && len(s.buf) == 0
+	if end {
+		s.eof = true
+	}
+	s.mu.Unlock()
+	if n := int64(len(p)); n > 0 {
+		s.cc.returnWindow(s, n)
+	}
+	if end {
+		return p, io.EOF
+	}
+	return p, nil
+}
+
+func (s *clientStream) BodyBuffered() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.buf) > 0 || s.remoteEnd
+}
+
+func (s *clientStream) BodyDone() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.eof
+}
+
+func (s *clientStream) Trailer() *header.Header { return &s.trailer }
+
+// Finish ends the exchange: a stream not done both ways is reset. The
+// connection goes on unless it failed or is going away.
+func (s *clientStream) Finish(sentWhole bool) bool {
+	s.mu.Lock()
+	doneBoth := s.remoteEnd && s.endSent && s.err == nil
+	s.mu.Unlock()
+	cc := s.cc
+	if s.opened && cc.remove(s.id) != nil && !doneBoth {
+		cc.wmu.Lock()
+		cc.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+		cc.flushLocked()
+		cc.wmu.Unlock()
+	}
+	s.opened = false
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	return cc.Usable()
+}
+
+// Detach is not offered: an HTTP/2 stream has no connection of its own to
+// hand to a tunnel.
+func (s *clientStream) Detach() (net.Conn, []byte) { return nil, nil }
+
+func (s *clientStream) Streams() int { return s.cc.Streams() }
+
+// Close abandons the exchange: its stream is reset.
+func (s *clientStream) Close() error {
+	s.Finish(false)
+	return nil
+}
+
+func (s *clientStream) Share()   { s.shared.Add(1) }
+func (s *clientStream) Unshare() { s.shared.Add(-1) }
+
+func (s *clientStream) Interrupt(d istream.Dir) {
+	s.intr[d].Store(true)
+	s.wake()
+	if d == istream.Write {
+		s.cc.wmu.Lock()
+		s.cc.wcond.Broadcast()
+		s.cc.wmu.Unlock()
+	}
+}
+
+func (s *clientStream) Interrupted(d istream.Dir) bool { return s.intr[d].Load() }
+func (s *clientStream) ClearInterrupt(d istream.Dir)   { s.intr[d].Store(false) }
+
+// fail ends the stream with err; its waits return it.
+func (s *clientStream) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.cc.wmu.Lock()
+	s.cc.wcond.Broadcast()
+	s.cc.wmu.Unlock()
+}
+
+func (s *clientStream) finalHead() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.final
+}
+
+// beginBlock readies a head or the trailers for decoding (the reader's).
+func (s *clientStream) beginBlock(trailers bool) {
+	if trailers {
+		s.trailer.Reset()
+		return
+	}
+	s.cur = &respHead{length: -1}
+}
+
+// field takes one decoded field of a response head or trailers.
+func (s *clientStream) field(f hpack.HeaderField, trailers bool, maxList uint32) error {
+	name, value := f.Name, f.Value
+	if len(name) == 0 {
+		return errors.New("http2: upstream field with an empty name")
+	}
+	if !validValue([]byte(value)) {
+		return fmt.Errorf("http2: upstream field %q has an invalid value", name)
+	}
+	if name[0] == ':' {
+		if trailers || name != ":status" || s.cur.status != 0 || s.cur.hdr.Len() > 0 {
+			return fmt.Errorf("http2: upstream pseudo-field %q out of place", name)
+		}
+		code, err := strconv.Atoi(value)
+		if err != nil || len(value) != 3 || code < 100 || code > 999 {
+			return fmt.Errorf("http2: upstream :status %q", value)
+		}
+		s.cur.status = code
+		return nil
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !isTokenChar(c) || 'A' <= c && c <= 'Z' {
+			return fmt.Errorf("http2: upstream field name %q", name)
+		}
+	}
+	if connectionSpecific([]byte(name)) {
+		return fmt.Errorf("http2: connection-specific field %q from upstream", name)
+	}
+	if trailers {
+		s.trailer.Add(name, value)
+		return nil
+	}
+	s.cur.size += len(name) + len(value) + 32
+	if s.cur.size > int(maxList) {
+		return errors.New("http2: upstream response head over the header list limit")
+	}
+	if name == "content-length" {
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || n < 0 || s.cur.length >= 0 && s.cur.length != n {
+			return fmt.Errorf("http2: upstream content-length %q", value)
+		}
+		s.cur.length = n
+	}
+	s.cur.hdr.Add(name, value)
+	return nil
+}
+
+// endBlock hands a decoded head (or the trailers) to the exchange.
+func (s *clientStream) endBlock(endStream bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final { // trailers
+		if !endStream {
+			return errors.New("http2: upstream trailers without END_STREAM")
+		}
+		return s.endLocked()
+	}
+	h := s.cur
+	s.cur = nil
+	switch {
+	case h.status == 0:
+		return errors.New("http2: upstream response without :status")
+	case h.status == 101:
+		return errors.New("http2: 101 from an HTTP/2 upstream")
+	case h.status < 200 && endStream:
+		return errors.New("http2: interim response with END_STREAM")
+	}
+	s.heads = append(s.heads, h)
+	if h.status >= 200 {
+		s.final = true
+		s.length = h.length
+	}
+	if endStream {
+		if err := s.endLocked(); err != nil {
+			return err
+		}
+	}
+	s.cond.Broadcast()
+	return nil
+}
+
+// endLocked marks the response complete, checking its length.
+func (s *clientStream) endLocked() error {
+	if s.length >= 0 && s.got != s.length {
+		return fmt.Errorf("http2: upstream sent %d body bytes, content-length %d", s.got, s.length)
+	}
+	s.remoteEnd = true
+	s.cond.Broadcast()
+	return nil
+}
+
+// received takes a DATA frame's payload; n is its flow-controlled length.
+func (s *clientStream) received(p []byte, n int64, end bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case !s.final:
+		return errors.New("http2: upstream DATA before the response head")
+	case s.remoteEnd:
+		return errors.New("http2: upstream DATA after END_STREAM")
+	case n > s.recvWindow:
+		return errors.New("http2: upstream sent past the stream window")
+	}
+	s.recvWindow -= n
+	s.got += int64(len(p))
+	if s.length >= 0 && s.got > s.length {
+		return fmt.Errorf("http2: upstream sent more than content-length %d", s.length)
+	}
+	s.buf = append(s.buf, p...)
+	if end {
+		return s.endLocked()
+	}
+	s.cond.Broadcast()
+	return nil
+}
