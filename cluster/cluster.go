@@ -47,17 +47,18 @@ type Options struct {
 type Cluster struct {
 	Name string
 
-	policy  string
-	key     hashKey
-	failAll bool  // with every endpoint down, fail rather than use them
-	retryOn []int // statuses a try is retried on
-	ejects  bool  // passive outlier detection is on
-	outlier health.OutlierConfig
-	check   *health.CheckConfig // nil: no active checks
-	static  []balance.Endpoint  // endpoints from the config
-	logger  *slog.Logger
-	tls     *tls.Config // to the endpoints; nil for plain text
-	tlsKey  string      // what tells its connections from others' in the pool
+	policy   string
+	key      hashKey
+	failAll  bool  // with every endpoint down, fail rather than use them
+	retryOn  []int // statuses a try is retried on
+	ejects   bool  // passive outlier detection is on
+	outlier  health.OutlierConfig
+	check    *health.CheckConfig // nil: no active checks
+	static   []balance.Endpoint  // endpoints from the config
+	logger   *slog.Logger
+	tls      *tls.Config // to the endpoints; nil for plain text
+	tlsKey   string      // what tells its connections from others' in the pool
+	protocol string      // proxy.Peer.Protocol
 
 	// set is the endpoints requests pick from now. A change (a DNS
 	// answer) swaps in a new set; calls in flight finish on theirs.
@@ -165,15 +166,16 @@ func New(cc *config.Cluster, o Options) (*Cluster, error) {
 	if b := cc.RetryBudget; b.Min > 0 {
 		c.minRetries = int64(b.Min)
 	}
+	c.protocol = cc.Protocol
 	if cc.TLS != nil {
-		if c.tls, err = clientTLS(cc.TLS); err != nil {
+		if c.tls, err = clientTLS(cc.TLS, cc.Protocol == "h2"); err != nil {
 			return nil, fmt.Errorf("cluster %q: tls: %w", cc.Name, err)
 		}
 		if cc.TLS.InsecureSkipVerify {
 			c.logger.Warn("tls: insecure_skip_verify: the endpoints' certificates are not verified")
 		}
 		t := cc.TLS
-		c.tlsKey = fmt.Sprintf(" tls sni=%s ca=%s cert=%s alpn=%v min=%s insecure=%v", t.ServerName, t.CAFile, t.Cert, t.ALPN, t.MinVersion, t.InsecureSkipVerify)
+		c.tlsKey = fmt.Sprintf(" tls sni=%s ca=%s cert=%s alpn=%v min=%s insecure=%v protocol=%s", t.ServerName, t.CAFile, t.Cert, t.ALPN, t.MinVersion, t.InsecureSkipVerify, cc.Protocol)
 	}
 	if d := cc.DNS; len(d.Names) > 0 || len(d.SRV) > 0 {
 		if c.dns, err = newDiscovery(&d); err != nil {
@@ -216,7 +218,10 @@ func (c *Cluster) swap(eps []balance.Endpoint) bool {
 	addrs := make([]string, len(eps))
 	for i, e := range eps {
 		addrs[i] = e.Name
-		peer := proxy.Peer{Addr: e.Name, Name: c.Name + "/" + e.Name}
+		peer := proxy.Peer{Addr: e.Name, Name: c.Name + "/" + e.Name, Protocol: c.protocol}
+		if c.protocol == "h2c" {
+			peer.Key = e.Name + " h2c" // not an HTTP/1.1 connection to the same address
+		}
 		if c.tls != nil {
 			peer.TLS = c.tls
 			if c.tls.ServerName == "" {
@@ -387,8 +392,9 @@ func parseHashKey(s string) (hashKey, error) {
 }
 
 // clientTLS is the TLS config t describes, with a session cache shared by
-// the cluster's connections.
-func clientTLS(t *config.ClusterTLS) (*tls.Config, error) {
+// the cluster's connections. With h2, ALPN offers HTTP/2 first unless t
+// says what to offer.
+func clientTLS(t *config.ClusterTLS, h2 bool) (*tls.Config, error) {
 	cfg := &tls.Config{
 		ServerName:         t.ServerName,
 		MinVersion:         tls.VersionTLS12,
@@ -396,7 +402,11 @@ func clientTLS(t *config.ClusterTLS) (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify,
 		ClientSessionCache: tls.NewLRUClientSessionCache(256),
 	}
-	if len(cfg.NextProtos) == 0 {
+	switch {
+	case len(cfg.NextProtos) > 0:
+	case h2:
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	default:
 		cfg.NextProtos = []string{"http/1.1"}
 	}
 	if t.MinVersion == "1.3" {

@@ -303,6 +303,10 @@ type Cluster struct {
 	DNS DNS `yaml:"dns"`
 	// TLS, if set, makes connections to the endpoints TLS.
 	TLS *ClusterTLS `yaml:"tls"`
+	// Protocol is how strait speaks to the endpoints: h1 (the default:
+	// HTTP/1.1), h2 (HTTP/2 over TLS, by ALPN; needs tls) or h2c (HTTP/2
+	// in cleartext, with prior knowledge).
+	Protocol string `yaml:"protocol"`
 }
 
 // ClusterTLS is TLS to a cluster's endpoints (docs/config.md).

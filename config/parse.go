@@ -268,6 +268,13 @@ func (v *validator) config(c *Config) {
 			}
 			v.oneOf(at(tp, "min_version"), t.MinVersion, "1.2", "1.3")
 		}
+		v.oneOf(at(p, "protocol"), cl.Protocol, "h1", "h2", "h2c")
+		switch {
+		case cl.Protocol == "h2" && cl.TLS == nil:
+			v.errorf(at(p, "protocol"), "h2 is HTTP/2 over TLS: add tls, or use h2c for cleartext")
+		case cl.Protocol == "h2c" && cl.TLS != nil:
+			v.errorf(at(p, "protocol"), "h2c is HTTP/2 in cleartext: with tls, use h2")
+		}
 		for j, ep := range cl.Endpoints {
 			if _, _, err := ParseEndpoint(ep); err != nil {
 				v.errorf(at(p, "endpoints", j), "%v", err)

@@ -11,11 +11,13 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/h1"
+	"github.com/straitproxy/strait/internal/h2"
 	"github.com/straitproxy/strait/internal/hop"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/sockio"
@@ -24,10 +26,31 @@ import (
 
 // upstreamConn is a connection to a peer as the pool keeps it.
 type upstreamConn interface {
-	stream.Upstream
-	// Quiet reports whether the idle connection is open and holds no
-	// bytes its peer sent after its last response.
+	Close() error
+	Streams() int
+	// Quiet reports whether the connection may take an exchange: open,
+	// and (HTTP/1.1) holding no bytes its peer sent after its last
+	// response, or (HTTP/2) not going away.
 	Quiet() bool
+	// Exchange returns the exchange to run on the connection: itself for
+	// HTTP/1.1, a new stream for HTTP/2.
+	Exchange() stream.Upstream
+}
+
+// h2Conn is an HTTP/2 connection to a peer, as the pool keeps it.
+type h2Conn struct {
+	*h2.ClientConn
+	closed atomic.Bool
+}
+
+func (c *h2Conn) Quiet() bool               { return c.Usable() }
+func (c *h2Conn) Exchange() stream.Upstream { return c.NewStream() }
+
+func (c *h2Conn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		fdlimit.ReleaseSocket()
+	}
+	return c.ClientConn.Close()
 }
 
 // idempotent reports whether a request with this method may be sent twice
@@ -140,6 +163,17 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 			err = fmt.Errorf("tls: %w", err)
 		}
 	}
+	var c2 *h2.ClientConn
+	if err == nil && (peer.Protocol == "h2c" || tc != nil && tc.ConnectionState().NegotiatedProtocol == "h2") {
+		o := h2.ClientOptions{Scheme: "http", Write: srv.opts.Timeouts.UpstreamWrite}
+		conn := nc
+		if tc != nil {
+			o.Scheme, conn = "https", tc
+		}
+		if c2, err = h2.NewClientConn(conn, o); err != nil {
+			nc.Close()
+		}
+	}
 	cancel()
 	s.Stats.UpstreamDial = mono.Now() - start
 	if err != nil {
@@ -155,6 +189,12 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 		return nil, 0, e
 	}
 	srv.counters.UpstreamDials.Add(1)
+	if c2 != nil {
+		u := &h2Conn{ClientConn: c2}
+		// Shared at once: exchanges that come meanwhile take its streams.
+		srv.pool.p.Add(poolKey(peer), u, start)
+		return u, start, nil
+	}
 	if tc != nil {
 		return h1.NewUpstreamWrapped(tc, under, srv.opts.Limits.UpstreamHead), start, nil
 	}
@@ -180,15 +220,16 @@ func isTimeout(err error) bool {
 
 // exchange sends the request on up and relays the response. On return up
 // is back in the pool or closed, and nothing else runs on either stream.
-func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Error {
+func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *Error {
 	srv := x.srv
 	s := &x.sess
 	ds := x.ds
 	t := &srv.opts.Timeouts
+	up := conn.Exchange()
 	x.up = up
 	sentWhole := false
 	defer func() {
-		srv.pool.p.Release(key, up, up.Finish(sentWhole), created, mono.Now())
+		srv.pool.p.Release(key, conn, up.Finish(sentWhole), created, mono.Now())
 	}()
 	limit := time.Duration(0)
 	if total := timeout(s.Override.UpstreamTotal, t.UpstreamTotal); total > 0 {
@@ -215,6 +256,10 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 		body = -1
 	}
 	if err := up.WriteHead(s.Request.Method, s.Request.Path, &s.Request.Header, s.Stats.Peer, body, upgrade); err != nil {
+		if errors.Is(err, stream.ErrUnprocessed) {
+			// An HTTP/2 connection that could not open the stream.
+			return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream stream", Err: err, Retry: true}
+		}
 		// Only a field or path a filter set can be refused here.
 		return &Error{Side: Internal, Kind: KindFilter, Status: 500, Where: "upstream request head", Err: err}
 	}
@@ -297,7 +342,9 @@ func (x *call) exchange(up upstreamConn, key string, created time.Duration) *Err
 		length = represented
 	case resp.Length == 0:
 		length = 0
-	case resp.Length > 0 && srv.phases.ResponseBodyFilter == nil:
+	case resp.Length > 0 && srv.phases.ResponseBodyFilter == nil && len(s.Response.Header.Get("trailer")) == 0:
+		// (A response that declares trailers goes chunked to an HTTP/1.1
+		// client, which could not get them with a length.)
 		length = resp.Length
 	}
 	reason := resp.Reason
@@ -379,6 +426,12 @@ func (x *call) exchangeFailed(up stream.Upstream, e *Error) *Error {
 		return &Error{Side: Downstream, Kind: KindDownstreamGone, Where: "client closed while waiting for the upstream"}
 	case be != nil && be != errBodyAborted && be.Side != Upstream:
 		return be // the client's body broke, or a body filter failed
+	}
+	if !s.answered && errors.Is(e.Err, stream.ErrUnprocessed) {
+		// The peer said it did not process the request (HTTP/2): it may
+		// go again, whatever its method.
+		e.Retry = true
+		return e
 	}
 	if e.Side == Upstream && e.Kind == KindClosed && !s.answered && (e.Err == io.EOF || isReset(e.Err)) {
 		// A reused connection the origin closed as we sent, with nothing

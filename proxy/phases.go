@@ -92,7 +92,12 @@ type Peer struct {
 	// roots, client certificate, ALPN).
 	TLS *tls.Config
 	// Key names the connections to the peer that the pool may reuse for
-	// it: peers whose connections differ (TLS identity, say) need keys of
-	// their own. Addr if empty.
+	// it: peers whose connections differ (TLS identity, protocol) need
+	// keys of their own. Addr if empty.
 	Key string
+	// Protocol is how strait speaks to the peer: "" or "h1" HTTP/1.1;
+	// "h2c" HTTP/2 in cleartext with prior knowledge; "h2" HTTP/2 over
+	// TLS (TLS must be set), by ALPN, falling back to HTTP/1.1 if the peer
+	// picks that.
+	Protocol string
 }

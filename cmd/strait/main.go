@@ -179,7 +179,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	listen := fs.String("listen", "", "`address` to listen on (host:port)")
 	var upstreams urlList
-	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port); repeat for more")
+	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port, https://host:port, or h2c://host:port for HTTP/2 in cleartext); repeat for more")
 	accessLog := fs.Bool("access-log", false, "write one log line per request to standard error")
 	tryTimeout := fs.Duration("try-timeout", 0, "bound each `try` of a request upstream (default none)")
 	adminFlag := fs.String("admin", "", "serve the admin API (metrics, clusters) on this loopback `address` (default none)")
@@ -198,18 +198,18 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	scheme := ""
 	for _, raw := range upstreams {
 		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			fmt.Fprintf(stderr, "strait proxy: --upstream %q: want http://host:port or https://host:port\n", raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			fmt.Fprintf(stderr, "strait proxy: --upstream %q: want http://host:port, https://host:port or h2c://host:port\n", raw)
 			return 2
 		}
 		if scheme != "" && u.Scheme != scheme {
-			fmt.Fprintln(stderr, "strait proxy: the --upstream URLs mix http and https: one cluster speaks one")
+			fmt.Fprintln(stderr, "strait proxy: the --upstream URLs mix schemes: one cluster speaks one protocol")
 			return 2
 		}
 		scheme = u.Scheme
 		host := u.Host
 		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[scheme])
+			host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443", "h2c": "80"}[scheme])
 		}
 		endpoints = append(endpoints, host)
 	}
@@ -232,8 +232,11 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		Listeners: []config.Listener{listener},
 		Clusters:  []config.Cluster{{Name: "upstream", Endpoints: endpoints}},
 	}
-	if scheme == "https" {
+	switch scheme {
+	case "https":
 		cfg.Clusters[0].TLS = &config.ClusterTLS{} // verified against the system's roots
+	case "h2c":
+		cfg.Clusters[0].Protocol = "h2c"
 	}
 	if len(endpoints) > 1 {
 		// Resilient out of the box: outlier detection is on by default;

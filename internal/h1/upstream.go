@@ -131,6 +131,9 @@ func (u *Upstream) Close() error {
 	return u.sock.NC.Close()
 }
 
+// Exchange returns u: an HTTP/1.1 connection is its exchange.
+func (u *Upstream) Exchange() stream.Upstream { return u }
+
 // Streams is 1: HTTP/1.1 carries one exchange at a time.
 func (u *Upstream) Streams() int { return 1 }
 

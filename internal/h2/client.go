@@ -74,12 +74,6 @@ type ClientOptions struct {
 	Write time.Duration
 }
 
-// ErrUnprocessed is what an exchange fails with when the peer did not
-// process its request (GOAWAY above it, REFUSED_STREAM, or no stream
-// could be opened): it may go again, on another connection, whatever its
-// method (RFC 9113 §8.7).
-var ErrUnprocessed = errors.New("http2: the upstream did not process the request")
-
 var (
 	errClientClosed  = errors.New("http2: upstream connection closed")
 	errUpstreamReset = errors.New("http2: the upstream reset the stream")
@@ -293,7 +287,7 @@ func (cc *ClientConn) handle(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		err := fmt.Errorf("%w: %v", errUpstreamReset, f.ErrCode)
 		if f.ErrCode == http2.ErrCodeRefusedStream {
-			err = fmt.Errorf("%w: REFUSED_STREAM", ErrUnprocessed)
+			err = fmt.Errorf("%w: REFUSED_STREAM", istream.ErrUnprocessed)
 		}
 		if s := cc.remove(f.StreamID); s != nil {
 			s.fail(err)
@@ -371,7 +365,7 @@ func (cc *ClientConn) goAway(last uint32) {
 	}
 	cc.mu.Unlock()
 	for _, s := range unprocessed {
-		s.fail(fmt.Errorf("%w: GOAWAY", ErrUnprocessed))
+		s.fail(fmt.Errorf("%w: GOAWAY", istream.ErrUnprocessed))
 	}
 }
 
@@ -513,16 +507,16 @@ func (cc *ClientConn) openLocked(s *clientStream) error {
 	switch {
 	case cc.err != nil:
 		cc.mu.Unlock()
-		return fmt.Errorf("%w: %w", ErrUnprocessed, cc.err)
+		return fmt.Errorf("%w: %w", istream.ErrUnprocessed, cc.err)
 	case cc.goneAway:
 		cc.mu.Unlock()
-		return fmt.Errorf("%w: the connection is going away", ErrUnprocessed)
+		return fmt.Errorf("%w: the connection is going away", istream.ErrUnprocessed)
 	case len(cc.streams) >= cc.maxStreams:
 		cc.mu.Unlock()
-		return fmt.Errorf("%w: %d streams open, the upstream's limit", ErrUnprocessed, len(cc.streams))
+		return fmt.Errorf("%w: %d streams open, the upstream's limit", istream.ErrUnprocessed, len(cc.streams))
 	case cc.nextID > maxWindow:
 		cc.mu.Unlock()
-		return fmt.Errorf("%w: stream ids used up", ErrUnprocessed)
+		return fmt.Errorf("%w: stream ids used up", istream.ErrUnprocessed)
 	}
 	s.id = cc.nextID
 	cc.nextID += 2
@@ -600,6 +594,9 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 	b = appendField(b, []byte(":scheme"), s.cc.scheme)
 	b = appendField(b, []byte(":authority"), authority)
 	b = appendField(b, []byte(":path"), path)
+	// strait takes trailers from an HTTP/2 upstream whatever its client
+	// said (TE is hop-by-hop): gRPC servers want to be told.
+	b = appendField(b, []byte("te"), []byte("trailers"))
 	var ok bool
 	b, s.lower, ok = appendRequestHeader(b, h, s.lower)
 	if !ok {
@@ -629,8 +626,8 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 }
 
 // appendRequestHeader appends h's fields for an HTTP/2 request: names in
-// lower case, without Host (:authority says it) and the fields HTTP/2
-// forbids; TE only as "trailers".
+// lower case, without Host (:authority says it), TE (strait's own) and
+// the fields HTTP/2 forbids.
 func appendRequestHeader(b []byte, h *header.Header, lower []byte) ([]byte, []byte, bool) {
 	if h == nil {
 		return b, lower, true
@@ -646,13 +643,12 @@ func appendRequestHeader(b []byte, h *header.Header, lower []byte) ([]byte, []by
 			}
 			lower = append(lower, c)
 		}
-		switch {
-		case len(lower) == 0, connectionSpecific(lower), string(lower) == "host", string(lower) == "content-length":
+		switch string(lower) {
+		case "", "host", "content-length", "te":
 			continue
-		case string(lower) == "te":
-			if !header.EqualFold(f.Value, "trailers") {
-				continue
-			}
+		}
+		if connectionSpecific(lower) {
+			continue
 		}
 		if !validValue(f.Value) {
 			return b, lower, false

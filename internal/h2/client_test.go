@@ -169,7 +169,7 @@ func TestClientExchanges(t *testing.T) {
 	big := bytes.Repeat([]byte("u"), 3<<20) // over the peer's windows
 	sum := sha256.Sum256(big)
 	r, err = exchange(cc, "POST", "/trailer", []string{"Trailer", "X-Req-T"}, big, []string{"X-Req-T", "rt"})
-	want := fmt.Sprintf(`POST /trailer origin.test te="" x="" len=%d sum=%x req-trailer="rt"`, len(big), sum[:4])
+	want := fmt.Sprintf(`POST /trailer origin.test te="trailers" x="" len=%d sum=%x req-trailer="rt"`, len(big), sum[:4])
 	if err != nil || r.status != 200 || r.header["x-seen"] != want || r.trailer["x-sum"] != fmt.Sprintf("%x", sum[:4]) {
 		t.Fatalf("POST with trailers: %+v %v", r, err)
 	}
@@ -250,7 +250,7 @@ func TestClientMaxStreams(t *testing.T) {
 			t.Fatalf("%d streams open, want 3", n)
 		}
 	}
-	if _, err := exchange(cc, "GET", "/", nil, nil, nil); !errors.Is(err, ErrUnprocessed) {
+	if _, err := exchange(cc, "GET", "/", nil, nil, nil); !errors.Is(err, istream.ErrUnprocessed) {
 		t.Errorf("a fourth stream: %v, want ErrUnprocessed", err)
 	}
 	close(release)
@@ -338,7 +338,7 @@ func TestClientGoAway(t *testing.T) {
 		}
 	}
 	_, err = exchange(cc, "GET", "/2", nil, nil, nil)
-	if !errors.Is(err, ErrUnprocessed) || !strings.Contains(err.Error(), "GOAWAY") {
+	if !errors.Is(err, istream.ErrUnprocessed) || !strings.Contains(err.Error(), "GOAWAY") {
 		t.Errorf("the stream above GOAWAY's last id: %v, want ErrUnprocessed", err)
 	}
 	if r := <-first; r.err != nil || string(r.r.body) != "first" {
@@ -347,7 +347,7 @@ func TestClientGoAway(t *testing.T) {
 	if cc.Usable() {
 		t.Error("the connection still takes streams after GOAWAY")
 	}
-	if _, err := exchange(cc, "GET", "/3", nil, nil, nil); !errors.Is(err, ErrUnprocessed) {
+	if _, err := exchange(cc, "GET", "/3", nil, nil, nil); !errors.Is(err, istream.ErrUnprocessed) {
 		t.Errorf("a stream after GOAWAY: %v, want ErrUnprocessed", err)
 	}
 }

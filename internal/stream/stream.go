@@ -51,6 +51,12 @@ type Rejection struct {
 // not the client's connection.
 var ErrUnsendable = errors.New("stream: a response head the protocol cannot carry")
 
+// ErrUnprocessed is what an Upstream's errors wrap when the peer did not
+// process the request (an HTTP/2 GOAWAY above its stream, REFUSED_STREAM,
+// or no stream could be opened): it may be sent again, whatever its
+// method (RFC 9113 §8.7).
+var ErrUnprocessed = errors.New("the upstream did not process the request")
+
 // ProtocolError is a message that broke its protocol. HTTPStatus is the
 // status the RFCs name for a request that does (400, 413, 414, 431, 501,
 // 505); a proxy answers a response that does with 502.
