@@ -120,20 +120,59 @@ func (x *call) forward() *Error {
 // the bytes). Only bytes that arrive after the look cannot be told from
 // the response. A request the peer closes on unanswered is sent again
 // where that is safe (see exchangeFailed).
+//
+// An HTTP/2 peer's connection is shared: while one is being dialled,
+// exchanges for the peer wait for it rather than dial their own (a burst
+// of requests would otherwise open a connection each), and take its
+// streams; those it cannot take dial the next.
 func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamConn, time.Duration, *Error) {
 	key := poolKey(peer)
 	for {
+		if u, created, ok := srv.acquire(s, key, now); ok {
+			return u, created, nil
+		}
+		if peer.Protocol != "h2c" && peer.Protocol != "h2" {
+			return srv.dial(s, peer)
+		}
+		d, mine := srv.pool.startDial(key)
+		if mine {
+			u, created, e := srv.dial(s, peer)
+			srv.pool.endDial(key, d, e)
+			return u, created, e
+		}
+		t := time.NewTimer(timeout(s.Override.Connect, srv.opts.Timeouts.Connect))
+		select {
+		case <-d.done:
+			t.Stop()
+		case <-t.C:
+			return nil, 0, &Error{Side: Upstream, Kind: KindTimeout, Status: 504, Where: "upstream connect timeout (waiting for a connection being dialled)"}
+		}
+		if d.err != nil {
+			e := *d.err
+			return nil, 0, &e
+		}
+		now = mono.Now()
+	}
+}
+
+// acquire returns a pooled connection to key that may take an exchange.
+func (srv *Server) acquire(s *Session, key string, now time.Duration) (upstreamConn, time.Duration, bool) {
+	for {
 		u, created, ok := srv.pool.p.Acquire(key, now)
 		if !ok {
-			break
+			return nil, 0, false
 		}
 		if u.Quiet() {
 			s.Stats.Reused = true
-			return u, created, nil
+			return u, created, true
 		}
 		srv.counters.UpstreamStale.Add(1)
 		srv.pool.p.Release(key, u, false, created, now)
 	}
+}
+
+// dial makes a new connection to peer.
+func (srv *Server) dial(s *Session, peer *Peer) (upstreamConn, time.Duration, *Error) {
 	s.Stats.Reused = false
 	if !fdlimit.TakeSocket() {
 		// Out of sockets: idle upstream connections are the ones to
@@ -170,7 +209,7 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 		if tc != nil {
 			o.Scheme, conn = "https", tc
 		}
-		if c2, err = h2.NewClientConn(conn, o); err != nil {
+		if c2, err = h2.NewClientConn(ctx, conn, o); err != nil {
 			nc.Close()
 		}
 	}

@@ -95,6 +95,40 @@ func New(p Phases, o Options) (*Server, error) {
 // same Pool share it: one per process is the intent.
 type Pool struct {
 	p *pool.Pool[upstreamConn]
+
+	mu    sync.Mutex
+	dials map[string]*dialing // multiplexed connections being dialled, by key
+}
+
+// dialing is a dial of a multiplexed connection under way; done is closed
+// when it ends, and err is then its failure, or nil.
+type dialing struct {
+	done chan struct{}
+	err  *Error
+}
+
+// startDial returns the dial under way for key, or starts one, which the
+// caller makes (mine) and ends with endDial.
+func (p *Pool) startDial(key string) (d *dialing, mine bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d := p.dials[key]; d != nil {
+		return d, false
+	}
+	if p.dials == nil {
+		p.dials = make(map[string]*dialing)
+	}
+	d = &dialing{done: make(chan struct{})}
+	p.dials[key] = d
+	return d, true
+}
+
+func (p *Pool) endDial(key string, d *dialing, err *Error) {
+	p.mu.Lock()
+	delete(p.dials, key)
+	p.mu.Unlock()
+	d.err = err
+	close(d.done)
 }
 
 // PoolLimits bound a Pool; zero values mean the defaults (MaxIdle: an
@@ -108,7 +142,7 @@ func NewPool(l PoolLimits) *Pool {
 	if n := fdlimit.Limit(); l.MaxIdle == 0 && n > 0 {
 		l.MaxIdle = int(max(n/8, 8))
 	}
-	return &Pool{pool.New[upstreamConn](l)}
+	return &Pool{p: pool.New[upstreamConn](l)}
 }
 
 // Idle returns how many idle connections the pool holds.

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -56,7 +57,9 @@ type ClientConn struct {
 	trailers     bool
 	blockSize    int
 	decErr       error
-	done         chan struct{}
+	done         chan struct{} // closed when the reader ends
+	settings     chan struct{} // closed when the peer's first SETTINGS came
+	gotSettings  bool
 }
 
 // ClientOptions configure a ClientConn. Zero values mean the defaults.
@@ -89,8 +92,10 @@ func (errTimeout) Temporary() bool { return true }
 
 // NewClientConn starts HTTP/2 on nc, which must be fresh (TLS with ALPN
 // h2, or cleartext with prior knowledge): it sends the preface and
-// strait's SETTINGS and starts reading.
-func NewClientConn(nc net.Conn, o ClientOptions) (*ClientConn, error) {
+// strait's SETTINGS, starts reading, and returns once the peer's SETTINGS
+// came (so that Streams is the peer's limit before the connection is
+// shared), or ctx is done.
+func NewClientConn(ctx context.Context, nc net.Conn, o ClientOptions) (*ClientConn, error) {
 	if o.StreamWindow == 0 {
 		o.StreamWindow = 64 << 10
 	}
@@ -104,7 +109,7 @@ func NewClientConn(nc net.Conn, o ClientOptions) (*ClientConn, error) {
 		o.Scheme = "http"
 	}
 	cc := &ClientConn{nc: nc, opts: o, scheme: []byte(o.Scheme), streams: make(map[uint32]*clientStream),
-		maxStreams: 100, nextID: 1, done: make(chan struct{})}
+		maxStreams: 100, nextID: 1, done: make(chan struct{}), settings: make(chan struct{})}
 	cc.wcond.L = &cc.wmu
 	cc.bw = bufio.NewWriterSize(nc, 16<<10)
 	cc.fr = http2.NewFramer(cc.bw, bufio.NewReaderSize(nc, 16<<10))
@@ -133,7 +138,21 @@ func NewClientConn(nc net.Conn, o ClientOptions) (*ClientConn, error) {
 		return nil, fmt.Errorf("http2: preface: %w", err)
 	}
 	go cc.readLoop()
-	return cc, nil
+	select {
+	case <-cc.settings:
+		return cc, nil
+	case <-cc.done:
+		return nil, fmt.Errorf("http2: before the upstream's SETTINGS: %w", cc.failure())
+	case <-ctx.Done():
+		cc.Close()
+		return nil, fmt.Errorf("http2: waiting for the upstream's SETTINGS: %w", ctx.Err())
+	}
+}
+
+func (cc *ClientConn) failure() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err
 }
 
 func (cc *ClientConn) writeTimeout() time.Duration { return cmpOr(cc.opts.Write, 60*time.Second) }
@@ -257,6 +276,10 @@ func (cc *ClientConn) handle(f http2.Frame) error {
 		cc.fr.WriteSettingsAck()
 		cc.flushLocked()
 		cc.wmu.Unlock()
+		if !cc.gotSettings {
+			cc.gotSettings = true
+			close(cc.settings)
+		}
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			cc.wmu.Lock()

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -42,7 +43,7 @@ func dialClient(t *testing.T, addr string) *ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := NewClientConn(nc, ClientOptions{})
+	cc, err := NewClientConn(context.Background(), nc, ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// h2cOrigin is Go's HTTP/2 server in cleartext (prior knowledge) with
+// handler h, and the connections it accepted.
+func h2cOrigin(t *testing.T, conf *http.HTTP2Config, h http.Handler) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: &protos, HTTP2: conf,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		}}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
+	})
+	return ln.Addr().String(), &conns
+}
+
+// h2cClient is Go's client speaking HTTP/2 in cleartext.
+func h2cClient() *http.Client {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 20 * time.Second}
+}
+
+// h2Echo answers with what it got: protocol, method, target, Host, the
+// body's length and digest, a request trailer; with a trailer of its own.
+func h2Echo(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	sum := sha256.Sum256(body)
+	w.Header().Set("Trailer", "X-Sum")
+	fmt.Fprintf(w, "%s %s %s host=%s te=%q len=%d sum=%x req-trailer=%q", r.Proto, r.Method, r.RequestURI, r.Host,
+		r.Header.Get("Te"), len(body), sum[:4], r.Trailer.Get("X-Req-T"))
+	w.Header().Set("X-Sum", fmt.Sprintf("%x", sum[:4]))
+}
+
+// TestHTTP2Upstream: HTTP/1.1 and HTTP/2 clients through strait to Go's
+// HTTP/2 server in cleartext (protocol: h2c): bodies past every window
+// both ways, trailers both ways (chunked to the HTTP/1.1 client), on few
+// upstream connections.
+func TestHTTP2Upstream(t *testing.T) {
+	origin, conns := h2cOrigin(t, nil, http.HandlerFunc(h2Echo))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+`, addr, origin), addr)
+
+	r := mustCurl(t, "-sS", "--raw", "-H", "TE: trailers", "http://"+addr+"/a?b=1")
+	if got := string(r.Stdout); !strings.Contains(got, "HTTP/2.0 GET /a?b=1 host="+addr+` te="trailers" len=0`) ||
+		!strings.Contains(got, "\r\n0\r\nx-sum: e3b0c442\r\n\r\n") {
+		t.Errorf("curl HTTP/1.1, raw: %q", got)
+	}
+
+	big := bytes.Repeat([]byte("u"), 3<<20)
+	sum := sha256.Sum256(big)
+	for _, h2 := range []bool{false, true} {
+		client := newClient(true)
+		if h2 {
+			client = h2cClient()
+		}
+		req, _ := http.NewRequest("POST", "http://"+addr+"/up", io.NopCloser(bytes.NewReader(big)))
+		req.Trailer = http.Header{"X-Req-T": nil}
+		req.ContentLength = -1
+		req.Header.Set("Trailer", "X-Req-T")
+		req.Trailer.Set("X-Req-T", "rt")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("h2 client %v: %v", h2, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf(`HTTP/2.0 POST /up host=%s te="trailers" len=%d sum=%x req-trailer="rt"`, addr, len(big), sum[:4])
+		if string(body) != want || resp.Trailer.Get("X-Sum") != fmt.Sprintf("%x", sum[:4]) {
+			t.Errorf("h2 client %v: %d %q, trailer %v; want %q", h2, resp.StatusCode, body, resp.Trailer, want)
+		}
+	}
+
+	// Many at once: they share the connection's streams.
+	var wg sync.WaitGroup
+	client := h2cClient()
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get(fmt.Sprintf("http://%s/many/%d", addr, i))
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), fmt.Sprintf("GET /many/%d ", i)) {
+				t.Errorf("request %d: %q", i, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := conns.Load(); n > 4 {
+		t.Errorf("the origin accepted %d connections for 203 requests; HTTP/2 should need one or two", n)
+	}
+	t.Logf("the origin accepted %d connection(s)", conns.Load())
+}
+
+// TestHTTP2UpstreamMaxStreams: an origin that allows 5 streams per
+// connection gets at most 5 at once on each, under 10 times as many
+// requests, and every request is answered; connections are opened as the
+// others fill, not one per request.
+func TestHTTP2UpstreamMaxStreams(t *testing.T) {
+	var mu sync.Mutex
+	active := map[string]int{} // by the origin's view of the connection
+	worst := 0
+	origin, conns := h2cOrigin(t, &http.HTTP2Config{MaxConcurrentStreams: 5}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		active[r.RemoteAddr]++
+		worst = max(worst, active[r.RemoteAddr])
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		active[r.RemoteAddr]--
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+`, addr, origin), addr)
+	client := h2cClient()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get("http://" + addr + "/")
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of 50 requests failed", n)
+	}
+	if worst > 5 {
+		t.Errorf("the origin had %d streams at once on a connection; it allows 5", worst)
+	}
+	if worst < 2 || conns.Load() > 12 {
+		t.Errorf("%d connection(s), at most %d streams at once on one: want them shared, 5 each", conns.Load(), worst)
+	}
+	t.Logf("at most %d streams at once per connection, over %d connection(s)", worst, conns.Load())
+}
