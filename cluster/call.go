@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -94,13 +95,20 @@ func (c *Cluster) FailToConnect(s *proxy.Session, call *Call, e *proxy.Error) *p
 	return e
 }
 
-// ErrorWhileProxy counts a failed exchange against its endpoint, and asks
+// ErrorWhileProxy counts a failed exchange against its endpoint (not one
+// the endpoint declined unprocessed), and asks
 // for another try of a request that may be sent twice
 // (Session.Idempotent) when the endpoint failed before answering: it
 // closed or reset the connection, timed out, or answered with a status
 // chosen for a retry. It is the ErrorWhileProxy phase.
 func (c *Cluster) ErrorWhileProxy(s *proxy.Session, call *Call, e *proxy.Error) *proxy.Error {
 	if e.Side != proxy.Upstream {
+		return e
+	}
+	if errors.Is(e.Err, proxy.ErrUnprocessed) {
+		// The endpoint declined the request (HTTP/2 GOAWAY as it
+		// restarts, REFUSED_STREAM): no failure, and a try that cost it
+		// nothing needs no retry budget.
 		return e
 	}
 	c.failure(call, mono.Now())

@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"fmt"
+
+	"github.com/straitproxy/strait/internal/stream"
 )
 
 // Side says which party an error came from.
@@ -85,3 +87,9 @@ func asError(err error, side Side, kind Kind, status int, where string) *Error {
 // ErrClientGone is the cause (context.Cause) of a Session's context when
 // the client went away before its request was done.
 var ErrClientGone = errors.New("proxy: client went away")
+
+// ErrUnprocessed is what an Error's Err wraps when the peer said it did
+// not process the request (an HTTP/2 GOAWAY above its stream, or
+// REFUSED_STREAM): the request may go again, whatever its method, and the
+// peer did not fail.
+var ErrUnprocessed = stream.ErrUnprocessed

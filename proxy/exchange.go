@@ -101,12 +101,19 @@ func (x *call) forward() *Error {
 		if ph.ErrorWhileProxy != nil {
 			e = ph.ErrorWhileProxy(s, peer, e)
 		}
-		if e.Retry && s.Stats.Attempts < attempts && !s.answered && !x.bodyStarted() {
+		if e.Retry && !s.answered && !x.bodyStarted() && (s.Stats.Attempts < attempts ||
+			errors.Is(e.Err, stream.ErrUnprocessed) && s.Stats.Attempts < attempts+maxUnprocessedRetries) {
 			continue
 		}
 		return e
 	}
 }
+
+// maxUnprocessedRetries is how many tries a request gets beyond
+// Limits.MaxAttempts when the peer said it did not process it (HTTP/2
+// GOAWAY, REFUSED_STREAM): it cost the origin nothing, and an origin that
+// restarts sends GOAWAY on every connection.
+const maxUnprocessedRetries = 3
 
 // connect returns a pooled connection to peer, or dials a new one, and
 // when it was made. now is a recent clock reading, for the pool's idle
