@@ -3,11 +3,14 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,5 +297,103 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 	}
 	if ignored.Load() == 0 {
 		t.Error("no stream was left unprocessed by a GOAWAY: the test proves nothing")
+	}
+}
+
+// TestHTTP2UpstreamNginx: nginx over TLS with http2 (protocol: h2, ALPN),
+// a 1 MiB file to HTTP/1.1 and HTTP/2 clients, 100 requests on nginx's
+// HTTP/2 connections, which its log shows.
+func TestHTTP2UpstreamNginx(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "origin", 22, "origin.test")
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	file := make([]byte, 1<<20)
+	rand.Read(file)
+	n := startNginxServer(t, map[string][]byte{"f": file},
+		`log_format h2 '$connection $server_protocol $ssl_protocol $request_uri';`,
+		" ssl http2", fmt.Sprintf(`ssl_certificate %s;
+        ssl_certificate_key %s;
+        access_log %s/h2.log h2;`, cert, key, dir))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "u.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters:
+  - {name: o, protocol: h2, endpoints: [%q], tls: {ca_file: %s, server_name: origin.test}}
+`, addr, n.Addr, caFile), addr)
+	want := sha256.Sum256(file)
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := h2cClient()
+			if i%2 == 0 {
+				client = newClient(true)
+			}
+			resp, err := client.Get(fmt.Sprintf("http://%s/f?%d", addr, i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || sha256.Sum256(body) != want {
+				t.Errorf("request %d: %d, %d bytes, %v", i, resp.StatusCode, len(body), err)
+			}
+		}()
+	}
+	wg.Wait()
+	var lines []string
+	for deadline := time.Now().Add(3 * time.Second); len(lines) < 100 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		log, _ := os.ReadFile(filepath.Join(dir, "h2.log"))
+		lines = strings.Split(strings.TrimSpace(string(log)), "\n")
+	}
+	conns := map[string]bool{}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 4 || f[1] != "HTTP/2.0" || !strings.HasPrefix(f[2], "TLSv1.") {
+			t.Fatalf("nginx logged %q, want HTTP/2.0 over TLS", l)
+		}
+		conns[f[0]] = true
+	}
+	if len(lines) != 100 || len(conns) > 5 {
+		t.Errorf("nginx logged %d requests over %d connections, want 100 over a few", len(lines), len(conns))
+	}
+	t.Logf("nginx served %d requests over %d HTTP/2 connection(s)", len(lines), len(conns))
+}
+
+// TestHTTP2UpstreamReset: an origin that resets a stream mid-body cuts
+// that response short (an HTTP/1.1 client sees no last chunk, an HTTP/2
+// one a reset), and the connection's other streams go on.
+func TestHTTP2UpstreamReset(t *testing.T) {
+	origin, conns := h2cOrigin(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/reset" {
+			w.Write(bytes.Repeat([]byte("x"), 100<<10))
+			w.(http.Flusher).Flush()
+			time.Sleep(50 * time.Millisecond)
+			panic(http.ErrAbortHandler) // RST_STREAM
+		}
+		io.WriteString(w, "ok")
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+`, addr, origin), addr)
+	for _, client := range []*http.Client{newClient(true), h2cClient()} {
+		resp, err := client.Get("http://" + addr + "/reset")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("a response the origin reset: %d bytes, %v; want it cut short", len(body), err)
+		}
+		getOK(t, client, "http://"+addr+"/after", []byte("ok"))
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the origin accepted %d connections; resets should not cost the connection", n)
 	}
 }
