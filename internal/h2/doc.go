@@ -10,4 +10,8 @@
 // with flow control and the limits; idle.go parks idle connections;
 // stream.go serves one request; fields.go checks a request's fields and
 // hpack.go encodes a response's.
+//
+// client.go is the other side: ClientConn, an HTTP/2 connection to an
+// upstream whose streams the pool shares, each an exchange
+// (stream.Upstream) of the same forwarding path.
 package h2
