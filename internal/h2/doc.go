@@ -1,4 +1,4 @@
-// Package h2 is strait's HTTP/2 server connection: frames read and written
+// Package h2 is strait's HTTP/2 engine, both ways. A server connection: frames read and written
 // with golang.org/x/net/http2's Framer, header blocks decoded with its
 // hpack, and each request served as a stream.Downstream by the same
 // forwarding path as HTTP/1. strait owns this engine rather than using
