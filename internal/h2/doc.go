@@ -1,11 +1,11 @@
 // Package h2 is strait's HTTP/2 engine, both ways. A server connection
 // reads and writes frames with golang.org/x/net/http2's Framer, decodes
 // header blocks with its hpack, and serves each request as a
-// stream.Downstream by the same
-// forwarding path as HTTP/1. strait owns this engine rather than using
-// net/http's server: it allocates per request, runs a goroutine per
-// stream beside its own, has no hook to answer floods with GOAWAY, and
-// would bring a second request model (DESIGN.md, decision 2).
+// stream.Downstream by the same forwarding path as HTTP/1. strait owns
+// this engine rather than using net/http's server: it allocates per
+// request, runs a goroutine per stream beside its own, has no hook to
+// answer floods with GOAWAY, and would bring a second request model
+// (DESIGN.md, decision 2).
 //
 // conn.go reads frames and ends connections; frames.go handles each kind,
 // with flow control and the limits; idle.go parks idle connections;
