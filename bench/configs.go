@@ -69,11 +69,16 @@ func (b *bench) originConf(www string) string {
         location / { }
     }
     server {
+        listen 127.0.0.1:%d http2;
+        root %s;
+        location / { }
+    }
+    server {
         listen 127.0.0.1:%d;
         location = /status { stub_status; }
     }
 }
-`, listens, www, b.sport)
+`, listens, www, b.o2port, www, b.sport)
 }
 
 // originPorts is how many ports the origin serves its files on: the
@@ -178,6 +183,32 @@ func (b *bench) nginxProxyConfH2C(port int) string {
 
 func (b *bench) haproxyConfH2C(port int) string {
 	return b.haproxy(fmt.Sprintf("bind 127.0.0.1:%d proto h2", port))
+}
+
+// nginxProxyConfH2Up is nginx to the origin's HTTP/2 port: grpc_pass is
+// its only HTTP/2 upstream, and carries plain requests as well.
+func (b *bench) nginxProxyConfH2Up(port int) string {
+	return b.nginxCommon("nginx-h2up") + fmt.Sprintf(`
+    upstream origin {
+        server 127.0.0.1:%d;
+        keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            grpc_pass grpc://origin;
+        }
+    }
+}
+`, b.o2port, port)
+}
+
+// haproxyConfH2Up is HAProxy to the origin's HTTP/2 port (proto h2).
+func (b *bench) haproxyConfH2Up(port int) string {
+	return strings.Replace(b.haproxy(fmt.Sprintf("bind 127.0.0.1:%d", port)),
+		fmt.Sprintf("server origin 127.0.0.1:%d", b.oport), fmt.Sprintf("server origin 127.0.0.1:%d proto h2", b.o2port), 1)
 }
 
 // straitTLSConf is strait-tls from a config file, for what the quick mode

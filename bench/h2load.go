@@ -31,7 +31,11 @@ const (
 // h2Targets are every target the h2 scenario runs on.
 var (
 	h2OnlyTargets = []string{"nginx-h2c", "haproxy-h2c"}
-	h2Targets     = append([]string{"strait", "strait-metrics", "strait-tls", "nginx-tls", "haproxy-tls"}, h2OnlyTargets...)
+	h2Targets     = append([]string{"strait", "strait-metrics", "strait-tls", "nginx-tls", "haproxy-tls", "strait-h2up", "haproxy-h2up"}, h2OnlyTargets...)
+	// h2UpTargets speak HTTP/2 to the origin (its h2c port); HTTP/1.1 to
+	// wrk, and h2c to h2load too but for nginx, whose plain listener
+	// speaks HTTP/1.1 alone.
+	h2UpTargets = []string{"strait-h2up", "nginx-h2up", "haproxy-h2up"}
 )
 
 // runs reports whether scenario sc runs on target name.

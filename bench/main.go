@@ -91,6 +91,7 @@ func allTargets() []string {
 	out := append(slices.Clone(defaultTargets), "strait-metrics")
 	out = append(out, tlsTargets...)
 	out = append(out, h2OnlyTargets...)
+	out = append(out, h2UpTargets...)
 	for _, t := range balanceTargets {
 		out = append(out, t.name)
 	}

@@ -34,6 +34,7 @@ type bench struct {
 	origin     *proc
 	oport      int   // origin: the files (what every single-upstream target uses)
 	oports     []int // the same files on three ports, oport first: the endpoints of strait-* targets
+	o2port     int   // the same files over HTTP/2 in cleartext (h2c): the origin of the *-h2up targets
 	sport      int   // origin: stub_status, to count the connections it accepts
 	started    time.Time
 	tlsFiles   tlsFiles // the TLS targets' certificate, once generated
@@ -142,11 +143,11 @@ func (b *bench) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	ports, err := freePorts(1 + originPorts)
+	ports, err := freePorts(2 + originPorts)
 	if err != nil {
 		return err
 	}
-	b.sport, b.oports = ports[0], ports[1:]
+	b.sport, b.o2port, b.oports = ports[0], ports[1], ports[2:]
 	b.oport = b.oports[0]
 	conf, err := b.writeFile("origin.conf", b.originConf(www))
 	if err != nil {
@@ -322,6 +323,20 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 	case "haproxy-h2c":
 		var conf string
 		if conf, err = b.writeFile("haproxy-h2c.cfg", b.haproxyConfH2C(t.port)); err == nil {
+			t.proc, err = b.start(name, cpu, nil, "haproxy", "-db", "-f", conf)
+		}
+	case "strait-h2up":
+		// As strait, to the origin's HTTP/2 port (h2c).
+		t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.strait,
+			"proxy", "--listen", listen, "--upstream", fmt.Sprintf("h2c://127.0.0.1:%d", b.o2port))
+	case "nginx-h2up":
+		var conf string
+		if conf, err = b.writeFile("nginx-h2up.conf", b.nginxProxyConfH2Up(t.port)); err == nil {
+			t.proc, err = b.start(name, cpu, nil, nginxBin(), b.nginxArgs("nginx-h2up", conf)...)
+		}
+	case "haproxy-h2up":
+		var conf string
+		if conf, err = b.writeFile("haproxy-h2up.cfg", b.haproxyConfH2Up(t.port)); err == nil {
 			t.proc, err = b.start(name, cpu, nil, "haproxy", "-db", "-f", conf)
 		}
 	case "httputil":

@@ -38,6 +38,11 @@ func rawOriginKeepAlive(tb testing.TB, body string) string {
 func proxyRoundTripper(b testing.TB, opts proxy.Options) func() {
 	origin := rawOriginKeepAlive(b, "Hello, World!")
 	_, addr := proxytest.Proxy(b, to(origin), opts)
+	return proxyRoundTripperTo(b, addr)
+}
+
+// proxyRoundTripperTo is proxyRoundTripper's client, to strait at addr.
+func proxyRoundTripperTo(b testing.TB, addr string) func() {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)

@@ -44,6 +44,7 @@ type ClientConn struct {
 
 	mu         sync.Mutex
 	streams    map[uint32]*clientStream
+	free       []*clientStream // finished cleanly, for NewStream to reuse
 	maxStreams int    // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
 	goAwayID   uint32 // streams above it were not processed
 	goneAway   bool
@@ -210,10 +211,21 @@ func (cc *ClientConn) fail(err error) {
 // NewStream opens an exchange on the connection; its stream is opened
 // when it writes its head.
 func (cc *ClientConn) NewStream() istream.Upstream {
+	cc.mu.Lock()
+	if n := len(cc.free); n > 0 {
+		s := cc.free[n-1]
+		cc.free = cc.free[:n-1]
+		cc.mu.Unlock()
+		return s
+	}
+	cc.mu.Unlock()
 	s := &clientStream{cc: cc, length: -1}
 	s.cond.L = &s.mu
 	return s
 }
+
+// maxFreeStreams bounds the finished streams a connection keeps to reuse.
+const maxFreeStreams = 32
 
 // readLoop reads frames until the connection fails.
 func (cc *ClientConn) readLoop() {
@@ -433,11 +445,15 @@ func (cc *ClientConn) data(f *http2.DataFrame) error {
 		cc.returnWindow(nil, n)
 		return nil
 	}
+	if pad := n - int64(len(f.Data())); pad > 0 {
+		// The exchange reads no padding: its window goes back now (not
+		// after received, once the stream may have ended and been
+		// reused).
+		cc.returnWindow(s, pad)
+	}
 	if err := s.received(f.Data(), n, f.StreamEnded()); err != nil {
 		cc.resetStream(f.StreamID, http2.ErrCodeProtocol, err)
 		cc.returnWindow(nil, n)
-	} else if pad := n - int64(len(f.Data())); pad > 0 {
-		cc.returnWindow(s, pad) // the exchange reads no padding
 	}
 	return nil
 }
@@ -570,6 +586,8 @@ type clientStream struct {
 	cond       sync.Cond
 	heads      []*respHead // received, not yet read
 	cur        *respHead   // the one being decoded
+	store      []*respHead // the heads this stream made, to reuse
+	used       int         // how many of store are in use
 	final      bool        // a final head came
 	buf, spare []byte
 	got        int64 // body bytes received
@@ -822,7 +840,7 @@ func (s *clientStream) ReadHead(method string, from, wait time.Duration) (*istre
 		}
 	}
 	h := s.heads[0]
-	s.heads = s.heads[1:]
+	s.heads = s.heads[:copy(s.heads, s.heads[1:])] // keeping its array
 	s.out = istream.Response{Status: h.status, Header: &h.hdr, Length: -1}
 	switch {
 	case method == "HEAD" || h.status == 204 || h.status == 304 || h.status < 200:
@@ -914,12 +932,25 @@ func (s *clientStream) Trailer() *header.Header { return &s.trailer }
 
 // Finish ends the exchange: a stream not done both ways is reset. The
 // connection goes on unless it failed or is going away.
+//
+// A stream done both ways is kept for NewStream to reuse, with its
+// buffers, if nothing else can touch it: the reader has had its last frame
+// (END_STREAM), and Finish, not the reader, took it out of the connection's
+// streams (the reader removes a stream before it fails it).
 func (s *clientStream) Finish(sentWhole bool) bool {
 	s.mu.Lock()
 	doneBoth := s.remoteEnd && s.endSent && s.err == nil
 	s.mu.Unlock()
 	cc := s.cc
-	if s.opened && cc.remove(s.id) != nil && !doneBoth {
+	cc.mu.Lock()
+	removed := s.opened && cc.streams[s.id] == s
+	if removed {
+		delete(cc.streams, s.id)
+	}
+	usable := cc.err == nil && !cc.goneAway
+	reuse := removed && doneBoth && cc.err == nil && s.shared.Load() == 0 && len(cc.free) < maxFreeStreams
+	cc.mu.Unlock()
+	if removed && !doneBoth {
 		cc.wmu.Lock()
 		cc.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		cc.flushLocked()
@@ -929,7 +960,29 @@ func (s *clientStream) Finish(sentWhole bool) bool {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	return cc.Usable()
+	if reuse {
+		s.clear()
+		cc.mu.Lock()
+		cc.free = append(cc.free, s)
+		cc.mu.Unlock()
+	}
+	return usable
+}
+
+// clear readies a finished stream for another exchange, keeping its
+// buffers (the body's only while small).
+func (s *clientStream) clear() {
+	for _, h := range s.store {
+		h.hdr.Reset()
+	}
+	s.trailer.Reset()
+	buf, spare := s.buf[:0], s.spare[:0]
+	if cap(buf) > 16<<10 || cap(spare) > 16<<10 {
+		buf, spare = nil, nil
+	}
+	*s = clientStream{cc: s.cc, length: -1, hbuf: s.hbuf[:0], lower: s.lower[:0], heads: s.heads[:0],
+		store: s.store, buf: buf, spare: spare, trailer: s.trailer, timer: s.timer}
+	s.cond.L = &s.mu
 }
 
 // Detach is not offered: an HTTP/2 stream has no connection of its own to
@@ -985,7 +1038,13 @@ func (s *clientStream) beginBlock(trailers bool) {
 		s.trailer.Reset()
 		return
 	}
-	s.cur = &respHead{length: -1}
+	if s.used == len(s.store) {
+		s.store = append(s.store, new(respHead))
+	}
+	s.cur = s.store[s.used]
+	s.used++
+	s.cur.status, s.cur.length, s.cur.size = 0, -1, 0
+	s.cur.hdr.Reset()
 }
 
 // field takes one decoded field of a response head or trailers.
