@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,12 +42,14 @@ type ClientConn struct {
 	nextID        uint32
 	werr          error
 	returnedConn  int64 // conn-level bytes read by exchanges, not yet returned
+	flushQueued   bool  // the flusher will flush
+	flushCh       chan struct{}
 
 	mu         sync.Mutex
 	streams    map[uint32]*clientStream
 	free       []*clientStream // finished cleanly, for NewStream to reuse
-	maxStreams int    // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
-	goAwayID   uint32 // streams above it were not processed
+	maxStreams int             // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+	goAwayID   uint32          // streams above it were not processed
 	goneAway   bool
 	err        error // the connection failed: every stream fails with it
 	recvWindow int64 // conn-level: what the peer may still send
@@ -110,7 +113,7 @@ func NewClientConn(ctx context.Context, nc net.Conn, o ClientOptions) (*ClientCo
 		o.Scheme = "http"
 	}
 	cc := &ClientConn{nc: nc, opts: o, scheme: []byte(o.Scheme), streams: make(map[uint32]*clientStream),
-		maxStreams: 100, nextID: 1, done: make(chan struct{}), settings: make(chan struct{})}
+		maxStreams: 100, nextID: 1, done: make(chan struct{}), settings: make(chan struct{}), flushCh: make(chan struct{}, 1)}
 	cc.wcond.L = &cc.wmu
 	cc.bw = bufio.NewWriterSize(nc, 16<<10)
 	cc.fr = http2.NewFramer(cc.bw, bufio.NewReaderSize(nc, 16<<10))
@@ -139,6 +142,7 @@ func NewClientConn(ctx context.Context, nc net.Conn, o ClientOptions) (*ClientCo
 		return nil, fmt.Errorf("http2: preface: %w", err)
 	}
 	go cc.readLoop()
+	go cc.flusher()
 	select {
 	case <-cc.settings:
 		return cc, nil
@@ -409,10 +413,41 @@ func (cc *ClientConn) resetStream(id uint32, code http2.ErrCode, err error) {
 	s := cc.remove(id)
 	cc.wmu.Lock()
 	cc.fr.WriteRSTStream(id, code)
-	cc.flushLocked()
+	cc.flushSoonLocked()
 	cc.wmu.Unlock()
 	if s != nil {
 		s.fail(err)
+	}
+}
+
+// flushSoonLocked has the flusher flush what was written once the
+// exchanges that can run have added theirs: one write carries the frames
+// of many streams (HAProxy batches its writes so, in its event loop).
+// cc.wmu is held.
+func (cc *ClientConn) flushSoonLocked() {
+	if cc.flushQueued || cc.werr != nil {
+		return
+	}
+	cc.flushQueued = true
+	select {
+	case cc.flushCh <- struct{}{}:
+	default:
+	}
+}
+
+// flusher flushes when asked, until the connection ends.
+func (cc *ClientConn) flusher() {
+	for {
+		select {
+		case <-cc.done:
+			return
+		case <-cc.flushCh:
+		}
+		runtime.Gosched()
+		cc.wmu.Lock()
+		cc.flushQueued = false
+		cc.flushLocked()
+		cc.wmu.Unlock()
 	}
 }
 
@@ -488,7 +523,7 @@ func (cc *ClientConn) returnWindow(s *clientStream, n int64) {
 		}
 	}
 	if flush {
-		cc.flushLocked()
+		cc.flushSoonLocked()
 	}
 }
 
@@ -790,7 +825,7 @@ func (s *clientStream) Flush() error {
 	cc := s.cc
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
-	cc.flushLocked()
+	cc.flushSoonLocked()
 	return cc.werr
 }
 
@@ -816,7 +851,7 @@ func (s *clientStream) EndBody(trailer *header.Header) error {
 	}
 	if err == nil {
 		s.endSent = true
-		cc.flushLocked()
+		cc.flushSoonLocked()
 		err = cc.werr
 	}
 	return err
@@ -953,7 +988,7 @@ func (s *clientStream) Finish(sentWhole bool) bool {
 	if removed && !doneBoth {
 		cc.wmu.Lock()
 		cc.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
-		cc.flushLocked()
+		cc.flushSoonLocked()
 		cc.wmu.Unlock()
 	}
 	s.opened = false
