@@ -285,6 +285,12 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 	x.body.err = nil
 
 	upgrade := x.upgradeOffer()
+	if x.head.Tunnel && upgrade == nil {
+		// An HTTP/2 extended CONNECT for a protocol not allowed: as a
+		// plain request its 2xx would open a tunnel the origin never
+		// opened.
+		return &Error{Side: Internal, Kind: KindRequestRejected, Status: 501, Where: "extended CONNECT for a protocol not in the listener's upgrades"}
+	}
 	if ph := srv.phases.UpstreamRequestFilter; ph != nil {
 		if err := ph(s, &s.Request); err != nil {
 			return asError(err, Internal, KindFilter, 500, "upstream request filter")
@@ -302,9 +308,12 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 		body = -1
 	}
 	if err := up.WriteHead(s.Request.Method, s.Request.Path, &s.Request.Header, s.Stats.Peer, body, upgrade); err != nil {
-		if errors.Is(err, stream.ErrUnprocessed) {
+		switch {
+		case errors.Is(err, stream.ErrUnprocessed):
 			// An HTTP/2 connection that could not open the stream.
 			return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream stream", Err: err, Retry: true}
+		case errors.Is(err, h2.ErrNoUpgrade):
+			return &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "protocol switch to an HTTP/2 upstream", Err: err}
 		}
 		// Only a field or path a filter set can be refused here.
 		return &Error{Side: Internal, Kind: KindFilter, Status: 500, Where: "upstream request head", Err: err}
@@ -336,6 +345,10 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 	}
 	s.Stats.UpstreamHeader = mono.Now() - sent
 
+	if x.head.Tunnel && resp.Status != 101 && resp.Status < 300 {
+		// Only a switch opens the client's tunnel; a 2xx would seem to.
+		return x.exchangeFailed(up, &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "upstream did not switch protocols for an extended CONNECT"})
+	}
 	if resp.Status == 101 {
 		proto, e := switchedTo(resp, upgrade)
 		if e != nil {

@@ -81,6 +81,11 @@ type ClientOptions struct {
 	Write time.Duration
 }
 
+// ErrNoUpgrade refuses a request that asks to switch protocols (a
+// WebSocket) on an HTTP/2 upstream: extended CONNECT to upstreams is not
+// built yet.
+var ErrNoUpgrade = errors.New("http2: no protocol switch to an HTTP/2 upstream")
+
 var (
 	errClientClosed  = errors.New("http2: upstream connection closed")
 	errUpstreamReset = errors.New("http2: the upstream reset the stream")
@@ -657,7 +662,7 @@ func (s *clientStream) Begin(limit, write, read time.Duration) {
 // host, becomes :authority.
 func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, host string, body int64, upgrade []byte) error {
 	if len(upgrade) > 0 {
-		return errors.New("http2: no protocol upgrade to an HTTP/2 upstream")
+		return ErrNoUpgrade
 	}
 	authority := []byte(host)
 	if h != nil {

@@ -239,6 +239,8 @@ func (c *conn) serve() {
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: c.lim.StreamWindow},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.lim.MaxHeaderListSize},
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		// Extended CONNECT (RFC 8441): WebSocket over HTTP/2.
+		http2.Setting{ID: http2.SettingEnableConnectProtocol, Val: 1},
 	)
 	if inc := c.lim.ConnWindow - defaultWindow; inc > 0 {
 		c.fr.WriteWindowUpdate(0, inc)

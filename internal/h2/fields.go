@@ -53,6 +53,7 @@ func connectionSpecific(name []byte) bool {
 // decoded is what a request's header block gave, checked.
 type decoded struct {
 	method, scheme, authority, path []byte
+	protocol                        []byte // extended CONNECT's :protocol (RFC 8441)
 	host                            []byte
 	contentLength                   int64 // -1: none
 	size                            int   // header list size (RFC 9113 §6.5.2)
@@ -102,6 +103,8 @@ func (d *decoded) field(f hpack.HeaderField, trailer bool, maxList int) bool {
 			slot = &d.authority
 		case ":path":
 			slot = &d.path
+		case ":protocol":
+			slot = &d.protocol
 		default:
 			d.bad = "unknown pseudo-header field " + name
 			return false
@@ -189,6 +192,14 @@ func (d *decoded) finish() {
 		d.bad = "no :method"
 	case !isToken(d.method):
 		d.bad = ":method not a token"
+	case d.protocol != nil:
+		// Extended CONNECT (RFC 8441 §4): a protocol to tunnel, with
+		// :scheme, :path and :authority as for a request.
+		if string(d.method) != "CONNECT" || !isToken(d.protocol) || d.scheme == nil || d.path == nil ||
+			len(d.path) == 0 || d.path[0] != '/' || !http1.ValidTarget(d.path) || d.authority == nil || !http1.ValidHost(d.authority) ||
+			d.host != nil && !bytes.EqualFold(d.host, d.authority) {
+			d.bad = ":protocol without CONNECT, or an extended CONNECT without a valid :scheme, :path or :authority"
+		}
 	case string(d.method) == "CONNECT":
 		// Plain CONNECT (RFC 9113 §8.5): :authority only; strait answers
 		// it 405, as it does over HTTP/1.1.

@@ -1,9 +1,12 @@
 package h2
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -63,6 +66,7 @@ type stream struct {
 	length     int64
 	sent       int64
 	headReq    bool
+	extConnect bool // an extended CONNECT (RFC 8441): a tunnel once answered 2xx
 	continued  bool
 	hbuf       []byte
 	lower      []byte
@@ -93,7 +97,7 @@ func (s *stream) setHead(d *decoded) {
 	c := s.c
 	// One arena, grown once to its size first, so that no slice taken
 	// from it is left in an old array.
-	need := len(d.method) + len(d.authority) + len(d.path) + len(d.host)
+	need := len(d.method) + len(d.authority) + len(d.path) + len(d.host) + len(d.protocol)
 	if cap(s.arena) < need {
 		s.arena = make([]byte, 0, need)
 	}
@@ -118,10 +122,14 @@ func (s *stream) setHead(d *decoded) {
 		s.hdr.AddBytes([]byte("cookie"), d.cookies)
 	}
 	h.Header = &s.hdr
+	h.Upgrade, h.Tunnel = nil, d.protocol != nil
+	if d.protocol != nil {
+		s.tunnelFor(d)
+	}
 	s.expect100 = header.EqualFold(s.hdr.Get("expect"), "100-continue")
 	s.expect = d.contentLength
 	switch {
-	case s.endStream:
+	case s.endStream, s.extConnect: // a tunnel's bytes are no body
 		h.ContentLength = 0
 	case d.contentLength >= 0:
 		h.ContentLength = d.contentLength
@@ -335,8 +343,12 @@ func (s *stream) Head() *istream.RequestHead { return &s.head }
 // ReadBody returns what came of the body since the last call, waiting for
 // some if none did.
 func (s *stream) ReadBody() ([]byte, error) {
+	return s.readBody(mono.Now() + s.c.srv.bodyTimeout())
+}
+
+// readBody is ReadBody, waiting until deadline (mono) at most.
+func (s *stream) readBody(deadline time.Duration) ([]byte, error) {
 	s.mu.Lock()
-	deadline := mono.Now() + s.c.srv.bodyTimeout()
 	for len(s.buf) == 0 && !s.remoteEnd && !s.isRst && !s.gone {
 		if s.intr[istream.Read].Load() {
 			s.mu.Unlock()
@@ -414,13 +426,30 @@ var (
 // WriteHead writes the response head (or an interim one) and reports
 // whether a body follows: not for HEAD, 204 and 304 (RFC 9110 §6.4.1).
 func (s *stream) WriteHead(h *istream.ResponseHead) (bool, error) {
-	if h.Status == 101 {
-		return false, errNoUpgrade
+	status := h.Status
+	if status == 101 {
+		if !s.extConnect {
+			return false, errNoUpgrade
+		}
+		// The origin switched: over HTTP/2 that is a 200, and the
+		// stream the tunnel (RFC 8441 §5). Its Sec-WebSocket-Accept
+		// answers strait's key, not the client's.
+		status = 200
+		h.Header.Del("sec-websocket-accept")
 	}
-	b := appendStatus(s.hbuf[:0], h.Status)
+	b := appendStatus(s.hbuf[:0], status)
 	b, s.lower, _ = appendHeaderOK(b, h.Header, s.lower)
 	if b == nil {
 		return false, errInvalidField
+	}
+	if h.Status == 101 {
+		s.hbuf = b
+		c := s.c
+		c.wmu.Lock()
+		err := s.writeHeadersLocked(b, false)
+		s.answered, s.length, s.sent = err == nil, -1, 0
+		c.wmu.Unlock()
+		return false, err // the tunnel's bytes are no body of the proxy's
 	}
 	body := h.Status >= 200 && h.Status != 204 && h.Status != 304 && !s.headReq
 	if h.Status >= 200 && h.Status != 204 && h.Length >= 0 {
@@ -621,6 +650,87 @@ func (s *stream) Watch(gone istream.ClientGoneNotifier) {
 
 // Tunnel is never called: an HTTP/2 request carries no Upgrade.
 func (s *stream) Tunnel(up istream.Upstream, idle time.Duration) tunnel.Result {
-	up.Close()
-	return tunnel.Result{}
+	nc, fromUpstream := up.Detach()
+	if !s.extConnect || nc == nil {
+		up.Close()
+		return tunnel.Result{}
+	}
+	return tunnel.Relay(&streamConn{s: s}, nc, nil, fromUpstream, idle)
 }
+
+// tunnelFor makes an extended CONNECT (RFC 8441) the request an HTTP/1.1
+// origin knows for it: a GET asking to upgrade to :protocol, with, for a
+// WebSocket, the Sec-WebSocket-Key HTTP/2 does without (RFC 8441 §5).
+func (s *stream) tunnelFor(d *decoded) {
+	start := len(s.arena)
+	s.arena = append(s.arena, d.protocol...)
+	s.head.Upgrade = s.arena[start:len(s.arena):len(s.arena)]
+	s.head.Method = []byte("GET")
+	s.extConnect = true
+	if header.EqualFold(d.protocol, "websocket") && len(s.hdr.Get("sec-websocket-key")) == 0 {
+		var key [16]byte
+		rand.Read(key[:])
+		s.hdr.Add("sec-websocket-key", base64.StdEncoding.EncodeToString(key[:]))
+	}
+}
+
+// streamConn is an extended CONNECT's stream as a net.Conn, for
+// tunnel.Relay: its reads are the client's DATA, its writes strait's.
+type streamConn struct {
+	s        *stream
+	rest     []byte        // read and not yet taken
+	deadline time.Duration // for reads (mono); 0: the body timeout
+}
+
+func (sc *streamConn) Read(p []byte) (int, error) {
+	if len(sc.rest) == 0 {
+		deadline := sc.deadline
+		if deadline == 0 {
+			deadline = mono.Now() + sc.s.c.srv.bodyTimeout()
+		}
+		data, err := sc.s.readBody(deadline)
+		sc.rest = data
+		if len(data) == 0 {
+			return 0, err
+		}
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+	}
+	n := copy(p, sc.rest)
+	sc.rest = sc.rest[n:]
+	return n, nil
+}
+
+func (sc *streamConn) Write(p []byte) (int, error) {
+	if err := sc.s.WriteBody(p); err != nil {
+		return 0, err
+	}
+	return len(p), sc.s.Flush()
+}
+
+// CloseWrite ends strait's side of the stream (END_STREAM).
+func (sc *streamConn) CloseWrite() error {
+	if err := sc.s.EndBody(nil); err != nil {
+		return err
+	}
+	return sc.s.Flush()
+}
+
+// Close ends the relay's waits on the stream; the stream itself ends as
+// its handler returns.
+func (sc *streamConn) Close() error {
+	sc.s.Interrupt(istream.Read)
+	sc.s.Interrupt(istream.Write)
+	return nil
+}
+
+func (sc *streamConn) SetReadDeadline(t time.Time) error {
+	sc.deadline = mono.Now() + time.Until(t)
+	return nil
+}
+
+func (sc *streamConn) SetDeadline(t time.Time) error    { return sc.SetReadDeadline(t) }
+func (sc *streamConn) SetWriteDeadline(time.Time) error { return nil } // Timeouts.Write bounds each write
+func (sc *streamConn) LocalAddr() net.Addr              { return net.TCPAddrFromAddrPort(sc.s.c.info.Local) }
+func (sc *streamConn) RemoteAddr() net.Addr             { return net.TCPAddrFromAddrPort(sc.s.c.info.Client) }

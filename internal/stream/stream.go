@@ -84,6 +84,10 @@ type RequestHead struct {
 	// Upgrade lists the protocols the client asks to switch to; nil if
 	// none.
 	Upgrade []byte
+	// Tunnel says the request is an HTTP/2 extended CONNECT (RFC 8441)
+	// for the protocol in Upgrade: only a switch of protocols (101 from
+	// an HTTP/1.1 origin) answers it with success.
+	Tunnel bool
 	// Began and Read are when the head began to arrive and when it was
 	// read whole (mono).
 	Began, Read time.Duration

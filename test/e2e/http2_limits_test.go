@@ -77,11 +77,12 @@ func TestHTTP2RapidReset(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 10 * time.Second}
 	// The client is the same with and without the flood: a request every
 	// 5 ms or so. (Back to back, nothing in its path ever sleeps, and its
-	// unloaded p99 would be a different client's.) Unloaded, it runs
-	// before and after the flood, and the two are taken together: this
-	// machine's own noise moves a p99 over a few seconds by 2-3x.
-	sample := func(ds []time.Duration, n int, stop *atomic.Bool) []time.Duration {
-		for i := 0; i < n && (stop == nil || !stop.Load()); i++ {
+	// unloaded p99 would be a different client's.) The flood is paused
+	// (SIGSTOP) and resumed in turns of 3 s, and the client measured in
+	// each: this machine's own noise moves a p99 by 2-3x from one few
+	// seconds to the next, and so meets both alike.
+	sample := func(ds []time.Duration, d time.Duration) []time.Duration {
+		for end := time.Now().Add(d); time.Now().Before(end); {
 			start := time.Now()
 			resp, err := client.Get("http://" + plain + "/normal")
 			if err != nil {
@@ -99,7 +100,6 @@ func TestHTTP2RapidReset(t *testing.T) {
 		t.Logf("normal client %s: p50 %v, p90 %v, p99 %v, max %v over %d", name, ds[len(ds)/2], ds[len(ds)*9/10], ds[len(ds)*99/100], ds[len(ds)-1], len(ds))
 		return ds[len(ds)*99/100]
 	}
-	quiet := sample(nil, 800, nil)
 
 	// The flood comes from this test binary run again, at a lower
 	// priority: on a machine of two cores, what is measured is then
@@ -111,18 +111,26 @@ func TestHTTP2RapidReset(t *testing.T) {
 	if err := flood.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // the flood under way
-	var stop atomic.Bool
 	done := make(chan error, 1)
-	go func() {
-		done <- flood.Wait()
-		stop.Store(true)
-	}()
-	flooded := sample(nil, 1<<20, &stop) // until the flood ends
-	if err := <-done; err != nil {
-		t.Fatalf("the flood: %v", err)
+	go func() { done <- flood.Wait() }()
+	var quiet, flooded []time.Duration
+	const turn = 3 * time.Second
+	for running := true; running; {
+		time.Sleep(500 * time.Millisecond) // the flood under way again
+		flooded = sample(flooded, turn)
+		flood.Process.Signal(syscall.SIGSTOP)
+		time.Sleep(1500 * time.Millisecond) // past calmHold: held connections closed
+		quiet = sample(quiet, turn)
+		flood.Process.Signal(syscall.SIGCONT)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("the flood: %v", err)
+			}
+			running = false
+		default:
+		}
 	}
-	quiet = sample(quiet, 800, nil)
 	unloaded, loaded, n := p99("unloaded", quiet), p99("under the flood", flooded), len(flooded)
 	var written, conns, calm int64
 	fmt.Sscanf(out.String(), "%d %d %d", &written, &conns, &calm)
@@ -260,7 +268,8 @@ func TestHTTP2Floods(t *testing.T) {
 }
 
 // h2Flood is the flooding client of TestHTTP2RapidReset: 10 connections
-// that send HEADERS+RST_STREAM pairs, 100 to a write, for 30 s, and
+// that send HEADERS+RST_STREAM pairs, 100 to a write, for 60 s (the test
+// pauses it about half of that), and
 // reconnect after strait's GOAWAY. It prints the pairs written before
 // each connection closed (a write that failed counts none of its pairs),
 // the connections, and the GOAWAYs with ENHANCE_YOUR_CALM.
@@ -277,7 +286,7 @@ func h2Flood(addr string) int {
 	const pairs = 100
 	var sent, conns, calm atomic.Int64
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // about half of it paused by the test
 	for range 10 {
 		wg.Add(1)
 		go func() {

@@ -134,10 +134,11 @@ func (b *trailerBody) Close() error { return nil }
 // h2Client is a raw HTTP/2 client over cleartext: frames as they are
 // written, for requests no well-behaved client would send.
 type h2Client struct {
-	nc  net.Conn
-	fr  *http2.Framer
-	enc *hpack.Encoder
-	hb  bytes.Buffer
+	settings *http2.SettingsFrame // the server's first
+	nc       net.Conn
+	fr       *http2.Framer
+	enc      *hpack.Encoder
+	hb       bytes.Buffer
 }
 
 func dialH2(t *testing.T, addr string) *h2Client {
@@ -159,6 +160,7 @@ func dialH2(t *testing.T, addr string) *h2Client {
 			t.Fatalf("reading the server's preface: %v", err)
 		}
 		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			c.settings = sf
 			c.fr.WriteSettingsAck()
 			return c
 		}

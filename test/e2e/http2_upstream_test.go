@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -395,5 +396,116 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("the origin accepted %d connections; resets should not cost the connection", n)
+	}
+}
+
+// TestWebSocketOverHTTP2: a WebSocket opened by extended CONNECT (RFC
+// 8441) from an HTTP/2 client, through strait to an HTTP/1.1 WebSocket
+// echo origin: messages both ways, then the close handshake. An extended
+// CONNECT for a protocol the listener does not allow gets 501, and never
+// reaches the origin.
+func TestWebSocketOverHTTP2(t *testing.T) {
+	var upgrades atomic.Int64
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			upgrades.Add(1)
+		}
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for {
+			typ, msg, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := ws.Write(r.Context(), typ, append([]byte("echo: "), msg...)); err != nil {
+				return
+			}
+		}
+	}))
+	plain, _, _, _ := h2Strait(t, origin, "")
+	c := dialH2(t, plain)
+	// strait says it takes extended CONNECT.
+	if v, ok := c.settings.Value(http2.SettingEnableConnectProtocol); !ok || v != 1 {
+		t.Fatalf("SETTINGS without ENABLE_CONNECT_PROTOCOL 1")
+	}
+	c.headers(1, false, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":path", "/chat",
+		":authority", "a.test", "sec-websocket-version", "13")
+	readFrame := func() http2.Frame {
+		t.Helper()
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for {
+		f := readFrame()
+		if h, ok := f.(*http2.HeadersFrame); ok {
+			if h.StreamEnded() {
+				t.Fatal("the extended CONNECT's response ended its stream")
+			}
+			status := ""
+			hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+				if f.Name == ":status" {
+					status = f.Value
+				}
+			}).Write(h.HeaderBlockFragment())
+			if status != "200" {
+				t.Fatalf("extended CONNECT: status %q, want 200", status)
+			}
+			break
+		}
+	}
+	// WebSocket frames, the client's masked (RFC 6455 §5.3).
+	wsFrame := func(op byte, payload []byte) []byte {
+		mask := [4]byte{1, 2, 3, 4}
+		b := []byte{0x80 | op, 0x80 | byte(len(payload))}
+		b = append(b, mask[:]...)
+		for i, p := range payload {
+			b = append(b, p^mask[i%4])
+		}
+		return b
+	}
+	var got []byte
+	readWS := func() (byte, []byte) {
+		t.Helper()
+		for len(got) < 2 || len(got) < 2+int(got[1]&0x7f) {
+			switch f := readFrame().(type) {
+			case *http2.DataFrame:
+				got = append(got, f.Data()...)
+				c.fr.WriteWindowUpdate(0, uint32(len(f.Data())))
+				c.fr.WriteWindowUpdate(1, uint32(len(f.Data())))
+			case *http2.RSTStreamFrame:
+				t.Fatalf("stream reset: %v", f.ErrCode)
+			}
+		}
+		n := 2 + int(got[1]&0x7f)
+		op, payload := got[0]&0x0f, append([]byte(nil), got[2:n]...)
+		got = got[n:]
+		return op, payload
+	}
+	for _, msg := range []string{"hello", "over HTTP/2", strings.Repeat("x", 100)} {
+		c.fr.WriteData(1, false, wsFrame(1, []byte(msg)))
+		if op, payload := readWS(); op != 1 || string(payload) != "echo: "+msg {
+			t.Fatalf("echo of %q: opcode %d %q", msg, op, payload)
+		}
+	}
+	c.fr.WriteData(1, false, wsFrame(8, []byte{0x03, 0xe8})) // close, 1000
+	if op, _ := readWS(); op != 8 {
+		t.Fatalf("the close handshake: opcode %d, want 8", op)
+	}
+	if upgrades.Load() != 1 {
+		t.Errorf("the origin saw %d upgrades, want 1", upgrades.Load())
+	}
+
+	c.headers(3, false, ":method", "CONNECT", ":protocol", "not-allowed", ":scheme", "http", ":path", "/x", ":authority", "a.test")
+	if got := c.outcome(3); got != "status 501" {
+		t.Errorf("an extended CONNECT for a protocol not allowed: %s, want status 501", got)
+	}
+	if upgrades.Load() != 1 {
+		t.Errorf("the origin saw %d upgrades, want still 1", upgrades.Load())
 	}
 }
