@@ -61,6 +61,8 @@ type ClientConn struct {
 	trailers     bool
 	blockSize    int
 	decErr       error
+	lastRead     atomic.Int64  // when a frame last came (mono)
+	pingSent     atomic.Int64  // when strait's PING went, unanswered (mono); 0: none
 	done         chan struct{} // closed when the reader ends
 	settings     chan struct{} // closed when the peer's first SETTINGS came
 	gotSettings  bool
@@ -79,6 +81,12 @@ type ClientOptions struct {
 	// Write bounds each wait to write (flow control included); default
 	// 60 s.
 	Write time.Duration
+	// Ping is how long the connection may be quiet (no frame from the
+	// peer) before strait sends PING, and then how long the peer has to
+	// answer it before the connection is closed as dead; default 30 s.
+	// A peer gone without a word (a host down, a NAT that forgot the
+	// flow) is so found before a request waits on it.
+	Ping time.Duration
 }
 
 // ErrNoUpgrade refuses a request that asks to switch protocols (a
@@ -146,6 +154,7 @@ func NewClientConn(ctx context.Context, nc net.Conn, o ClientOptions) (*ClientCo
 		nc.Close()
 		return nil, fmt.Errorf("http2: preface: %w", err)
 	}
+	cc.lastRead.Store(int64(mono.Now()))
 	go cc.readLoop()
 	go cc.flusher()
 	select {
@@ -241,6 +250,7 @@ func (cc *ClientConn) readLoop() {
 	defer close(cc.done)
 	for {
 		f, err := cc.fr.ReadFrame()
+		cc.lastRead.Store(int64(mono.Now()))
 		if err != nil {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
@@ -302,7 +312,9 @@ func (cc *ClientConn) handle(f http2.Frame) error {
 			close(cc.settings)
 		}
 	case *http2.PingFrame:
-		if !f.IsAck() {
+		if f.IsAck() {
+			cc.pingSent.Store(0)
+		} else {
 			cc.wmu.Lock()
 			cc.fr.WritePing(true, f.Data)
 			cc.flushLocked()
@@ -440,12 +452,19 @@ func (cc *ClientConn) flushSoonLocked() {
 	}
 }
 
-// flusher flushes when asked, until the connection ends.
+// flusher flushes when asked, and checks that a quiet peer is there
+// (ClientOptions.Ping), until the connection ends.
 func (cc *ClientConn) flusher() {
+	ping := cmpOr(cc.opts.Ping, 30*time.Second)
+	tick := time.NewTicker(ping / 4)
+	defer tick.Stop()
 	for {
 		select {
 		case <-cc.done:
 			return
+		case <-tick.C:
+			cc.checkAlive(ping)
+			continue
 		case <-cc.flushCh:
 		}
 		runtime.Gosched()
@@ -454,6 +473,26 @@ func (cc *ClientConn) flusher() {
 		cc.flushLocked()
 		cc.wmu.Unlock()
 	}
+}
+
+// checkAlive sends PING once the peer has been quiet for ping, and fails
+// the connection if the PING goes unanswered for as long.
+func (cc *ClientConn) checkAlive(ping time.Duration) {
+	now := mono.Now()
+	if sent := cc.pingSent.Load(); sent != 0 {
+		if now-time.Duration(sent) >= ping {
+			cc.fail(errors.New("http2: the upstream did not answer PING"))
+		}
+		return
+	}
+	if now-time.Duration(cc.lastRead.Load()) < ping {
+		return
+	}
+	cc.pingSent.Store(int64(now))
+	cc.wmu.Lock()
+	cc.fr.WritePing(false, [8]byte{'s', 't', 'r', 'a', 'i', 't'})
+	cc.flushLocked()
+	cc.wmu.Unlock()
 }
 
 // flushLocked flushes what was written; cc.wmu is held.

@@ -378,3 +378,52 @@ func TestClientAbandon(t *testing.T) {
 		}
 	}
 }
+
+// TestClientPing: a quiet connection is checked with PING; one whose peer
+// answers stays, one whose peer does not is closed.
+func TestClientPing(t *testing.T) {
+	good := goH2Origin(t, nil, http.HandlerFunc(echo))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // answers SETTINGS, and nothing else
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		io.ReadFull(nc, make([]byte, len(ClientPreface)))
+		fr := http2.NewFramer(nc, nc)
+		fr.WriteSettings()
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	dial := func(addr string) *ClientConn {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := NewClientConn(context.Background(), nc, ClientOptions{Ping: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	alive, dead := dial(good), dial(ln.Addr().String())
+	time.Sleep(600 * time.Millisecond)
+	if !alive.Usable() {
+		t.Error("a connection whose peer answers PING was closed")
+	}
+	if dead.Usable() {
+		t.Error("a connection whose peer never answers PING is still used")
+	}
+	if r, err := exchange(alive, "GET", "/", nil, nil, nil); err != nil || string(r.body) != "hello" {
+		t.Errorf("after the PINGs: %+v %v", r, err)
+	}
+}
