@@ -1,0 +1,110 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/http1"
+)
+
+// FuzzRequestToH2 translates a request's fields, as an HTTP/1.1 client's
+// head could hold them, to an HTTP/2 header block, and decodes it as the
+// origin would: every field that goes is a lower-case token with a valid
+// value, none HTTP/2 forbids, in order and unchanged; or the head is
+// refused whole.
+func FuzzRequestToH2(f *testing.F) {
+	f.Add(encodeFields("Accept", "*/*", "X-A", "1"))
+	f.Add(encodeFields("Host", "a.test", "Connection", "close", "Keep-Alive", "5", "TE", "trailers, deflate"))
+	f.Add(encodeFields("Transfer-Encoding", "chunked", "Content-Length", "5", "Upgrade", "h2c"))
+	f.Add(encodeFields("X-Bad", "a\r\nb", "x y", "z"))
+	f.Add(encodeFields("Cookie", "a=1", "cookie", "b=2", "X-Empty", ""))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var h header.Header
+		for _, hf := range fieldList(in) {
+			h.Add(hf.Name, hf.Value)
+		}
+		b, _, ok := appendRequestHeader(nil, &h, nil)
+		if !ok {
+			return
+		}
+		got, err := hpack.NewDecoder(4096, nil).DecodeFull(b)
+		if err != nil {
+			t.Fatalf("strait's block does not decode: %v", err)
+		}
+		var want []hpack.HeaderField
+		for _, hf := range h.Fields() {
+			name := strings.ToLower(string(hf.Name))
+			switch {
+			case name == "", name == "host", name == "te", name == "content-length", connectionSpecific([]byte(name)):
+				continue
+			}
+			want = append(want, hpack.HeaderField{Name: name, Value: string(hf.Value)})
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d fields went, want %d: %v, want %v", len(got), len(want), got, want)
+		}
+		for i, hf := range got {
+			if hf.Name != want[i].Name || hf.Value != want[i].Value {
+				t.Fatalf("field %d: %q: %q, want %q: %q", i, hf.Name, hf.Value, want[i].Name, want[i].Value)
+			}
+			for j := 0; j < len(hf.Name); j++ {
+				if c := hf.Name[j]; !isTokenChar(c) || 'A' <= c && c <= 'Z' {
+					t.Fatalf("field name %q went to an HTTP/2 origin", hf.Name)
+				}
+			}
+			if !validValue([]byte(hf.Value)) {
+				t.Fatalf("field value %q went to an HTTP/2 origin", hf.Value)
+			}
+		}
+	})
+}
+
+// FuzzResponseFromH2 decodes a response head an HTTP/2 origin could send,
+// any fields at all, as a ClientConn does, and writes what it takes as an
+// HTTP/1.1 head: net/http must read back the same fields from it, so that
+// nothing in an HTTP/2 response can split or smuggle one for an HTTP/1.1
+// client.
+func FuzzResponseFromH2(f *testing.F) {
+	f.Add(encodeFields(":status", "200", "content-type", "text/plain", "content-length", "5"))
+	f.Add(encodeFields(":status", "103", "link", "</a>"))
+	f.Add(encodeFields(":status", "200", "x", "a\r\nSet-Cookie: evil=1", "y", "b\x00"))
+	f.Add(encodeFields(":status", "200", "Upper", "1", "connection", "close", "transfer-encoding", "chunked"))
+	f.Add(encodeFields("x", "1", ":status", "200", ":path", "/"))
+	f.Add(encodeFields(":status", "2000", "content-length", "1", "content-length", "2"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		s := &clientStream{length: -1}
+		s.cond.L = &s.mu
+		s.beginBlock(false)
+		for _, hf := range fieldList(in) {
+			if err := s.field(hf, false, 64<<10); err != nil {
+				return // the stream is reset
+			}
+		}
+		if err := s.endBlock(false); err != nil {
+			return
+		}
+		h := &s.heads[0].hdr
+		head, err := http1.AppendHeader([]byte("HTTP/1.1 200 OK\r\n"), h)
+		if err != nil {
+			return // strait refuses to write it
+		}
+		head = append(head, "\r\n"...)
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil)
+		if err != nil {
+			t.Fatalf("an HTTP/2 head strait took (%q) wrote an HTTP/1.1 head net/http refuses: %v\n%q", in, err, head)
+		}
+		n := 0
+		for _, vs := range resp.Header {
+			n += len(vs)
+		}
+		if n != h.Len() {
+			t.Fatalf("%d fields taken, net/http reads %d from %q", h.Len(), n, head)
+		}
+	})
+}
