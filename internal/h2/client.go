@@ -3,6 +3,8 @@ package h2
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +41,7 @@ type ClientConn struct {
 	sendWindow    int64         // conn-level: what strait may still send
 	peerWindow    int32         // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerFrameSize uint32
+	extConnect    bool // the peer takes extended CONNECT (RFC 8441)
 	nextID        uint32
 	werr          error
 	returnedConn  int64 // conn-level bytes read by exchanges, not yet returned
@@ -90,9 +93,8 @@ type ClientOptions struct {
 }
 
 // ErrNoUpgrade refuses a request that asks to switch protocols (a
-// WebSocket) on an HTTP/2 upstream: extended CONNECT to upstreams is not
-// built yet.
-var ErrNoUpgrade = errors.New("http2: no protocol switch to an HTTP/2 upstream")
+// WebSocket) on an HTTP/2 upstream that does not take extended CONNECT.
+var ErrNoUpgrade = errors.New("http2: the upstream takes no extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)")
 
 var (
 	errClientClosed  = errors.New("http2: upstream connection closed")
@@ -402,6 +404,10 @@ func (cc *ClientConn) applySettings(f *http2.SettingsFrame) error {
 			cc.wmu.Lock()
 			cc.peerFrameSize = st.Val
 			cc.wmu.Unlock()
+		case http2.SettingEnableConnectProtocol:
+			cc.wmu.Lock()
+			cc.extConnect = st.Val == 1
+			cc.wmu.Unlock()
 		}
 		return nil
 	})
@@ -653,7 +659,10 @@ type clientStream struct {
 
 	// The request: the exchange's goroutine, its frames under cc.wmu.
 	limit, readIdle time.Duration
-	sendWindow      int64 // under cc.wmu
+	sendWindow      int64  // under cc.wmu
+	tunnel          bool   // an extended CONNECT: a 2xx is a switch
+	proto           []byte // its :protocol
+	wsKey           string // the WebSocket client's Sec-WebSocket-Key
 	hbuf, lower     []byte
 	written         int64
 	lastWrite       time.Duration
@@ -700,9 +709,6 @@ func (s *clientStream) Begin(limit, write, read time.Duration) {
 // WriteHead opens the stream with the request head. The Host field, or
 // host, becomes :authority.
 func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, host string, body int64, upgrade []byte) error {
-	if len(upgrade) > 0 {
-		return ErrNoUpgrade
-	}
 	authority := []byte(host)
 	if h != nil {
 		if v := h.Get("host"); len(v) > 0 {
@@ -710,6 +716,19 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 		}
 	}
 	b := s.hbuf[:0]
+	if len(upgrade) > 0 {
+		// A protocol switch is an extended CONNECT (RFC 8441) for the
+		// first protocol offered; a WebSocket's key stays here, to
+		// answer the client's 101 (ReadHead).
+		s.proto = firstToken(upgrade)
+		s.tunnel = true
+		if h != nil {
+			s.wsKey = string(h.Get("sec-websocket-key"))
+		}
+		method = "CONNECT"
+		body = -1
+		b = appendField(b, []byte(":protocol"), s.proto)
+	}
 	b = appendField(b, []byte(":method"), []byte(method))
 	b = appendField(b, []byte(":scheme"), s.cc.scheme)
 	b = appendField(b, []byte(":authority"), authority)
@@ -718,7 +737,7 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 	// said (TE is hop-by-hop): gRPC servers want to be told.
 	b = appendField(b, []byte("te"), []byte("trailers"))
 	var ok bool
-	b, s.lower, ok = appendRequestHeader(b, h, s.lower)
+	b, s.lower, ok = appendRequestHeader(b, h, s.lower, s.tunnel)
 	if !ok {
 		return errInvalidField
 	}
@@ -730,6 +749,9 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 	cc := s.cc
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
+	if s.tunnel && !cc.extConnect {
+		return ErrNoUpgrade
+	}
 	if err := cc.openLocked(s); err != nil {
 		return err
 	}
@@ -747,8 +769,9 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 
 // appendRequestHeader appends h's fields for an HTTP/2 request: names in
 // lower case, without Host (:authority says it), TE (strait's own) and
-// the fields HTTP/2 forbids.
-func appendRequestHeader(b []byte, h *header.Header, lower []byte) ([]byte, []byte, bool) {
+// the fields HTTP/2 forbids; for an extended CONNECT, without the
+// Sec-WebSocket-Key HTTP/2 does not use either.
+func appendRequestHeader(b []byte, h *header.Header, lower []byte, tunnel bool) ([]byte, []byte, bool) {
 	if h == nil {
 		return b, lower, true
 	}
@@ -766,6 +789,10 @@ func appendRequestHeader(b []byte, h *header.Header, lower []byte) ([]byte, []by
 		switch string(lower) {
 		case "", "host", "content-length", "te":
 			continue
+		case "sec-websocket-key":
+			if tunnel {
+				continue
+			}
 		}
 		if connectionSpecific(lower) {
 			continue
@@ -884,7 +911,7 @@ func (s *clientStream) EndBody(trailer *header.Header) error {
 	}
 	var err error
 	if trailer != nil && trailer.Len() > 0 {
-		b, lower, ok := appendRequestHeader(s.hbuf[:0], trailer, s.lower)
+		b, lower, ok := appendRequestHeader(s.hbuf[:0], trailer, s.lower, false)
 		s.hbuf, s.lower = b, lower
 		if !ok {
 			return errInvalidField
@@ -921,6 +948,16 @@ func (s *clientStream) ReadHead(method string, from, wait time.Duration) (*istre
 	h := s.heads[0]
 	s.heads = s.heads[:copy(s.heads, s.heads[1:])] // keeping its array
 	s.out = istream.Response{Status: h.status, Header: &h.hdr, Length: -1}
+	if s.tunnel && h.status >= 200 && h.status < 300 {
+		// The tunnel is open: to the proxy (and an HTTP/1.1 client) that
+		// is a 101 switching to the protocol asked for.
+		s.out.Status, s.out.Length = 101, 0
+		h.hdr.Add("upgrade", string(s.proto))
+		if s.wsKey != "" {
+			h.hdr.Add("sec-websocket-accept", websocketAccept(s.wsKey))
+		}
+		return &s.out, nil
+	}
 	switch {
 	case method == "HEAD" || h.status == 204 || h.status == 304 || h.status < 200:
 		s.out.Length = 0
@@ -1064,9 +1101,14 @@ func (s *clientStream) clear() {
 	s.cond.L = &s.mu
 }
 
-// Detach is not offered: an HTTP/2 stream has no connection of its own to
-// hand to a tunnel.
-func (s *clientStream) Detach() (net.Conn, []byte) { return nil, nil }
+// Detach hands an open extended CONNECT's stream to a tunnel, as a
+// net.Conn; any other stream has no connection of its own to hand.
+func (s *clientStream) Detach() (net.Conn, []byte) {
+	if !s.tunnel {
+		return nil, nil
+	}
+	return &clientStreamConn{s: s}, nil
+}
 
 func (s *clientStream) Streams() int { return s.cc.Streams() }
 
@@ -1241,3 +1283,74 @@ func (s *clientStream) received(p []byte, n int64, end bool) error {
 	s.cond.Broadcast()
 	return nil
 }
+
+// firstToken is the first element of a comma-separated list.
+func firstToken(list []byte) []byte {
+	for tok := range header.Elements(list) {
+		return tok
+	}
+	return list
+}
+
+// websocketAccept is the Sec-WebSocket-Accept answering key (RFC 6455
+// §4.2.2): over HTTP/2 there is none, so strait makes the HTTP/1.1
+// client's.
+func websocketAccept(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// clientStreamConn is an extended CONNECT's stream to an upstream as a
+// net.Conn, for tunnel.Relay: its reads are the peer's DATA.
+type clientStreamConn struct {
+	s        *clientStream
+	rest     []byte
+	deadline time.Duration // for reads (mono); 0: the read timeout
+}
+
+func (sc *clientStreamConn) Read(p []byte) (int, error) {
+	s := sc.s
+	if len(sc.rest) == 0 {
+		if sc.deadline != 0 {
+			s.readIdle = sc.deadline - mono.Now()
+		}
+		data, err := s.ReadBody()
+		sc.rest = data
+		if len(data) == 0 {
+			return 0, err
+		}
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+	}
+	n := copy(p, sc.rest)
+	sc.rest = sc.rest[n:]
+	return n, nil
+}
+
+func (sc *clientStreamConn) Write(p []byte) (int, error) {
+	if err := sc.s.WriteBody(p); err != nil {
+		return 0, err
+	}
+	return len(p), sc.s.Flush()
+}
+
+// CloseWrite ends strait's side of the stream (END_STREAM).
+func (sc *clientStreamConn) CloseWrite() error { return sc.s.EndBody(nil) }
+
+// Close ends the relay's waits; the exchange's Finish ends the stream.
+func (sc *clientStreamConn) Close() error {
+	sc.s.Interrupt(istream.Read)
+	sc.s.Interrupt(istream.Write)
+	return nil
+}
+
+func (sc *clientStreamConn) SetReadDeadline(t time.Time) error {
+	sc.deadline = mono.Now() + time.Until(t)
+	return nil
+}
+
+func (sc *clientStreamConn) SetDeadline(t time.Time) error    { return sc.SetReadDeadline(t) }
+func (sc *clientStreamConn) SetWriteDeadline(time.Time) error { return nil } // ClientOptions.Write bounds each write
+func (sc *clientStreamConn) LocalAddr() net.Addr              { return sc.s.cc.nc.LocalAddr() }
+func (sc *clientStreamConn) RemoteAddr() net.Addr             { return sc.s.cc.nc.RemoteAddr() }

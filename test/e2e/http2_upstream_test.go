@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -511,7 +510,7 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 	}
 }
 
-// TestWebSocketOverHTTP2GoClient: Go's own HTTP/2 client (x/net's
+// TestWebSocketOverHTTP2GoClient: Go's own HTTP/2 client (net/http's
 // Transport, which waits for ENABLE_CONNECT_PROTOCOL before it sends an
 // extended CONNECT) opens a WebSocket through strait to an HTTP/1.1 echo
 // origin, as a browser does over HTTP/2.
@@ -533,10 +532,9 @@ func TestWebSocketOverHTTP2GoClient(t *testing.T) {
 		}
 	}))
 	plain, _, _, _ := h2Strait(t, origin, "")
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos}
 	defer tr.CloseIdleConnections()
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest("CONNECT", "http://"+plain+"/chat", pr)
@@ -571,4 +569,63 @@ func TestWebSocketOverHTTP2GoClient(t *testing.T) {
 		}
 	}
 	pw.Close()
+}
+
+// TestWebSocketToHTTP2Upstream: a WebSocket from an HTTP/1.1 client
+// through strait to an HTTP/2 upstream that takes extended CONNECT:
+// another strait (Go's server keeps extended CONNECT behind a GODEBUG),
+// in front of an HTTP/1.1 WebSocket echo. The first asks with :protocol
+// and answers the client's 101 itself, Sec-WebSocket-Accept included; the
+// second turns the extended CONNECT back into an Upgrade.
+func TestWebSocketToHTTP2Upstream(t *testing.T) {
+	var upgrades atomic.Int64
+	echoOrigin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upgrades.Add(1)
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for {
+			typ, msg, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if ws.Write(r.Context(), typ, append([]byte("echo: "), msg...)) != nil {
+				return
+			}
+		}
+	}))
+	origin, _, _, _ := h2Strait(t, echoOrigin, "")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+`, addr, origin), addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, "ws://"+addr+"/chat", &websocket.DialOptions{
+		HTTPClient: newClient(false), CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		t.Fatalf("dial through strait: %v\n%s", err, p.stderr.String())
+	}
+	defer ws.CloseNow()
+	if resp.StatusCode != 101 {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	for _, msg := range []string{"hello", "to an HTTP/2 origin"} {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := ws.Read(ctx)
+		if err != nil || string(got) != "echo: "+msg {
+			t.Fatalf("echo of %q: %q %v", msg, got, err)
+		}
+	}
+	if err := ws.Close(websocket.StatusNormalClosure, ""); err != nil {
+		t.Errorf("the close handshake: %v", err)
+	}
+	if upgrades.Load() != 1 {
+		t.Errorf("the echo origin got %d requests, want the one upgrade", upgrades.Load())
+	}
 }
