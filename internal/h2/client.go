@@ -43,6 +43,7 @@ type ClientConn struct {
 	peerFrameSize uint32
 	extConnect    bool // the peer takes extended CONNECT (RFC 8441)
 	nextID        uint32
+	lastID        atomic.Uint32 // the last stream id opened, for the reader
 	werr          error
 	returnedConn  int64 // conn-level bytes read by exchanges, not yet returned
 	flushQueued   bool  // the flusher will flush
@@ -50,9 +51,11 @@ type ClientConn struct {
 
 	mu         sync.Mutex
 	streams    map[uint32]*clientStream
-	free       []*clientStream // finished cleanly, for NewStream to reuse
-	maxStreams int             // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
-	goAwayID   uint32          // streams above it were not processed
+	free       []*clientStream // finished cleanly and cleared, for NewStream to reuse
+	retired    []*clientStream // finished cleanly, for the reader to clear and free
+	nretired   atomic.Int32
+	maxStreams int    // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+	goAwayID   uint32 // streams above it were not processed
 	goneAway   bool
 	err        error // the connection failed: every stream fails with it
 	recvWindow int64 // conn-level: what the peer may still send
@@ -239,9 +242,36 @@ func (cc *ClientConn) NewStream() istream.Upstream {
 		return s
 	}
 	cc.mu.Unlock()
-	s := &clientStream{cc: cc, length: -1}
+	s := &clientStream{cc: cc, clientStreamFields: clientStreamFields{length: -1}}
 	s.cond.L = &s.mu
 	return s
+}
+
+// recycle clears the streams finished cleanly and frees them for reuse.
+// Only the reader does, and between frames, when it holds none: a stream
+// may be finished while the reader handles a frame for it (say, one its
+// origin sent after END_STREAM).
+func (cc *ClientConn) recycle() {
+	cc.mu.Lock()
+	retired := cc.retired
+	cc.retired = nil
+	cc.nretired.Store(0)
+	cc.mu.Unlock()
+	for _, s := range retired {
+		s.clear()
+	}
+	cc.mu.Lock()
+	cc.free = append(cc.free, retired...)
+	if cc.retired == nil {
+		cc.retired = retired[:0]
+	}
+	cc.mu.Unlock()
+}
+
+// neverOpened reports whether id is a stream strait has not opened: a
+// frame for one is a connection error (RFC 9113 §5.1, idle streams).
+func (cc *ClientConn) neverOpened(id uint32) bool {
+	return id&1 == 0 || id > cc.lastID.Load()
 }
 
 // maxFreeStreams bounds the finished streams a connection keeps to reuse.
@@ -266,6 +296,9 @@ func (cc *ClientConn) readLoop() {
 			}
 			cc.fail(fmt.Errorf("http2: reading from upstream: %w", err))
 			return
+		}
+		if cc.nretired.Load() > 0 && cc.decoding == nil {
+			cc.recycle()
 		}
 		if err := cc.handle(f); err != nil {
 			var ce connError
@@ -525,20 +558,19 @@ func (cc *ClientConn) data(f *http2.DataFrame) error {
 	cc.recvWindow -= n
 	s := cc.streams[f.StreamID]
 	cc.mu.Unlock()
+	if s == nil && cc.neverOpened(f.StreamID) {
+		return connError{http2.ErrCodeProtocol, "upstream DATA on a stream strait never opened"}
+	}
 	if s == nil {
 		// A stream strait reset or finished: its window is given back.
 		cc.returnWindow(nil, n)
 		return nil
 	}
-	if pad := n - int64(len(f.Data())); pad > 0 {
-		// The exchange reads no padding: its window goes back now (not
-		// after received, once the stream may have ended and been
-		// reused).
-		cc.returnWindow(s, pad)
-	}
 	if err := s.received(f.Data(), n, f.StreamEnded()); err != nil {
 		cc.resetStream(f.StreamID, http2.ErrCodeProtocol, err)
 		cc.returnWindow(nil, n)
+	} else if pad := n - int64(len(f.Data())); pad > 0 {
+		cc.returnWindow(s, pad) // the exchange reads no padding
 	}
 	return nil
 }
@@ -580,12 +612,19 @@ func (cc *ClientConn) returnWindow(s *clientStream, n int64) {
 // headers decodes a header block fragment of stream id.
 func (cc *ClientConn) headers(id uint32, frag []byte, endHeaders, endStream bool) error {
 	if cc.blockSize == 0 && cc.decoding == nil {
-		cc.decoding = cc.stream(id)
-		cc.decodingEnds = endStream
-		cc.decErr = nil
-		cc.trailers = cc.decoding != nil && cc.decoding.finalHead()
-		if cc.decoding != nil {
-			cc.decoding.beginBlock(cc.trailers)
+		if cc.neverOpened(id) {
+			return connError{http2.ErrCodeProtocol, "upstream HEADERS on a stream strait never opened"}
+		}
+		// A stream whose response ended takes no more: the block is
+		// decoded (for the table's sake) and dropped, and the stream,
+		// which may be finished and about to be reused, left alone.
+		s := cc.stream(id)
+		cc.decoding, cc.decodingEnds, cc.decErr, cc.trailers = nil, endStream, nil, false
+		if s != nil {
+			if final, ended := s.state(); !ended {
+				cc.decoding, cc.trailers = s, final
+				s.beginBlock(final)
+			}
 		}
 	}
 	cc.blockSize += len(frag)
@@ -644,6 +683,7 @@ func (cc *ClientConn) openLocked(s *clientStream) error {
 	}
 	s.id = cc.nextID
 	cc.nextID += 2
+	cc.lastID.Store(s.id)
 	s.sendWindow = int64(cc.peerWindow)
 	s.recvWindow = int64(cc.opts.StreamWindow)
 	cc.streams[s.id] = s
@@ -654,7 +694,18 @@ func (cc *ClientConn) openLocked(s *clientStream) error {
 // clientStream is one exchange on a ClientConn: the istream.Upstream the
 // forwarding path drives.
 type clientStream struct {
-	cc *ClientConn
+	// These outlive an exchange: a timer that fired as the stream was
+	// finished may still take mu (wake) while clear resets the rest.
+	mu    sync.Mutex
+	cond  sync.Cond
+	timer *time.Timer
+	cc    *ClientConn
+
+	clientStreamFields
+}
+
+// clientStreamFields is what a clientStream holds for one exchange.
+type clientStreamFields struct {
 	id uint32
 
 	// The request: the exchange's goroutine, its frames under cc.wmu.
@@ -670,8 +721,6 @@ type clientStream struct {
 	opened          bool
 
 	// The response, under mu.
-	mu         sync.Mutex
-	cond       sync.Cond
 	heads      []*respHead // received, not yet read
 	cur        *respHead   // the one being decoded
 	store      []*respHead // the heads this stream made, to reuse
@@ -686,7 +735,6 @@ type clientStream struct {
 	recvWindow int64
 	returned   int64
 	trailer    header.Header
-	timer      *time.Timer
 	intr       [2]atomic.Bool
 	shared     atomic.Int32
 
@@ -1064,7 +1112,7 @@ func (s *clientStream) Finish(sentWhole bool) bool {
 		delete(cc.streams, s.id)
 	}
 	usable := cc.err == nil && !cc.goneAway
-	reuse := removed && doneBoth && cc.err == nil && s.shared.Load() == 0 && len(cc.free) < maxFreeStreams
+	reuse := removed && doneBoth && cc.err == nil && s.shared.Load() == 0 && len(cc.free)+len(cc.retired) < maxFreeStreams
 	cc.mu.Unlock()
 	if removed && !doneBoth {
 		cc.wmu.Lock()
@@ -1077,9 +1125,11 @@ func (s *clientStream) Finish(sentWhole bool) bool {
 		s.timer.Stop()
 	}
 	if reuse {
-		s.clear()
+		// The reader may yet hold s for a frame it is handling: it
+		// clears and frees s between frames (recycle).
 		cc.mu.Lock()
-		cc.free = append(cc.free, s)
+		cc.retired = append(cc.retired, s)
+		cc.nretired.Store(int32(len(cc.retired)))
 		cc.mu.Unlock()
 	}
 	return usable
@@ -1096,9 +1146,10 @@ func (s *clientStream) clear() {
 	if cap(buf) > 16<<10 || cap(spare) > 16<<10 {
 		buf, spare = nil, nil
 	}
-	*s = clientStream{cc: s.cc, length: -1, hbuf: s.hbuf[:0], lower: s.lower[:0], heads: s.heads[:0],
-		store: s.store, buf: buf, spare: spare, trailer: s.trailer, timer: s.timer}
-	s.cond.L = &s.mu
+	s.mu.Lock()
+	s.clientStreamFields = clientStreamFields{length: -1, hbuf: s.hbuf[:0], lower: s.lower[:0], heads: s.heads[:0],
+		store: s.store, buf: buf, spare: spare, trailer: s.trailer}
+	s.mu.Unlock()
 }
 
 // Detach hands an open extended CONNECT's stream to a tunnel, as a
@@ -1147,10 +1198,12 @@ func (s *clientStream) fail(err error) {
 	s.cc.wmu.Unlock()
 }
 
-func (s *clientStream) finalHead() bool {
+// state reports whether the final head came, and whether the response
+// ended (END_STREAM).
+func (s *clientStream) state() (final, ended bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.final
+	return s.final, s.remoteEnd
 }
 
 // beginBlock readies a head or the trailers for decoding (the reader's).

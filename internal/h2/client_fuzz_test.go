@@ -78,7 +78,7 @@ func FuzzResponseFromH2(f *testing.F) {
 	f.Add(encodeFields("x", "1", ":status", "200", ":path", "/"))
 	f.Add(encodeFields(":status", "2000", "content-length", "1", "content-length", "2"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s := &clientStream{length: -1}
+		s := &clientStream{clientStreamFields: clientStreamFields{length: -1}}
 		s.cond.L = &s.mu
 		s.beginBlock(false)
 		for _, hf := range fieldList(in) {

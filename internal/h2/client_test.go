@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/mono"
@@ -426,4 +427,71 @@ func TestClientPing(t *testing.T) {
 	if r, err := exchange(alive, "GET", "/", nil, nil, nil); err != nil || string(r.body) != "hello" {
 		t.Errorf("after the PINGs: %+v %v", r, err)
 	}
+}
+
+// TestClientFramesAfterEnd: an origin that sends more HEADERS and DATA on
+// a stream after its END_STREAM, as strait finishes and reuses the
+// stream, changes no other exchange (and crashes nothing: the reader once
+// decoded into a stream being reused).
+func TestClientFramesAfterEnd(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		io.ReadFull(nc, make([]byte, len(ClientPreface)))
+		fr := http2.NewFramer(nc, nc)
+		fr.WriteSettings()
+		dec := hpack.NewDecoder(4096, nil)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			h, ok := f.(*http2.HeadersFrame)
+			if !ok {
+				continue
+			}
+			fields, _ := dec.DecodeFull(h.HeaderBlockFragment())
+			path := ""
+			for _, hf := range fields {
+				if hf.Name == ":path" {
+					path = hf.Value
+				}
+			}
+			var hb bytes.Buffer
+			enc := hpack.NewEncoder(&hb)
+			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			enc.WriteField(hpack.HeaderField{Name: "x-path", Value: path})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+			fr.WriteData(h.StreamID, true, []byte(path))
+			for range 3 { // after END_STREAM
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
+				fr.WriteData(h.StreamID, true, []byte("stray"))
+			}
+		}
+	}()
+	cc := dialClient(t, ln.Addr().String())
+	var wg sync.WaitGroup
+	for g := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				path := fmt.Sprintf("/%d/%d", g, i)
+				r, err := exchange(cc, "GET", path, nil, nil, nil)
+				if err != nil || r.status != 200 || string(r.body) != path || r.header["x-path"] != path {
+					t.Errorf("%s: %+v %v", path, r, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

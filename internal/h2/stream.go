@@ -24,7 +24,18 @@ import (
 // stream is one request of an HTTP/2 connection, and its response: the
 // istream.Downstream its handler serves.
 type stream struct {
+	// These outlive a request: a timer that fired as the stream was
+	// finished may still take mu (wake) while clear resets the rest.
+	mu    sync.Mutex
+	cond  sync.Cond
+	timer *time.Timer
 	c     *conn
+
+	streamFields
+}
+
+// streamFields is what a stream holds for one request.
+type streamFields struct {
 	id    uint32
 	began time.Duration // mono
 
@@ -42,8 +53,6 @@ type stream struct {
 	expect100   bool // the client waits for 100 Continue
 
 	// The request body, under mu.
-	mu         sync.Mutex
-	cond       sync.Cond
 	buf, spare []byte // received, not yet read; the piece read last
 	remoteEnd  bool   // END_STREAM came
 	eof        bool   // the body was read to its end
@@ -54,7 +63,6 @@ type stream struct {
 	got        int64
 	expect     int64 // content-length; -1: none
 	recvWindow int64 // what the client may still send
-	timer      *time.Timer
 	intr       [2]atomic.Bool
 	done       atomic.Bool // the response is complete
 
@@ -87,9 +95,10 @@ func (s *stream) clear() {
 	if cap(buf) > 4<<10 || cap(spare) > 4<<10 {
 		buf, spare = nil, nil
 	}
-	*s = stream{c: s.c, hdr: hdr, trailer: trailer, arena: s.arena[:0], buf: buf, spare: spare,
-		timer: s.timer, hbuf: s.hbuf[:0], lower: s.lower[:0]}
-	s.cond.L = &s.mu
+	s.mu.Lock()
+	s.streamFields = streamFields{hdr: hdr, trailer: trailer, arena: s.arena[:0], buf: buf, spare: spare,
+		hbuf: s.hbuf[:0], lower: s.lower[:0]}
+	s.mu.Unlock()
 }
 
 // setHead makes the request head from the decoded fields.
