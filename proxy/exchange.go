@@ -28,6 +28,7 @@ import (
 type upstreamConn interface {
 	Close() error
 	Streams() int
+	Multiplexed() bool
 	// Quiet reports whether the connection may take an exchange: open,
 	// and (HTTP/1.1) holding no bytes its peer sent after its last
 	// response, or (HTTP/2) not going away.
@@ -44,6 +45,7 @@ type h2Conn struct {
 }
 
 func (c *h2Conn) Quiet() bool               { return c.Usable() }
+func (c *h2Conn) Multiplexed() bool         { return true }
 func (c *h2Conn) Exchange() stream.Upstream { return c.NewStream() }
 
 func (c *h2Conn) Close() error {
@@ -134,6 +136,7 @@ const maxUnprocessedRetries = 3
 // streams; those it cannot take dial the next.
 func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamConn, time.Duration, *Error) {
 	key := poolKey(peer)
+	waitUntil := time.Duration(0) // for a connection being dialled (mono)
 	for {
 		if u, created, ok := srv.acquire(s, key, now); ok {
 			return u, created, nil
@@ -147,7 +150,12 @@ func (srv *Server) connect(s *Session, peer *Peer, now time.Duration) (upstreamC
 			srv.pool.endDial(key, d, e)
 			return u, created, e
 		}
-		t := time.NewTimer(timeout(s.Override.Connect, srv.opts.Timeouts.Connect))
+		// One connect timeout in all, however many dials are waited for
+		// (a peer that allows one stream serializes them).
+		if waitUntil == 0 {
+			waitUntil = mono.Now() + timeout(s.Override.Connect, srv.opts.Timeouts.Connect)
+		}
+		t := time.NewTimer(waitUntil - mono.Now())
 		select {
 		case <-d.done:
 			t.Stop()

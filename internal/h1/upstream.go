@@ -137,6 +137,9 @@ func (u *Upstream) Exchange() stream.Upstream { return u }
 // Streams is 1: HTTP/1.1 carries one exchange at a time.
 func (u *Upstream) Streams() int { return 1 }
 
+// Multiplexed is false: one exchange at a time.
+func (u *Upstream) Multiplexed() bool { return false }
+
 func (u *Upstream) Begin(limit, write, read time.Duration) {
 	u.written, u.limit = 0, limit
 	// The write deadline rolls across exchanges: it bounds each write.

@@ -35,8 +35,12 @@ type Limits struct {
 type Conn interface {
 	comparable
 	Close() error
+	// Multiplexed reports whether the connection carries exchanges side
+	// by side (HTTP/2): it stays in the pool, shared, while acquired.
+	Multiplexed() bool
 	// Streams is how many exchanges the connection carries at once: 1 for
-	// HTTP/1.1; for HTTP/2 the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+	// HTTP/1.1; for HTTP/2 the peer's SETTINGS_MAX_CONCURRENT_STREAMS,
+	// which it may change, even to 0, at any time.
 	Streams() int
 }
 
@@ -45,6 +49,7 @@ type entry[C Conn] struct {
 	created   time.Duration
 	idleSince time.Duration // when its last stream was released
 	inUse     int           // streams acquired (multiplexed connections only)
+	shared    bool          // a multiplexed connection: in the list while acquired
 	draining  bool          // no new streams; closed when the last is released
 }
 
@@ -83,7 +88,12 @@ func (p *Pool[C]) Acquire(key string, now time.Duration) (c C, created time.Dura
 		l := *list
 		for i := len(l) - 1; i >= 0; i-- {
 			e := &l[i]
-			if e.inUse > 0 { // a shared connection, busy
+			if e.inUse == 0 && p.expired(e, now) {
+				expired = append(expired, e.c)
+				l = p.remove(l, i)
+				continue
+			}
+			if e.shared {
 				if !e.draining && e.inUse < e.c.Streams() {
 					e.inUse++
 					c, created, ok = e.c, e.created, true
@@ -91,17 +101,8 @@ func (p *Pool[C]) Acquire(key string, now time.Duration) (c C, created time.Dura
 				}
 				continue
 			}
-			if p.expired(e, now) {
-				expired = append(expired, e.c)
-				l = p.remove(l, i)
-				continue
-			}
 			c, created, ok = e.c, e.created, true
-			if e.c.Streams() > 1 {
-				e.inUse++ // it stays, shared
-			} else {
-				l = p.remove(l, i)
-			}
+			l = p.remove(l, i)
 			break
 		}
 		*list = l
@@ -133,7 +134,7 @@ func (p *Pool[C]) expired(e *entry[C], now time.Duration) bool {
 // is full (the caller keeps the connection to itself until it releases
 // it).
 func (p *Pool[C]) Add(key string, c C, created time.Duration) bool {
-	if c.Streams() <= 1 {
+	if !c.Multiplexed() {
 		return false
 	}
 	p.mu.Lock()
@@ -142,7 +143,7 @@ func (p *Pool[C]) Add(key string, c C, created time.Duration) bool {
 	if !p.room(*list) {
 		return false
 	}
-	*list = append(*list, entry[C]{c: c, created: created, idleSince: created, inUse: 1})
+	*list = append(*list, entry[C]{c: c, created: created, idleSince: created, inUse: 1, shared: true})
 	p.count++
 	return true
 }
@@ -176,14 +177,16 @@ func (p *Pool[C]) Release(key string, c C, reusable bool, created, now time.Dura
 		l = p.remove(l, 0)
 	}
 	kept := false
-	shared := false
+	shared := false // c is in the list, shared
 	for i := range l {
-		if c.Streams() <= 1 {
+		if !c.Multiplexed() {
 			break // not shared: it is not in the list
 		}
-		if e := &l[i]; e.inUse > 0 && e.c == c {
+		if e := &l[i]; e.shared && e.c == c {
 			shared = true
-			e.inUse--
+			if e.inUse > 0 {
+				e.inUse--
+			}
 			e.draining = e.draining || !reusable
 			if e.inUse > 0 {
 				kept = !e.draining
@@ -196,7 +199,9 @@ func (p *Pool[C]) Release(key string, c C, reusable bool, created, now time.Dura
 		}
 	}
 	if !shared {
-		e := entry[C]{c: c, created: created, idleSince: now}
+		// One carrying one exchange at a time, or a multiplexed one the
+		// pool had no room for when it was dialled.
+		e := entry[C]{c: c, created: created, idleSince: now, shared: c.Multiplexed()}
 		if reusable && p.room(l) && !p.expired(&e, now) {
 			l = append(l, e)
 			p.count++

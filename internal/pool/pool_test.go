@@ -10,11 +10,18 @@ import (
 type fakeConn struct {
 	id      int
 	streams int // 0: one at a time
+	mux     bool
 	closed  bool
 }
 
 func (c *fakeConn) Close() error { c.closed = true; return nil }
-func (c *fakeConn) Streams() int { return max(c.streams, 1) }
+func (c *fakeConn) Streams() int {
+	if c.mux {
+		return c.streams // HTTP/2's peer may say 0 or 1
+	}
+	return max(c.streams, 1)
+}
+func (c *fakeConn) Multiplexed() bool { return c.mux || c.streams > 1 }
 
 func TestAcquireReleaseLIFOAndLimits(t *testing.T) {
 	p := New[*fakeConn](Limits{MaxIdlePerPeer: 2, IdleTimeout: time.Minute, MaxLifetime: time.Hour})
@@ -137,5 +144,42 @@ func TestShared(t *testing.T) {
 	}
 	if p.Release("k", n, false, now, now) || !n.closed || p.Len() != 0 {
 		t.Fatal("a shared connection released as not reusable was kept")
+	}
+}
+
+// TestSharedLimitChanges: a multiplexed connection whose peer lowers its
+// stream limit (to 1, then 0) while streams are acquired stays one entry,
+// takes no stream past the limit, and closes once idle past its timeout
+// (it once stayed forever, and each release added a duplicate).
+func TestSharedLimitChanges(t *testing.T) {
+	p := New[*fakeConn](Limits{MaxIdlePerPeer: 8, IdleTimeout: time.Minute})
+	now := 1000 * time.Second
+	c := &fakeConn{id: 1, streams: 100, mux: true}
+	if !p.Add("k", c, now) {
+		t.Fatal("Add refused a multiplexed connection")
+	}
+	if got, _, ok := p.Acquire("k", now); !ok || got != c {
+		t.Fatal("the shared connection gave no second stream")
+	}
+	c.streams = 1 // SETTINGS_MAX_CONCURRENT_STREAMS 1, two streams open
+	if _, _, ok := p.Acquire("k", now); ok {
+		t.Fatal("a stream past the peer's new limit")
+	}
+	for range 2 {
+		p.Release("k", c, true, now, now)
+	}
+	if p.Len() != 1 {
+		t.Fatalf("Len = %d after both streams came back, want 1 entry", p.Len())
+	}
+	if got, _, ok := p.Acquire("k", now); !ok || got != c {
+		t.Fatal("the idle connection gave no stream within its limit of 1")
+	}
+	p.Release("k", c, true, now, now)
+	c.streams = 0
+	if _, _, ok := p.Acquire("k", now); ok {
+		t.Fatal("a stream with the peer's limit at 0")
+	}
+	if _, _, ok := p.Acquire("k", now+2*time.Minute); ok || !c.closed || p.Len() != 0 {
+		t.Fatalf("past its idle timeout: closed %v, Len %d", c.closed, p.Len())
 	}
 }
