@@ -20,6 +20,7 @@ import (
 
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/internal/sockio"
 	istream "github.com/straitproxy/strait/internal/stream"
 )
 
@@ -44,6 +45,8 @@ type ClientConn struct {
 	extConnect    bool // the peer takes extended CONNECT (RFC 8441)
 	nextID        uint32
 	lastID        atomic.Uint32 // the last stream id opened, for the reader
+	wdl           sockio.Deadline
+	wlimit        time.Duration // a bound on write deadlines (mono); 0: none
 	werr          error
 	returnedConn  int64 // conn-level bytes read by exchanges, not yet returned
 	flushQueued   bool  // the flusher will flush
@@ -133,7 +136,7 @@ func NewClientConn(ctx context.Context, nc net.Conn, o ClientOptions) (*ClientCo
 	cc := &ClientConn{nc: nc, opts: o, scheme: []byte(o.Scheme), streams: make(map[uint32]*clientStream),
 		maxStreams: 100, nextID: 1, done: make(chan struct{}), settings: make(chan struct{}), flushCh: make(chan struct{}, 1)}
 	cc.wcond.L = &cc.wmu
-	cc.bw = bufio.NewWriterSize(nc, 16<<10)
+	cc.bw = bufio.NewWriterSize(connWriter{cc}, 16<<10)
 	cc.fr = http2.NewFramer(cc.bw, bufio.NewReaderSize(nc, 16<<10))
 	cc.fr.SetMaxReadFrameSize(frameSize)
 	cc.fr.SetReuseFrames()
@@ -152,7 +155,6 @@ func NewClientConn(ctx context.Context, nc net.Conn, o ClientOptions) (*ClientCo
 	if inc := o.ConnWindow - defaultWindow; inc > 0 {
 		cc.fr.WriteWindowUpdate(0, inc)
 	}
-	cc.nc.SetWriteDeadline(time.Now().Add(cc.writeTimeout()))
 	err := cc.bw.Flush()
 	cc.wmu.Unlock()
 	if err != nil {
@@ -316,7 +318,7 @@ func (cc *ClientConn) readLoop() {
 func (cc *ClientConn) goAwayAndFail(code http2.ErrCode, err error) {
 	cc.wmu.Lock()
 	if cc.werr == nil {
-		cc.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		cc.wlimit = mono.Now() + time.Second // a peer that reads nothing is not waited for
 		cc.fr.WriteGoAway(0, code, nil)
 		cc.bw.Flush()
 	}
@@ -536,15 +538,30 @@ func (cc *ClientConn) checkAlive(ping time.Duration) {
 
 // flushLocked flushes what was written; cc.wmu is held.
 func (cc *ClientConn) flushLocked() {
+	if cc.werr == nil {
+		cc.bw.Flush() // a failure is connWriter's to handle
+	}
+}
+
+// connWriter is what cc.bw writes to. Every write to the socket goes
+// through it, under cc.wmu: the write timeout is armed for each (a large
+// frame flushes the buffer by itself, not only flushLocked does), and a
+// write that fails fails the connection, whichever frame it carried.
+type connWriter struct{ cc *ClientConn }
+
+func (w connWriter) Write(p []byte) (int, error) {
+	cc := w.cc
 	if cc.werr != nil {
-		return
+		return 0, cc.werr
 	}
-	cc.nc.SetWriteDeadline(time.Now().Add(cc.writeTimeout()))
-	if err := cc.bw.Flush(); err != nil {
-		cc.werr = err
+	cc.wdl.Ensure(cc.nc.SetWriteDeadline, mono.Now(), cc.writeTimeout(), cc.wlimit)
+	n, err := cc.nc.Write(p)
+	if err != nil {
+		cc.werr = fmt.Errorf("http2: writing to upstream: %w", err)
 		cc.wcond.Broadcast()
-		go cc.fail(fmt.Errorf("http2: writing to upstream: %w", err))
+		go cc.fail(cc.werr)
 	}
+	return n, err
 }
 
 // data takes a DATA frame for a stream's body.

@@ -495,3 +495,28 @@ func TestClientFramesAfterEnd(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestClientWriteDeadlineFresh: a body larger than the write buffer, on a
+// connection quiet for longer than the write timeout, goes whole (the
+// buffer's own flushes once met the deadline the last flush had set).
+func TestClientWriteDeadlineFresh(t *testing.T) {
+	addr := goH2Origin(t, nil, http.HandlerFunc(echo))
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := NewClientConn(context.Background(), nc, ClientOptions{Write: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := exchange(cc, "GET", "/", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	body := bytes.Repeat([]byte("p"), 200<<10)
+	r, err := exchange(cc, "POST", "/p", nil, body, nil)
+	if err != nil || !strings.Contains(r.header["x-seen"], "len=204800") {
+		t.Fatalf("a 200 KiB body after a quiet spell: %+v %v", r.header, err)
+	}
+}
