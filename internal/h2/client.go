@@ -428,13 +428,18 @@ func (cc *ClientConn) applySettings(f *http2.SettingsFrame) error {
 			cc.wmu.Lock()
 			delta := int64(st.Val) - int64(cc.peerWindow)
 			cc.peerWindow = int32(st.Val)
+			overflow := false
 			cc.mu.Lock()
 			for _, s := range cc.streams {
 				s.sendWindow += delta
+				overflow = overflow || s.sendWindow > maxWindow
 			}
 			cc.mu.Unlock()
 			cc.wcond.Broadcast()
 			cc.wmu.Unlock()
+			if overflow { // RFC 9113 §6.9.2
+				return connError{http2.ErrCodeFlowControl, "upstream SETTINGS_INITIAL_WINDOW_SIZE pushes a stream's window over 2^31-1"}
+			}
 		case http2.SettingMaxFrameSize:
 			cc.wmu.Lock()
 			cc.peerFrameSize = st.Val
