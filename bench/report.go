@@ -140,9 +140,12 @@ func printLoad(w io.Writer, rep *loadReport) {
 		fmt.Fprintf(tw, "target\treq/s\tp99\tp50\tvalid\tproxy CPU\tCPU µs/req\tinstr/req\tcycles/req\torigin conns\tother CPU\t%[1]s÷ req/s\t%[1]s÷ p99\t  req/s of each valid run\t\n", ref)
 		for _, m := range s.Summaries {
 			row := []string{m.Target}
-			if m.Valid == 0 {
+			switch {
+			case m.Runs == 0:
+				row = append(row, "not run", "-", "-") // the scenario does not apply to it
+			case m.Valid == 0:
 				row = append(row, "FAILED", "-", "-")
-			} else {
+			default:
 				row = append(row, thousands(m.ReqPerSec), fmtMs(m.P99Ms), fmtMs(m.P50Ms))
 			}
 			counted := fmt.Sprintf("%d/%d", m.Valid, m.Runs)
