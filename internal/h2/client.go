@@ -1070,8 +1070,12 @@ func (s *clientStream) wake() {
 // ReadBody returns the next piece of the response body; io.EOF with the
 // last.
 func (s *clientStream) ReadBody() ([]byte, error) {
+	return s.readBody(mono.Now() + cmpOr(s.readIdle, 60*time.Second))
+}
+
+// readBody is ReadBody, waiting until deadline (mono) at most.
+func (s *clientStream) readBody(deadline time.Duration) ([]byte, error) {
 	s.mu.Lock()
-	deadline := mono.Now() + cmpOr(s.readIdle, 60*time.Second)
 	if s.limit != 0 && s.limit < deadline {
 		deadline = s.limit
 	}
@@ -1180,7 +1184,7 @@ func (s *clientStream) Detach() (net.Conn, []byte) {
 	if !s.tunnel {
 		return nil, nil
 	}
-	return &clientStreamConn{s: s}, nil
+	return &tunnelConn{s: s, local: s.cc.nc.LocalAddr(), remote: s.cc.nc.RemoteAddr()}, nil
 }
 
 func (s *clientStream) Streams() int { return s.cc.Streams() }
@@ -1374,58 +1378,3 @@ func websocketAccept(key string) string {
 	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 	return base64.StdEncoding.EncodeToString(h[:])
 }
-
-// clientStreamConn is an extended CONNECT's stream to an upstream as a
-// net.Conn, for tunnel.Relay: its reads are the peer's DATA.
-type clientStreamConn struct {
-	s        *clientStream
-	rest     []byte
-	deadline time.Duration // for reads (mono); 0: the read timeout
-}
-
-func (sc *clientStreamConn) Read(p []byte) (int, error) {
-	s := sc.s
-	if len(sc.rest) == 0 {
-		if sc.deadline != 0 {
-			s.readIdle = sc.deadline - mono.Now()
-		}
-		data, err := s.ReadBody()
-		sc.rest = data
-		if len(data) == 0 {
-			return 0, err
-		}
-		if err != nil && err != io.EOF {
-			return 0, err
-		}
-	}
-	n := copy(p, sc.rest)
-	sc.rest = sc.rest[n:]
-	return n, nil
-}
-
-func (sc *clientStreamConn) Write(p []byte) (int, error) {
-	if err := sc.s.WriteBody(p); err != nil {
-		return 0, err
-	}
-	return len(p), sc.s.Flush()
-}
-
-// CloseWrite ends strait's side of the stream (END_STREAM).
-func (sc *clientStreamConn) CloseWrite() error { return sc.s.EndBody(nil) }
-
-// Close ends the relay's waits; the exchange's Finish ends the stream.
-func (sc *clientStreamConn) Close() error {
-	sc.s.Interrupt(istream.Read)
-	sc.s.Interrupt(istream.Write)
-	return nil
-}
-
-func (sc *clientStreamConn) SetReadDeadline(t time.Time) error {
-	sc.deadline = mono.Now() + time.Until(t)
-	return nil
-}
-
-func (sc *clientStreamConn) SetDeadline(t time.Time) error    { return sc.SetReadDeadline(t) }
-func (sc *clientStreamConn) SetWriteDeadline(time.Time) error { return nil } // ClientOptions.Write bounds each write
-func (sc *clientStreamConn) LocalAddr() net.Addr              { return sc.s.cc.nc.LocalAddr() }
-func (sc *clientStreamConn) RemoteAddr() net.Addr             { return sc.s.cc.nc.RemoteAddr() }

@@ -14,5 +14,6 @@
 //
 // client.go is the other side: ClientConn, an HTTP/2 connection to an
 // upstream whose streams the pool shares, each an exchange
-// (stream.Upstream) of the same forwarding path.
+// (stream.Upstream) of the same forwarding path. tunnel.go carries an
+// extended CONNECT's stream, either side's, as a net.Conn.
 package h2

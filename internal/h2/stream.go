@@ -664,7 +664,8 @@ func (s *stream) Tunnel(up istream.Upstream, idle time.Duration) tunnel.Result {
 		up.Close()
 		return tunnel.Result{}
 	}
-	return tunnel.Relay(&streamConn{s: s}, nc, nil, fromUpstream, idle)
+	local, remote := net.TCPAddrFromAddrPort(s.c.info.Local), net.TCPAddrFromAddrPort(s.c.info.Client)
+	return tunnel.Relay(&tunnelConn{s: s, local: local, remote: remote}, nc, nil, fromUpstream, idle)
 }
 
 // tunnelFor makes an extended CONNECT (RFC 8441) the request an HTTP/1.1
@@ -682,64 +683,3 @@ func (s *stream) tunnelFor(d *decoded) {
 		s.hdr.Add("sec-websocket-key", base64.StdEncoding.EncodeToString(key[:]))
 	}
 }
-
-// streamConn is an extended CONNECT's stream as a net.Conn, for
-// tunnel.Relay: its reads are the client's DATA, its writes strait's.
-type streamConn struct {
-	s        *stream
-	rest     []byte        // read and not yet taken
-	deadline time.Duration // for reads (mono); 0: the body timeout
-}
-
-func (sc *streamConn) Read(p []byte) (int, error) {
-	if len(sc.rest) == 0 {
-		deadline := sc.deadline
-		if deadline == 0 {
-			deadline = mono.Now() + sc.s.c.srv.bodyTimeout()
-		}
-		data, err := sc.s.readBody(deadline)
-		sc.rest = data
-		if len(data) == 0 {
-			return 0, err
-		}
-		if err != nil && err != io.EOF {
-			return 0, err
-		}
-	}
-	n := copy(p, sc.rest)
-	sc.rest = sc.rest[n:]
-	return n, nil
-}
-
-func (sc *streamConn) Write(p []byte) (int, error) {
-	if err := sc.s.WriteBody(p); err != nil {
-		return 0, err
-	}
-	return len(p), sc.s.Flush()
-}
-
-// CloseWrite ends strait's side of the stream (END_STREAM).
-func (sc *streamConn) CloseWrite() error {
-	if err := sc.s.EndBody(nil); err != nil {
-		return err
-	}
-	return sc.s.Flush()
-}
-
-// Close ends the relay's waits on the stream; the stream itself ends as
-// its handler returns.
-func (sc *streamConn) Close() error {
-	sc.s.Interrupt(istream.Read)
-	sc.s.Interrupt(istream.Write)
-	return nil
-}
-
-func (sc *streamConn) SetReadDeadline(t time.Time) error {
-	sc.deadline = mono.Now() + time.Until(t)
-	return nil
-}
-
-func (sc *streamConn) SetDeadline(t time.Time) error    { return sc.SetReadDeadline(t) }
-func (sc *streamConn) SetWriteDeadline(time.Time) error { return nil } // Timeouts.Write bounds each write
-func (sc *streamConn) LocalAddr() net.Addr              { return net.TCPAddrFromAddrPort(sc.s.c.info.Local) }
-func (sc *streamConn) RemoteAddr() net.Addr             { return net.TCPAddrFromAddrPort(sc.s.c.info.Client) }

@@ -405,26 +405,7 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 // CONNECT for a protocol the listener does not allow gets 501, and never
 // reaches the origin.
 func TestWebSocketOverHTTP2(t *testing.T) {
-	var upgrades atomic.Int64
-	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "" {
-			upgrades.Add(1)
-		}
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		for {
-			typ, msg, err := ws.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := ws.Write(r.Context(), typ, append([]byte("echo: "), msg...)); err != nil {
-				return
-			}
-		}
-	}))
+	origin, upgrades := wsEchoOrigin(t)
 	plain, _, _, _ := h2Strait(t, origin, "")
 	c := dialH2(t, plain)
 	// strait says it takes extended CONNECT.
@@ -517,24 +498,7 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 // and answers the client's 101 itself, Sec-WebSocket-Accept included; the
 // second turns the extended CONNECT back into an Upgrade.
 func TestWebSocketToHTTP2Upstream(t *testing.T) {
-	var upgrades atomic.Int64
-	echoOrigin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		upgrades.Add(1)
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		for {
-			typ, msg, err := ws.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if ws.Write(r.Context(), typ, append([]byte("echo: "), msg...)) != nil {
-				return
-			}
-		}
-	}))
+	echoOrigin, upgrades := wsEchoOrigin(t)
 	origin, _, _, _ := h2Strait(t, echoOrigin, "")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p := runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
@@ -567,4 +531,31 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 	if upgrades.Load() != 1 {
 		t.Errorf("the echo origin got %d requests, want the one upgrade", upgrades.Load())
 	}
+}
+
+// wsEchoOrigin is an HTTP/1.1 WebSocket origin (coder/websocket) that
+// answers each message with "echo: " and the message, and counts the
+// upgrade requests it gets.
+func wsEchoOrigin(t *testing.T) (string, *atomic.Int64) {
+	upgrades := new(atomic.Int64)
+	addr := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			upgrades.Add(1)
+		}
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for {
+			typ, msg, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if ws.Write(r.Context(), typ, append([]byte("echo: "), msg...)) != nil {
+				return
+			}
+		}
+	}))
+	return addr, upgrades
 }

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coder/websocket"
 	"golang.org/x/net/http2"
 )
 
@@ -20,22 +19,7 @@ import (
 // extended CONNECT) opens a WebSocket through strait to an HTTP/1.1 echo
 // origin, as a browser does over HTTP/2.
 func TestWebSocketOverHTTP2GoClient(t *testing.T) {
-	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		for {
-			typ, msg, err := ws.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if ws.Write(r.Context(), typ, append([]byte("echo: "), msg...)) != nil {
-				return
-			}
-		}
-	}))
+	origin, _ := wsEchoOrigin(t)
 	plain, _, _, _ := h2Strait(t, origin, "")
 	// net/http's Transport refuses the :protocol field its HTTP/2 code
 	// would send (Go issue 71128); x/net's takes it.
