@@ -286,21 +286,7 @@ func TestClientResetMidBody(t *testing.T) {
 // TestClientGoAway: streams above the GOAWAY's last stream id fail as
 // unprocessed; the one below it completes; no new stream opens.
 func TestClientGoAway(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		preface := make([]byte, len(ClientPreface))
-		io.ReadFull(nc, preface)
-		fr := http2.NewFramer(nc, nc)
-		fr.WriteSettings()
+	addr := rawH2Origin(t, func(nc net.Conn, fr *http2.Framer) {
 		var ids []uint32
 		for len(ids) < 2 {
 			f, err := fr.ReadFrame()
@@ -317,8 +303,8 @@ func TestClientGoAway(t *testing.T) {
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: ids[0], BlockFragment: hb.Bytes(), EndHeaders: true})
 		fr.WriteData(ids[0], true, []byte("first"))
 		io.Copy(io.Discard, nc)
-	}()
-	cc := dialClient(t, ln.Addr().String())
+	})
+	cc := dialClient(t, addr)
 	type result struct {
 		r   exchangeResult
 		err error
@@ -339,7 +325,7 @@ func TestClientGoAway(t *testing.T) {
 			t.Fatal("the first stream did not open")
 		}
 	}
-	_, err = exchange(cc, "GET", "/2", nil, nil, nil)
+	_, err := exchange(cc, "GET", "/2", nil, nil, nil)
 	if !errors.Is(err, istream.ErrUnprocessed) || !strings.Contains(err.Error(), "GOAWAY") {
 		t.Errorf("the stream above GOAWAY's last id: %v, want ErrUnprocessed", err)
 	}
@@ -384,26 +370,13 @@ func TestClientAbandon(t *testing.T) {
 // answers stays, one whose peer does not is closed.
 func TestClientPing(t *testing.T) {
 	good := goH2Origin(t, nil, http.HandlerFunc(echo))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // answers SETTINGS, and nothing else
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		io.ReadFull(nc, make([]byte, len(ClientPreface)))
-		fr := http2.NewFramer(nc, nc)
-		fr.WriteSettings()
+	addr := rawH2Origin(t, func(nc net.Conn, fr *http2.Framer) { // answers SETTINGS, and nothing else
 		for {
 			if _, err := fr.ReadFrame(); err != nil {
 				return
 			}
 		}
-	}()
+	})
 	dial := func(addr string) *ClientConn {
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -416,7 +389,7 @@ func TestClientPing(t *testing.T) {
 		t.Cleanup(func() { cc.Close() })
 		return cc
 	}
-	alive, dead := dial(good), dial(ln.Addr().String())
+	alive, dead := dial(good), dial(addr)
 	time.Sleep(600 * time.Millisecond)
 	if !alive.Usable() {
 		t.Error("a connection whose peer answers PING was closed")
@@ -434,20 +407,7 @@ func TestClientPing(t *testing.T) {
 // stream, changes no other exchange (and crashes nothing: the reader once
 // decoded into a stream being reused).
 func TestClientFramesAfterEnd(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		io.ReadFull(nc, make([]byte, len(ClientPreface)))
-		fr := http2.NewFramer(nc, nc)
-		fr.WriteSettings()
+	addr := rawH2Origin(t, func(nc net.Conn, fr *http2.Framer) {
 		dec := hpack.NewDecoder(4096, nil)
 		for {
 			f, err := fr.ReadFrame()
@@ -476,8 +436,8 @@ func TestClientFramesAfterEnd(t *testing.T) {
 				fr.WriteData(h.StreamID, true, []byte("stray"))
 			}
 		}
-	}()
-	cc := dialClient(t, ln.Addr().String())
+	})
+	cc := dialClient(t, addr)
 	var wg sync.WaitGroup
 	for g := range 10 {
 		wg.Add(1)
@@ -519,4 +479,30 @@ func TestClientWriteDeadlineFresh(t *testing.T) {
 	if err != nil || !strings.Contains(r.header["x-seen"], "len=204800") {
 		t.Fatalf("a 200 KiB body after a quiet spell: %+v %v", r.header, err)
 	}
+}
+
+// rawH2Origin accepts one connection, reads the client preface, sends an
+// empty SETTINGS and hands the connection to serve, which speaks raw
+// frames; it returns the address.
+func rawH2Origin(t *testing.T, serve func(nc net.Conn, fr *http2.Framer)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		if _, err := io.ReadFull(nc, make([]byte, len(ClientPreface))); err != nil {
+			return
+		}
+		fr := http2.NewFramer(nc, nc)
+		fr.WriteSettings()
+		serve(nc, fr)
+	}()
+	return ln.Addr().String()
 }
