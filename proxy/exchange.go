@@ -319,6 +319,7 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 		switch {
 		case errors.Is(err, stream.ErrUnprocessed):
 			// An HTTP/2 connection that could not open the stream.
+			srv.counters.UpstreamUnprocessed.Add(1)
 			return &Error{Side: Upstream, Kind: KindClosed, Status: 502, Where: "upstream stream", Err: err, Retry: true}
 		case errors.Is(err, h2.ErrNoUpgrade):
 			return &Error{Side: Upstream, Kind: KindProtocol, Status: 502, Where: "protocol switch to an HTTP/2 upstream", Err: err}
@@ -497,6 +498,7 @@ func (x *call) exchangeFailed(up stream.Upstream, e *Error) *Error {
 	if !s.answered && errors.Is(e.Err, stream.ErrUnprocessed) {
 		// The peer said it did not process the request (HTTP/2): it may
 		// go again, whatever its method.
+		x.srv.counters.UpstreamUnprocessed.Add(1)
 		e.Retry = true
 		return e
 	}

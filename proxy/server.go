@@ -461,6 +461,7 @@ type Counters struct {
 	HeaderTimeouts         atomic.Int64 // 408: head not read within Timeouts.Header
 	UpstreamDials          atomic.Int64 // new upstream connections
 	UpstreamStale          atomic.Int64 // pooled connections found closed before reuse
+	UpstreamUnprocessed    atomic.Int64 // tries an HTTP/2 upstream did not process (GOAWAY, REFUSED_STREAM)
 	UpstreamProtocol       atomic.Int64 // malformed upstream responses (502)
 	UpstreamTimeouts       atomic.Int64 // 504s
 	UpstreamErrors         atomic.Int64 // other upstream failures (502)

@@ -68,6 +68,8 @@ var serverMetrics = []serverMetric{
 		func(c *proxy.Counters) []reasonValue { return one(&c.UpstreamDials) }),
 	metric("strait_upstream_stale_connections_total", "Pooled connections found closed before reuse.", prometheus.CounterValue, false,
 		func(c *proxy.Counters) []reasonValue { return one(&c.UpstreamStale) }),
+	metric("strait_upstream_unprocessed_total", "Tries an HTTP/2 upstream did not process (streams above its GOAWAY, REFUSED_STREAM), which may go again.", prometheus.CounterValue, false,
+		func(c *proxy.Counters) []reasonValue { return one(&c.UpstreamUnprocessed) }),
 	metric("strait_upstream_failures_total", "Requests failed upstream, by what failed: malformed responses (502), timeouts (504), other errors (502), no peer (503).", prometheus.CounterValue, true,
 		func(c *proxy.Counters) []reasonValue {
 			return []reasonValue{{"protocol", &c.UpstreamProtocol}, {"timeout", &c.UpstreamTimeouts}, {"error", &c.UpstreamErrors}, {"no_peer", &c.NoPeer}}

@@ -299,6 +299,10 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 	if ignored.Load() == 0 {
 		t.Error("no stream was left unprocessed by a GOAWAY: the test proves nothing")
 	}
+	_, m := adminDo(t, "GET", "http://"+adminAddrOf(t, p)+"/metrics", nil)
+	if n := metricValue(m, "strait_upstream_unprocessed_total"); n < float64(ignored.Load()) {
+		t.Errorf("strait_upstream_unprocessed_total %v, want at least the %d streams the origin ignored", n, ignored.Load())
+	}
 }
 
 // TestHTTP2UpstreamNginx: nginx over TLS with http2 (protocol: h2, ALPN),
