@@ -807,7 +807,11 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 	// said (TE is hop-by-hop): gRPC servers want to be told.
 	b = appendField(b, []byte("te"), []byte("trailers"))
 	var ok bool
-	b, s.lower, ok = appendRequestHeader(b, h, s.lower, s.tunnel)
+	keep := requestField
+	if s.tunnel {
+		keep = tunnelField
+	}
+	b, s.lower, ok = appendHeader(b, h, s.lower, keep)
 	if !ok {
 		return errInvalidField
 	}
@@ -837,42 +841,20 @@ func (s *clientStream) WriteHead(method string, path []byte, h *header.Header, h
 	return nil
 }
 
-// appendRequestHeader appends h's fields for an HTTP/2 request: names in
-// lower case, without Host (:authority says it), TE (strait's own) and
-// the fields HTTP/2 forbids; for an extended CONNECT, without the
-// Sec-WebSocket-Key HTTP/2 does not use either.
-func appendRequestHeader(b []byte, h *header.Header, lower []byte, tunnel bool) ([]byte, []byte, bool) {
-	if h == nil {
-		return b, lower, true
+// requestField and tunnelField say which of a request's fields go in an
+// HTTP/2 request (appendHeader's skip): not Host (:authority says it), nor
+// TE (strait's own), nor Content-Length (strait frames the body); nor, for
+// an extended CONNECT, the Sec-WebSocket-Key HTTP/2 does not use.
+func requestField(name []byte) bool {
+	switch string(name) {
+	case "host", "te", "content-length":
+		return false
 	}
-	for _, f := range h.Fields() {
-		lower = lower[:0]
-		for _, c := range f.Name {
-			if !isTokenChar(c) {
-				return b, lower, false
-			}
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			lower = append(lower, c)
-		}
-		switch string(lower) {
-		case "", "host", "content-length", "te":
-			continue
-		case "sec-websocket-key":
-			if tunnel {
-				continue
-			}
-		}
-		if connectionSpecific(lower) {
-			continue
-		}
-		if !validValue(f.Value) {
-			return b, lower, false
-		}
-		b = appendField(b, lower, f.Value)
-	}
-	return b, lower, true
+	return true
+}
+
+func tunnelField(name []byte) bool {
+	return requestField(name) && string(name) != "sec-websocket-key"
 }
 
 // writeBlockLocked writes a header block as HEADERS and CONTINUATION
@@ -981,7 +963,7 @@ func (s *clientStream) EndBody(trailer *header.Header) error {
 	}
 	var err error
 	if trailer != nil && trailer.Len() > 0 {
-		b, lower, ok := appendRequestHeader(s.hbuf[:0], trailer, s.lower, false)
+		b, lower, ok := appendHeader(s.hbuf[:0], trailer, s.lower, requestField)
 		s.hbuf, s.lower = b, lower
 		if !ok {
 			return errInvalidField

@@ -29,7 +29,7 @@ func FuzzRequestToH2(f *testing.F) {
 		for _, hf := range fieldList(in) {
 			h.Add(hf.Name, hf.Value)
 		}
-		b, _, ok := appendRequestHeader(nil, &h, nil, false)
+		b, _, ok := appendHeader(nil, &h, nil, requestField)
 		if !ok {
 			return
 		}

@@ -111,9 +111,10 @@ func appendField(b []byte, name, value []byte) []byte {
 }
 
 // appendHeader appends h's fields with their names in lower case, leaving
-// out those HTTP/2 forbids (RFC 9113 §8.2.2), and reports whether all
-// were valid: names tokens, values without CR, LF or NUL.
-func appendHeader(b []byte, h *header.Header, lower []byte) ([]byte, []byte, bool) {
+// out those HTTP/2 forbids (RFC 9113 §8.2.2) and those keep (if set)
+// refuses, and reports whether all were valid: names tokens, values
+// without CR, LF or NUL.
+func appendHeader(b []byte, h *header.Header, lower []byte, keep func(name []byte) bool) ([]byte, []byte, bool) {
 	if h == nil {
 		return b, lower, true
 	}
@@ -131,7 +132,7 @@ func appendHeader(b []byte, h *header.Header, lower []byte) ([]byte, []byte, boo
 			}
 			lower = append(lower, c)
 		}
-		if connectionSpecific(lower) {
+		if connectionSpecific(lower) || keep != nil && !keep(lower) {
 			continue
 		}
 		if !validValue(f.Value) {

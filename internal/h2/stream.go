@@ -485,7 +485,7 @@ func (s *stream) WriteHead(h *istream.ResponseHead) (bool, error) {
 }
 
 func appendHeaderOK(b []byte, h *header.Header, lower []byte) ([]byte, []byte, bool) {
-	b, lower, ok := appendHeader(b, h, lower)
+	b, lower, ok := appendHeader(b, h, lower, nil)
 	if !ok {
 		return nil, lower, false
 	}
@@ -617,7 +617,7 @@ func (s *stream) EndBody(trailer *header.Header) error {
 		return nil
 	}
 	if trailer != nil && trailer.Len() > 0 {
-		b, lower, ok := appendHeader(s.hbuf[:0], trailer, s.lower)
+		b, lower, ok := appendHeader(s.hbuf[:0], trailer, s.lower, nil)
 		s.lower = lower
 		if !ok {
 			return errInvalidField
