@@ -50,6 +50,17 @@ func h2cOrigin(t *testing.T, conf *http.HTTP2Config, h http.Handler) (string, *a
 	return ln.Addr().String(), &conns
 }
 
+// straitToH2c runs strait with one cluster speaking h2c to origin, and
+// returns its address and process.
+func straitToH2c(t *testing.T, origin string) (string, *proc) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+`, addr, origin), addr)
+	return addr, p
+}
+
 // h2cClient is Go's client speaking HTTP/2 in cleartext.
 func h2cClient() *http.Client {
 	var protos http.Protocols
@@ -74,11 +85,7 @@ func h2Echo(w http.ResponseWriter, r *http.Request) {
 // upstream connections.
 func TestHTTP2Upstream(t *testing.T) {
 	origin, conns := h2cOrigin(t, nil, http.HandlerFunc(h2Echo))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
-  - {address: %s, routes: [{cluster: o}]}
-clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
-`, addr, origin), addr)
+	addr, _ := straitToH2c(t, origin)
 
 	r := mustCurl(t, "-sS", "--raw", "-H", "TE: trailers", "http://"+addr+"/a?b=1")
 	if got := string(r.Stdout); !strings.Contains(got, "HTTP/2.0 GET /a?b=1 host="+addr+` te="trailers" len=0`) ||
@@ -155,11 +162,7 @@ func TestHTTP2UpstreamMaxStreams(t *testing.T) {
 		mu.Unlock()
 		io.WriteString(w, "ok")
 	}))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
-  - {address: %s, routes: [{cluster: o}]}
-clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
-`, addr, origin), addr)
+	addr, _ := straitToH2c(t, origin)
 	client := h2cClient()
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -261,11 +264,7 @@ func goAwayOrigin(t *testing.T, perConn int) (addr string, answered, ignored *at
 // own answer; none is processed twice.
 func TestHTTP2UpstreamGoAway(t *testing.T) {
 	origin, answered, ignored := goAwayOrigin(t, 30)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
-  - {address: %s, routes: [{cluster: o}]}
-clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
-`, addr, origin), addr)
+	addr, p := straitToH2c(t, origin)
 	client := h2cClient()
 	const n = 300
 	var wg sync.WaitGroup
@@ -381,11 +380,7 @@ func TestHTTP2UpstreamReset(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
-  - {address: %s, routes: [{cluster: o}]}
-clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
-`, addr, origin), addr)
+	addr, _ := straitToH2c(t, origin)
 	for _, client := range []*http.Client{newClient(true), h2cClient()} {
 		resp, err := client.Get("http://" + addr + "/reset")
 		if err != nil {
@@ -504,11 +499,7 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 func TestWebSocketToHTTP2Upstream(t *testing.T) {
 	echoOrigin, upgrades := wsEchoOrigin(t)
 	origin, _, _, _ := h2Strait(t, echoOrigin, "")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
-  - {address: %s, routes: [{cluster: o}]}
-clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
-`, addr, origin), addr)
+	addr, p := straitToH2c(t, origin)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, "ws://"+addr+"/chat", &websocket.DialOptions{
@@ -562,4 +553,46 @@ func wsEchoOrigin(t *testing.T) (string, *atomic.Int64) {
 		}
 	}))
 	return addr, upgrades
+}
+
+// TestHTTP2UpstreamSilentDial: an HTTP/2 origin that accepts connections
+// and never speaks: the requests that came together wait on one dial, and
+// all get 504 at the connect timeout, not one timeout after another.
+func TestHTTP2UpstreamSilentDial(t *testing.T) {
+	var accepted atomic.Int64
+	origin := startRawOrigin(t, func(nc net.Conn) {
+		accepted.Add(1)
+		io.Copy(io.Discard, nc)
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "h2up.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+timeouts: {connect: 500ms}
+`, addr, origin), addr)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := newClient(false).Get("http://" + addr + "/")
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 504 {
+				t.Errorf("request %d: %d, want 504", i, resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("20 requests waiting on a silent origin took %v; the connect timeout is 500ms", took)
+	}
+	if n := accepted.Load(); n > 4 {
+		t.Errorf("the origin accepted %d connections for 20 requests at once, want them to wait on one dial", n)
+	}
+	t.Logf("%d connection(s) accepted", accepted.Load())
 }
