@@ -328,6 +328,10 @@ func (c *conn) loop() bool {
 			run = 0
 		}
 		if c.done() {
+			// GOAWAY either way, and no stream left: the client may
+			// still be sending (frames after its GOAWAY); closing on
+			// them unread would reset the connection.
+			c.lingerClose()
 			return false
 		}
 	}
