@@ -60,6 +60,9 @@ func (c *Cluster) Peer(s *proxy.Session, call *Call) (*proxy.Peer, error) {
 		if s.Override.RetryStatuses == nil {
 			s.Override.RetryStatuses = c.retryOn
 		}
+		if s.Override.RetryGRPC == nil {
+			s.Override.RetryGRPC = c.retryGRPC
+		}
 	}
 	last := -1
 	if call.set != nil {

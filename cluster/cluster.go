@@ -27,6 +27,7 @@ import (
 
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/balance"
+	"github.com/straitproxy/strait/internal/grpcwire"
 	"github.com/straitproxy/strait/internal/health"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/proxy"
@@ -47,18 +48,19 @@ type Options struct {
 type Cluster struct {
 	Name string
 
-	policy   string
-	key      hashKey
-	failAll  bool  // with every endpoint down, fail rather than use them
-	retryOn  []int // statuses a try is retried on
-	ejects   bool  // passive outlier detection is on
-	outlier  health.OutlierConfig
-	check    *health.CheckConfig // nil: no active checks
-	static   []balance.Endpoint  // endpoints from the config
-	logger   *slog.Logger
-	tls      *tls.Config // to the endpoints; nil for plain text
-	tlsKey   string      // what tells its connections from others' in the pool
-	protocol string      // proxy.Peer.Protocol
+	policy    string
+	key       hashKey
+	failAll   bool  // with every endpoint down, fail rather than use them
+	retryOn   []int // statuses a try is retried on
+	retryGRPC []int // gRPC statuses a try is retried on
+	ejects    bool  // passive outlier detection is on
+	outlier   health.OutlierConfig
+	check     *health.CheckConfig // nil: no active checks
+	static    []balance.Endpoint  // endpoints from the config
+	logger    *slog.Logger
+	tls       *tls.Config // to the endpoints; nil for plain text
+	tlsKey    string      // what tells its connections from others' in the pool
+	protocol  string      // proxy.Peer.Protocol
 
 	// set is the endpoints requests pick from now. A change (a DNS
 	// answer) swaps in a new set; calls in flight finish on theirs.
@@ -122,6 +124,13 @@ const (
 func New(cc *config.Cluster, o Options) (*Cluster, error) {
 	c := &Cluster{Name: cc.Name, policy: cc.Balance, failAll: cc.WhenAllEjected == "fail",
 		retryOn: cc.RetryOn, logger: o.Logger, drained: make(map[string]bool)}
+	for _, name := range cc.RetryOnGRPC {
+		code, ok := grpcwire.ParseCode(name)
+		if !ok {
+			return nil, fmt.Errorf("cluster %q: retry_on_grpc: unknown gRPC status %q", cc.Name, name)
+		}
+		c.retryGRPC = append(c.retryGRPC, int(code))
+	}
 	if c.logger == nil {
 		c.logger = slog.Default()
 	}
@@ -152,7 +161,7 @@ func New(cc *config.Cluster, o Options) (*Cluster, error) {
 	if hc := cc.HealthCheck; hc.Kind != "" {
 		c.check = &health.CheckConfig{Kind: hc.Kind, Interval: time.Duration(hc.Interval),
 			Timeout: time.Duration(hc.Timeout), Healthy: hc.Healthy, Unhealthy: hc.Unhealthy, Method: hc.Method,
-			Path: hc.Path, Host: hc.Host, Statuses: hc.Statuses, BodyContains: hc.BodyContains}
+			Path: hc.Path, Host: hc.Host, Statuses: hc.Statuses, BodyContains: hc.BodyContains, Service: hc.Service}
 	}
 	l := cc.Limits
 	c.slots = make(chan struct{}, cmpOr(l.MaxRequests, defaultMaxRequests))
@@ -176,6 +185,9 @@ func New(cc *config.Cluster, o Options) (*Cluster, error) {
 		}
 		t := cc.TLS
 		c.tlsKey = fmt.Sprintf(" tls sni=%s ca=%s cert=%s alpn=%v min=%s insecure=%v protocol=%s", t.ServerName, t.CAFile, t.Cert, t.ALPN, t.MinVersion, t.InsecureSkipVerify, cc.Protocol)
+	}
+	if c.check != nil && c.check.Kind == "grpc" {
+		c.check.TLS = c.tls
 	}
 	if d := cc.DNS; len(d.Names) > 0 || len(d.SRV) > 0 {
 		if c.dns, err = newDiscovery(&d); err != nil {

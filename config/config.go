@@ -217,6 +217,20 @@ type Route struct {
 	// IdempotencyKey names a field (Idempotency-Key) whose presence lets
 	// a request of any method be retried as an idempotent one.
 	IdempotencyKey string `yaml:"idempotency_key"`
+	// GRPCWeb, if set, translates the route's gRPC-Web calls to gRPC for
+	// the cluster, and answers CORS for them (docs/grpc.md).
+	GRPCWeb *GRPCWeb `yaml:"grpc_web"`
+}
+
+// GRPCWeb is a route's gRPC-Web bridge and its CORS allow-list.
+type GRPCWeb struct {
+	// AllowOrigins are the origins ("https://app.example.com") browsers
+	// may call from; "*" for any (then without credentials).
+	AllowOrigins     []string `yaml:"allow_origins"`
+	AllowCredentials bool     `yaml:"allow_credentials"`
+	AllowHeaders     []string `yaml:"allow_headers"`  // beyond gRPC-Web's own
+	ExposeHeaders    []string `yaml:"expose_headers"` // beyond grpc-status, grpc-message
+	MaxAge           Duration `yaml:"max_age"`        // of a preflight's answer; default 10m
 }
 
 // RequestBuffering bounds the request bodies read whole before an
@@ -293,6 +307,10 @@ type Cluster struct {
 	// RetryOn are final statuses that send an idempotent request to
 	// another endpoint while tries remain (limits.max_attempts).
 	RetryOn []int `yaml:"retry_on"`
+	// RetryOnGRPC are gRPC statuses (unavailable, resource_exhausted, or
+	// their numbers) that, in an origin's trailers-only response, send a
+	// gRPC call to another endpoint while tries remain (docs/grpc.md).
+	RetryOnGRPC []string `yaml:"retry_on_grpc"`
 	// RetryBudget bounds the retries in flight.
 	RetryBudget RetryBudget `yaml:"retry_budget"`
 	// HealthCheck checks the endpoints actively (off when left out).
@@ -350,7 +368,7 @@ type ClusterLimits struct {
 
 // HealthCheck is an active health check; zero fields mean the defaults.
 type HealthCheck struct {
-	Kind         string   `yaml:"kind"`          // http or tcp; required
+	Kind         string   `yaml:"kind"`          // http, grpc or tcp; required
 	Interval     Duration `yaml:"interval"`      // default 5s, ±10%
 	Timeout      Duration `yaml:"timeout"`       // default 2s
 	Healthy      int      `yaml:"healthy"`       // passes in a row; default 2
@@ -360,6 +378,7 @@ type HealthCheck struct {
 	Host         string   `yaml:"host"`          // http: default the endpoint's address
 	Statuses     []int    `yaml:"statuses"`      // http: default 200 to 399
 	BodyContains string   `yaml:"body_contains"` // http: the body must hold it
+	Service      string   `yaml:"service"`       // grpc: the service asked after; default "" (the server)
 }
 
 // RetryBudget bounds a cluster's retries in flight: Percent of its

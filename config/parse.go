@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/straitproxy/strait/internal/grpcwire"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -290,8 +292,11 @@ func (v *validator) config(c *Config) {
 		}
 		if hc := cl.HealthCheck; !reflect.DeepEqual(hc, HealthCheck{}) {
 			hp := at(p, "health_check")
-			if hc.Kind != "http" && hc.Kind != "tcp" {
-				v.errorf(at(hp, "kind"), "want http or tcp, got %q", hc.Kind)
+			if hc.Kind != "http" && hc.Kind != "grpc" && hc.Kind != "tcp" {
+				v.errorf(at(hp, "kind"), "want http, grpc or tcp, got %q", hc.Kind)
+			}
+			if hc.Kind == "grpc" && cl.Protocol != "h2c" && cl.Protocol != "h2" {
+				v.errorf(at(hp, "kind"), "a grpc health check needs the cluster's protocol h2c or h2")
 			}
 			if hc.Interval < 0 || hc.Timeout < 0 || hc.Healthy < 0 || hc.Unhealthy < 0 {
 				v.errorf(hp, "values must not be negative")
@@ -312,6 +317,11 @@ func (v *validator) config(c *Config) {
 		for j, st := range cl.RetryOn {
 			if st < 500 || st > 599 {
 				v.errorf(at(p, "retry_on", j), "want a 5xx status, got %d", st)
+			}
+		}
+		for j, name := range cl.RetryOnGRPC {
+			if c, ok := grpcwire.ParseCode(name); !ok || c == grpcwire.OK {
+				v.errorf(at(p, "retry_on_grpc", j), "want a gRPC status other than ok (unavailable, 14, ...), got %q", name)
 			}
 		}
 		if cl.HashKey != "" {
@@ -513,6 +523,36 @@ func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed 
 		v.errorf(p, "prefix_rewrite, host_rewrite, header rules, timeouts, max_request_body and request_buffering need a cluster")
 	}
 	v.oneOf(at(p, "request_buffering"), r.RequestBuffering, "on", "off")
+	if g := r.GRPCWeb; g != nil {
+		gp := at(p, "grpc_web")
+		if r.Cluster == "" {
+			v.errorf(gp, "grpc_web needs a cluster")
+		}
+		if len(g.AllowOrigins) == 0 {
+			v.errorf(at(gp, "allow_origins"), "list the origins browsers may call from (\"*\" for any)")
+		}
+		for j, o := range g.AllowOrigins {
+			switch {
+			case o == "*" && g.AllowCredentials:
+				v.errorf(at(gp, "allow_origins", j), "\"*\" with allow_credentials would let any site call with the user's credentials")
+			case o != "*" && !validOrigin(o):
+				v.errorf(at(gp, "allow_origins", j), "want scheme://host[:port], got %q", o)
+			}
+		}
+		for _, list := range []struct {
+			key   string
+			names []string
+		}{{"allow_headers", g.AllowHeaders}, {"expose_headers", g.ExposeHeaders}} {
+			for j, name := range list.names {
+				if !isToken(name) {
+					v.errorf(at(gp, list.key, j), "%q is not a field name", name)
+				}
+			}
+		}
+		if g.MaxAge < 0 {
+			v.errorf(at(gp, "max_age"), "must not be negative")
+		}
+	}
 	if r.IdempotencyKey != "" && !isToken(r.IdempotencyKey) {
 		v.errorf(at(p, "idempotency_key"), "%q is not a field name", r.IdempotencyKey)
 	}
@@ -714,4 +754,12 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// validOrigin reports whether o is a serialized origin (RFC 6454):
+// scheme://host[:port], with no path.
+func validOrigin(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.Path == "" && u.RawQuery == "" && u.User == nil && u.Fragment == "" && o == u.Scheme+"://"+u.Host
 }

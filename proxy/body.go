@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/straitproxy/strait/internal/grpcwire"
 	"github.com/straitproxy/strait/internal/hop"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/stream"
@@ -164,6 +165,17 @@ func (x *call) readBody() ([]byte, *Error, bool) {
 		return nil, &Error{Side: Downstream, Kind: KindLimit, Status: 413, Where: "request body over the limit"}, false
 	}
 	end := rerr == io.EOF
+	if x.web && x.grpc == grpcwire.WebText {
+		var err error
+		x.webIn, err = x.textIn.Decode(x.webIn[:0], data)
+		if err == nil && end {
+			err = x.textIn.End()
+		}
+		if err != nil {
+			return nil, &Error{Side: Downstream, Kind: KindProtocol, Status: 400, Where: "grpc-web-text request body", Err: err}, false
+		}
+		data = x.webIn
+	}
 	if filter := x.srv.phases.RequestBodyFilter; filter != nil {
 		var err error
 		if data, err = filter(s, data, end); err != nil {
@@ -198,6 +210,13 @@ func (x *call) copyBody(up stream.Upstream) *Error {
 		}
 	}
 	x.pending = nil // a retry has none: it cannot happen after streaming
+	if !x.bufWhole && !x.ds.BodyBuffered() {
+		// What the client sent so far goes before waiting for more: a
+		// stream's client may wait for an answer to it first.
+		if err := up.Flush(); err != nil {
+			return writeErr(err)
+		}
+	}
 	for end := x.bufWhole; !end; {
 		var data []byte
 		var e *Error
@@ -276,6 +295,11 @@ func (x *call) bufferBody() *Error {
 	}
 	x.ds.Continue()
 	for {
+		if x.grpc != grpcwire.NotGRPC && !x.ds.BodyBuffered() {
+			// A gRPC stream's client may wait for answers before it
+			// sends more: only what is there is taken (grpc.go).
+			return nil
+		}
 		data, e, end := x.readBody()
 		if e != nil {
 			return e

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/internal/fdlimit"
+	"github.com/straitproxy/strait/internal/grpcwire"
 	"github.com/straitproxy/strait/internal/h1"
 	"github.com/straitproxy/strait/internal/h2"
 	"github.com/straitproxy/strait/internal/hop"
@@ -289,6 +290,7 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 	if total := timeout(s.Override.UpstreamTotal, t.UpstreamTotal); total > 0 {
 		limit = mono.Now() + total
 	}
+	limit = x.grpcLimit(limit)
 	up.Begin(limit, t.UpstreamWrite, timeout(s.Override.UpstreamRead, t.UpstreamRead))
 	x.body.err = nil
 
@@ -312,8 +314,8 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 	switch {
 	case x.bufWhole && s.Request.Trailer.Len() == 0:
 		body = int64(len(x.buffered))
-	case body != 0 && srv.phases.RequestBodyFilter != nil:
-		body = -1
+	case body != 0 && (srv.phases.RequestBodyFilter != nil || x.web && x.grpc == grpcwire.WebText):
+		body = -1 // its length may change (base64 decoded)
 	}
 	if err := up.WriteHead(s.Request.Method, s.Request.Path, &s.Request.Header, s.Stats.Peer, body, upgrade); err != nil {
 		switch {
@@ -369,7 +371,7 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 		return x.tunnel(up, resp, proto)
 	}
 
-	if x.retryStatus(resp.Status) {
+	if x.retryStatus(resp.Status) || x.retryGRPC(resp) {
 		// Another try may answer better: this response is dropped (with
 		// its connection), the request body stops.
 		if be := x.abortBody(up); be != nil && be != errBodyAborted && be.Side != Upstream {
@@ -393,6 +395,9 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 		}
 	}
 	hop.StripMarked(&s.Response.Header, resp.Conn)
+	if x.grpc != grpcwire.NotGRPC {
+		x.grpcResponseHead(resp)
+	}
 	if ph := srv.phases.ResponseFilter; ph != nil {
 		if err := ph(s, &s.Response); err != nil {
 			return asError(err, Internal, KindFilter, 502, "response filter")
@@ -410,7 +415,7 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 		length = represented
 	case resp.Length == 0:
 		length = 0
-	case resp.Length > 0 && srv.phases.ResponseBodyFilter == nil && len(s.Response.Header.Get("trailer")) == 0:
+	case resp.Length > 0 && srv.phases.ResponseBodyFilter == nil && len(s.Response.Header.Get("trailer")) == 0 && !x.webResp:
 		// (A response that declares trailers goes chunked to an HTTP/1.1
 		// client, which could not get them with a length.)
 		length = resp.Length
@@ -648,6 +653,7 @@ func (x *call) relayResponseBody(up stream.Upstream) *Error {
 					return asError(err, Internal, KindFilter, 502, "response body filter")
 				}
 			}
+			data = x.webBody(data)
 			if len(data) > 0 {
 				if err := ds.WriteBody(data); err != nil {
 					return downstreamWriteError(err)
@@ -670,7 +676,7 @@ func (x *call) relayResponseBody(up stream.Upstream) *Error {
 	if t := up.Trailer(); t.Len() > 0 {
 		hop.CopyTrailers(&s.Response.Trailer, t)
 	}
-	if err := ds.EndBody(&s.Response.Trailer); err != nil {
+	if err := x.endWebBody(&s.Response.Trailer); err != nil {
 		return downstreamWriteError(err)
 	}
 	return nil

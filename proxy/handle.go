@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/grpcwire"
 	"github.com/straitproxy/strait/internal/hop"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/stream"
@@ -42,6 +43,17 @@ type call struct {
 	// done.
 	watchDone  chan struct{}
 	clientGone bool
+
+	// A gRPC call (grpc.go): its protocol, its deadline (mono; 0: none),
+	// whether it is gRPC-Web translated to gRPC (web) and its response
+	// one to translate back (webResp), whether the response is gRPC's
+	// (grpcResp), and the buffers of the translation.
+	grpc                   grpcwire.Kind
+	grpcDeadline           time.Duration
+	web, webResp, grpcResp bool
+	textIn                 grpcwire.TextDecoder
+	webIn, webOut          []byte
+	webFrame               []byte
 
 	// For the answers strait makes itself.
 	answer  stream.ResponseHead
@@ -124,6 +136,7 @@ func (srv *Server) startCall(ds stream.Downstream) *call {
 	} else {
 		s.RequestID = srv.ids.next(s.reqIDBuf[:0])
 	}
+	x.startGRPC()
 	return x
 }
 
@@ -148,6 +161,14 @@ func (x *call) run() *Error {
 		}
 		if answered || s.answered {
 			return nil
+		}
+	}
+	if g := s.Override.GRPCWeb; g != nil {
+		switch {
+		case x.grpc == grpcwire.Web || x.grpc == grpcwire.WebText:
+			x.startWeb()
+		case s.Request.Method == "OPTIONS" && s.Request.Header.Has("access-control-request-method"):
+			return x.preflight(g)
 		}
 	}
 	// After RequestFilter, which may have set the request's own limit.
@@ -192,7 +213,11 @@ func (x *call) finish(e *Error) stream.End {
 		return stream.Gone
 	}
 	if s.answered {
-		// The response was cut short.
+		// The response was cut short: a gRPC one ends with the failure's
+		// status, as a reset would not say (grpc.go).
+		if x.grpc != grpcwire.NotGRPC && x.endGRPC(e) {
+			return stream.Done
+		}
 		return stream.Cut
 	}
 	status := e.Status
@@ -208,6 +233,10 @@ func (x *call) finish(e *Error) stream.End {
 	// upstream's.
 	if !x.ds.BodyDone() || status >= 500 || string(x.head.Method) == "CONNECT" {
 		x.ds.CloseAfter()
+	}
+	if x.grpc != grpcwire.NotGRPC {
+		x.writeGRPCStatus(grpcCode(e, status), e.Where)
+		return stream.Done
 	}
 	x.writeError(status, "")
 	return stream.Done

@@ -2,10 +2,11 @@ package proxy
 
 import (
 	"crypto/tls"
-	"github.com/straitproxy/strait/internal/h2"
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/straitproxy/strait/internal/h2"
 
 	"github.com/straitproxy/strait/internal/budget"
 	"github.com/straitproxy/strait/internal/fdlimit"

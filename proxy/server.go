@@ -470,6 +470,10 @@ type Counters struct {
 	DownstreamGone         atomic.Int64 // clients that left before their response was done
 	BodiesBuffered         atomic.Int64 // request bodies read whole before the exchange
 	BufferOverBudget       atomic.Int64 // bodies that did not fit Buffering.Budget (streamed, or 503)
+	GRPCCalls              atomic.Int64 // gRPC and gRPC-Web calls (by Content-Type)
+	GRPCWebTranslated      atomic.Int64 // gRPC-Web calls sent upstream as gRPC
+	GRPCStatusAnswers      atomic.Int64 // gRPC calls strait answered with a status of its own (trailers-only or in trailers)
+	CORSRefused            atomic.Int64 // CORS preflights refused (403): origin or method not allowed
 	// Handshakes count TLS handshakes by result, indexed by HandshakeOK,
 	// HandshakeFailed, HandshakePlainHTTP and HandshakeTimeout.
 	Handshakes [4]atomic.Int64

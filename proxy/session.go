@@ -106,6 +106,16 @@ type Override struct {
 	// tries remain and the request may be sent twice (Idempotent). The
 	// last try's response goes to the client whatever its status.
 	RetryStatuses []int
+	// RetryGRPC are gRPC status codes (14 UNAVAILABLE, say) that send a
+	// gRPC call to another try when an origin answers with them in a
+	// trailers-only response, before anything of the response went
+	// downstream, while tries remain and the whole request is at hand to
+	// send again (see docs/grpc.md). Whatever its method: the codes are
+	// the caller's choice of what a server did not act on.
+	RetryGRPC []int
+	// GRPCWeb, if set, translates gRPC-Web requests to gRPC for the
+	// origin, their responses back, and answers CORS for them.
+	GRPCWeb *GRPCWeb
 	// IdempotencyKey names a request field (Idempotency-Key) whose
 	// presence makes any method safe to send twice.
 	IdempotencyKey string

@@ -221,6 +221,10 @@ func compile(rc *config.Route, clusters map[string]*cluster.Cluster) rule {
 		},
 	}
 	r.idempotencyKey = rc.IdempotencyKey
+	if g := rc.GRPCWeb; g != nil {
+		r.override.GRPCWeb = &proxy.GRPCWeb{AllowOrigins: g.AllowOrigins, AllowCredentials: g.AllowCredentials,
+			AllowHeaders: g.AllowHeaders, ExposeHeaders: g.ExposeHeaders, MaxAge: time.Duration(g.MaxAge)}
+	}
 	if rc.RequestBuffering == "off" {
 		r.override.BufferMax = -1
 	}

@@ -379,8 +379,11 @@ func (cc *ClientConn) handle(f http2.Frame) error {
 		cc.goAway(f.LastStreamID)
 	case *http2.RSTStreamFrame:
 		err := fmt.Errorf("%w: %v", errUpstreamReset, f.ErrCode)
-		if f.ErrCode == http2.ErrCodeRefusedStream {
+		switch f.ErrCode {
+		case http2.ErrCodeRefusedStream:
 			err = fmt.Errorf("%w: REFUSED_STREAM", istream.ErrUnprocessed)
+		case http2.ErrCodeCancel:
+			err = fmt.Errorf("%w: %w", errUpstreamReset, istream.ErrCanceled)
 		}
 		if s := cc.remove(f.StreamID); s != nil {
 			s.fail(err)

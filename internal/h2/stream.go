@@ -460,7 +460,9 @@ func (s *stream) WriteHead(h *istream.ResponseHead) (bool, error) {
 		c.wmu.Unlock()
 		return false, err // the tunnel's bytes are no body of the proxy's
 	}
-	body := h.Status >= 200 && h.Status != 204 && h.Status != 304 && !s.headReq
+	// A body of length 0 is none: END_STREAM goes on the head, as a
+	// gRPC trailers-only response must (the gRPC spec's Trailers-Only).
+	body := h.Status >= 200 && h.Status != 204 && h.Status != 304 && !s.headReq && h.Length != 0
 	if h.Status >= 200 && h.Status != 204 && h.Length >= 0 {
 		var num [20]byte
 		b = appendField(b, []byte("content-length"), appendUint(num[:0], uint64(h.Length)))

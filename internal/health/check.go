@@ -2,6 +2,7 @@ package health
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +17,7 @@ import (
 
 // CheckConfig is an active health check. Zero fields mean the defaults.
 type CheckConfig struct {
-	Kind      string        // "http" (default) or "tcp": a connection is enough
+	Kind      string        // "http" (default), "grpc", or "tcp": a connection is enough
 	Interval  time.Duration // between checks of an endpoint, ±10% (default 5 s)
 	Timeout   time.Duration // of one check (default 2 s)
 	Healthy   int           // passes in a row that make an endpoint healthy (default 2)
@@ -28,6 +29,11 @@ type CheckConfig struct {
 	Host         string // the Host field; default the endpoint's address
 	Statuses     []int  // statuses that pass; default 200 to 399
 	BodyContains string // if set, the body's first 64 KiB must hold it
+
+	// gRPC checks (Kind "grpc"): grpc.health.v1.Health/Check over HTTP/2,
+	// in cleartext, or over TLS with this config.
+	Service string // the service asked after; "" for the server as a whole
+	TLS     *tls.Config
 }
 
 // Checker checks a cluster's endpoints, each on a goroutine of its own
@@ -39,6 +45,7 @@ type Checker struct {
 	addrs   []string
 	healthy []atomic.Bool
 	logger  *slog.Logger
+	grpc    *http.Client // for gRPC checks
 	stop    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -68,6 +75,9 @@ func StartChecker(addrs []string, healthy []bool, cfg CheckConfig, logger *slog.
 		cfg.Path = "/"
 	}
 	c := &Checker{cfg: cfg, addrs: addrs, healthy: make([]atomic.Bool, len(addrs)), logger: logger, stop: make(chan struct{})}
+	if cfg.Kind == "grpc" {
+		c.grpc = newGRPCClient(cfg.TLS)
+	}
 	for i := range addrs {
 		c.healthy[i].Store(healthy == nil || healthy[i])
 		c.wg.Add(1)
@@ -83,6 +93,9 @@ func (c *Checker) Healthy(i int) bool { return c.healthy[i].Load() }
 func (c *Checker) Stop() {
 	close(c.stop)
 	c.wg.Wait()
+	if c.grpc != nil {
+		c.grpc.CloseIdleConnections()
+	}
 }
 
 func (c *Checker) run(i int) {
@@ -117,6 +130,9 @@ func (c *Checker) run(i int) {
 
 // check checks the endpoint at addr once.
 func (c *Checker) check(addr string) error {
+	if c.cfg.Kind == "grpc" {
+		return c.checkGRPC(addr)
+	}
 	nc, err := net.DialTimeout("tcp", addr, c.cfg.Timeout)
 	if err != nil {
 		return err

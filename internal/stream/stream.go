@@ -57,6 +57,10 @@ var ErrUnsendable = errors.New("stream: a response head the protocol cannot carr
 // method (RFC 9113 §8.7).
 var ErrUnprocessed = errors.New("the upstream did not process the request")
 
+// ErrCanceled is what an Upstream's errors wrap when the peer cancelled
+// the exchange (HTTP/2 RST_STREAM CANCEL): a gRPC client is told so.
+var ErrCanceled = errors.New("the upstream cancelled the stream")
+
 // ProtocolError is a message that broke its protocol. HTTPStatus is the
 // status the RFCs name for a request that does (400, 413, 414, 431, 501,
 // 505); a proxy answers a response that does with 502.
