@@ -209,6 +209,9 @@ func (x *call) copyBody(up stream.Upstream) *Error {
 			}
 		}
 	}
+	// A gRPC call that may be retried on a status keeps what it streams,
+	// within the buffering limit: whole, it may go again (retryGRPC).
+	keep := !x.bufWhole && x.grpc != grpcwire.NotGRPC && len(x.sess.Override.RetryGRPC) > 0 && x.keep(x.pending)
 	x.pending = nil // a retry has none: it cannot happen after streaming
 	if !x.bufWhole && !x.ds.BodyBuffered() {
 		// What the client sent so far goes before waiting for more: a
@@ -228,6 +231,7 @@ func (x *call) copyBody(up stream.Upstream) *Error {
 				return writeErr(err)
 			}
 		}
+		keep = keep && x.keep(data)
 		if !end && !x.ds.BodyBuffered() {
 			if err := up.Flush(); err != nil {
 				return writeErr(err)
@@ -240,7 +244,25 @@ func (x *call) copyBody(up stream.Upstream) *Error {
 	if err := up.Flush(); err != nil {
 		return writeErr(err)
 	}
+	if keep && x.sess.Request.Trailer.Len() == 0 {
+		x.bufWhole = true // read by the exchange once the sender is done
+	}
 	return nil
+}
+
+// keep adds a piece of a streamed body to the buffer, within the
+// buffering limit and budget, and reports whether it could.
+func (x *call) keep(data []byte) bool {
+	limit := x.srv.opts.Buffering.Max
+	if l := x.sess.Override.BufferMax; l != 0 {
+		limit = l
+	}
+	need := len(x.buffered) + len(data)
+	if limit <= 0 || int64(need) > limit || need > cap(x.buffered) && !x.growBuffer(need, -1, limit) {
+		return false
+	}
+	x.buffered = append(x.buffered, data...)
+	return true
 }
 
 // Buffered bodies are held in pooled buffers of a few sizes, the smallest

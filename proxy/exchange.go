@@ -291,6 +291,7 @@ func (x *call) exchange(conn upstreamConn, key string, created time.Duration) *E
 		limit = mono.Now() + total
 	}
 	limit = x.grpcLimit(limit)
+	x.limit = limit
 	up.Begin(limit, t.UpstreamWrite, timeout(s.Override.UpstreamRead, t.UpstreamRead))
 	x.body.err = nil
 

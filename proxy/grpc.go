@@ -141,7 +141,8 @@ func containsFold(list []string, s string) bool {
 
 // startGRPC notes whether the request is a gRPC call, and its deadline.
 func (x *call) startGRPC() {
-	x.grpc, x.grpcDeadline, x.web, x.webResp = grpcwire.NotGRPC, 0, false, false
+	x.grpc, x.grpcDeadline, x.limit = grpcwire.NotGRPC, 0, 0
+	x.web, x.webResp, x.grpcResp = false, false, false
 	r := &x.sess.Request
 	if r.Method != "POST" {
 		return
@@ -189,7 +190,12 @@ func (x *call) grpcLimit(limit time.Duration) time.Duration {
 func (x *call) retryGRPC(resp *stream.Response) bool {
 	s := &x.sess
 	if x.grpc == grpcwire.NotGRPC || len(s.Override.RetryGRPC) == 0 || resp.Status != 200 || resp.Length != 0 ||
-		s.Stats.Attempts >= x.srv.opts.Limits.MaxAttempts || x.head.ContentLength != 0 && !x.bufWhole {
+		s.Stats.Attempts >= x.srv.opts.Limits.MaxAttempts {
+		return false
+	}
+	// The whole request must be at hand to send again: buffered before,
+	// or kept as it streamed by a body sender that is done (sentAt).
+	if x.head.ContentLength != 0 && !(x.body.sentAt.Load() != 0 && x.bufWhole) {
 		return false
 	}
 	code, ok := grpcwire.ParseStatus(resp.Header.Get("grpc-status"))
@@ -205,7 +211,18 @@ func (x *call) retryGRPC(resp *stream.Response) bool {
 }
 
 // grpcCode is the gRPC status strait answers a failed gRPC call with,
-// for an error e that would otherwise get HTTP status status.
+// for an error e that would otherwise get HTTP status status: past the
+// exchange's deadline, whatever failed, DEADLINE_EXCEEDED (an origin
+// told the deadline may give up first, and reset).
+func (x *call) grpcCode(e *Error, status int) (grpcwire.Code, string) {
+	if x.limit != 0 && e.Side == Upstream && mono.Now() >= x.limit {
+		return grpcwire.DeadlineExceeded, "upstream deadline exceeded (" + e.Where + ")"
+	}
+	return grpcCode(e, status), e.Where
+}
+
+// grpcCode maps a failure to a gRPC status, by the HTTP status it would
+// otherwise get, then by what failed.
 func grpcCode(e *Error, status int) grpcwire.Code {
 	switch status {
 	case 401:
@@ -282,8 +299,9 @@ func (x *call) endGRPC(e *Error) bool {
 	}
 	t := &x.sess.Response.Trailer
 	t.Reset()
-	t.Add("grpc-status", strconv.Itoa(int(grpcCode(e, e.Status))))
-	x.text = grpcwire.AppendMessage(x.text[:0], e.Where)
+	code, msg := x.grpcCode(e, e.Status)
+	t.Add("grpc-status", strconv.Itoa(int(code)))
+	x.text = grpcwire.AppendMessage(x.text[:0], msg)
 	t.AddBytes([]byte("grpc-message"), x.text)
 	if err := x.endWebBody(t); err != nil {
 		return false

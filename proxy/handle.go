@@ -49,7 +49,7 @@ type call struct {
 	// one to translate back (webResp), whether the response is gRPC's
 	// (grpcResp), and the buffers of the translation.
 	grpc                   grpcwire.Kind
-	grpcDeadline           time.Duration
+	grpcDeadline, limit    time.Duration // limit: the last exchange's deadline (mono; 0: none)
 	web, webResp, grpcResp bool
 	textIn                 grpcwire.TextDecoder
 	webIn, webOut          []byte
@@ -235,7 +235,7 @@ func (x *call) finish(e *Error) stream.End {
 		x.ds.CloseAfter()
 	}
 	if x.grpc != grpcwire.NotGRPC {
-		x.writeGRPCStatus(grpcCode(e, status), e.Where)
+		x.writeGRPCStatus(x.grpcCode(e, status))
 		return stream.Done
 	}
 	x.writeError(status, "")

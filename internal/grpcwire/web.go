@@ -1,6 +1,7 @@
 package grpcwire
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -101,6 +102,9 @@ func (d *TextDecoder) Decode(dst, p []byte) ([]byte, error) {
 // appendGroups decodes whole groups of four, where a padded group may
 // come before others.
 func appendGroups(dst, p []byte) ([]byte, error) {
+	if bytes.ContainsAny(p, "\r\n") {
+		return dst, ErrText // which encoding/base64 would skip, moving the groups
+	}
 	for len(p) > 0 {
 		// Up to the first padded group, in one call.
 		end := len(p)
