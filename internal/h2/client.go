@@ -105,6 +105,7 @@ var ErrNoUpgrade = errors.New("http2: the upstream takes no extended CONNECT (SE
 var (
 	errClientClosed  = errors.New("http2: upstream connection closed")
 	errUpstreamReset = errors.New("http2: the upstream reset the stream")
+	errStopSending   = fmt.Errorf("%w: NO_ERROR (the rest of the request is not wanted)", errUpstreamReset)
 	errDeadline      = fmt.Errorf("http2: %w", errTimeout{})
 )
 
@@ -384,6 +385,10 @@ func (cc *ClientConn) handle(f http2.Frame) error {
 			err = fmt.Errorf("%w: REFUSED_STREAM", istream.ErrUnprocessed)
 		case http2.ErrCodeCancel:
 			err = fmt.Errorf("%w: %w", errUpstreamReset, istream.ErrCanceled)
+		case http2.ErrCodeNo:
+			// After a whole response, NO_ERROR asks only that the
+			// request stop (RFC 9113 §8.1): the response stands.
+			err = errStopSending
 		}
 		if s := cc.remove(f.StreamID); s != nil {
 			s.fail(err)
@@ -771,6 +776,7 @@ type respHead struct {
 	hdr    header.Header
 	length int64
 	size   int
+	end    bool // END_STREAM came on the head: no body, no trailers
 }
 
 var _ istream.Upstream = (*clientStream)(nil)
@@ -1013,13 +1019,14 @@ func (s *clientStream) ReadHead(method string, from, wait time.Duration) (*istre
 		}
 		return &s.out, nil
 	}
+	// Length 0 says there is nothing after the head, trailers included:
+	// a Content-Length of 0 without END_STREAM on the head may yet have
+	// trailers (a gRPC status, as Go's server sends them).
 	switch {
-	case method == "HEAD" || h.status == 204 || h.status == 304 || h.status < 200:
+	case method == "HEAD" || h.status == 204 || h.status == 304 || h.status < 200 || h.end:
 		s.out.Length = 0
-	case h.length >= 0:
+	case h.length > 0:
 		s.out.Length = h.length
-	case s.remoteEnd && len(s.heads) == 0 && s.got == 0:
-		s.out.Length = 0 // END_STREAM on the head: no body
 	}
 	return &s.out, nil
 }
@@ -1070,7 +1077,7 @@ func (s *clientStream) readBody(deadline time.Duration) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if len(s.buf) == 0 && s.err != nil {
+	if len(s.buf) == 0 && s.err != nil && !(s.remoteEnd && s.err == errStopSending) {
 		err := s.err
 		s.mu.Unlock()
 		return nil, err
@@ -1299,6 +1306,7 @@ func (s *clientStream) endBlock(endStream bool) error {
 	case h.status < 200 && endStream:
 		return errors.New("http2: interim response with END_STREAM")
 	}
+	h.end = endStream
 	s.heads = append(s.heads, h)
 	if h.status >= 200 {
 		s.final = true

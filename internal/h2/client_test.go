@@ -506,3 +506,91 @@ func rawH2Origin(t *testing.T, serve func(nc net.Conn, fr *http2.Framer)) string
 	}()
 	return ln.Addr().String()
 }
+
+// TestClientGRPCEnds: the ways a gRPC origin ends a response, which
+// strait once got wrong: a head with Content-Length 0 (as Go's server
+// sends it) and trailers after it, whose trailers were dropped (Length
+// 0 said nothing came after the head); and RST_STREAM NO_ERROR after the
+// whole response, while the request still streams (RFC 9113 §8.1), which
+// turned the response into an error. A head with END_STREAM is Length 0.
+func TestClientGRPCEnds(t *testing.T) {
+	addr := rawH2Origin(t, func(nc net.Conn, fr *http2.Framer) {
+		dec := hpack.NewDecoder(4096, nil)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			h, ok := f.(*http2.HeadersFrame)
+			if !ok {
+				continue
+			}
+			fields, _ := dec.DecodeFull(h.HeaderBlockFragment())
+			path := ""
+			for _, hf := range fields {
+				if hf.Name == ":path" {
+					path = hf.Value
+				}
+			}
+			block := func(kv ...string) []byte {
+				var b bytes.Buffer
+				enc := hpack.NewEncoder(&b)
+				for i := 0; i < len(kv); i += 2 {
+					enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+				}
+				return b.Bytes()
+			}
+			head := block(":status", "200", "content-type", "application/grpc", "content-length", "0")
+			trailers := block("grpc-status", "13", "grpc-message", "boom")
+			switch path {
+			case "/trailers-only":
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: block(":status", "200", "grpc-status", "5"), EndHeaders: true, EndStream: true})
+			case "/length-0-trailers":
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: head, EndHeaders: true})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: trailers, EndHeaders: true, EndStream: true})
+			case "/reset-after":
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: block(":status", "200"), EndHeaders: true})
+				fr.WriteData(h.StreamID, false, []byte("\x00\x00\x00\x00\x02hi"))
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: trailers, EndHeaders: true, EndStream: true})
+				fr.WriteRSTStream(h.StreamID, http2.ErrCodeNo)
+			}
+		}
+	})
+	cc := dialClient(t, addr)
+	for _, tc := range []struct {
+		path, body, status string
+		length             int64
+	}{
+		{"/trailers-only", "", "", 0},
+		{"/length-0-trailers", "", "13", -1},
+		{"/reset-after", "\x00\x00\x00\x00\x02hi", "13", -1},
+	} {
+		up := cc.NewStream()
+		up.Begin(0, 5*time.Second, 5*time.Second)
+		var h header.Header
+		if err := up.WriteHead("POST", []byte(tc.path), &h, "origin.test", -1, nil); err != nil {
+			t.Fatal(err)
+		}
+		up.WriteBody([]byte("\x00\x00\x00\x00\x00")) // the request stays open
+		up.Flush()
+		resp, err := up.ReadHead("POST", mono.Now(), 5*time.Second)
+		if err != nil || resp.Length != tc.length {
+			t.Fatalf("%s: head %v, length %d, want %d", tc.path, err, resp.Length, tc.length)
+		}
+		var body []byte
+		for resp.Length != 0 {
+			p, err := up.ReadBody()
+			body = append(body, p...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: body: %v", tc.path, err)
+			}
+		}
+		if string(body) != tc.body || string(up.Trailer().Get("grpc-status")) != tc.status {
+			t.Errorf("%s: body %q, grpc-status %q; want %q, %q", tc.path, body, up.Trailer().Get("grpc-status"), tc.body, tc.status)
+		}
+		up.Finish(false)
+	}
+}

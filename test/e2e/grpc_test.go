@@ -8,7 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -645,4 +648,74 @@ func decodeBase64Pieces(b []byte) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// connectConformanceConfig is what strait in front of the reference
+// server supports: gRPC and gRPC-Web (the Connect protocol is the
+// origin's, not a proxy's), HTTP/1.1 and HTTP/2, every codec,
+// compression and stream type, TLS with and without client certificates.
+const connectConformanceConfig = `features:
+  versions: [HTTP_VERSION_1, HTTP_VERSION_2]
+  protocols: [PROTOCOL_GRPC, PROTOCOL_GRPC_WEB]
+  codecs: [CODEC_PROTO, CODEC_JSON]
+  compressions: [COMPRESSION_IDENTITY, COMPRESSION_GZIP, COMPRESSION_BR, COMPRESSION_ZSTD, COMPRESSION_DEFLATE, COMPRESSION_SNAPPY]
+  stream_types: [STREAM_TYPE_UNARY, STREAM_TYPE_CLIENT_STREAM, STREAM_TYPE_SERVER_STREAM, STREAM_TYPE_HALF_DUPLEX_BIDI_STREAM, STREAM_TYPE_FULL_DUPLEX_BIDI_STREAM]
+  supports_h2c: true
+  supports_tls: true
+  supports_tls_client_certs: true
+  supports_trailers: true
+  supports_half_duplex_bidi_over_http1: true
+  supports_connect_get: false
+  supports_message_receive_limit: true
+`
+
+// TestConnectConformance runs the Connect conformance suite
+// (connectconformance v1.0.7, server mode) against strait in front of its
+// reference server (test/e2e/connectwrap starts both): gRPC and gRPC-Web,
+// HTTP/1.1 and HTTP/2, with and without TLS; every case passes. The
+// reference server speaks gRPC only to strait, and strait's metrics show
+// every gRPC-Web call translated (it would accept gRPC-Web itself, so a
+// proxy that translated nothing would pass too).
+func TestConnectConformance(t *testing.T) {
+	runner := needTool(t, "connectconformance")
+	ref := needTool(t, "referenceserver")
+	dir := t.TempDir()
+	wrap := filepath.Join(dir, "connectwrap")
+	if out, err := exec.Command("go", "build", "-o", wrap, "./connectwrap").CombinedOutput(); err != nil {
+		t.Fatalf("building connectwrap: %v\n%s", err, out)
+	}
+	conf := writeFile(t, dir, "conformance.yaml", []byte(connectConformanceConfig))
+	metricsDir := filepath.Join(dir, "metrics")
+	os.Mkdir(metricsDir, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, runner, "--mode", "server", "--conf", conf, "--",
+		wrap, "-strait", straitBin, "-ref", ref, "-out", metricsDir)
+	out, err := cmd.CombinedOutput()
+	summary := regexp.MustCompile(`Total cases: (\d+)\n(\d+) passed, (\d+) failed`).FindStringSubmatch(string(out))
+	if err != nil || summary == nil {
+		t.Fatalf("connectconformance: %v\n%s", err, tail(string(out), 60))
+	}
+	total, _ := strconv.Atoi(summary[1])
+	t.Logf("Connect conformance: %s cases, %s passed, %s failed", summary[1], summary[2], summary[3])
+	if summary[3] != "0" || total < 5000 {
+		t.Errorf("want every case of 5000 or more to pass:\n%s", tail(string(out), 60))
+	}
+	files, _ := filepath.Glob(filepath.Join(metricsDir, "metrics-*.txt"))
+	if len(files) < 8 {
+		t.Fatalf("metrics of %d strait processes, want one per server the runner started", len(files))
+	}
+	var webCalls float64
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		calls, translated := metricValue(string(b), "strait_grpc_calls_total"), metricValue(string(b), "strait_grpc_web_translated_total")
+		web := strings.Contains(filepath.Base(f), "proto3-") // PROTOCOL_GRPC_WEB
+		if web && (translated != calls || calls <= 0) || !web && translated != 0 {
+			t.Errorf("%s: %v gRPC calls, %v translated from gRPC-Web", filepath.Base(f), calls, translated)
+		}
+		if web {
+			webCalls += translated
+		}
+	}
+	t.Logf("%v gRPC-Web calls, all sent upstream as gRPC", webCalls)
 }
