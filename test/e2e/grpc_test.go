@@ -29,6 +29,10 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 // interopServer starts grpc-go's interop server (it listens on every
@@ -718,4 +722,68 @@ func TestConnectConformance(t *testing.T) {
 		}
 	}
 	t.Logf("%v gRPC-Web calls, all sent upstream as gRPC", webCalls)
+}
+
+// TestGRPCWebConnectNode: Connect's gRPC-Web client for Node, over HTTP/1.1
+// and HTTP/2, through strait's bridge to grpc-go's interop server (gRPC
+// only): a unary call, a server stream, and an error status.
+func TestGRPCWebConnectNode(t *testing.T) {
+	node := needTool(t, "node")
+	modules := os.Getenv("STRAIT_NODE_MODULES")
+	if modules == "" {
+		modules, _ = filepath.Abs("../../.tools/npm/node_modules")
+	}
+	if _, err := os.Stat(filepath.Join(modules, "@connectrpc", "connect-node")); err != nil {
+		if inCI() {
+			t.Fatalf("@connectrpc/connect-node is not installed in %s (scripts/test installs it)", modules)
+		}
+		t.Skipf("@connectrpc/connect-node is not installed in %s; scripts/test installs it", modules)
+	}
+	dir := t.TempDir()
+	// The script beside the packages, and the service's descriptors from
+	// the Go package's own.
+	script, err := os.ReadFile("testdata/grpcweb-client.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "client.mjs", script)
+	if err := os.Symlink(modules, filepath.Join(dir, "node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	set := &descriptorpb.FileDescriptorSet{}
+	seen := map[string]bool{}
+	var add func(fd protoreflect.FileDescriptor)
+	add = func(fd protoreflect.FileDescriptor) {
+		if seen[fd.Path()] {
+			return
+		}
+		seen[fd.Path()] = true
+		for i := range fd.Imports().Len() {
+			add(fd.Imports().Get(i).FileDescriptor)
+		}
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+	}
+	add(testpb.File_grpc_testing_test_proto)
+	b, _ := proto.Marshal(set)
+	descriptors := writeFile(t, dir, "test.binpb", b)
+
+	origin, _ := interopServer(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, dir, "grpcweb.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o, grpc_web: {allow_origins: ["*"]}}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+`, addr, origin), addr)
+	for _, version := range []string{"1.1", "2"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, node, filepath.Join(dir, "client.mjs"), descriptors, "http://"+addr, version).CombinedOutput()
+		cancel()
+		want := `{"unary":1000,"stream":[10,20,30],"error":{"code":9,"message":"precondition ☃"}}`
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("HTTP/%s: %v\n%s\nwant %s", version, err, out, want)
+		}
+	}
+	_, metrics := adminDo(t, "GET", "http://"+adminAddrOf(t, p)+"/metrics", nil)
+	if n := metricValue(metrics, "strait_grpc_web_translated_total"); n != 6 {
+		t.Errorf("strait_grpc_web_translated_total = %v, want the 6 calls", n)
+	}
 }
