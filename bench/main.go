@@ -5,6 +5,7 @@
 //	go run ./bench            # all scenarios, 5 rounds of 5 s runs (~11 min)
 //	go run ./bench -quick     # smoke test: 1 round, 2 s, small responses only
 //	go run ./bench -idle      # RSS per idle keep-alive connection (10,000 of them)
+//	go run ./bench -grpc      # gRPC with ghz: CPU per call, calls/s, p99
 //	go run ./bench -h         # flags
 //
 // The method (see bench/README.md): on a small shared machine an absolute
@@ -43,6 +44,7 @@ type config struct {
 	seed             uint64
 	quick            bool
 	idle             bool
+	grpc             bool
 	noTickets        bool // TLS targets without session tickets: every handshake a full one
 	idleConns        int
 	idleConcurrency  int
@@ -133,9 +135,12 @@ func run() int {
 	}
 	defer b.cleanup()
 
-	if cfg.idle {
+	switch {
+	case cfg.grpc:
+		err = b.runGRPC(ctx)
+	case cfg.idle:
 		err = b.runIdle(ctx)
-	} else {
+	default:
 		err = b.runLoad(ctx)
 	}
 	if err != nil {
@@ -163,6 +168,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Uint64Var(&cfg.seed, "seed", 0, "shuffle seed (0: from the clock; printed either way)")
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke test: -rounds 1 -duration 2s -scenarios small")
 	fs.BoolVar(&cfg.idle, "idle", false, "measure RSS per idle keep-alive connection instead of throughput")
+	fs.BoolVar(&cfg.grpc, "grpc", false, "measure gRPC instead (ghz, unary and server streaming; strait, nginx grpc_pass, HAProxy; see bench/grpc.go)")
 	fs.IntVar(&cfg.idleConns, "idle-conns", 10000, "connections held open by -idle")
 	tickets := fs.Bool("tls-tickets", true, "TLS targets issue session tickets; false: none (and no session cache), so the close scenario measures full handshakes (wrk resumes sessions it is given)")
 	fs.IntVar(&cfg.idleConcurrency, "idle-concurrency", 200, "goroutines opening and using the -idle connections")
