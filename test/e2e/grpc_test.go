@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -785,5 +787,67 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 	_, metrics := adminDo(t, "GET", "http://"+adminAddrOf(t, p)+"/metrics", nil)
 	if n := metricValue(metrics, "strait_grpc_web_translated_total"); n != 6 {
 		t.Errorf("strait_grpc_web_translated_total = %v, want the 6 calls", n)
+	}
+}
+
+// TestGRPCOriginCancels: an origin that resets its stream with CANCEL in
+// the middle of a server stream has the client told CANCELLED (in the
+// response's trailers), after the message that came before it.
+func TestGRPCOriginCancels(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				if _, err := io.ReadFull(nc, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(nc, nc)
+				fr.WriteSettings()
+				var hb strings.Builder
+				enc := hpack.NewEncoder(&hb)
+				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							fr.WriteSettingsAck()
+						}
+					case *http2.HeadersFrame:
+						fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: []byte(hb.String()), EndHeaders: true})
+						fr.WriteData(f.StreamID, false, []byte{0, 0, 0, 0, 0}) // an empty StreamingOutputCallResponse
+						fr.WriteRSTStream(f.StreamID, http2.ErrCodeCancel)
+					}
+				}
+			}()
+		}
+	}()
+	addr, _ := straitToH2c(t, ln.Addr().String())
+	c := dialGRPC(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := c.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("the message before the reset: %v", err)
+	}
+	_, err = stream.Recv()
+	if st, _ := status.FromError(err); st.Code() != codes.Canceled {
+		t.Errorf("after the origin's CANCEL: %v, want CANCELLED", err)
 	}
 }
