@@ -231,7 +231,10 @@ func (x *call) copyBody(up stream.Upstream) *Error {
 				return writeErr(err)
 			}
 		}
-		keep = keep && x.keep(data)
+		if keep && !x.keep(data) {
+			keep = false
+			x.dropBuffer() // too long to go again: nothing need be kept
+		}
 		if !end && !x.ds.BodyBuffered() {
 			if err := up.Flush(); err != nil {
 				return writeErr(err)

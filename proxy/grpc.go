@@ -292,9 +292,11 @@ func (x *call) writeGRPCStatus(code grpcwire.Code, msg string) {
 
 // endGRPC ends a gRPC response cut short by a failure with the failure's
 // status in its trailers, and reports whether it could: the response
-// must be a gRPC one, framed without a length.
+// must be a gRPC one, framed without a length, and cut between two
+// messages (a gRPC-Web trailer frame after half a message would be read
+// as the rest of it).
 func (x *call) endGRPC(e *Error) bool {
-	if !x.grpcResp || x.answer.Length >= 0 {
+	if !x.grpcResp || x.answer.Length >= 0 || !x.msgs.Between() {
 		return false
 	}
 	t := &x.sess.Response.Trailer
@@ -315,6 +317,7 @@ func (x *call) endGRPC(e *Error) bool {
 func (x *call) grpcResponseHead(resp *stream.Response) {
 	h := &x.sess.Response.Header
 	x.grpcResp = grpcwire.Classify(h.Get("content-type")) != grpcwire.NotGRPC
+	x.msgs.Reset()
 	if !x.web {
 		return
 	}
@@ -330,6 +333,9 @@ func (x *call) grpcResponseHead(resp *stream.Response) {
 // webBody returns a piece of a gRPC response's body as a gRPC-Web client
 // takes it: as it is, or in base64.
 func (x *call) webBody(p []byte) []byte {
+	if x.grpcResp {
+		x.msgs.Advance(p)
+	}
 	if !x.webResp || x.grpc != grpcwire.WebText || len(p) == 0 {
 		return p
 	}

@@ -52,6 +52,7 @@ type call struct {
 	grpcDeadline, limit    time.Duration // limit: the last exchange's deadline (mono; 0: none)
 	web, webResp, grpcResp bool
 	textIn                 grpcwire.TextDecoder
+	msgs                   grpcwire.Messages // the response's, to end it with a status only between two
 	webIn, webOut          []byte
 	webFrame               []byte
 

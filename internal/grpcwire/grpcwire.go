@@ -195,3 +195,37 @@ func AppendMessage(b []byte, msg string) []byte {
 	}
 	return b
 }
+
+// Messages follows the length-prefixed messages of a gRPC body as it
+// passes, without keeping them, to tell whether it stands between two
+// messages: where a status may end it.
+type Messages struct {
+	left   uint64  // bytes left of the current message's data
+	prefix [5]byte // a message prefix being read
+	n      int     // bytes of prefix read; 0 between messages
+}
+
+// Reset readies m for another body.
+func (m *Messages) Reset() { *m = Messages{} }
+
+// Advance takes the next piece of the body.
+func (m *Messages) Advance(p []byte) {
+	for len(p) > 0 {
+		if m.left > 0 {
+			k := min(m.left, uint64(len(p)))
+			m.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(m.prefix[m.n:], p)
+		m.n += k
+		p = p[k:]
+		if m.n == len(m.prefix) {
+			m.left = uint64(m.prefix[1])<<24 | uint64(m.prefix[2])<<16 | uint64(m.prefix[3])<<8 | uint64(m.prefix[4])
+			m.n = 0
+		}
+	}
+}
+
+// Between reports whether the body so far ends where a message does.
+func (m *Messages) Between() bool { return m.left == 0 && m.n == 0 }

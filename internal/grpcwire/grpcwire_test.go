@@ -196,3 +196,18 @@ func TestHealthMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestMessages(t *testing.T) {
+	body := []byte("\x00\x00\x00\x00\x03abc\x00\x00\x00\x00\x00\x01\x00\x00\x00\x02hi")
+	for cut := 0; cut <= len(body); cut++ {
+		for split := 0; split <= cut; split++ {
+			var m Messages
+			m.Advance(body[:split])
+			m.Advance(body[split:cut])
+			want := cut == 0 || cut == 8 || cut == 13 || cut == 20
+			if m.Between() != want {
+				t.Errorf("cut at %d (split %d): Between %v", cut, split, m.Between())
+			}
+		}
+	}
+}

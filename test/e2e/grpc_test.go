@@ -790,15 +790,20 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 	}
 }
 
-// TestGRPCOriginCancels: an origin that resets its stream with CANCEL in
-// the middle of a server stream has the client told CANCELLED (in the
-// response's trailers), after the message that came before it.
-func TestGRPCOriginCancels(t *testing.T) {
+// rawGRPCOrigin is an HTTP/2 origin in cleartext that answers each
+// request's HEADERS with respond, and returns its address.
+func rawGRPCOrigin(t *testing.T, respond func(fr *http2.Framer, id uint32, head []byte)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
+	var hb strings.Builder
+	enc := hpack.NewEncoder(&hb)
+	enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	head := []byte(hb.String())
 	go func() {
 		for {
 			nc, err := ln.Accept()
@@ -812,10 +817,6 @@ func TestGRPCOriginCancels(t *testing.T) {
 				}
 				fr := http2.NewFramer(nc, nc)
 				fr.WriteSettings()
-				var hb strings.Builder
-				enc := hpack.NewEncoder(&hb)
-				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
 				for {
 					f, err := fr.ReadFrame()
 					if err != nil {
@@ -827,15 +828,25 @@ func TestGRPCOriginCancels(t *testing.T) {
 							fr.WriteSettingsAck()
 						}
 					case *http2.HeadersFrame:
-						fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: []byte(hb.String()), EndHeaders: true})
-						fr.WriteData(f.StreamID, false, []byte{0, 0, 0, 0, 0}) // an empty StreamingOutputCallResponse
-						fr.WriteRSTStream(f.StreamID, http2.ErrCodeCancel)
+						respond(fr, f.StreamID, head)
 					}
 				}
 			}()
 		}
 	}()
-	addr, _ := straitToH2c(t, ln.Addr().String())
+	return ln.Addr().String()
+}
+
+// TestGRPCOriginCancels: an origin that resets its stream with CANCEL in
+// the middle of a server stream has the client told CANCELLED (in the
+// response's trailers), after the message that came before it.
+func TestGRPCOriginCancels(t *testing.T) {
+	origin := rawGRPCOrigin(t, func(fr *http2.Framer, id uint32, head []byte) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: head, EndHeaders: true})
+		fr.WriteData(id, false, []byte{0, 0, 0, 0, 0}) // an empty StreamingOutputCallResponse
+		fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	})
+	addr, _ := straitToH2c(t, origin)
 	c := dialGRPC(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -849,5 +860,33 @@ func TestGRPCOriginCancels(t *testing.T) {
 	_, err = stream.Recv()
 	if st, _ := status.FromError(err); st.Code() != codes.Canceled {
 		t.Errorf("after the origin's CANCEL: %v, want CANCELLED", err)
+	}
+}
+
+// TestGRPCWebCutMidMessage: a gRPC-Web response whose origin fails in the
+// middle of a message is cut (the connection closed), not ended with a
+// trailer frame, which the client would read as the rest of the message
+// (found by review: a client got a corrupt message and no status).
+func TestGRPCWebCutMidMessage(t *testing.T) {
+	origin := rawGRPCOrigin(t, func(fr *http2.Framer, id uint32, head []byte) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: head, EndHeaders: true})
+		fr.WriteData(id, false, []byte("\x00\x00\x00\x00\x02hi\x00\x00\x00\x00\x64half"))
+		fr.WriteRSTStream(id, http2.ErrCodeInternal)
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, t.TempDir(), "grpcweb.yaml", fmt.Sprintf(`listeners:
+  - {address: %s, routes: [{cluster: o, grpc_web: {allow_origins: ["*"]}}]}
+clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
+`, addr, origin), addr)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/svc/M", strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("Content-Type", "application/grpc-web")
+	resp, err := newClient(false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || strings.Contains(string(body), "grpc-status") {
+		t.Errorf("body %q, read error %v: want the response cut, with no trailer frame", body, err)
 	}
 }
