@@ -278,7 +278,7 @@ func (cc *ClientConn) neverOpened(id uint32) bool {
 }
 
 // maxFreeStreams bounds the finished streams a connection keeps to reuse.
-const maxFreeStreams = 32
+const maxFreeStreams = 64
 
 // readLoop reads frames until the connection fails.
 func (cc *ClientConn) readLoop() {

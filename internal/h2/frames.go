@@ -456,7 +456,7 @@ func (c *conn) forget(s *stream) {
 }
 
 // maxFree bounds the streams a connection keeps for reuse.
-const maxFree = 32
+const maxFree = 64
 
 // recycle takes back the streams whose handlers are done. Only the reader
 // calls it, between frames, when it holds no stream of its own: nothing
