@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -64,11 +65,13 @@ type ClientConn struct {
 	recvWindow int64 // conn-level: what the peer may still send
 
 	// The reader's.
+	br           *bufio.Reader // what cc.fr reads from
 	dec          *hpack.Decoder
 	decoding     *clientStream // the stream a header block is for; nil: drop it
 	decodingEnds bool          // the block ends its stream
 	trailers     bool
 	blockSize    int
+	block        uint32 // the stream of the header block being read; 0: none
 	decErr       error
 	lastRead     atomic.Int64  // when a frame last came (mono)
 	pingSent     atomic.Int64  // when strait's PING went, unanswered (mono); 0: none
@@ -138,7 +141,8 @@ func NewClientConn(ctx context.Context, nc net.Conn, o ClientOptions) (*ClientCo
 		maxStreams: 100, nextID: 1, done: make(chan struct{}), settings: make(chan struct{}), flushCh: make(chan struct{}, 1)}
 	cc.wcond.L = &cc.wmu
 	cc.bw = bufio.NewWriterSize(connWriter{cc}, 16<<10)
-	cc.fr = http2.NewFramer(cc.bw, bufio.NewReaderSize(nc, 16<<10))
+	cc.br = bufio.NewReaderSize(nc, frameHeaderLen+frameSize)
+	cc.fr = http2.NewFramer(cc.bw, cc.br)
 	cc.fr.SetMaxReadFrameSize(frameSize)
 	cc.fr.SetReuseFrames()
 	cc.sendWindow, cc.peerWindow, cc.peerFrameSize = defaultWindow, defaultWindow, frameSize
@@ -284,7 +288,30 @@ const maxFreeStreams = 64
 func (cc *ClientConn) readLoop() {
 	defer close(cc.done)
 	for {
-		f, err := cc.fr.ReadFrame()
+		fh, err := cc.fr.ReadFrameHeader()
+		var f http2.Frame
+		if err == nil {
+			if cc.nretired.Load() > 0 && cc.decoding == nil {
+				cc.recycle()
+			}
+			switch fh.Type {
+			case http2.FrameHeaders, http2.FrameContinuation, http2.FrameWindowUpdate:
+				// Parsed here: the framer allocates each of these.
+				err = cc.readFrame(fh)
+				cc.lastRead.Store(int64(mono.Now()))
+				if err == nil {
+					continue
+				}
+				var ce connError
+				if errors.As(err, &ce) {
+					cc.goAwayAndFail(ce.code, err)
+				} else {
+					cc.fail(fmt.Errorf("http2: reading from upstream: %w", err))
+				}
+				return
+			}
+			f, err = cc.fr.ReadFrameForHeader(fh)
+		}
 		cc.lastRead.Store(int64(mono.Now()))
 		if err != nil {
 			var ce http2.ConnectionError
@@ -299,9 +326,6 @@ func (cc *ClientConn) readLoop() {
 			}
 			cc.fail(fmt.Errorf("http2: reading from upstream: %w", err))
 			return
-		}
-		if cc.nretired.Load() > 0 && cc.decoding == nil {
-			cc.recycle()
 		}
 		if err := cc.handle(f); err != nil {
 			var ce connError
@@ -328,10 +352,8 @@ func (cc *ClientConn) goAwayAndFail(code http2.ErrCode, err error) {
 }
 
 func (cc *ClientConn) handle(f http2.Frame) error {
-	if cc.decoding != nil || cc.blockSize > 0 {
-		if _, ok := f.(*http2.ContinuationFrame); !ok {
-			return connError{http2.ErrCodeProtocol, "frame inside an upstream header block"}
-		}
+	if cc.block != 0 {
+		return connError{http2.ErrCodeProtocol, "frame inside an upstream header block"}
 	}
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
@@ -358,24 +380,6 @@ func (cc *ClientConn) handle(f http2.Frame) error {
 			cc.flushLocked()
 			cc.wmu.Unlock()
 		}
-	case *http2.WindowUpdateFrame:
-		cc.wmu.Lock()
-		defer cc.wmu.Unlock()
-		if f.StreamID == 0 {
-			if cc.sendWindow+int64(f.Increment) > maxWindow {
-				return connError{http2.ErrCodeFlowControl, "upstream connection window over 2^31-1"}
-			}
-			cc.sendWindow += int64(f.Increment)
-		} else if s := cc.stream(f.StreamID); s != nil {
-			if s.sendWindow+int64(f.Increment) > maxWindow {
-				cc.wmu.Unlock()
-				cc.resetStream(f.StreamID, http2.ErrCodeFlowControl, errors.New("http2: upstream stream window over 2^31-1"))
-				cc.wmu.Lock()
-				return nil
-			}
-			s.sendWindow += int64(f.Increment)
-		}
-		cc.wcond.Broadcast()
 	case *http2.GoAwayFrame:
 		cc.goAway(f.LastStreamID)
 	case *http2.RSTStreamFrame:
@@ -395,16 +399,92 @@ func (cc *ClientConn) handle(f http2.Frame) error {
 		}
 	case *http2.DataFrame:
 		return cc.data(f)
-	case *http2.HeadersFrame:
-		return cc.headers(f.StreamID, f.HeaderBlockFragment(), f.HeadersEnded(), f.StreamEnded())
-	case *http2.ContinuationFrame:
-		if cc.blockSize == 0 && cc.decoding == nil {
-			return connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
-		}
-		return cc.headers(f.StreamID, f.HeaderBlockFragment(), f.HeadersEnded(), cc.decodingEnds)
 	case *http2.PushPromiseFrame:
 		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE with push disabled"}
 	}
+	return nil
+}
+
+// readFrame reads and handles a HEADERS, CONTINUATION or WINDOW_UPDATE
+// frame whose header fh the framer read (RFC 9113 §6.2, §6.10, §6.9).
+func (cc *ClientConn) readFrame(fh http2.FrameHeader) error {
+	n := int(fh.Length)
+	p, err := cc.br.Peek(n) // fh.Length is at most frameSize: the framer checked
+	if err != nil {
+		return err
+	}
+	defer cc.br.Discard(n)
+	if fh.StreamID == 0 && fh.Type != http2.FrameWindowUpdate {
+		return connError{http2.ErrCodeProtocol, fh.Type.String() + " on stream 0 from the upstream"}
+	}
+	if cc.block != 0 && (fh.Type != http2.FrameContinuation || fh.StreamID != cc.block) {
+		return connError{http2.ErrCodeProtocol, "frame inside an upstream header block"}
+	}
+	endHeaders := fh.Flags.Has(http2.FlagHeadersEndHeaders)
+	switch fh.Type {
+	case http2.FrameWindowUpdate:
+		if n != 4 {
+			return connError{http2.ErrCodeFrameSize, "upstream WINDOW_UPDATE not 4 bytes"}
+		}
+		inc := binary.BigEndian.Uint32(p) & (1<<31 - 1)
+		if inc == 0 && fh.StreamID == 0 {
+			return connError{http2.ErrCodeProtocol, "upstream WINDOW_UPDATE of 0 for the connection"}
+		}
+		if inc == 0 {
+			cc.resetStream(fh.StreamID, http2.ErrCodeProtocol, errors.New("http2: upstream WINDOW_UPDATE of 0"))
+			return nil
+		}
+		return cc.windowUpdate(fh.StreamID, inc)
+	case http2.FrameContinuation:
+		if cc.block == 0 {
+			return connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
+		}
+		if endHeaders {
+			cc.block = 0
+		}
+		return cc.headers(fh.StreamID, p, endHeaders, cc.decodingEnds)
+	}
+	pad := 0
+	if fh.Flags.Has(http2.FlagHeadersPadded) {
+		if n < 1 {
+			return connError{http2.ErrCodeFrameSize, "upstream HEADERS too short for its padding"}
+		}
+		pad, p = int(p[0]), p[1:]
+	}
+	if fh.Flags.Has(http2.FlagHeadersPriority) {
+		if len(p) < 5 {
+			return connError{http2.ErrCodeFrameSize, "upstream HEADERS too short for its priority"}
+		}
+		p = p[5:]
+	}
+	if pad > len(p) {
+		return connError{http2.ErrCodeProtocol, "upstream HEADERS padding longer than its payload"}
+	}
+	if !endHeaders {
+		cc.block = fh.StreamID
+	}
+	return cc.headers(fh.StreamID, p[:len(p)-pad], endHeaders, fh.Flags.Has(http2.FlagHeadersEndStream))
+}
+
+// windowUpdate adds to the connection's send window (id 0) or a stream's.
+func (cc *ClientConn) windowUpdate(id, inc uint32) error {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if id == 0 {
+		if cc.sendWindow+int64(inc) > maxWindow {
+			return connError{http2.ErrCodeFlowControl, "upstream connection window over 2^31-1"}
+		}
+		cc.sendWindow += int64(inc)
+	} else if s := cc.stream(id); s != nil {
+		if s.sendWindow+int64(inc) > maxWindow {
+			cc.wmu.Unlock()
+			cc.resetStream(id, http2.ErrCodeFlowControl, errors.New("http2: upstream stream window over 2^31-1"))
+			cc.wmu.Lock()
+			return nil
+		}
+		s.sendWindow += int64(inc)
+	}
+	cc.wcond.Broadcast()
 	return nil
 }
 

@@ -3,11 +3,18 @@ package h2
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/straitproxy/strait/internal/mono"
 
 	"github.com/straitproxy/strait/header"
 	"github.com/straitproxy/strait/internal/http1"
@@ -106,5 +113,68 @@ func FuzzResponseFromH2(f *testing.F) {
 		if n != h.Len() {
 			t.Fatalf("%d fields taken, net/http reads %d from %q", h.Len(), n, head)
 		}
+	})
+}
+
+// FuzzClientFrames feeds a ClientConn with one stream open whatever
+// frames an origin could send after its SETTINGS: it must neither panic
+// nor hang, and the stream ends one way or another (a response, a reset,
+// the connection failing).
+func FuzzClientFrames(f *testing.F) {
+	frame := func(typ http2.FrameType, flags http2.Flags, id uint32, payload []byte) []byte {
+		var b bytes.Buffer
+		fr := http2.NewFramer(&b, nil)
+		fr.WriteRawFrame(typ, flags, id, payload)
+		return b.Bytes()
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
+	block := hb.Bytes()
+	end := http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream
+	f.Add(frame(http2.FrameHeaders, end, 1, block))
+	f.Add(append(frame(http2.FrameHeaders, 0, 1, block[:1]), frame(http2.FrameContinuation, http2.FlagContinuationEndHeaders, 1, block[1:])...))
+	f.Add(append(frame(http2.FrameHeaders, 0, 1, block[:1]), frame(http2.FrameContinuation, http2.FlagContinuationEndHeaders, 3, block[1:])...))
+	f.Add(append(frame(http2.FrameHeaders, 0, 1, block[:1]), frame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 1})...))
+	f.Add(frame(http2.FrameHeaders, end|http2.FlagHeadersPadded|http2.FlagHeadersPriority, 1, append([]byte{3, 0, 0, 0, 0, 9}, append(block, 0, 0, 0)...)))
+	f.Add(frame(http2.FrameHeaders, end|http2.FlagHeadersPadded, 1, []byte{200}))
+	f.Add(append(frame(http2.FrameWindowUpdate, 0, 1, []byte{0, 0, 0, 0}), frame(http2.FrameWindowUpdate, 0, 0, []byte{0x7f, 0xff, 0xff, 0xff})...))
+	f.Add(frame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 1}))
+	f.Add(frame(http2.FrameContinuation, http2.FlagContinuationEndHeaders, 1, block))
+	f.Add(frame(http2.FrameHeaders, end, 0, block))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		a, b := net.Pipe()
+		defer a.Close()
+		go func() {
+			defer b.Close()
+			go io.Copy(io.Discard, b)
+			fr := http2.NewFramer(b, nil)
+			fr.WriteSettings()
+			fr.WriteSettingsAck()
+			b.Write(in)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		cc, err := NewClientConn(ctx, a, ClientOptions{})
+		if err != nil {
+			return
+		}
+		defer cc.Close()
+		up := cc.NewStream()
+		up.Begin(mono.Now()+2*time.Second, time.Second, time.Second)
+		var h header.Header
+		if err := up.WriteHead("GET", []byte("/"), &h, "origin.test", 0, nil); err != nil {
+			return
+		}
+		up.Flush()
+		if resp, err := up.ReadHead("GET", mono.Now(), time.Second); err == nil && resp.Length != 0 {
+			for {
+				if _, err := up.ReadBody(); err != nil {
+					break
+				}
+			}
+		}
+		up.Finish(false)
 	})
 }
