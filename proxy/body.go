@@ -24,12 +24,13 @@ import (
 // the client once the body is sent: the sender's goroutine goes on as the
 // watcher, and its result waits until it is stopped.
 type bodySender struct {
-	result  chan *Error  // the goroutine's result; buffered
-	done    atomic.Bool  // the goroutine has its result
-	state   atomic.Int32 // what the goroutine is doing, or is asked to do next
-	running bool         // started and not yet waited for
-	err     *Error       // the result, once waited for
-	sentAt  atomic.Int64 // when the whole body was sent (mono); 0: not yet
+	result  chan *Error     // the goroutine's result; buffered
+	done    atomic.Bool     // the goroutine has its result
+	state   atomic.Int32    // what the goroutine is doing, or is asked to do next
+	running bool            // started and not yet waited for
+	err     *Error          // the result, once waited for
+	sentAt  atomic.Int64    // when the whole body was sent (mono); 0: not yet
+	up      stream.Upstream // what it sends to, for its task
 }
 
 // The body sender's states. The exchange moves sending to watchWanted when
@@ -57,7 +58,19 @@ func (x *call) startBody(up stream.Upstream) {
 	b.state.Store(sending)
 	x.ds.Share()
 	up.Share()
-	go x.sendBody(up)
+	b.up = up
+	// On a worker kept from an earlier body, not a new goroutine: one a
+	// request saves its creation, and the growth of its stack.
+	x.srv.senders.Run((*sendTask)(x))
+}
+
+type sendTask call
+
+func (t *sendTask) Run() {
+	x := (*call)(t)
+	up := x.body.up
+	x.body.up = nil
+	x.sendBody(up)
 }
 
 // sendBody is the body sender's goroutine. If the client's side fails (it

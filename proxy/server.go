@@ -14,6 +14,7 @@ import (
 	"github.com/straitproxy/strait/internal/h1"
 	"github.com/straitproxy/strait/internal/h2"
 	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/internal/park"
 	"github.com/straitproxy/strait/internal/pool"
 	"github.com/straitproxy/strait/internal/sockio"
 )
@@ -32,6 +33,7 @@ type Server struct {
 	counters Counters
 	h1       h1.Server    // the HTTP/1.1 connections from clients
 	h2       h2.Server    // and the HTTP/2 ones, handed over by h1
+	senders  park.Workers // the goroutines of request bodies being sent (body.go)
 	fdWarned atomic.Int64 // when running out of descriptors was last logged (mono)
 
 	mu        sync.Mutex
@@ -359,6 +361,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	srv.pool.p.CloseIdle()
+	srv.senders.Close()
 	return nil
 }
 
@@ -369,6 +372,7 @@ func (srv *Server) Close() error {
 	srv.h1.Close()
 	srv.h2.Close()
 	srv.pool.p.CloseIdle()
+	srv.senders.Close()
 	return nil
 }
 
