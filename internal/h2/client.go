@@ -73,6 +73,7 @@ type ClientConn struct {
 	blockSize    int
 	block        uint32 // the stream of the header block being read; 0: none
 	decErr       error
+	readerIdle   atomic.Bool   // the reader waits for a frame, holding no stream
 	lastRead     atomic.Int64  // when a frame last came (mono)
 	pingSent     atomic.Int64  // when strait's PING went, unanswered (mono); 0: none
 	done         chan struct{} // closed when the reader ends
@@ -241,6 +242,10 @@ func (cc *ClientConn) fail(err error) {
 // NewStream opens an exchange on the connection; its stream is opened
 // when it writes its head.
 func (cc *ClientConn) NewStream() istream.Upstream {
+	if cc.nretired.Load() > 0 && cc.readerIdle.Load() {
+		// The reader, waiting for a frame, holds none of them.
+		cc.recycle()
+	}
 	cc.mu.Lock()
 	if n := len(cc.free); n > 0 {
 		s := cc.free[n-1]
@@ -255,9 +260,11 @@ func (cc *ClientConn) NewStream() istream.Upstream {
 }
 
 // recycle clears the streams finished cleanly and frees them for reuse.
-// Only the reader does, and between frames, when it holds none: a stream
-// may be finished while the reader handles a frame for it (say, one its
-// origin sent after END_STREAM).
+// Only when the reader holds none: the reader between frames, or
+// NewStream while the reader waits for one (readerIdle). A stream may be
+// finished while the reader handles a frame for it (say, one its origin
+// sent after END_STREAM); once finished, it is out of cc.streams, where
+// the reader finds the streams of later frames.
 func (cc *ClientConn) recycle() {
 	cc.mu.Lock()
 	retired := cc.retired
@@ -288,12 +295,18 @@ const maxFreeStreams = 64
 func (cc *ClientConn) readLoop() {
 	defer close(cc.done)
 	for {
-		fh, err := cc.fr.ReadFrameHeader()
-		var f http2.Frame
-		if err == nil {
-			if cc.nretired.Load() > 0 && cc.decoding == nil {
+		if cc.decoding == nil {
+			// Between frames, holding no stream: finished ones may be
+			// reused, by NewStream too while the read below waits.
+			if cc.nretired.Load() > 0 {
 				cc.recycle()
 			}
+			cc.readerIdle.Store(true)
+		}
+		fh, err := cc.fr.ReadFrameHeader()
+		cc.readerIdle.Store(false)
+		var f http2.Frame
+		if err == nil {
 			switch fh.Type {
 			case http2.FrameHeaders, http2.FrameContinuation, http2.FrameWindowUpdate:
 				// Parsed here: the framer allocates each of these.
