@@ -15,11 +15,7 @@ import (
 	"strings"
 	"time"
 
-	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
+	"github.com/straitproxy/strait/internal/proxytest"
 )
 
 // -grpc measures gRPC through strait, nginx (grpc_pass) and HAProxy
@@ -181,21 +177,7 @@ func waitTCP(ctx context.Context, p *proc, port int) error {
 
 // writeProtoset writes grpc.testing's descriptors for ghz.
 func (b *bench) writeProtoset() (string, error) {
-	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var add func(fd protoreflect.FileDescriptor)
-	add = func(fd protoreflect.FileDescriptor) {
-		if seen[fd.Path()] {
-			return
-		}
-		seen[fd.Path()] = true
-		for i := range fd.Imports().Len() {
-			add(fd.Imports().Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
-	}
-	add(testpb.File_grpc_testing_test_proto)
-	data, err := proto.Marshal(set)
+	data, err := proxytest.GRPCTestingProtoset()
 	if err != nil {
 		return "", err
 	}

@@ -408,23 +408,7 @@ func TestClientPing(t *testing.T) {
 // decoded into a stream being reused).
 func TestClientFramesAfterEnd(t *testing.T) {
 	addr := rawH2Origin(t, func(nc net.Conn, fr *http2.Framer) {
-		dec := hpack.NewDecoder(4096, nil)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			h, ok := f.(*http2.HeadersFrame)
-			if !ok {
-				continue
-			}
-			fields, _ := dec.DecodeFull(h.HeaderBlockFragment())
-			path := ""
-			for _, hf := range fields {
-				if hf.Name == ":path" {
-					path = hf.Value
-				}
-			}
+		eachRequest(fr, func(h *http2.HeadersFrame, path string) {
 			var hb bytes.Buffer
 			enc := hpack.NewEncoder(&hb)
 			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
@@ -435,7 +419,7 @@ func TestClientFramesAfterEnd(t *testing.T) {
 				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
 				fr.WriteData(h.StreamID, true, []byte("stray"))
 			}
-		}
+		})
 	})
 	cc := dialClient(t, addr)
 	var wg sync.WaitGroup
@@ -515,23 +499,7 @@ func rawH2Origin(t *testing.T, serve func(nc net.Conn, fr *http2.Framer)) string
 // turned the response into an error. A head with END_STREAM is Length 0.
 func TestClientGRPCEnds(t *testing.T) {
 	addr := rawH2Origin(t, func(nc net.Conn, fr *http2.Framer) {
-		dec := hpack.NewDecoder(4096, nil)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			h, ok := f.(*http2.HeadersFrame)
-			if !ok {
-				continue
-			}
-			fields, _ := dec.DecodeFull(h.HeaderBlockFragment())
-			path := ""
-			for _, hf := range fields {
-				if hf.Name == ":path" {
-					path = hf.Value
-				}
-			}
+		eachRequest(fr, func(h *http2.HeadersFrame, path string) {
 			block := func(kv ...string) []byte {
 				var b bytes.Buffer
 				enc := hpack.NewEncoder(&b)
@@ -554,7 +522,7 @@ func TestClientGRPCEnds(t *testing.T) {
 				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: trailers, EndHeaders: true, EndStream: true})
 				fr.WriteRSTStream(h.StreamID, http2.ErrCodeNo)
 			}
-		}
+		})
 	})
 	cc := dialClient(t, addr)
 	for _, tc := range []struct {
@@ -592,5 +560,29 @@ func TestClientGRPCEnds(t *testing.T) {
 			t.Errorf("%s: body %q, grpc-status %q; want %q, %q", tc.path, body, up.Trailer().Get("grpc-status"), tc.body, tc.status)
 		}
 		up.Finish(false)
+	}
+}
+
+// eachRequest reads the frames a client sends and calls answer with each
+// request's HEADERS and :path, until the connection ends.
+func eachRequest(fr *http2.Framer, answer func(h *http2.HeadersFrame, path string)) {
+	dec := hpack.NewDecoder(4096, nil)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		h, ok := f.(*http2.HeadersFrame)
+		if !ok {
+			continue
+		}
+		fields, _ := dec.DecodeFull(h.HeaderBlockFragment())
+		path := ""
+		for _, hf := range fields {
+			if hf.Name == ":path" {
+				path = hf.Value
+			}
+		}
+		answer(h, path)
 	}
 }

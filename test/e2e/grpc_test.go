@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/straitproxy/strait/internal/proxytest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -31,10 +32,6 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 // interopServer starts grpc-go's interop server (it listens on every
@@ -752,21 +749,10 @@ func TestGRPCWebConnectNode(t *testing.T) {
 	if err := os.Symlink(modules, filepath.Join(dir, "node_modules")); err != nil {
 		t.Fatal(err)
 	}
-	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var add func(fd protoreflect.FileDescriptor)
-	add = func(fd protoreflect.FileDescriptor) {
-		if seen[fd.Path()] {
-			return
-		}
-		seen[fd.Path()] = true
-		for i := range fd.Imports().Len() {
-			add(fd.Imports().Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+	b, err := proxytest.GRPCTestingProtoset()
+	if err != nil {
+		t.Fatal(err)
 	}
-	add(testpb.File_grpc_testing_test_proto)
-	b, _ := proto.Marshal(set)
 	descriptors := writeFile(t, dir, "test.binpb", b)
 
 	origin, _ := interopServer(t)
