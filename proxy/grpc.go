@@ -316,13 +316,14 @@ func (x *call) endGRPC(e *Error) bool {
 // gRPC's, and readies a gRPC-Web call's to go back as gRPC-Web.
 func (x *call) grpcResponseHead(resp *stream.Response) {
 	h := &x.sess.Response.Header
-	x.grpcResp = grpcwire.Classify(h.Get("content-type")) != grpcwire.NotGRPC
+	kind := grpcwire.Classify(h.Get("content-type"))
+	x.grpcResp = kind != grpcwire.NotGRPC
 	x.msgs.Reset()
 	if !x.web {
 		return
 	}
 	x.addCORS(h)
-	if x.grpcResp && grpcwire.Classify(h.Get("content-type")) == grpcwire.GRPC {
+	if kind == grpcwire.GRPC {
 		// A trailers-only response keeps its status in the head, which
 		// gRPC-Web allows; any other gets its trailers as a last frame.
 		x.webResp = resp.Length != 0
