@@ -10,6 +10,7 @@
 package grpcwire
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"time"
@@ -53,17 +54,11 @@ func hasPrefixFold(b []byte, p string) bool {
 // Codec is what follows the protocol in a Content-Type: "+proto",
 // "+json", or "" for the default (protobuf).
 func Codec(contentType []byte) string {
-	for i, c := range contentType {
-		if c == '+' {
-			end := len(contentType)
-			for j := i; j < len(contentType); j++ {
-				if contentType[j] == ';' {
-					end = j
-					break
-				}
-			}
-			return string(contentType[i:end])
-		}
+	if i := bytes.IndexByte(contentType, ';'); i >= 0 {
+		contentType = contentType[:i]
+	}
+	if i := bytes.IndexByte(contentType, '+'); i >= 0 {
+		return string(contentType[i:])
 	}
 	return ""
 }

@@ -533,6 +533,21 @@ clusters: [{name: o, protocol: h2c, endpoints: [%q]}]
 		}
 	})
 
+	// A grpc-web-text body that is not base64 is strait's to refuse: a
+	// gRPC status of its own (INTERNAL), not a request to the origin.
+	t.Run("bad text", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", base+"/grpc.testing.TestService/EmptyCall", strings.NewReader("AAAA!!!!"))
+		req.Header.Set("Content-Type", "application/grpc-web-text")
+		resp, err := newClient(false).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "13" || !strings.Contains(resp.Header.Get("Grpc-Message"), "grpc-web-text") {
+			t.Errorf("%d grpc-status %q %q", resp.StatusCode, resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message"))
+		}
+	})
+
 	t.Run("CORS", func(t *testing.T) {
 		preflight := func(origin, method, headers string) *http.Response {
 			req, _ := http.NewRequest("OPTIONS", base+"/grpc.testing.TestService/UnaryCall", nil)
