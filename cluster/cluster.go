@@ -12,6 +12,7 @@
 package cluster
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -41,6 +42,11 @@ type Options struct {
 	// MaxAttempts is the server's Limits.MaxAttempts: no retry is counted
 	// against the budget past it. Zero means proxy.DefaultMaxAttempts.
 	MaxAttempts int
+	// PoolTag, if set, is part of the pool key of every connection to
+	// the cluster's endpoints: a cluster a reload replaces keeps its
+	// connections apart from its successor's, and its idle ones can be
+	// closed by their tag (proxy.Pool.CloseIdleMatching).
+	PoolTag string
 }
 
 // Cluster is a named set of endpoints with a balancing policy. Its methods
@@ -61,6 +67,7 @@ type Cluster struct {
 	tls       *tls.Config // to the endpoints; nil for plain text
 	tlsKey    string      // what tells its connections from others' in the pool
 	protocol  string      // proxy.Peer.Protocol
+	poolTag   string      // Options.PoolTag
 
 	// set is the endpoints requests pick from now. A change (a DNS
 	// answer) swaps in a new set; calls in flight finish on theirs.
@@ -175,7 +182,7 @@ func New(cc *config.Cluster, o Options) (*Cluster, error) {
 	if b := cc.RetryBudget; b.Min > 0 {
 		c.minRetries = int64(b.Min)
 	}
-	c.protocol = cc.Protocol
+	c.protocol, c.poolTag = cc.Protocol, o.PoolTag
 	if cc.TLS != nil {
 		if c.tls, err = clientTLS(cc.TLS, cc.Protocol == "h2"); err != nil {
 			return nil, fmt.Errorf("cluster %q: tls: %w", cc.Name, err)
@@ -244,6 +251,9 @@ func (c *Cluster) swap(eps []balance.Endpoint) bool {
 				peer.TLS.ServerName, _, _ = net.SplitHostPort(e.Name)
 			}
 			peer.Key = e.Name + c.tlsKey
+		}
+		if c.poolTag != "" {
+			peer.Key = cmp.Or(peer.Key, e.Name) + " " + c.poolTag
 		}
 		st.peers = append(st.peers, peer)
 		st.draining[i].Store(c.drained[e.Name])

@@ -427,6 +427,13 @@ type Timeouts struct {
 	UpstreamTotal  Duration `yaml:"upstream_total"`  // default none
 	TunnelIdle     Duration `yaml:"tunnel_idle"`     // default 5m
 	Grace          Duration `yaml:"grace"`           // default 30s
+	// DrainDelay is how long a stopping strait keeps accepting after
+	// /ready turns 503, so that load balancers notice first (default 0).
+	DrainDelay Duration `yaml:"drain_delay"`
+	// DrainIdle is how long, once draining, an idle HTTP/1 connection
+	// may still carry one more request (answered with Connection: close)
+	// before it is closed (default 1s).
+	DrainIdle Duration `yaml:"drain_idle"`
 }
 
 // Limits bound requests and connections; zero means the default.

@@ -671,7 +671,7 @@ func (v *validator) nonNegative(c *Config) {
 		val Duration
 	}{{"header", t.Header}, {"body", t.Body}, {"write", t.Write}, {"idle", t.Idle}, {"connect", t.Connect},
 		{"upstream_write", t.UpstreamWrite}, {"response_header", t.ResponseHeader}, {"upstream_read", t.UpstreamRead},
-		{"upstream_total", t.UpstreamTotal}, {"tunnel_idle", t.TunnelIdle}, {"grace", t.Grace}} {
+		{"upstream_total", t.UpstreamTotal}, {"tunnel_idle", t.TunnelIdle}, {"grace", t.Grace}, {"drain_delay", t.DrainDelay}, {"drain_idle", t.DrainIdle}} {
 		check([]any{"timeouts", d.key}, int64(d.val))
 	}
 	l := c.Limits

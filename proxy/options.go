@@ -44,6 +44,12 @@ const (
 	// DefaultGracePeriod is how long strait's binary lets requests in
 	// flight finish when it stops: the context it gives Server.Shutdown.
 	DefaultGracePeriod = 30 * time.Second
+	// DefaultDrainIdle is how long Server.Shutdown keeps idle keep-alive
+	// connections open for one more request: a client may have sent it
+	// before it could know of the shutdown, and it arrives within a
+	// round trip. A second covers any link worth serving, and does not
+	// hold up a reload whose clients are all idle for long.
+	DefaultDrainIdle = 1 * time.Second
 )
 
 // Default limits.
@@ -108,6 +114,11 @@ type Timeouts struct {
 	UpstreamTotal  time.Duration // upstream: the whole exchange; default none
 	TunnelIdle     time.Duration // an upgraded tunnel with no traffic either way
 	Handshake      time.Duration // downstream: a TLS handshake; default 10 s
+	// DrainIdle is how long Shutdown lets a keep-alive connection idle
+	// at shutdown carry one more request (answered with Connection:
+	// close) before it closes it; default DefaultDrainIdle. Negative:
+	// idle connections close at once.
+	DrainIdle time.Duration
 }
 
 // Limits bound what one connection or request may use. Zero means the
@@ -188,6 +199,7 @@ func (o Options) withDefaults() Options {
 	def(&t.ResponseHeader, DefaultResponseHeaderTimeout)
 	def(&t.UpstreamRead, DefaultUpstreamReadTimeout)
 	def(&t.TunnelIdle, DefaultTunnelIdleTimeout)
+	def(&t.DrainIdle, DefaultDrainIdle)
 	l := &o.Limits
 	if l.MaxRequestBody == 0 {
 		l.MaxRequestBody = DefaultMaxRequestBody

@@ -28,6 +28,7 @@ type Server struct {
 	phases   Phases
 	opts     Options
 	pool     *Pool
+	ownPool  bool // made by New: its idle connections close with the server
 	dialer   net.Dialer
 	ids      *idSource
 	counters Counters
@@ -54,13 +55,15 @@ func New(p Phases, o Options) (*Server, error) {
 		}
 	}
 	o = o.withDefaults()
-	if o.Pool == nil {
+	ownPool := o.Pool == nil
+	if ownPool {
 		o.Pool = NewPool(PoolLimits{})
 	}
 	srv := &Server{
 		phases:    p,
 		opts:      o,
 		pool:      o.Pool,
+		ownPool:   ownPool,
 		dialer:    net.Dialer{KeepAlive: 30 * time.Second},
 		ids:       newIDSource(),
 		listeners: make(map[net.Listener]struct{}),
@@ -147,8 +150,17 @@ func NewPool(l PoolLimits) *Pool {
 	return &Pool{p: pool.New[upstreamConn](l)}
 }
 
+// CloseIdle closes the pool's idle connections: when the servers that
+// share it are done.
+func (p *Pool) CloseIdle() { p.p.CloseIdle() }
+
 // Idle returns how many idle connections the pool holds.
 func (p *Pool) Idle() int { return p.p.Len() }
+
+// CloseIdleMatching closes the idle connections whose key (Peer.Key, or
+// Peer.Addr) match reports true for, and busy HTTP/2 ones once their
+// streams are done; match is called with the pool locked.
+func (p *Pool) CloseIdleMatching(match func(key string) bool) { p.p.CloseIdleMatching(match) }
 
 // Counters returns the server's counters, live.
 func (srv *Server) Counters() *Counters { return &srv.counters }
@@ -340,15 +352,18 @@ func (srv *Server) reject(nc net.Conn, why string) {
 	srv.logRequest(s, &Error{Side: Internal, Kind: KindLimit, Status: 503, Where: "connection refused: " + why})
 }
 
-// Shutdown stops accepting, closes idle connections, lets requests in
-// flight finish (their connections close after them; a request whose
-// bytes had begun to arrive is served too), and returns once all
-// connections are gone or ctx is done, when the rest are closed with
-// Close. Upgraded tunnels run until then.
+// Shutdown stops accepting and lets requests in flight finish; every
+// response from then on closes its connection. An idle HTTP/1 connection
+// may carry one more request for Timeouts.DrainIdle, then closes (one
+// whose request has begun to arrive is served first); HTTP/2 connections
+// are told with GOAWAY in two steps, so that streams their clients opened
+// meanwhile are served. Shutdown returns once all connections are gone
+// or ctx is done, when the rest are closed with Close. Upgraded tunnels
+// run until then.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.shutting.Store(true)
 	srv.closeListeners()
-	srv.h1.Shutdown()
+	srv.h1.Shutdown(srv.opts.Timeouts.DrainIdle)
 	srv.h2.Shutdown()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -360,9 +375,19 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
-	srv.pool.p.CloseIdle()
+	srv.h1.Close() // the parker, should the drain of idle connections not be over
+	srv.closePool()
 	srv.senders.Close()
 	return nil
+}
+
+// closePool closes the idle connections of the server's own pool; a pool
+// given in Options is its giver's to close (other servers use it: after a
+// reload, the server that replaced this one).
+func (srv *Server) closePool() {
+	if srv.ownPool {
+		srv.pool.p.CloseIdle()
+	}
 }
 
 // Close closes every listener and connection at once, tunnels included.
@@ -371,7 +396,7 @@ func (srv *Server) Close() error {
 	srv.closeListeners()
 	srv.h1.Close()
 	srv.h2.Close()
-	srv.pool.p.CloseIdle()
+	srv.closePool()
 	srv.senders.Close()
 	return nil
 }

@@ -1,7 +1,9 @@
 // Command strait runs the strait proxy.
 //
 //	strait                      run the embedded default config
-//	strait run -c FILE          run a config file
+//	strait run -c FILE [--pid-file FILE] [--watch]
+//	                            run a config file; SIGHUP reloads it, SIGUSR2
+//	                            upgrades to the binary at strait's path
 //	strait validate -c FILE     check a config file
 //	strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--admin ADDR]
 //	strait version
@@ -26,12 +28,11 @@ import (
 
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/accesslog"
-	"github.com/straitproxy/strait/internal/admin"
-	"github.com/straitproxy/strait/internal/demo"
-	"github.com/straitproxy/strait/internal/gateway"
+	"github.com/straitproxy/strait/internal/lifecycle"
 	"github.com/straitproxy/strait/internal/observe"
+	"github.com/straitproxy/strait/internal/sdnotify"
 	"github.com/straitproxy/strait/internal/tlsconf"
-	"github.com/straitproxy/strait/proxy"
+	"github.com/straitproxy/strait/internal/upgrade"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -76,7 +77,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   strait                      run the embedded default config
-  strait run [-c FILE]        run a config file (default: the embedded one)
+  strait run [-c FILE] [--pid-file FILE] [--watch]
+                              run a config file (default: the embedded one);
+                              SIGHUP (or --watch, or POST /reload) reloads it,
+                              SIGUSR2 upgrades to the binary at strait's path,
+                              SIGTERM drains and stops
   strait validate -c FILE     check a config file; errors name file, line and key
   strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...]
                [--try-timeout D] [--access-log] [--admin ADDR]
@@ -119,18 +124,22 @@ func parseFlags(fs *flag.FlagSet, synopsis string, args []string, stdout, stderr
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	file := fs.String("c", "", "config `file` (default: the embedded default config)")
-	if code, done := parseFlags(fs, "strait run [-c FILE]", args, stdout, stderr); done {
+	pidFile := fs.String("pid-file", "", "write the pid to this `file` once serving (a binary upgrade's new process writes its own)")
+	watch := fs.Bool("watch", false, "reload the config file when it changes (as SIGHUP does)")
+	if code, done := parseFlags(fs, "strait run [-c FILE] [--pid-file FILE] [--watch]", args, stdout, stderr); done {
 		return code
 	}
+	ro := runOptions{name: *file, pidFile: *pidFile, watch: *watch}
 	if *file == "" {
-		return serve(config.Default(), config.DefaultName, stdout, stderr)
+		ro.name = config.DefaultName
+		return serve(config.Default(), ro, stdout, stderr)
 	}
 	cfg, err := config.Load(*file)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	return serve(cfg, *file, stdout, stderr)
+	return serve(cfg, ro, stdout, stderr)
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -185,6 +194,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	adminFlag := fs.String("admin", "", "serve the admin API (metrics, clusters) on this loopback `address` (default none)")
 	tlsCert := fs.String("tls-cert", "", "with --listen https://…: the certificate chain (PEM `file`)")
 	tlsKey := fs.String("tls-key", "", "with --listen https://…: its private key (PEM `file`)")
+	pidFile := fs.String("pid-file", "", "write the pid to this `file` once serving")
 	const synopsis = "strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]"
 	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
 		return code
@@ -260,7 +270,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.Admin.Address = *adminFlag
 	}
-	return serve(cfg, "", stdout, stderr)
+	return serve(cfg, runOptions{pidFile: *pidFile}, stdout, stderr)
 }
 
 // accessLogger returns the logger for the access log's lines, and the
@@ -291,12 +301,25 @@ func accessLogger(cfg *config.Config, stdout, stderr io.Writer) (*slog.Logger, *
 	return slog.New(accesslog.NewHandler(w, cfg.AccessLogFormat, cfg.AccessLogFields)), file, nil
 }
 
-// serve runs cfg until SIGINT or SIGTERM, then drains and exits 0. name
-// is the config's file, config.DefaultName, or "" for the proxy command.
-func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
+// runOptions are what serve takes from flags besides the config.
+type runOptions struct {
+	name    string // the config's file, config.DefaultName, or "" for the proxy command
+	pidFile string
+	watch   bool
+}
+
+// serve runs cfg until SIGINT or SIGTERM, then drains and exits 0. SIGHUP
+// reloads the config file, SIGUSR2 upgrades to the binary at strait's
+// path, SIGUSR1 reopens the access log.
+func serve(cfg *config.Config, ro runOptions, stdout, stderr io.Writer) int {
 	var level slog.Level // info, unless the config says
 	level.UnmarshalText([]byte(cfg.LogLevel))
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	handoff, err := upgrade.Inherit()
+	if err != nil {
+		fmt.Fprintf(stderr, "strait: what the old process handed over: %v\n", err)
+		return 1
+	}
 	access, accessFile, err := accessLogger(cfg, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "strait: %v\n", err)
@@ -305,28 +328,8 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 	if accessFile != nil {
 		defer accessFile.Close()
 	}
-	// Someone trying strait on the default config learns which of its
-	// fixed ports is taken, and how to do without it.
-	whose := ""
-	if name == config.DefaultName {
-		whose = "the default config's "
-	}
-	cannotListen := func(what, addr string, err error) int {
-		fmt.Fprintf(stderr, "strait: cannot start %s%s on %s: %s\n", whose, what, addr, why(err))
-		if name == config.DefaultName {
-			fmt.Fprintf(stderr, "strait: %s; free those ports, or run a config of your own: strait run -c FILE (docs/config.md)\n", defaultPorts(cfg))
-		}
-		return 1
-	}
-	for _, d := range cfg.DemoOrigins {
-		o, err := demo.Start(d.Name, d.Address)
-		if err != nil {
-			return cannotListen("demo origin "+d.Name, d.Address, err)
-		}
-		defer o.Stop(context.Background())
-	}
 	var metrics *observe.Metrics
-	if adminAddr(cfg) != "" {
+	if lifecycle.AdminAddr(cfg) != "" {
 		metrics = observe.NewMetrics()
 	}
 	tracer, err := observe.NewTracer(&cfg.Tracing, logger)
@@ -342,90 +345,97 @@ func serve(cfg *config.Config, name string, stdout, stderr io.Writer) int {
 			logger.Warn("tracing: spans lost at exit", "err", err)
 		}
 	}()
-	gw, err := gateway.Build(cfg, logger, gateway.Observe{Metrics: metrics, Tracer: tracer})
-	if err != nil {
-		fmt.Fprintf(stderr, "strait: %v\n", err)
-		return 1
+	o := lifecycle.Options{Logger: logger, Stderr: stderr, AccessLogger: access, Metrics: metrics, Tracer: tracer,
+		Handoff: handoff, Notifier: sdnotify.New(os.Getenv), PIDFile: ro.pidFile}
+	switch ro.name {
+	case "":
+	case config.DefaultName:
+		o.Load = func() (*config.Config, error) { return config.Default(), nil }
+	default:
+		o.Load = func() (*config.Config, error) { return config.Load(ro.name) }
 	}
-	defer gw.Stop()
-	listeners, opts := gw.Listeners, gw.Options
-	opts.AccessLogger = access
-	var servers []*proxy.Server
-	errc := make(chan error, len(listeners))
-	for _, l := range listeners {
-		o := opts
-		o.Upgrades = l.Upgrades
-		o.HTTP2.Off, o.HTTP2.Only = l.NoHTTP2, l.OnlyHTTP2
-		scheme := "http"
-		if l.TLS != nil {
-			o.TLS, o.Timeouts.Handshake, scheme = l.TLS.TLS(), l.HandshakeTimeout, "https"
-		}
-		srv, err := proxy.New(l.Phases, o)
-		if err != nil {
+	proc := lifecycle.New(o)
+	if err := proc.Start(cfg); err != nil {
+		var le *lifecycle.ListenError
+		if !errors.As(err, &le) {
 			fmt.Fprintf(stderr, "strait: %v\n", err)
 			return 1
 		}
-		ln, err := proxy.Listen(context.Background(), "tcp", l.Address)
-		if err != nil {
-			return cannotListen("listener "+l.Name, l.Address, err)
+		// Someone trying strait on the default config learns which of its
+		// fixed ports is taken, and how to do without it.
+		whose := ""
+		if ro.name == config.DefaultName {
+			whose = "the default config's "
 		}
-		fmt.Fprintf(stderr, "strait: listening on %s://%s (%s)\n", scheme, ln.Addr(), l.Name)
-		servers = append(servers, srv)
-		if metrics != nil {
-			metrics.AddServer(l.Name, srv.Counters())
+		fmt.Fprintf(stderr, "strait: cannot start %s%s on %s: %s\n", whose, le.What, le.Addr, why(le.Err))
+		if ro.name == config.DefaultName {
+			fmt.Fprintf(stderr, "strait: %s; free those ports, or run a config of your own: strait run -c FILE (docs/config.md)\n", defaultPorts(cfg))
 		}
-		go func() { errc <- srv.Serve(ln) }()
+		return 1
 	}
-	var api *admin.API
-	if metrics != nil {
-		metrics.SetClusters(gw.Clusters)
-		metrics.AddPool(opts.Pool)
-		var stop func()
-		api, stop, err = startAdmin(cfg, metrics, gw, stderr, errc)
-		if err != nil {
-			return cannotListen("admin listener", adminAddr(cfg), err)
-		}
-		defer stop()
-		api.SetReady(true)
+	if err := proc.Ready(); err != nil {
+		fmt.Fprintf(stderr, "strait: %v\n", err)
+		proc.Stop(false)
+		return 1
+	}
+	if ro.watch && o.Load != nil && ro.name != config.DefaultName {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go proc.Watch(ctx, ro.name, time.Second)
 	}
 	fmt.Fprintln(stderr, "strait: press Ctrl-C (or send SIGTERM) to stop")
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
+	upgraded := make(chan error, 1)
+	upgrading := false
 wait:
 	for {
 		select {
 		case s := <-sig:
-			if s == syscall.SIGUSR1 {
+			switch s {
+			case syscall.SIGUSR1:
 				// logrotate moved the access log: write a new one.
 				if accessFile != nil {
 					if err := accessFile.Reopen(); err != nil {
 						logger.Error("access_log: cannot reopen; lines go on to the old file", "path", string(cfg.AccessLog), "err", err)
 					}
 				}
+			case syscall.SIGHUP:
+				go proc.Reload("SIGHUP")
+			case syscall.SIGUSR2:
+				if upgrading {
+					logger.Warn("upgrade: one is under way already")
+					continue
+				}
+				upgrading = true
+				go func() { upgraded <- proc.Upgrade() }()
+			default:
+				fmt.Fprintf(stderr, "strait: %v: draining\n", s)
+				break wait
+			}
+		case err := <-upgraded:
+			upgrading = false
+			if err != nil {
+				logger.Error("upgrade failed; this process serves on", "err", err)
 				continue
 			}
-			fmt.Fprintf(stderr, "strait: %v: draining\n", s)
-			if api != nil {
-				api.SetReady(false)
+			fmt.Fprintln(stderr, "strait: upgraded: the new process serves; draining")
+			if err := proc.Stop(true); err != nil {
+				fmt.Fprintf(stderr, "strait: %v\n", err)
 			}
-			break wait
-		case err := <-errc:
+			fmt.Fprintln(stderr, "strait: stopped")
+			return 0
+		case err := <-proc.Errors():
 			fmt.Fprintf(stderr, "strait: %v\n", err)
+			proc.Stop(false)
 			return 1
 		}
 	}
-	grace := time.Duration(cfg.Timeouts.Grace)
-	if grace <= 0 {
-		grace = proxy.DefaultGracePeriod
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
 	code := 0
-	for _, srv := range servers {
-		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			code = 1
-		}
+	if err := proc.Stop(false); err != nil {
+		fmt.Fprintf(stderr, "strait: %v\n", err)
+		code = 1
 	}
 	fmt.Fprintln(stderr, "strait: stopped")
 	return code
@@ -447,7 +457,7 @@ func defaultPorts(cfg *config.Config) string {
 	for _, l := range cfg.Listeners {
 		ls = append(ls, l.Address)
 	}
-	if a := adminAddr(cfg); a != "" {
+	if a := lifecycle.AdminAddr(cfg); a != "" {
 		ls = append(ls, a+" (admin)")
 	}
 	for _, d := range cfg.DemoOrigins {

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/internal/observe"
@@ -44,7 +45,15 @@ type API struct {
 	// "Authorization: Bearer TOKEN".
 	Token string
 	Pprof bool // serve /debug/pprof/
+	// Reload, if set, loads the config file again and runs it (POST
+	// /reload); GET /reload shows its last result.
+	Reload func() ReloadResult
 
+	running atomic.Pointer[running] // what a reload made; nil: Clusters and Config
+	reload  struct {
+		sync.Mutex
+		last *ReloadResult
+	}
 	ready   atomic.Bool
 	streams atomic.Int32 // /events streams open
 
@@ -52,9 +61,86 @@ type API struct {
 	kept     []*sample // /summary's samples, a second apart, oldest first
 }
 
+// running is a config's part of the API: its clusters and how /config
+// shows it.
+type running struct {
+	clusters map[string]*cluster.Cluster
+	config   []byte
+}
+
+// SetRunning makes a reloaded config's clusters and shown config the
+// API's.
+func (a *API) SetRunning(clusters map[string]*cluster.Cluster, config []byte) {
+	a.running.Store(&running{clusters, config})
+}
+
+func (a *API) cur() *running {
+	if r := a.running.Load(); r != nil {
+		return r
+	}
+	return &running{a.Clusters, a.Config}
+}
+
+// ReloadResult is what a reload did: shown by GET /reload, and answered
+// to POST /reload.
+type ReloadResult struct {
+	Time   time.Time `json:"time"`
+	OK     bool      `json:"ok"`
+	Source string    `json:"source"`           // what asked: SIGHUP, admin, watch
+	Errors []string  `json:"errors,omitempty"` // file:line: key: message, one each
+	// Changes say what the reload did: listeners added, removed or given
+	// a new server, routes swapped, clusters replaced.
+	Changes []string `json:"changes,omitempty"`
+}
+
+// SetReloaded records the result of a reload, whoever asked for it.
+func (a *API) SetReloaded(r ReloadResult) {
+	a.reload.Lock()
+	a.reload.last = &r
+	a.reload.Unlock()
+}
+
+func (a *API) reloadStatus(w http.ResponseWriter, r *http.Request) {
+	a.reload.Lock()
+	last := a.reload.last
+	a.reload.Unlock()
+	if last == nil {
+		text(w, 404, "admin: no reload yet")
+		return
+	}
+	writeJSON(w, 200, last)
+}
+
+func (a *API) doReload(w http.ResponseWriter, r *http.Request) {
+	if a.Reload == nil {
+		text(w, 501, "admin: this process has no config file to reload")
+		return
+	}
+	res := a.Reload()
+	status := 200
+	if !res.OK {
+		status = 422 // the file is what is wrong; the running config stays
+	}
+	writeJSON(w, status, res)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
 // SetReady sets what /ready answers: 200 once strait serves, 503 while it
-// starts or drains.
-func (a *API) SetReady(ready bool) { a.ready.Store(ready) }
+// starts or drains. A nil API (no admin listener) ignores it.
+func (a *API) SetReady(ready bool) {
+	if a != nil {
+		a.ready.Store(ready)
+	}
+}
 
 // Handler returns the API's handler.
 func (a *API) Handler() http.Handler {
@@ -70,9 +156,11 @@ func (a *API) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
-		w.Write(a.Config)
+		w.Write(a.cur().config)
 	})
 	mux.HandleFunc("GET /clusters", a.clusters)
+	mux.HandleFunc("GET /reload", a.reloadStatus)
+	mux.HandleFunc("POST /reload", a.doReload)
 	mux.HandleFunc("GET /{$}", a.dashboard)
 	mux.HandleFunc("GET /events", a.events)
 	mux.HandleFunc("GET /summary", a.summary)
@@ -145,21 +233,17 @@ type clusterState struct {
 }
 
 func (a *API) clusters(w http.ResponseWriter, r *http.Request) {
-	out := make(map[string]clusterState, len(a.Clusters))
-	for name, c := range a.Clusters {
+	clusters := a.cur().clusters
+	out := make(map[string]clusterState, len(clusters))
+	for name, c := range clusters {
 		out[name] = clusterState{c.Endpoints(), c.Stats()}
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(out)
+	writeJSON(w, 200, out)
 }
 
 func (a *API) drain(draining bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c := a.Clusters[r.PathValue("name")]
+		c := a.cur().clusters[r.PathValue("name")]
 		if c == nil {
 			text(w, 404, "admin: no cluster "+r.PathValue("name"))
 			return

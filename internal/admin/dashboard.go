@@ -75,8 +75,9 @@ func (a *API) read() *sample {
 	} else {
 		s = readSample(nil, time.Now())
 	}
-	for _, name := range slices.Sorted(maps.Keys(a.Clusters)) {
-		c := a.Clusters[name]
+	clusters := a.cur().clusters
+	for _, name := range slices.Sorted(maps.Keys(clusters)) {
+		c := clusters[name]
 		s.clusters = append(s.clusters, clusterSample{name, c.Endpoints(), c.Stats()})
 	}
 	return s

@@ -16,12 +16,8 @@ type Origin struct {
 	srv  *http.Server
 }
 
-// Start listens on addr and serves in the background.
-func Start(name, addr string) (*Origin, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
+// Serve serves on ln in the background.
+func Serve(name string, ln net.Listener) *Origin {
 	o := &Origin{Name: name}
 	o.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,7 +32,7 @@ func Start(name, addr string) (*Origin, error) {
 			panic(err)
 		}
 	}()
-	return o, nil
+	return o
 }
 
 // Stop shuts the origin down.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/straitproxy/strait/cluster"
@@ -72,7 +74,12 @@ type router struct {
 type Listener struct {
 	Name    string
 	Address string
-	Phases  proxy.Phases
+	// Phases route the listener's requests by the routes in Routes.
+	Phases proxy.Phases
+	// Routes holds the listener's routes; a reload that keeps the
+	// listener's server moves the new config's routes into the old
+	// listener's Routes (Switch.Take).
+	Routes *Switch
 	// Upgrades is the listener's proxy.Options.Upgrades: nil for the
 	// default.
 	Upgrades []string
@@ -82,7 +89,23 @@ type Listener struct {
 	HandshakeTimeout time.Duration
 	// NoHTTP2 and OnlyHTTP2 are proxy.Options.HTTP2's Off and Only.
 	NoHTTP2, OnlyHTTP2 bool
+
+	// server says what the listener's proxy.Server is made of: the
+	// config that goes into its Options and the phases it runs. Two
+	// listeners with the same can share one server.
+	server string
 }
+
+// Switch is one listener's routes. A request is routed by the routes
+// current when it arrives, and keeps their rule to its end.
+type Switch struct{ cur atomic.Pointer[router] }
+
+// Take makes from's routes the current ones.
+func (sw *Switch) Take(from *Switch) { sw.cur.Store(from.cur.Load()) }
+
+// SameServer reports whether n can run on l's server: the same address,
+// TLS, options and phases, so that only its routes differ.
+func (l *Listener) SameServer(n *Listener) bool { return l.server == n.server }
 
 // Gateway is a config compiled: listeners sharing one set of clusters,
 // and the options every listener's server uses.
@@ -93,7 +116,20 @@ type Gateway struct {
 	Options  proxy.Options
 	Clusters map[string]*cluster.Cluster
 
-	stopTLS context.CancelFunc // ends the listeners' certificate reloads and ticket rotations
+	clusterConfigs map[string]string           // each cluster's config, as JSON: what a reload compares
+	poolTags       map[*cluster.Cluster]string // each cluster's cluster.Options.PoolTag
+	tls            map[string]*listenerTLS     // by listener address
+	budget         string                      // the request_buffering budget Options.Buffering.Budget holds
+	pool           string                      // the upstream_pool config Options.Pool was made with
+	gen            int                         // which Build of the process this is: the pool tag of its new clusters
+}
+
+// listenerTLS is a listener's TLS and the config it was made of; stop
+// ends its certificate reloads and ticket rotations.
+type listenerTLS struct {
+	srv    *tlsconf.Server
+	config string
+	stop   context.CancelFunc
 }
 
 // Observe is what a gateway reports to: metrics and traces, each nil when
@@ -105,19 +141,40 @@ type Observe struct {
 
 // Build compiles a config, which config.Parse has validated, reporting
 // to obs. The clusters' health checks and DNS discovery run until Stop.
-func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error) {
+//
+// With prev, the gateway running now, Build makes what a reload needs:
+// clusters whose config is unchanged are prev's own (their health,
+// ejections and pooled connections go on), as are unchanged listeners'
+// TLS, the pool and the buffering budget; a listener whose TLS changed
+// starts with prev's session-ticket keys, so that resumption survives.
+func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*Gateway, error) {
 	m := obs.Metrics
-	g := &Gateway{Clusters: make(map[string]*cluster.Cluster)}
-	tlsCtx, stopTLS := context.WithCancel(context.Background())
-	g.stopTLS = stopTLS
+	g := &Gateway{Clusters: make(map[string]*cluster.Cluster), clusterConfigs: make(map[string]string),
+		poolTags: make(map[*cluster.Cluster]string), tls: make(map[string]*listenerTLS), gen: 1}
+	if prev != nil {
+		g.gen = prev.gen + 1
+	}
 	for i := range c.Clusters {
-		cl, err := cluster.New(&c.Clusters[i], cluster.Options{Logger: logger, MaxAttempts: c.Limits.MaxAttempts})
+		cc := &c.Clusters[i]
+		conf := jsonOf(cc, c.Limits.MaxAttempts)
+		g.clusterConfigs[cc.Name] = conf
+		if prev != nil && prev.clusterConfigs[cc.Name] == conf {
+			cl := prev.Clusters[cc.Name]
+			g.Clusters[cc.Name], g.poolTags[cl] = cl, prev.poolTags[cl]
+			continue
+		}
+		// Unique in the process: a cluster and its successor never share
+		// a pooled connection.
+		tag := fmt.Sprintf("gen=%d cluster=%s", g.gen, cc.Name)
+		cl, err := cluster.New(cc, cluster.Options{Logger: logger, MaxAttempts: c.Limits.MaxAttempts, PoolTag: tag})
 		if err != nil {
-			g.Stop()
+			g.Retire(prev)
 			return nil, err
 		}
-		g.Clusters[cl.Name] = cl
+		g.Clusters[cl.Name], g.poolTags[cl] = cl, tag
 	}
+	global := jsonOf(c.Timeouts, c.Limits, c.Pool, c.RequestBuffering, c.Forwarding, c.AccessLog, c.AccessLogFormat,
+		c.AccessLogFields, c.LogLevel, obs.Tracer != nil)
 	for _, lc := range c.Listeners {
 		rt := &router{
 			paths: route.PathOptions{
@@ -149,54 +206,157 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe) (*Gateway, error)
 		if m != nil {
 			rt.unmatched = m.Route(name, "", "")
 		}
-		l := Listener{Name: name, Address: lc.Address, Phases: rt.phases(), Upgrades: lc.Upgrades,
+		sw := new(Switch)
+		sw.cur.Store(rt)
+		phases, filters := sw.phases(rt)
+		l := Listener{Name: name, Address: lc.Address, Phases: phases, Routes: sw, Upgrades: lc.Upgrades,
 			NoHTTP2: lc.HTTP2 == "off", OnlyHTTP2: lc.HTTP2 == "only"}
 		if t := lc.TLS; t != nil {
-			tc := tlsconf.Config{TicketRotation: time.Duration(t.TicketRotation), NoTickets: t.SessionTickets == "off",
-				Logger: logger.With("listener", name), NextProtos: []string{"h2", "http/1.1"}}
-			switch {
-			case l.NoHTTP2:
-				tc.NextProtos = []string{"http/1.1"}
-			case l.OnlyHTTP2:
-				tc.NextProtos, tc.RequireALPN = []string{"h2"}, true
-			}
-			for _, p := range t.Certificates {
-				tc.Pairs = append(tc.Pairs, tlsconf.Pair{Cert: p.Cert, Key: p.Key})
-			}
-			if t.MinVersion == "1.3" {
-				tc.MinVersion = tls.VersionTLS13
-			}
-			switch t.ClientAuth {
-			case "optional":
-				tc.ClientAuth, tc.ClientCA = tls.VerifyClientCertIfGiven, t.ClientCA
-			case "required":
-				tc.ClientAuth, tc.ClientCA = tls.RequireAndVerifyClientCert, t.ClientCA
-			}
-			ts, err := tlsconf.New(tc)
+			lt, err := g.listenerTLS(name, &lc, logger, prev)
 			if err != nil {
-				g.Stop()
+				g.Retire(prev)
 				return nil, fmt.Errorf("listener %s: %w", name, err)
 			}
-			rt.tls = ts
+			rt.tls = lt.srv
 			if f := t.ClientCertHeader; f != "" {
 				// Some origins read X_Client_Cert as X-Client-Cert (CGI).
 				rt.certFields = []string{f, strings.ReplaceAll(f, "-", "_")}
 			}
-			go ts.Run(tlsCtx)
-			l.TLS, l.HandshakeTimeout = ts, time.Duration(t.HandshakeTimeout)
+			l.TLS, l.HandshakeTimeout = lt.srv, time.Duration(t.HandshakeTimeout)
 		}
+		// Its TLS server by pointer: an unchanged TLS config is prev's own.
+		l.server = fmt.Sprintf("%s %s %v %p %s", jsonOf(lc.Address, lc.Upgrades, lc.HTTP2), filters, lc.TLS != nil, l.TLS, global)
 		g.Listeners = append(g.Listeners, l)
 	}
 	g.Options = options(c, logger)
+	g.budget, g.pool = jsonOf(c.RequestBuffering.Budget), jsonOf(c.Pool)
+	if prev != nil {
+		// Process-wide: what bounds the process stays one thing.
+		g.Options.ClientConns = prev.Options.ClientConns
+		if g.budget == prev.budget {
+			g.Options.Buffering.Budget = prev.Options.Buffering.Budget
+		}
+		if g.pool == prev.pool {
+			g.Options.Pool = prev.Options.Pool
+		}
+	}
 	return g, nil
+}
+
+// listenerTLS returns the TLS of listener lc: prev's if its config is
+// unchanged, else a new one, started, with prev's ticket keys.
+func (g *Gateway) listenerTLS(name string, lc *config.Listener, logger *slog.Logger, prev *Gateway) (*listenerTLS, error) {
+	t := lc.TLS
+	conf := jsonOf(t, lc.HTTP2)
+	var old *listenerTLS
+	if prev != nil {
+		old = prev.tls[lc.Address]
+	}
+	if old != nil && old.config == conf {
+		g.tls[lc.Address] = old
+		return old, nil
+	}
+	tc := tlsconf.Config{TicketRotation: time.Duration(t.TicketRotation), NoTickets: t.SessionTickets == "off",
+		Logger: logger.With("listener", name), NextProtos: []string{"h2", "http/1.1"}}
+	switch lc.HTTP2 {
+	case "off":
+		tc.NextProtos = []string{"http/1.1"}
+	case "only":
+		tc.NextProtos, tc.RequireALPN = []string{"h2"}, true
+	}
+	for _, p := range t.Certificates {
+		tc.Pairs = append(tc.Pairs, tlsconf.Pair{Cert: p.Cert, Key: p.Key})
+	}
+	if t.MinVersion == "1.3" {
+		tc.MinVersion = tls.VersionTLS13
+	}
+	switch t.ClientAuth {
+	case "optional":
+		tc.ClientAuth, tc.ClientCA = tls.VerifyClientCertIfGiven, t.ClientCA
+	case "required":
+		tc.ClientAuth, tc.ClientCA = tls.RequireAndVerifyClientCert, t.ClientCA
+	}
+	ts, err := tlsconf.New(tc)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		ts.SetTicketKeys(old.srv.TicketKeys())
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	go ts.Run(ctx)
+	lt := &listenerTLS{srv: ts, config: conf, stop: stop}
+	g.tls[lc.Address] = lt
+	return lt, nil
+}
+
+// TLS returns the TLS servers of the gateway's listeners, by address.
+func (g *Gateway) TLS() map[string]*tlsconf.Server {
+	m := make(map[string]*tlsconf.Server, len(g.tls))
+	for addr, lt := range g.tls {
+		m[addr] = lt.srv
+	}
+	return m
+}
+
+// jsonOf is the JSON of vs, for comparing configs.
+func jsonOf(vs ...any) string {
+	b, err := json.Marshal(vs)
+	if err != nil {
+		panic("gateway: a config that does not marshal: " + err.Error())
+	}
+	return string(b)
 }
 
 // Stop ends the clusters' health checks and DNS discovery, and the
 // listeners' certificate reloads.
-func (g *Gateway) Stop() {
-	g.stopTLS()
+func (g *Gateway) Stop() { g.Retire(nil) }
+
+// Retire stops what g has that next does not: clusters (their health
+// checks and discovery; their idle pooled connections close) and
+// listeners' TLS. With next nil, it stops everything.
+func (g *Gateway) Retire(next *Gateway) {
+	if g == nil {
+		return
+	}
+	var kept map[*cluster.Cluster]bool
+	if next != nil {
+		kept = make(map[*cluster.Cluster]bool, len(next.Clusters))
+		for _, cl := range next.Clusters {
+			kept[cl] = true
+		}
+	}
 	for _, cl := range g.Clusters {
-		cl.Stop()
+		if !kept[cl] {
+			cl.Stop()
+		}
+	}
+	for addr, lt := range g.tls {
+		if next == nil || next.tls[addr] != lt {
+			lt.stop()
+		}
+	}
+	if next != nil && g.Options.Pool != nil && g.Options.Pool != next.Options.Pool {
+		// A new upstream_pool: the old one's idle connections go.
+		g.Options.Pool.CloseIdle()
+	} else if next != nil && g.Options.Pool != nil {
+		// The retired clusters' connections: each cluster tags its own.
+		tags := make(map[string]bool)
+		for _, cl := range g.Clusters {
+			if !kept[cl] {
+				tags[" "+g.poolTags[cl]] = true
+			}
+		}
+		if len(tags) > 0 {
+			g.Options.Pool.CloseIdleMatching(func(key string) bool {
+				for tag := range tags {
+					if strings.HasSuffix(key, tag) {
+						return true
+					}
+				}
+				return false
+			})
+		}
 	}
 }
 
@@ -312,18 +472,20 @@ func init() {
 	}
 }
 
-// phases routes each request: its path is normalised, the first rule
-// that matches takes it (in the order of the config), and the request
-// goes upstream with the normalised path unless the listener forwards the
-// original.
-func (rt *router) phases() proxy.Phases {
+// phases returns the phases that route each request by sw's current
+// routes, and which optional filters they have (rt's rules need them).
+// A request's path is normalised, the first rule that matches takes it
+// (in the order of the config), and the request goes upstream with the
+// normalised path unless the listener forwards the original.
+func (sw *Switch) phases(rt *router) (proxy.Phases, string) {
 	ph := proxy.Phases{
-		RequestFilter:   rt.route,
+		RequestFilter:   sw.route,
 		UpstreamPeer:    upstreamPeer,
 		FailToConnect:   failToConnect,
 		ErrorWhileProxy: errorWhileProxy,
-		Logging:         rt.logging,
+		Logging:         sw.logging,
 	}
+	filters := ""
 	for i := range rt.rules {
 		r := &rt.rules[i]
 		if !r.requestHeaders.Empty() || r.hostRewrite != "" || rt.tracer != nil {
@@ -333,13 +495,22 @@ func (rt *router) phases() proxy.Phases {
 			ph.ResponseFilter = response
 		}
 	}
-	return ph
+	if ph.UpstreamRequestFilter != nil {
+		filters += "request"
+	}
+	if ph.ResponseFilter != nil {
+		filters += "response"
+	}
+	return ph, filters
 }
+
+func (sw *Switch) route(s *proxy.Session) (bool, error) { return sw.cur.Load().route(s) }
 
 // route is the RequestFilter: it finds the request's rule, and answers
 // what the rule answers itself.
 func (rt *router) route(s *proxy.Session) (bool, error) {
 	a := attempts.Get().(*attempt)
+	a.rt = rt
 	s.Ctx = a
 	if rt.tracer != nil {
 		a.span = rt.tracer.Start(s, rt.name)
@@ -444,6 +615,7 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 			Header: d(t.Header), Body: d(t.Body), Write: d(t.Write), Idle: d(t.Idle),
 			Connect: d(t.Connect), UpstreamWrite: d(t.UpstreamWrite), ResponseHeader: d(t.ResponseHeader),
 			UpstreamRead: d(t.UpstreamRead), UpstreamTotal: d(t.UpstreamTotal), TunnelIdle: d(t.TunnelIdle),
+			DrainIdle: d(t.DrainIdle),
 		},
 		Limits: proxy.Limits{
 			Head: http1.Limits{MaxRequestLine: int(l.MaxRequestLine), MaxHeaderBytes: int(l.MaxHeaderBytes), MaxHeaderCount: l.MaxHeaderCount},
@@ -490,6 +662,7 @@ func options(c *config.Config, logger *slog.Logger) proxy.Options {
 // a cluster: its rule, and its call of the cluster. Pooled: held in
 // Session.Ctx from routing to Logging.
 type attempt struct {
+	rt   *router
 	rule *rule // nil until a rule took the request
 	call cluster.Call
 	span *observe.Span // nil without tracing
@@ -524,8 +697,12 @@ func errorWhileProxy(s *proxy.Session, _ *proxy.Peer, e *proxy.Error) *proxy.Err
 
 // logging counts the request in its route's metrics, ends its call of
 // its cluster, and gives the attempt back.
-func (rt *router) logging(s *proxy.Session, e *proxy.Error) {
+func (sw *Switch) logging(s *proxy.Session, e *proxy.Error) {
 	a, ok := s.Ctx.(*attempt)
+	rt := sw.cur.Load() // refused before routing: counted as the current routes'
+	if ok {
+		rt = a.rt
+	}
 	if !ok || a.rule == nil { // refused before routing, or no rule took it
 		if rt.unmatched != nil {
 			rt.unmatched.Observe(s.Stats.Status, s.Stats.Total)

@@ -146,7 +146,7 @@ func build(t *testing.T, yaml string) []Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := Build(cfg, slog.Default(), Observe{Metrics: observe.NewMetrics()})
+	g, err := Build(cfg, slog.Default(), Observe{Metrics: observe.NewMetrics()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,4 +307,83 @@ clusters:
 			}
 		}
 	}
+}
+
+// TestBuildForReload checks what Build keeps of the gateway running: an
+// unchanged cluster is the same one, a changed one is new; a listener
+// whose routes alone changed may run on the old server, one whose
+// timeouts changed may not; the swapped routes answer at once.
+func TestBuildForReload(t *testing.T) {
+	conf := func(target, idle, policy string) *config.Config {
+		cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - address: 127.0.0.1:0
+    routes: [{path: /v, cluster: `+target+`}, {cluster: c}]
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80"]}
+  - {name: d, endpoints: ["10.0.0.2:80"], balance: `+policy+`}
+timeouts: {idle: `+idle+`}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	obs := Observe{Metrics: observe.NewMetrics()}
+	g1, err := Build(conf("c", "75s", "round_robin"), slog.Default(), obs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g1.Stop()
+	g2, err := Build(conf("d", "75s", "least_request"), slog.Default(), obs, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2.Clusters["c"] != g1.Clusters["c"] {
+		t.Error("an unchanged cluster was rebuilt")
+	}
+	if g2.Clusters["d"] == g1.Clusters["d"] {
+		t.Error("a changed cluster was kept")
+	}
+	if g2.Options.Pool != g1.Options.Pool || g2.Options.Buffering.Budget != g1.Options.Buffering.Budget || g2.Options.ClientConns != g1.Options.ClientConns {
+		t.Error("the pool, budget or client count is not the running one")
+	}
+	l1, l2 := &g1.Listeners[0], &g2.Listeners[0]
+	if !l1.SameServer(l2) {
+		t.Fatal("a change of routes alone needs a new server")
+	}
+	// Where the old server's phases send /v.
+	peer := func(l *Listener) string {
+		s := &proxy.Session{Request: proxy.Request{Method: "GET", Path: []byte("/v")}}
+		if _, err := l.Phases.RequestFilter(s); err != nil {
+			t.Fatal(err)
+		}
+		defer l.Phases.Logging(s, nil)
+		p, err := l.Phases.UpstreamPeer(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Addr
+	}
+	if got := peer(l1); got != "10.0.0.1:80" {
+		t.Fatalf("before the swap /v goes to %s", got)
+	}
+	l1.Routes.Take(l2.Routes)
+	if got := peer(l1); got != "10.0.0.2:80" {
+		t.Errorf("after the swap the old server's phases send /v to %s, want 10.0.0.2:80", got)
+	}
+	g1.Retire(g2)
+
+	g3, err := Build(conf("d", "60s", "least_request"), slog.Default(), obs, g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g3.Stop()
+	if g3.Listeners[0].SameServer(l2) {
+		t.Error("a change of timeouts.idle runs on the old server")
+	}
+	if g3.Clusters["d"] != g2.Clusters["d"] {
+		t.Error("an unchanged cluster was rebuilt")
+	}
+	g2.Retire(g3)
 }

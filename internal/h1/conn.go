@@ -39,7 +39,7 @@ type conn struct {
 	// Waiting for the next request.
 	wait    park.Waiter          // on the parker (IdleSince, IdleEnd)
 	ready   sockio.Readiness     // without the parker, on a goroutine of its own
-	waiting atomic.Bool          // in waitParked: Shutdown may end the wait (it only peeks)
+	waiting atomic.Bool          // in waitParked: Drain may end the wait (it only peeks)
 	busy    bool                 // its last wait for a request ended within park.After
 	served  int                  // requests read
 	opened  time.Duration        // when it was accepted (mono)
@@ -89,9 +89,10 @@ func (c *conn) serve(readable bool) {
 			c.reqState = reqStatePool.Get().(*reqState)
 			c.rd.Reset(c, srv.Head)
 		}
-		if srv.shuttingDown() && !readable && !c.hasRequestBytes() {
+		if srv.closingIdle() && !readable && !c.hasRequestBytes() {
 			// A request that has begun to arrive is served (its response
-			// closes the connection); an idle connection ends now.
+			// closes the connection); an idle connection ends now. (Until
+			// the shutdown's drain is over, it waits for one more.)
 			break
 		}
 		c.readIdle = 0
@@ -152,7 +153,7 @@ func (c *conn) serve(readable bool) {
 			// A connection with no descriptor cannot park: it waits in its
 			// read for the whole idle time (before its first request, the
 			// head timeout), which Drain may end.
-			if srv.shuttingDown() {
+			if srv.closingIdle() {
 				break
 			}
 			now := mono.Now()
@@ -168,7 +169,7 @@ func (c *conn) serve(readable bool) {
 		c.headPending = false
 		if err != nil {
 			if c.awaitingHead && c.rd.Buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) &&
-				mono.Now() < c.wait.IdleEnd && !srv.shuttingDown() {
+				mono.Now() < c.wait.IdleEnd && !srv.closingIdle() {
 				if c.tlsHolds() {
 					// Part of a TLS record came, and no byte of a head yet:
 					// the head has begun, and its timeout applies.
@@ -260,14 +261,15 @@ func (c *conn) dropState() {
 	c.reqState = nil
 }
 
-// waitParked waits for the next request without the parker. Shutdown ends
-// the wait by moving its deadline into the past (Server.Drain): it only
-// waits for readability, so no request bytes are lost by it.
+// waitParked waits for the next request without the parker. A shutdown
+// ends the wait once its drain is over, by moving its deadline into the
+// past (Server.Drain): it only waits for readability, so no request bytes
+// are lost by it.
 func (c *conn) waitParked() {
 	c.sock.SetReadDeadline(mono.Wall(c.wait.IdleEnd))
 	c.waiting.Store(true)
 	var err error
-	if !c.srv.shuttingDown() {
+	if !c.srv.closingIdle() {
 		err = c.ready.Wait()
 	}
 	// Under the server's lock: a Drain that saw the wait moves the
@@ -275,7 +277,7 @@ func (c *conn) waitParked() {
 	c.srv.mu.Lock()
 	c.waiting.Store(false)
 	c.srv.mu.Unlock()
-	if (err != nil || c.srv.shuttingDown()) && !sockio.Readable(c.sock.FD) {
+	if (err != nil || c.srv.closingIdle()) && !sockio.Readable(c.sock.FD) {
 		c.Close() // idle timeout, or shutdown, with nothing to read
 		return
 	}
@@ -315,7 +317,10 @@ func (c *conn) handle() bool {
 	}
 	end := c.srv.Handler.Serve(c)
 	c.wait.IdleSince = mono.Now() // idle from now, if it goes on
-	keep := c.req.KeepAlive && !c.srv.shuttingDown()
+	// A response that went out before the shutdown said keep-alive: its
+	// client may reuse the connection as any idle one, until the drain
+	// is over. One written since says close (WriteHead).
+	keep := c.req.KeepAlive && !c.srv.closingIdle()
 	switch end {
 	case stream.Gone:
 		return false

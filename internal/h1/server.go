@@ -54,7 +54,12 @@ type Server struct {
 	H2Only bool
 
 	shutting atomic.Bool
-	workers  park.Workers
+	// drainEnd is when idle connections close once shutting (mono):
+	// until then one idle at shutdown may still carry a request. Stored
+	// before shutting.
+	drainEnd   atomic.Int64
+	idleClosed atomic.Bool // the parked connections were closed (Drain)
+	workers    park.Workers
 
 	parker    atomic.Pointer[park.Parker] // nil until made, or while it cannot be
 	parkMu    sync.Mutex                  // guards the two below
@@ -196,7 +201,14 @@ func (t *startTask) Run() {
 }
 func (t *resumeTask) Run() { (*conn)(t).serve(true) }
 
+// shuttingDown reports whether responses close their connections.
 func (srv *Server) shuttingDown() bool { return srv.shutting.Load() }
+
+// closingIdle reports whether idle connections close now rather than wait
+// for a request: the server is shutting down and the drain is over.
+func (srv *Server) closingIdle() bool {
+	return srv.shutting.Load() && mono.Now() >= time.Duration(srv.drainEnd.Load())
+}
 
 // Parker returns the server's parker, made on first use (call it before
 // the first Serve, while descriptors are plenty). Should making it fail
@@ -238,29 +250,41 @@ func (srv *Server) closeParked(serve bool) {
 	}
 }
 
-// Shutdown begins a graceful shutdown: idle connections close, requests
-// in flight finish (their connections close after them; a request whose
-// bytes had begun to arrive is served too). Call Drain until it reports
-// none are left.
-func (srv *Server) Shutdown() {
+// Shutdown begins a graceful shutdown: every response from now on closes
+// its connection, and requests in flight finish. For drainIdle, an idle
+// keep-alive connection may still carry one more request: its client may
+// have sent it already, and closing the connection under it would fail
+// it (RFC 9112 §9.5). Then (at once if drainIdle <= 0) idle connections
+// close; one whose request has begun to arrive is served first. Call
+// Drain until it reports none are left.
+func (srv *Server) Shutdown(drainIdle time.Duration) {
+	srv.drainEnd.Store(int64(mono.Now() + max(drainIdle, 0)))
 	srv.shutting.Store(true)
-	srv.closeParked(true)
 	srv.workers.Close()
+	srv.Drain()
 }
 
-// Drain ends the waits of connections waiting for their next request on a
-// goroutine of their own (the others notice the shutdown within
-// park.After, or after their request), and returns how many connections
-// are open.
+// Drain returns how many connections are open. Once the drain of idle
+// connections is over, it closes the parked ones (the first time), and
+// ends the waits of those waiting for their next request on a goroutine
+// of their own (the others notice within park.After, or after their
+// request).
 func (srv *Server) Drain() int {
+	closing := srv.closingIdle()
+	if closing && srv.idleClosed.CompareAndSwap(false, true) {
+		srv.closeParked(true)
+	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	for c := range srv.conns {
-		// Such a wait is only for readability: ending it loses nothing.
-		// Its deadline is not in the Socket's cache (waitParked set it
-		// with SetReadDeadline, which forgets), so serve sets its own.
-		if c.waiting.Load() {
-			c.sock.NC.SetReadDeadline(sockio.Past)
+	if closing {
+		for c := range srv.conns {
+			// Such a wait is only for readability: ending it loses
+			// nothing. Its deadline is not in the Socket's cache
+			// (waitParked set it with SetReadDeadline, which forgets),
+			// so serve sets its own.
+			if c.waiting.Load() {
+				c.sock.NC.SetReadDeadline(sockio.Past)
+			}
 		}
 	}
 	return len(srv.conns)
@@ -268,6 +292,7 @@ func (srv *Server) Drain() int {
 
 // Close closes every connection at once, tunnels included.
 func (srv *Server) Close() {
+	srv.drainEnd.Store(0)
 	srv.shutting.Store(true)
 	srv.mu.Lock()
 	srv.closing = true
@@ -325,10 +350,12 @@ func (c *conn) handOff(read []byte) {
 	if c.reqState != nil {
 		c.dropState()
 	}
-	srv.mu.Lock()
-	delete(srv.conns, c)
-	srv.mu.Unlock()
 	srv.H2.ServeConn(h2.Conn{NC: c.sock.NC, Under: c.sock.Under(), Read: read, Client: c.remote, Local: c.local, TLS: c.tls,
+		Tracked: func() {
+			srv.mu.Lock()
+			delete(srv.conns, c)
+			srv.mu.Unlock()
+		},
 		Done: func() { srv.uncount(c) }})
 }
 

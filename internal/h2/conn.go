@@ -62,6 +62,10 @@ type conn struct {
 	gotSettings bool // the client's first SETTINGS came
 	kicked      atomic.Bool
 	kickTimer   *time.Timer   // under mu
+	drainTimer  *time.Timer   // under mu: ends a graceful shutdown's wait for its PING
+	pingSent    atomic.Bool   // a graceful shutdown's first GOAWAY and PING went out
+	drainOver   atomic.Bool   // their PING came back, or drainWait passed: the second GOAWAY is due
+	drainEnded  bool          // the reader sent the second GOAWAY
 	readable    bool          // the parker saw the socket readable: read before waiting again
 	settingsAt  time.Duration // when strait sent SETTINGS not yet acknowledged (mono); 0: none
 	frameAt     time.Duration // when a frame begun and not whole was first seen (mono); 0: none
@@ -91,6 +95,7 @@ type conn struct {
 	wdl           sockio.Deadline
 	werr          error // the connection failed writing: every write fails
 	goneAway      bool
+	prefaceSent   bool       // strait's SETTINGS went out: a GOAWAY may follow
 	flushQueued   bool       // a flushTask will flush
 	resetIDs      [16]uint32 // streams strait reset last (noteResetLocked)
 	resetNext     uint32
@@ -246,8 +251,14 @@ func (c *conn) serve() {
 		c.fr.WriteWindowUpdate(0, inc)
 	}
 	c.flushLocked()
+	c.prefaceSent = true
 	c.wmu.Unlock()
 	c.settingsAt = mono.Now()
+	if c.srv.shutting.Load() {
+		// Server.Shutdown may have come before the preface, and found
+		// it could not go yet.
+		c.startDrain()
+	}
 
 	c.nc.SetReadDeadline(time.Now().Add(c.srv.settingsTimeout()))
 	var preface [len(ClientPreface)]byte
@@ -275,7 +286,11 @@ func (c *conn) loop() bool {
 		c.recycle()
 		// A kick is to wake the reader from a read; it is not in one.
 		c.kicked.Store(false)
-		if !c.readable && c.idle() && c.park() {
+		c.endDrain()
+		// A graceful shutdown's second GOAWAY waits for the PING's ACK or
+		// for drainWait's kick, which can only wake a read: no parking
+		// until it has gone.
+		if !c.readable && (c.drainEnded || !c.pingSent.Load()) && c.idle() && c.park() {
 			return true
 		}
 		readable := c.readable
@@ -392,6 +407,13 @@ func (c *conn) readFrame(fh http2.FrameHeader) error {
 		}
 		return err
 	}
+	if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == drainPing && c.pingSent.Load() {
+		// The client has seen the first GOAWAY: what it sends from now
+		// on is no stream it opened unknowing.
+		c.drainOver.Store(true)
+		c.endDrain()
+		return nil
+	}
 	return c.handle(f)
 }
 
@@ -489,6 +511,61 @@ func (c *conn) goAway(code http2.ErrCode, now bool) {
 	}
 }
 
+// drainWait bounds how long a graceful shutdown waits for the PING sent
+// with its first GOAWAY to come back before it sends the second: a round
+// trip on any link worth serving, and a client that never answers PINGs
+// has its new streams refused a second later than they would have been.
+const drainWait = time.Second
+
+// drainPing is the payload of a graceful shutdown's PING, which tells its
+// ACK from those of the client's own PINGs.
+var drainPing = [8]byte{'s', 't', 'r', 'a', 'i', 't', 'g', 'a'}
+
+// startDrain begins a graceful shutdown (Server.Shutdown): GOAWAY with the
+// last stream id 2^31-1, which stops the client from opening streams
+// without refusing those it opened meanwhile, and a PING, whose ACK tells
+// they have all come (RFC 9113 §6.8). The second GOAWAY goes from the
+// reader, which knows the last stream it took (endDrain). Nothing is sent
+// before strait's preface: serve calls it again after.
+func (c *conn) startDrain() {
+	c.wmu.Lock()
+	if !c.prefaceSent || c.goneAway || c.pingSent.Load() {
+		c.wmu.Unlock()
+		return
+	}
+	c.pingSent.Store(true) // before the PING: its ACK may come at once
+	c.fr.WriteGoAway(1<<31-1, http2.ErrCodeNo, nil)
+	c.fr.WritePing(false, drainPing)
+	c.flushLocked()
+	c.wmu.Unlock()
+	c.mu.Lock()
+	c.drainTimer = time.AfterFunc(drainWait, c.drainDue)
+	c.mu.Unlock()
+}
+
+// drainDue makes the second GOAWAY due without the PING's ACK: it wakes the
+// reader from its read (as kickIdle does) to send it. A connection that
+// was parked when the shutdown began sends it when it resumes, or when
+// the parker closes it (HTTP/1's drain of idle connections).
+func (c *conn) drainDue() {
+	c.drainOver.Store(true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kicked.Store(true)
+	c.rdl.Set(c.nc.SetReadDeadline, sockio.Past)
+	c.idleSet = true // the next setIdleDeadline moves it
+}
+
+// endDrain sends a graceful shutdown's second GOAWAY once it is due, with
+// the last stream the reader took: from now on new streams are refused.
+// Only the reader calls it, which alone opens streams.
+func (c *conn) endDrain() {
+	if !c.drainEnded && c.drainOver.Load() {
+		c.drainEnded = true
+		c.goAway(http2.ErrCodeNo, false)
+	}
+}
+
 // fail ends the connection for err.
 func (c *conn) fail(err error) {
 	var ce connError
@@ -546,6 +623,9 @@ func (c *conn) end() {
 	c.mu.Lock()
 	if c.kickTimer != nil {
 		c.kickTimer.Stop()
+	}
+	if c.drainTimer != nil {
+		c.drainTimer.Stop()
 	}
 	c.mu.Unlock()
 	c.closeNow()

@@ -130,6 +130,10 @@ type Conn struct {
 	// Under is the socket under NC when NC is TLS, for its reads that
 	// take only what TLS holds already (sockio.Underlay.Held).
 	Under *sockio.Underlay
+	// Tracked, if set, is called once the connection counts among the
+	// server's (Open), before it is served: its caller may stop counting
+	// it then, and a shutdown never finds it in neither count.
+	Tracked func()
 	// Done is called once the connection is closed.
 	Done func()
 }
@@ -145,17 +149,26 @@ func (srv *Server) ServeConn(cn Conn) {
 	}
 	srv.conns[c] = struct{}{}
 	srv.mu.Unlock()
+	if cn.Tracked != nil {
+		cn.Tracked()
+	}
 	c.ctr.Conns.Add(1)
 	c.serve()
 }
 
-// Shutdown sends every connection GOAWAY: streams open go on, new ones
-// are refused, and each connection closes once its streams are done.
+// Shutdown begins a graceful shutdown of every connection (RFC 9113
+// §6.8): GOAWAY with the last stream id 2^31-1 and a PING first, so that
+// streams the client opened before it saw the GOAWAY are still served;
+// once the PING is acknowledged (or drainWait has passed), a second
+// GOAWAY with the real last stream id, after which new streams are
+// refused. Streams open go on, and each connection closes once they are
+// done. Each connection is told on a goroutine of its own: one whose
+// client does not read holds up no other.
 func (srv *Server) Shutdown() {
 	srv.shutting.Store(true)
 	srv.mu.Lock()
 	for c := range srv.conns {
-		c.goAway(0, false)
+		go c.startDrain()
 	}
 	srv.mu.Unlock()
 }

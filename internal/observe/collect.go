@@ -121,14 +121,37 @@ func (sc *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 func (sc *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	// A reload may give a listener a new server while the old one
+	// drains: a listener's series are the sum of its servers', so that
+	// counters never go back.
+	var order []string
+	sums := make(map[string][][]float64)
 	for _, srv := range sc.list {
-		for _, m := range serverMetrics {
-			for _, rv := range m.values(srv.c) {
-				labels := []string{srv.listener}
+		sum, ok := sums[srv.listener]
+		if !ok {
+			order = append(order, srv.listener)
+			sum = make([][]float64, len(serverMetrics))
+		}
+		for i, m := range serverMetrics {
+			vals := m.values(srv.c)
+			if sum[i] == nil {
+				sum[i] = make([]float64, len(vals))
+			}
+			for j, rv := range vals {
+				sum[i][j] += float64(rv.v.Load())
+			}
+		}
+		sums[srv.listener] = sum
+	}
+	var zero proxy.Counters
+	for _, listener := range order {
+		for i, m := range serverMetrics {
+			for j, rv := range m.values(&zero) {
+				labels := []string{listener}
 				if rv.reason != "" {
 					labels = append(labels, rv.reason)
 				}
-				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(rv.v.Load()), labels...)
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, sums[listener][i][j], labels...)
 			}
 		}
 	}

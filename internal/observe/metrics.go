@@ -27,6 +27,8 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
 	conns    *prometheus.CounterVec
+	reloads  *prometheus.CounterVec
+	upgrades *prometheus.CounterVec
 	servers  serverCollector
 	clusters clusterCollector
 }
@@ -56,7 +58,19 @@ func NewMetrics() *Metrics {
 		Name: "strait_upstream_connections_total",
 		Help: "Upstream connections requests were sent on, by whether they were reused from the pool.",
 	}, []string{"cluster", "reused"})
-	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, &m.servers, &m.clusters,
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strait_config_reloads_total",
+		Help: "Config reloads (SIGHUP, POST /reload, --watch), by result: ok, or failed (the running config stayed).",
+	}, []string{"result"})
+	m.upgrades = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strait_binary_upgrades_total",
+		Help: "Binary upgrades (SIGUSR2) this process began, by result: ok (the new process took over), or failed (this one serves on).",
+	}, []string{"result"})
+	for _, r := range []string{"ok", "failed"} {
+		m.reloads.WithLabelValues(r)
+		m.upgrades.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, m.reloads, m.upgrades, &m.servers, &m.clusters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -124,7 +138,22 @@ func (c *Cluster) Observe(s *proxy.Stats) {
 	}
 }
 
-// AddServer exports the counters of the server of listener.
+// Reloaded counts a config reload.
+func (m *Metrics) Reloaded(ok bool) { m.reloads.WithLabelValues(result(ok)).Inc() }
+
+// Upgraded counts a binary upgrade.
+func (m *Metrics) Upgraded(ok bool) { m.upgrades.WithLabelValues(result(ok)).Inc() }
+
+func result(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "failed"
+}
+
+// AddServer exports the counters of a server of listener. A listener's
+// series sum its servers': one a reload replaced keeps counting while it
+// drains, and its totals stay in the sum after.
 func (m *Metrics) AddServer(listener string, c *proxy.Counters) {
 	m.servers.mu.Lock()
 	defer m.servers.mu.Unlock()

@@ -241,10 +241,27 @@ func (p *Pool[C]) Len() int {
 
 // CloseIdle closes every connection that carries no exchange. Shared
 // connections in use are closed when their last stream is released.
-func (p *Pool[C]) CloseIdle() {
+func (p *Pool[C]) CloseIdle() { p.closeIdle(nil) }
+
+// CloseIdleMatching is CloseIdle for the keys match reports true for (a
+// retired peer's, say), whose lists go too: keys a reload retires would
+// otherwise stay in the map for good. match is called with p locked, so
+// it must not use p.
+func (p *Pool[C]) CloseIdleMatching(match func(key string) bool) {
+	if match != nil {
+		p.closeIdle(match)
+	}
+}
+
+// closeIdle closes the idle connections of the keys match reports true
+// for (nil: every key).
+func (p *Pool[C]) closeIdle(match func(string) bool) {
 	var idle []C
 	p.mu.Lock()
-	for _, list := range p.conns {
+	for key, list := range p.conns {
+		if match != nil && !match(key) {
+			continue
+		}
 		l := *list
 		for i := 0; i < len(l); {
 			if l[i].inUse == 0 {
@@ -256,6 +273,9 @@ func (p *Pool[C]) CloseIdle() {
 			i++
 		}
 		*list = l
+		if match != nil && len(l) == 0 {
+			delete(p.conns, key)
+		}
 	}
 	p.mu.Unlock()
 	for _, c := range idle {

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -182,4 +183,47 @@ func TestSharedLimitChanges(t *testing.T) {
 	if _, _, ok := p.Acquire("k", now+2*time.Minute); ok || !c.closed || p.Len() != 0 {
 		t.Fatalf("past its idle timeout: closed %v, Len %d", c.closed, p.Len())
 	}
+}
+
+// TestCloseIdleMatching: only the idle connections of the keys match
+// reports are closed; a matching shared connection in use takes no new
+// stream and closes with its last; the others stay and are reused.
+func TestCloseIdleMatching(t *testing.T) {
+	p := New[*fakeConn](Limits{})
+	now := time.Second
+	old1, old2, kept := &fakeConn{id: 1}, &fakeConn{id: 2}, &fakeConn{id: 3}
+	p.Release("a:80 g1", old1, true, now, now)
+	p.Release("b:80 g1", old2, true, now, now)
+	p.Release("a:80 g2", kept, true, now, now)
+	busy := &fakeConn{id: 4, streams: 2}
+	p.Add("c:80 g1", busy, now)
+
+	var asked []string
+	p.CloseIdleMatching(func(key string) bool {
+		asked = append(asked, key)
+		return strings.HasSuffix(key, " g1")
+	})
+	if len(asked) != 4 {
+		t.Errorf("match was asked about %q, want each of the 4 keys once", asked)
+	}
+	if !old1.closed || !old2.closed {
+		t.Errorf("matching idle connections left open: %v %v", old1.closed, old2.closed)
+	}
+	if kept.closed || busy.closed {
+		t.Fatalf("closed: the other key's %v, the busy one %v", kept.closed, busy.closed)
+	}
+	if p.Len() != 2 {
+		t.Errorf("Len = %d, want 2 (the other key's and the busy one)", p.Len())
+	}
+	if got, _, ok := p.Acquire("a:80 g2", now); !ok || got != kept {
+		t.Error("the connection of a key that did not match was not reused")
+	}
+	if _, _, ok := p.Acquire("c:80 g1", now); ok {
+		t.Error("a matching shared connection took a new stream")
+	}
+	p.Release("c:80 g1", busy, true, now, now)
+	if !busy.closed || p.Len() != 0 {
+		t.Errorf("the busy connection after its last stream: closed %v, Len %d", busy.closed, p.Len())
+	}
+	p.CloseIdleMatching(nil) // no key
 }

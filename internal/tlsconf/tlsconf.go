@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -50,12 +51,13 @@ type Config struct {
 // Server is a listener's TLS: a tls.Config whose certificates and ticket
 // keys change while it serves.
 type Server struct {
-	cfg   Config
-	certs atomic.Pointer[certSet]
-	tls   *tls.Config
-	stamp string     // the files' sizes and times when last loaded
-	seen  string     // their stamp at the last look: a change loads once it holds still
-	keys  [][32]byte // session ticket keys, newest first
+	cfg    Config
+	certs  atomic.Pointer[certSet]
+	tls    *tls.Config
+	stamp  string // the files' sizes and times when last loaded
+	seen   string // their stamp at the last look: a change loads once it holds still
+	keysMu sync.Mutex
+	keys   [][32]byte // session ticket keys, newest first
 }
 
 // certSet is the certificates of one load, by the names they are for.
@@ -177,10 +179,33 @@ const sniPrefix = "strait sni:"
 func (s *Server) rotate() {
 	var k [32]byte
 	rand.Read(k[:])
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
 	s.keys = append([][32]byte{k}, s.keys...)
 	if len(s.keys) > 3 {
 		s.keys = s.keys[:3]
 	}
+	s.tls.SetSessionTicketKeys(s.keys)
+}
+
+// TicketKeys returns the session ticket keys, newest first: what a new
+// process or a new config's TLS takes over, so that resumption survives.
+func (s *Server) TicketKeys() [][32]byte {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	return slices.Clone(s.keys)
+}
+
+// SetTicketKeys makes keys, newest first, the session ticket keys: the
+// newest encrypts new tickets, and all decrypt. Rotation goes on from
+// them.
+func (s *Server) SetTicketKeys(keys [][32]byte) {
+	if len(keys) == 0 {
+		return
+	}
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	s.keys = slices.Clone(keys[:min(len(keys), 3)])
 	s.tls.SetSessionTicketKeys(s.keys)
 }
 

@@ -77,8 +77,10 @@ func TestHTTP2FlowControl(t *testing.T) {
 	}
 }
 
-// TestHTTP2Shutdown: on SIGTERM strait sends GOAWAY, the stream in flight
-// finishes, and the connection then closes.
+// TestHTTP2Shutdown: on SIGTERM strait sends GOAWAY in two steps (the
+// highest stream id first, so that streams the client opens meanwhile
+// are served; then, a round trip later, the last stream it took), the
+// stream in flight finishes, and the connection then closes.
 func TestHTTP2Shutdown(t *testing.T) {
 	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Second)
@@ -89,7 +91,7 @@ func TestHTTP2Shutdown(t *testing.T) {
 	c.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":authority", "a.test")
 	time.Sleep(200 * time.Millisecond)
 	p.signal(syscall.SIGTERM)
-	var goAway *http2.GoAwayFrame
+	var goAways []*http2.GoAwayFrame
 	status, body := "", ""
 	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
 		if f.Name == ":status" {
@@ -103,8 +105,10 @@ func TestHTTP2Shutdown(t *testing.T) {
 		}
 		switch f := f.(type) {
 		case *http2.GoAwayFrame:
-			if goAway == nil {
-				goAway = f
+			goAways = append(goAways, f)
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				c.fr.WritePing(true, f.Data)
 			}
 		case *http2.HeadersFrame:
 			dec.Write(f.HeaderBlockFragment())
@@ -112,8 +116,9 @@ func TestHTTP2Shutdown(t *testing.T) {
 			body += string(f.Data())
 		}
 	}
-	if goAway == nil || goAway.ErrCode != http2.ErrCodeNo || goAway.LastStreamID != 1 {
-		t.Errorf("GOAWAY: %v, want NO_ERROR with last stream 1", goAway)
+	if len(goAways) != 2 || goAways[0].ErrCode != http2.ErrCodeNo || goAways[0].LastStreamID != 1<<31-1 ||
+		goAways[1].ErrCode != http2.ErrCodeNo || goAways[1].LastStreamID != 1 {
+		t.Errorf("GOAWAYs: %v, want NO_ERROR with last stream 2^31-1, then 1", goAways)
 	}
 	if status != "200" || body != "late" {
 		t.Errorf("the stream in flight: %s %q, want 200 late\n%s", status, body, p.stderr.String())

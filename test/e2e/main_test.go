@@ -448,7 +448,7 @@ func startStraitConfig(t testing.TB, cfg *config.Config, tweak func(*proxy.Optio
 	logger := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// Metrics on, as the binary has them by default: every in-process
 	// test runs the data path with them.
-	gw, err := gateway.Build(cfg, logger, gateway.Observe{Metrics: observe.NewMetrics()})
+	gw, err := gateway.Build(cfg, logger, gateway.Observe{Metrics: observe.NewMetrics()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,6 +477,7 @@ func startStraitConfig(t testing.TB, cfg *config.Config, tweak func(*proxy.Optio
 		if err := srv.Shutdown(ctx); err != nil {
 			srv.Close()
 		}
+		opts.Pool.CloseIdle() // the gateway's: shared, so not the server's to close
 		select {
 		case err := <-served:
 			if !errors.Is(err, proxy.ErrServerClosed) {

@@ -1,9 +1,7 @@
-package main
+package lifecycle
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -14,12 +12,10 @@ import (
 
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/internal/admin"
-	"github.com/straitproxy/strait/internal/gateway"
-	"github.com/straitproxy/strait/internal/observe"
 )
 
-// adminAddr is where cfg's admin listener goes, or "" for none.
-func adminAddr(cfg *config.Config) string {
+// AdminAddr is where cfg's admin listener goes, or "" for none.
+func AdminAddr(cfg *config.Config) string {
 	switch a := cfg.Admin.Address; a {
 	case config.AdminOff:
 		return ""
@@ -30,39 +26,43 @@ func adminAddr(cfg *config.Config) string {
 	}
 }
 
-// startAdmin serves the admin API of cfg; errors from serving go to errc.
-// stop closes it.
-func startAdmin(cfg *config.Config, m *observe.Metrics, gw *gateway.Gateway, stderr io.Writer, errc chan<- error) (*admin.API, func(), error) {
-	api := &admin.API{Metrics: m, Clusters: gw.Clusters, Pprof: cfg.Admin.Pprof}
+// startAdmin serves the admin API of cfg, on a socket of its own.
+func (p *Process) startAdmin(cfg *config.Config) error {
+	api := &admin.API{Metrics: p.o.Metrics, Clusters: p.gw.Clusters, Pprof: cfg.Admin.Pprof}
+	if p.o.Load != nil {
+		api.Reload = func() admin.ReloadResult { return p.Reload("admin") }
+	}
 	for _, h := range cfg.Admin.Hosts {
 		api.Hosts = append(api.Hosts, strings.ToLower(h))
 	}
 	if f := cfg.Admin.TokenFile; f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, nil, fmt.Errorf("admin token_file: %w", err)
+			return fmt.Errorf("admin token_file: %w", err)
 		}
 		if api.Token = strings.TrimSpace(string(b)); api.Token == "" {
-			return nil, nil, fmt.Errorf("admin token_file %s is empty", f)
+			return fmt.Errorf("admin token_file %s is empty", f)
 		}
 	}
 	shown, err := showConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("admin: showing the config: %w", err)
+		return fmt.Errorf("admin: showing the config: %w", err)
 	}
 	api.Config = shown
-	ln, err := net.Listen("tcp", adminAddr(cfg))
+	addr := AdminAddr(cfg)
+	ln, err := p.listen("admin", addr)
 	if err != nil {
-		return nil, nil, err
+		return &ListenError{"admin listener", addr, err}
 	}
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
-	fmt.Fprintf(stderr, "strait: admin API on http://%s\n", ln.Addr())
+	fmt.Fprintf(p.o.Stderr, "strait: admin API on http://%s\n", ln.Addr())
 	go func() {
 		if err := srv.Serve(ln); err != http.ErrServerClosed {
-			errc <- fmt.Errorf("admin listener: %w", err)
+			p.errc <- fmt.Errorf("admin listener: %w", err)
 		}
 	}()
-	return api, func() { srv.Close() }, nil
+	p.api, p.adminHS = api, srv
+	return nil
 }
 
 // showConfig writes cfg as YAML without the keys left at their zero

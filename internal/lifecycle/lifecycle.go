@@ -1,0 +1,540 @@
+// Package lifecycle runs strait's config in a process and changes it
+// without dropping a request.
+//
+// A reload builds the new config whole beside the running one (clusters,
+// TLS, servers, new listeners bound) and only then swaps: a listener
+// whose server is unchanged keeps it, and its socket, and takes the new
+// routes at once; one whose server changed hands its socket to a new
+// server while the old one drains; clusters whose config is unchanged
+// keep their health, ejections and pooled connections. A binary upgrade
+// hands every listening socket to a new process of the binary, waits
+// until it is ready, then drains. A stop turns /ready to 503, waits the
+// drain delay, and drains.
+package lifecycle
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/admin"
+	"github.com/straitproxy/strait/internal/demo"
+	"github.com/straitproxy/strait/internal/gateway"
+	"github.com/straitproxy/strait/internal/observe"
+	"github.com/straitproxy/strait/internal/sdnotify"
+	"github.com/straitproxy/strait/internal/upgrade"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// Options are what a Process runs with besides its config.
+type Options struct {
+	Logger *slog.Logger
+	// Stderr gets the lines a person starting strait reads: where it
+	// listens.
+	Stderr io.Writer
+	// AccessLogger is the servers' Options.AccessLogger.
+	AccessLogger *slog.Logger
+	Metrics      *observe.Metrics // nil: no admin API
+	Tracer       *observe.Tracer
+	// Load reads the config file again, for a reload; nil: the config
+	// has no file (the proxy command), and reloads are refused.
+	Load func() (*config.Config, error)
+	// Handoff is what a parent process handed over in an upgrade.
+	Handoff  *upgrade.Handoff
+	Notifier *sdnotify.Notifier
+	// PIDFile, if set, gets the pid once the process is ready.
+	PIDFile string
+	// UpgradeTimeout bounds how long a new process may take to be ready
+	// (default 1 minute).
+	UpgradeTimeout time.Duration
+}
+
+// Process is a running config.
+type Process struct {
+	o Options
+
+	mu      sync.Mutex // one change at a time: reload, upgrade, stop
+	cfg     *config.Config
+	gw      *gateway.Gateway
+	live    map[string]*live            // by address
+	sockets map[string]*net.TCPListener // every listening socket, by socketName
+	api     *admin.API
+	adminHS *http.Server
+	demos   []*demo.Origin
+	// retiring are servers a reload replaced or removed, draining.
+	retiring sync.WaitGroup
+	errc     chan error
+}
+
+// live is a listener being served: the server and the socket it accepts
+// on.
+type live struct {
+	l      gateway.Listener
+	srv    *proxy.Server
+	sock   *net.TCPListener
+	served chan struct{} // closed when Serve has returned
+}
+
+// ListenError is a listening socket that could not be made.
+type ListenError struct {
+	What, Addr string // "listener NAME", "admin listener", "demo origin NAME"
+	Err        error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("cannot start %s on %s: %v", e.What, e.Addr, e.Err)
+}
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// socketName names a listening socket to a new process: its kind and
+// address as configured.
+func socketName(kind, addr string) string { return kind + " " + addr }
+
+// New returns a Process that will run with o.
+func New(o Options) *Process {
+	if o.UpgradeTimeout <= 0 {
+		o.UpgradeTimeout = time.Minute
+	}
+	if o.Handoff == nil {
+		o.Handoff, _ = upgrade.Inherit()
+	}
+	return &Process{o: o, live: make(map[string]*live), sockets: make(map[string]*net.TCPListener), errc: make(chan error, 8)}
+}
+
+// Errors reports listeners that failed while serving.
+func (p *Process) Errors() <-chan error { return p.errc }
+
+// Start runs cfg: demo origins, listeners, the admin API. On error what
+// it started is stopped.
+func (p *Process) Start(cfg *config.Config) (err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	defer func() {
+		if err != nil {
+			p.closeAll()
+		}
+	}()
+	for _, d := range cfg.DemoOrigins {
+		ln, err := p.listen("demo", d.Address)
+		if err != nil {
+			return &ListenError{"demo origin " + d.Name, d.Address, err}
+		}
+		p.demos = append(p.demos, demo.Serve(d.Name, ln))
+	}
+	gw, err := gateway.Build(cfg, p.o.Logger, gateway.Observe{Metrics: p.o.Metrics, Tracer: p.o.Tracer}, nil)
+	if err != nil {
+		return err
+	}
+	p.gw, p.cfg = gw, cfg
+	if f := p.o.Handoff.File(ticketKeysFile); f != nil {
+		p.takeTicketKeys(f)
+	}
+	for _, l := range gw.Listeners {
+		lv, err := p.newLive(l, nil)
+		if err != nil {
+			return err
+		}
+		p.live[l.Address] = lv
+	}
+	for _, lv := range p.live {
+		p.serve(lv)
+	}
+	if m := p.o.Metrics; m != nil {
+		m.SetClusters(gw.Clusters)
+		m.AddPool(gw.Options.Pool)
+		if err := p.startAdmin(cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ready says the process serves: to a parent waiting in an upgrade, to
+// systemd, in the pid file, and on /ready.
+func (p *Process) Ready() error {
+	if err := p.o.Handoff.Ready(); err != nil {
+		return fmt.Errorf("telling the old process: %w", err)
+	}
+	if p.o.PIDFile != "" {
+		if err := upgrade.WritePIDFile(p.o.PIDFile, os.Getpid()); err != nil {
+			return fmt.Errorf("pid file: %w", err)
+		}
+	}
+	if p.api != nil {
+		p.api.SetReady(true)
+	}
+	if !p.o.Handoff.Parent() {
+		// After an upgrade the old process names this one to systemd
+		// (MAINPID=), which was ready already.
+		p.o.Notifier.Ready("serving")
+	}
+	return nil
+}
+
+// listen returns the socket an old process handed over for kind and
+// addr, or a new one.
+func (p *Process) listen(kind, addr string) (*net.TCPListener, error) {
+	name := socketName(kind, addr)
+	ln, ok, err := p.o.Handoff.Listener(name)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if ln, err = proxy.Listen(context.Background(), "tcp", addr); err != nil {
+			return nil, err
+		}
+	}
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("%s is not a TCP socket", name)
+	}
+	p.sockets[name] = tl
+	return tl, nil
+}
+
+// newLive makes the server of l, on sock or on a socket of its own.
+func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, error) {
+	o := p.gw.Options
+	o.AccessLogger = p.o.AccessLogger
+	o.Upgrades = l.Upgrades
+	o.HTTP2.Off, o.HTTP2.Only = l.NoHTTP2, l.OnlyHTTP2
+	if l.TLS != nil {
+		o.TLS, o.Timeouts.Handshake = l.TLS.TLS(), l.HandshakeTimeout
+	}
+	srv, err := proxy.New(l.Phases, o)
+	if err != nil {
+		return nil, err
+	}
+	if sock == nil {
+		if sock, err = p.listen("http", l.Address); err != nil {
+			return nil, &ListenError{"listener " + l.Name, l.Address, err}
+		}
+		scheme := "http"
+		if l.TLS != nil {
+			scheme = "https"
+		}
+		fmt.Fprintf(p.o.Stderr, "strait: listening on %s://%s (%s)\n", scheme, sock.Addr(), l.Name)
+	}
+	return &live{l: l, srv: srv, sock: sock, served: make(chan struct{})}, nil
+}
+
+// serve accepts on lv's socket with its server, in the background.
+func (p *Process) serve(lv *live) {
+	if p.o.Metrics != nil {
+		p.o.Metrics.AddServer(lv.l.Name, lv.srv.Counters())
+	}
+	lv.sock.SetDeadline(time.Time{}) // a gate before it may have left one
+	g := &gate{TCPListener: lv.sock}
+	go func() {
+		defer close(lv.served)
+		if err := lv.srv.Serve(g); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			p.errc <- fmt.Errorf("listener %s: %w", lv.l.Name, err)
+		}
+	}()
+}
+
+// gate is a listening socket as one server sees it: closing it ends that
+// server's accepting, and leaves the socket open for the server or
+// process that takes it over (the kernel drops the connections queued on
+// a socket that closes).
+type gate struct {
+	*net.TCPListener
+	once sync.Once
+}
+
+func (g *gate) Close() error {
+	g.once.Do(func() { g.SetDeadline(time.Unix(1, 0)) })
+	return nil
+}
+
+// retire drains lv's server in the background, for at most grace, and
+// then, with closeSocket, closes its socket. It returns once the server
+// has stopped accepting, so that another may take the socket.
+func (p *Process) retire(lv *live, grace time.Duration, closeSocket bool) {
+	p.retiring.Add(1)
+	go func() {
+		defer p.retiring.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		lv.srv.Shutdown(ctx)
+	}()
+	<-lv.served
+	if closeSocket {
+		lv.sock.Close()
+	}
+}
+
+func (p *Process) grace() time.Duration {
+	return cmp.Or(time.Duration(p.cfg.Timeouts.Grace), proxy.DefaultGracePeriod)
+}
+
+// Reload loads the config file again and runs it; on any error the
+// running config stays, and the errors are logged, counted and shown by
+// the admin API. source says who asked (SIGHUP, admin, watch).
+func (p *Process) Reload(source string) admin.ReloadResult {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	res := admin.ReloadResult{Time: time.Now(), Source: source}
+	if p.cfg == nil {
+		return p.reloaded(res, errors.New("the process is stopping"))
+	}
+	if p.o.Load == nil {
+		return p.reloaded(res, errors.New("no config file to reload: strait runs from flags"))
+	}
+	p.o.Notifier.Reloading()
+	defer p.o.Notifier.Ready("serving")
+	cfg, err := p.o.Load()
+	if err != nil {
+		return p.reloaded(res, err)
+	}
+	p.keepRestartOnly(cfg)
+	gw, err := gateway.Build(cfg, p.o.Logger, gateway.Observe{Metrics: p.o.Metrics, Tracer: p.o.Tracer}, p.gw)
+	if err != nil {
+		return p.reloaded(res, err)
+	}
+
+	// Everything that can fail, before anything changes: new servers,
+	// new sockets.
+	prevGW := p.gw
+	p.gw = gw // newLive makes servers with the new options
+	type change struct {
+		old, next *live
+	}
+	var changes []change
+	var swaps []gateway.Listener
+	fail := func(err error) admin.ReloadResult {
+		for _, c := range changes {
+			if c.old == nil {
+				c.next.sock.Close()
+				delete(p.sockets, socketName("http", c.next.l.Address))
+			}
+		}
+		p.gw = prevGW
+		gw.Retire(prevGW)
+		return p.reloaded(res, err)
+	}
+	for _, l := range gw.Listeners {
+		old := p.live[l.Address]
+		if old != nil && old.l.SameServer(&l) {
+			swaps = append(swaps, l)
+			continue
+		}
+		var sock *net.TCPListener
+		if old != nil {
+			sock = old.sock
+		}
+		next, err := p.newLive(l, sock)
+		if err != nil {
+			return fail(err)
+		}
+		changes = append(changes, change{old, next})
+	}
+
+	// The swap: nothing fails from here.
+	grace := p.grace()
+	next := make(map[string]*live, len(gw.Listeners))
+	for _, l := range swaps {
+		lv := p.live[l.Address]
+		lv.l.Routes.Take(l.Routes)
+		lv.l.Name = l.Name
+		next[l.Address] = lv
+		res.Changes = append(res.Changes, "listener "+l.Name+": routes swapped")
+	}
+	for _, c := range changes {
+		if c.old != nil {
+			p.retire(c.old, grace, false)
+			res.Changes = append(res.Changes, "listener "+c.next.l.Name+": a new server (its options changed); the old one drains")
+		} else {
+			res.Changes = append(res.Changes, "listener "+c.next.l.Name+": added")
+		}
+		p.serve(c.next)
+		next[c.next.l.Address] = c.next
+	}
+	for addr, lv := range p.live {
+		if next[addr] == nil {
+			p.retire(lv, grace, true)
+			delete(p.sockets, socketName("http", addr))
+			res.Changes = append(res.Changes, "listener "+lv.l.Name+": removed; it drains")
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(gw.Clusters)) {
+		if prevGW.Clusters[name] != gw.Clusters[name] {
+			res.Changes = append(res.Changes, "cluster "+name+": new")
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(prevGW.Clusters)) {
+		if gw.Clusters[name] != prevGW.Clusters[name] {
+			res.Changes = append(res.Changes, "cluster "+name+": retired")
+		}
+	}
+	p.live = next
+	prevGW.Retire(gw)
+	p.cfg = cfg
+	if m := p.o.Metrics; m != nil {
+		m.SetClusters(gw.Clusters)
+	}
+	if p.api != nil {
+		shown, err := showConfig(cfg)
+		if err != nil {
+			p.o.Logger.Warn("admin: cannot show the reloaded config", "err", err)
+		}
+		p.api.SetRunning(gw.Clusters, shown)
+	}
+	return p.reloaded(res, nil)
+}
+
+// reloaded logs, counts and shows a reload's result.
+func (p *Process) reloaded(res admin.ReloadResult, err error) admin.ReloadResult {
+	res.OK = err == nil
+	if err != nil {
+		var es config.Errors
+		if errors.As(err, &es) {
+			for _, e := range es {
+				res.Errors = append(res.Errors, e.Error())
+			}
+		} else {
+			res.Errors = []string{err.Error()}
+		}
+		for _, e := range res.Errors {
+			p.o.Logger.Error("reload refused; the running config stays", "source", res.Source, "err", e)
+		}
+	} else {
+		p.o.Logger.Info("config reloaded", "source", res.Source, "changes", len(res.Changes))
+		for _, c := range res.Changes {
+			p.o.Logger.Info("reload: " + c)
+		}
+	}
+	if p.o.Metrics != nil {
+		p.o.Metrics.Reloaded(res.OK)
+	}
+	if p.api != nil {
+		p.api.SetReloaded(res)
+	}
+	return res
+}
+
+// keepRestartOnly keeps in cfg what a reload cannot change in a running
+// process (the admin listener, tracing, logs, demo origins), and warns
+// when the file changed them: a restart or an upgrade applies them.
+func (p *Process) keepRestartOnly(cfg *config.Config) {
+	old := p.cfg
+	for _, k := range []struct {
+		key       string
+		now, next any
+	}{
+		{"admin", &old.Admin, &cfg.Admin}, {"tracing", &old.Tracing, &cfg.Tracing},
+		{"log_level", &old.LogLevel, &cfg.LogLevel}, {"access_log", &old.AccessLog, &cfg.AccessLog},
+		{"access_log_format", &old.AccessLogFormat, &cfg.AccessLogFormat},
+		{"access_log_fields", &old.AccessLogFields, &cfg.AccessLogFields},
+		{"demo_origins", &old.DemoOrigins, &cfg.DemoOrigins},
+	} {
+		now, next := reflect.ValueOf(k.now).Elem(), reflect.ValueOf(k.next).Elem()
+		if !reflect.DeepEqual(now.Interface(), next.Interface()) {
+			p.o.Logger.Warn("reload: "+k.key+" changed; it takes effect at the next restart or binary upgrade", "key", k.key)
+			next.Set(now)
+		}
+	}
+}
+
+// Stop drains and ends the process: with delay, /ready answers 503 while
+// the listeners still accept (load balancers notice), then accepting
+// stops, requests in flight finish within the grace period, and idle
+// connections close. After an upgrade (upgraded), the new process has
+// the sockets, and systemd is not told this one stops.
+func (p *Process) Stop(upgraded bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg == nil {
+		return nil
+	}
+	if upgraded {
+		// The new process answers on the same socket: this one must not
+		// tell a load balancer's probe it is not ready.
+		p.stopAdmin()
+	}
+	if !upgraded {
+		p.api.SetReady(false)
+		p.o.Notifier.Stopping()
+		if d := time.Duration(p.cfg.Timeouts.DrainDelay); d > 0 {
+			p.o.Logger.Info("draining: /ready answers 503; accepting for the drain delay", "drain_delay", d)
+			time.Sleep(d)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.grace())
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed error
+	for _, lv := range p.live {
+		wg.Go(func() {
+			if err := lv.srv.Shutdown(ctx); err != nil {
+				mu.Lock()
+				failed = cmp.Or(failed, fmt.Errorf("listener %s: %w", lv.l.Name, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	p.retiring.Wait() // bounded by their own grace
+	p.stopAdmin()
+	for _, o := range p.demos {
+		o.Stop(ctx)
+	}
+	p.closeAll()
+	if !upgraded && p.o.PIDFile != "" {
+		removeIfOurs(p.o.PIDFile)
+	}
+	if errors.Is(failed, context.DeadlineExceeded) {
+		p.o.Logger.Warn("grace period over: connections still open were closed", "grace", p.grace())
+		failed = nil
+	}
+	p.cfg = nil
+	return failed
+}
+
+// stopAdmin stops the admin API: calls in flight have a second to end
+// (a /events stream would hold it for minutes).
+func (p *Process) stopAdmin() {
+	if p.adminHS == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if p.adminHS.Shutdown(ctx) != nil {
+		p.adminHS.Close()
+	}
+	p.adminHS = nil
+}
+
+// closeAll closes every socket and stops the gateway.
+func (p *Process) closeAll() {
+	for _, s := range p.sockets {
+		s.Close()
+	}
+	clear(p.sockets)
+	p.gw.Stop()
+	if p.gw != nil {
+		p.gw.Options.Pool.CloseIdle()
+	}
+}
+
+// removeIfOurs removes the pid file if it names this process.
+func removeIfOurs(path string) {
+	b, err := os.ReadFile(path)
+	if err == nil && string(b) == fmt.Sprintf("%d\n", os.Getpid()) {
+		os.Remove(path)
+	}
+}
