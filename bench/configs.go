@@ -95,6 +95,17 @@ const originPorts = 3
 // same key (the hash and the lookup are paid on each request) and goes to
 // the same endpoint.
 func (b *bench) straitBalanceConf(port int, policy string) string {
+	return b.straitReloadConf(port, policy, "", "75s")
+}
+
+// straitReloadConf is straitBalanceConf with a route that answers path
+// itself ahead of the cluster's (none if path is empty), and
+// timeouts.idle: what strait-reload and strait-reload-server change.
+func (b *bench) straitReloadConf(port int, policy, path, idle string) string {
+	route := ""
+	if path != "" {
+		route = fmt.Sprintf("      - {path: %s, respond: {status: 200, body: reloaded}}\n", path)
+	}
 	var eps strings.Builder
 	for _, p := range b.oports {
 		fmt.Fprintf(&eps, "      - 127.0.0.1:%d\n", p)
@@ -103,15 +114,16 @@ func (b *bench) straitBalanceConf(port int, policy string) string {
 listeners:
   - address: 127.0.0.1:%d
     routes:
-      - cluster: origin
+%s      - cluster: origin
 
 clusters:
   - name: origin
     balance: %s
     endpoints:
 %s
+timeouts: {idle: %s}
 admin: {address: off}
-`, port, policy, eps.String())
+`, port, route, policy, eps.String(), idle)
 }
 
 // nginxProxyConf is nginx as a reverse proxy with a pooled upstream.

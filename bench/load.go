@@ -23,6 +23,8 @@ type runRecord struct {
 	// valid, but not counted in the medians.
 	Noisy   bool   `json:"noisy,omitempty"`
 	Failure string `json:"failure,omitempty"`
+	// Reloads is how many SIGHUPs a reload target was sent during the run.
+	Reloads int `json:"reloads,omitempty"`
 	wrkResult
 	BytesPerResponse float64 `json:"bytes_per_response"` // body and head, from wrk's total
 	// ProxyCPUPercent is the CPU time of the proxy's processes over the
@@ -274,7 +276,9 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 		perf = b.startPerf(pids)
 	}
 	start := time.Now()
+	stopReloads := t.startReloads()
 	res, out, err := b.runLoadGen(ctx, url, conns, b.cfg.duration, sc)
+	r.Reloads = stopReloads()
 	wall := time.Since(start).Seconds()
 	counts, perfErr := perf.stop()
 	busy1, tot1 := cpuBusy(b.cfg.proxyCPU)
@@ -333,6 +337,36 @@ func (b *bench) measure(ctx context.Context, t *target, sc scenario) *runRecord 
 	r.Valid = true
 	r.Noisy = b.cfg.maxOther > 0 && r.OtherCPUPercent > b.cfg.maxOther
 	return r
+}
+
+// startReloads calls t.reload every reloadEvery until the function it
+// returns is called, which returns how many reloads were asked for.
+func (t *target) startReloads() func() int {
+	if t.reload == nil {
+		return func() int { return 0 }
+	}
+	done := make(chan struct{})
+	count := make(chan int, 1)
+	go func() {
+		n := 0
+		tick := time.NewTicker(reloadEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				count <- n
+				return
+			case <-tick.C:
+				if t.reload() == nil {
+					n++
+				}
+			}
+		}
+	}()
+	return func() int {
+		close(done)
+		return <-count
+	}
 }
 
 // waitQuiet samples other processes' CPU use over half-second windows until

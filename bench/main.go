@@ -78,6 +78,16 @@ var balanceTargets = []struct{ name, policy string }{
 	{"strait-random", "random"},
 }
 
+// reloadTargets are strait-rr reloaded every reloadEvery by SIGHUP while
+// wrk runs: strait-reload with its routes changed (the servers and their
+// connections stay), strait-reload-server with timeouts.idle changed (a
+// new server takes each listening socket, and the old one's keep-alive
+// connections close after their next request). Ratios against strait-rr
+// are what reloading costs; any failed request fails the run.
+var reloadTargets = []string{"strait-reload", "strait-reload-server"}
+
+const reloadEvery = 100 * time.Millisecond
+
 // balancePolicy is the policy of a balance target, or "".
 func balancePolicy(name string) string {
 	for _, t := range balanceTargets {
@@ -97,7 +107,7 @@ func allTargets() []string {
 	for _, t := range balanceTargets {
 		out = append(out, t.name)
 	}
-	return out
+	return append(out, reloadTargets...)
 }
 
 func main() {

@@ -245,6 +245,9 @@ type target struct {
 	port int
 	tls  bool  // the proxy listens with TLS: https:// for wrk and the checks
 	proc *proc // nil for direct
+	// reload, for the reload targets, changes the config file and sends
+	// SIGHUP; measure calls it every reloadEvery while wrk runs.
+	reload func() error
 }
 
 // baseURL is the scheme, host and port wrk and the checks use for t.
@@ -351,6 +354,23 @@ func (b *bench) startTarget(ctx context.Context, name string) (*target, error) {
 		if conf, err = b.writeFile("haproxy.cfg", b.haproxyConf(t.port)); err == nil {
 			// -db: stay in the foreground, one process, so its PID is ours.
 			t.proc, err = b.start(name, cpu, nil, "haproxy", "-db", "-f", conf)
+		}
+	case "strait-reload", "strait-reload-server":
+		var conf string
+		if conf, err = b.writeFile(name+".yaml", b.straitBalanceConf(t.port, "round_robin")); err == nil {
+			t.proc, err = b.start(name, cpu, []string{"GOMAXPROCS=1"}, b.strait, "run", "-c", conf)
+			n := 0
+			t.reload = func() error {
+				n++
+				path, idle := fmt.Sprintf("/reload-%d", n), "75s"
+				if name == "strait-reload-server" {
+					path, idle = "", fmt.Sprintf("%ds", 60+n%2)
+				}
+				if _, err := b.writeFile(name+".yaml", b.straitReloadConf(t.port, "round_robin", path, idle)); err != nil {
+					return err
+				}
+				return syscall.Kill(t.proc.pid(), syscall.SIGHUP)
+			}
 		}
 	default:
 		policy := balancePolicy(name)

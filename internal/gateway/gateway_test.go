@@ -387,3 +387,39 @@ timeouts: {idle: `+idle+`}
 	}
 	g2.Retire(g3)
 }
+
+// BenchmarkRoute is the gateway's share of a request: routing through the
+// listener's Switch, choosing a peer, and the logging phase. It must not
+// allocate.
+func BenchmarkRoute(b *testing.B) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - address: 127.0.0.1:0
+    routes: [{path_prefix: /api/, cluster: c}, {cluster: d}]
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80", "10.0.0.2:80"]}
+  - {name: d, endpoints: ["10.0.0.3:80"]}
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := Build(cfg, slog.Default(), Observe{Metrics: observe.NewMetrics()}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Stop()
+	ph := g.Listeners[0].Phases
+	path := []byte("/api/users/42")
+	s := &proxy.Session{}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Request = proxy.Request{Method: "GET", Path: path}
+		if _, err := ph.RequestFilter(s); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ph.UpstreamPeer(s); err != nil {
+			b.Fatal(err)
+		}
+		ph.Logging(s, nil)
+	}
+}
