@@ -94,6 +94,7 @@ type Listener struct {
 	// config that goes into its Options and the phases it runs. Two
 	// listeners with the same can share one server.
 	server string
+	config string // the listener's config, as JSON
 }
 
 // Switch is one listener's routes. A request is routed by the routes
@@ -102,6 +103,9 @@ type Switch struct{ cur atomic.Pointer[router] }
 
 // Take makes from's routes the current ones.
 func (sw *Switch) Take(from *Switch) { sw.cur.Store(from.cur.Load()) }
+
+// SameConfig reports whether n's config is l's, routes included.
+func (l *Listener) SameConfig(n *Listener) bool { return l.config == n.config }
 
 // SameServer reports whether n can run on l's server: the same address,
 // TLS, options and phases, so that only its routes differ.
@@ -226,6 +230,7 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 		}
 		// Its TLS server by pointer: an unchanged TLS config is prev's own.
 		l.server = fmt.Sprintf("%s %s %v %p %s", jsonOf(lc.Address, lc.Upgrades, lc.HTTP2), filters, lc.TLS != nil, l.TLS, global)
+		l.config = jsonOf(lc)
 		g.Listeners = append(g.Listeners, l)
 	}
 	g.Options = options(c, logger)

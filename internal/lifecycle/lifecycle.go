@@ -349,9 +349,11 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	for _, l := range swaps {
 		lv := p.live[l.Address]
 		lv.l.Routes.Take(l.Routes)
+		if !lv.l.SameConfig(&l) {
+			res.Changes = append(res.Changes, "listener "+l.Name+": new routes")
+		}
 		lv.l.Name = l.Name
 		next[l.Address] = lv
-		res.Changes = append(res.Changes, "listener "+l.Name+": routes swapped")
 	}
 	for _, c := range changes {
 		if c.old != nil {

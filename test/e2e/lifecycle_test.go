@@ -34,7 +34,7 @@ type straitRun struct {
 	admin   string // the admin API's base URL
 }
 
-func startStraitRun(t *testing.T, bin, configPath, adminAddr string, env ...string) *straitRun {
+func startStraitRun(t *testing.T, bin, configPath, adminAddr string, args []string, env ...string) *straitRun {
 	t.Helper()
 	dir := t.TempDir()
 	s := &straitRun{pidFile: filepath.Join(dir, "strait.pid"), logPath: filepath.Join(dir, "strait.log"), admin: "http://" + adminAddr}
@@ -43,7 +43,7 @@ func startStraitRun(t *testing.T, bin, configPath, adminAddr string, env ...stri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logf.Close() })
-	cmd := exec.Command(bin, "run", "-c", configPath, "--pid-file", s.pidFile)
+	cmd := exec.Command(bin, append([]string{"run", "-c", configPath, "--pid-file", s.pidFile}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), env...)
 	s.first = startProc(t, cmd)
@@ -307,7 +307,7 @@ func TestReloadAndUpgradeUnderLoad(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	path := writeFile(t, t.TempDir(), "strait.yaml", []byte(lifecycleConfig(addr, adminAddr, origin, "v0", "75s", "round_robin")))
-	s := startStraitRun(t, straitBin, path, adminAddr)
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
 	waitPort(t, addr, 10*time.Second, s.first.exited)
 	firstPID := s.pidNow()
 
@@ -472,7 +472,7 @@ func TestUpgradeKeepsTicketKeys(t *testing.T) {
 clusters: [{name: origin, endpoints: [%q]}]
 admin: {address: %q}
 `, addr, cert, key, origin, adminAddr)))
-	s := startStraitRun(t, straitBin, path, adminAddr)
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
 	waitPort(t, addr, 10*time.Second, s.first.exited)
 	cache := tls.NewLRUClientSessionCache(4)
 	handshake := func() bool {
@@ -517,7 +517,7 @@ func TestUpgradeFails(t *testing.T) {
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	path := writeFile(t, dir, "strait.yaml", []byte(listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
 		fmt.Sprintf("admin: {address: %q}\n", adminAddr))))
-	s := startStraitRun(t, bin, path, adminAddr)
+	s := startStraitRun(t, bin, path, adminAddr, nil)
 	waitPort(t, addr, 10*time.Second, s.first.exited)
 	pid := s.pidNow()
 
@@ -593,7 +593,7 @@ func TestSystemdNotify(t *testing.T) {
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	path := writeFile(t, dir, "strait.yaml", []byte(listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
 		fmt.Sprintf("admin: {address: %q}\n", adminAddr))))
-	s := startStraitRun(t, straitBin, path, adminAddr, "NOTIFY_SOCKET="+sock)
+	s := startStraitRun(t, straitBin, path, adminAddr, nil, "NOTIFY_SOCKET="+sock)
 	if got := next(); !strings.HasPrefix(got, "READY=1") {
 		t.Fatalf("first notification %q, want READY=1", got)
 	}
@@ -678,7 +678,7 @@ func TestReloadListenersAndClusters(t *testing.T) {
 		return b.String() + fmt.Sprintf("clusters: [{name: origin, endpoints: [%q, %q]}]\nadmin: {address: %q}\n", a, bOrigin, adminAddr)
 	}
 	path := writeFile(t, t.TempDir(), "strait.yaml", []byte(config(addr1)))
-	s := startStraitRun(t, straitBin, path, adminAddr)
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
 	waitPort(t, addr1, 10*time.Second, s.first.exited)
 
 	// Drain endpoint a: every request goes to b, before and after.
@@ -715,5 +715,43 @@ func TestReloadListenersAndClusters(t *testing.T) {
 	_, shown := adminDo(t, "GET", s.admin+"/config", nil)
 	if strings.Contains(shown, taken.Addr().String()) {
 		t.Errorf("/config shows the refused config:\n%s", shown)
+	}
+}
+
+// TestReloadWatch checks --watch: a change to the file is loaded within
+// a few seconds; an invalid one is refused, the running config serving
+// on.
+func TestReloadWatch(t *testing.T) {
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	path := writeFile(t, t.TempDir(), "strait.yaml", []byte(lifecycleConfig(addr, adminAddr, origin, "one", "75s", "round_robin")))
+	s := startStraitRun(t, straitBin, path, adminAddr, []string{"--watch"})
+	waitPort(t, addr, 10*time.Second, s.first.exited)
+	version := func() string { return string(mustCurl(t, "-s", "http://"+addr+"/version").Stdout) }
+	if got := version(); got != "one" {
+		t.Fatalf("/version: %q", got)
+	}
+	os.WriteFile(path, []byte(lifecycleConfig(addr, adminAddr, origin, "two", "75s", "round_robin")), 0o644)
+	deadline := time.Now().Add(10 * time.Second)
+	for version() != "two" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the changed file was not loaded; log:\n%s", tail(s.log(), 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := s.lastReload(t); !r.OK || r.Source != "watch" {
+		t.Errorf("GET /reload: %+v, want ok from watch", r)
+	}
+	os.WriteFile(path, []byte("listeners: [\n"), 0o644)
+	deadline = time.Now().Add(10 * time.Second)
+	for s.lastReload(t).OK {
+		if time.Now().After(deadline) {
+			t.Fatal("the invalid file was not looked at")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := version(); got != "two" {
+		t.Errorf("after an invalid file /version answers %q", got)
 	}
 }
