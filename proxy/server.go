@@ -376,6 +376,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	srv.h1.Close() // the parker, should the drain of idle connections not be over
+	srv.h2.Close() // its idle workers: a server a reload retired must leave nothing behind
 	srv.closePool()
 	srv.senders.Close()
 	return nil

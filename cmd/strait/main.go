@@ -345,7 +345,7 @@ func serve(cfg *config.Config, ro runOptions, stdout, stderr io.Writer) int {
 			logger.Warn("tracing: spans lost at exit", "err", err)
 		}
 	}()
-	o := lifecycle.Options{Logger: logger, Stderr: stderr, AccessLogger: access, Metrics: metrics, Tracer: tracer,
+	o := lifecycle.Options{Name: ro.name, Logger: logger, Stderr: stderr, AccessLogger: access, Metrics: metrics, Tracer: tracer,
 		Handoff: handoff, Notifier: sdnotify.New(os.Getenv), PIDFile: ro.pidFile}
 	switch ro.name {
 	case "":
@@ -389,6 +389,8 @@ func serve(cfg *config.Config, ro runOptions, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
 	upgraded := make(chan error, 1)
 	upgrading := false
+	upgradeCtx, cancelUpgrade := context.WithCancel(context.Background())
+	defer cancelUpgrade()
 wait:
 	for {
 		select {
@@ -409,9 +411,22 @@ wait:
 					continue
 				}
 				upgrading = true
-				go func() { upgraded <- proc.Upgrade() }()
+				go func() { upgraded <- proc.Upgrade(upgradeCtx) }()
 			default:
 				fmt.Fprintf(stderr, "strait: %v: draining\n", s)
+				if upgrading {
+					// Stop means stop: the new process is killed, unless it
+					// was ready already, when it is told to stop too.
+					proc.NotReady()
+					cancelUpgrade()
+					if err := <-upgraded; err == nil {
+						logger.Warn("upgrade: the new process was ready; it is stopped too")
+						proc.StopNew(s.(syscall.Signal))
+						proc.Stop(true)
+						fmt.Fprintln(stderr, "strait: stopped")
+						return 0
+					}
+				}
 				break wait
 			}
 		case err := <-upgraded:

@@ -93,8 +93,9 @@ type Listener struct {
 	// server says what the listener's proxy.Server is made of: the
 	// config that goes into its Options and the phases it runs. Two
 	// listeners with the same can share one server.
-	server string
-	config string // the listener's config, as JSON
+	server  string
+	config  string // the listener's config, as JSON
+	filters string // the optional phases its routes need
 }
 
 // Switch is one listener's routes. A request is routed by the routes
@@ -103,6 +104,11 @@ type Switch struct{ cur atomic.Pointer[router] }
 
 // Take makes from's routes the current ones.
 func (sw *Switch) Take(from *Switch) { sw.cur.Store(from.cur.Load()) }
+
+// SamePhases reports whether n's routes need the phases l's server runs:
+// a server a reload retired may then route by the new ones while it
+// drains.
+func (l *Listener) SamePhases(n *Listener) bool { return l.filters == n.filters }
 
 // SameConfig reports whether n's config is l's, routes included.
 func (l *Listener) SameConfig(n *Listener) bool { return l.config == n.config }
@@ -131,9 +137,10 @@ type Gateway struct {
 // listenerTLS is a listener's TLS and the config it was made of; stop
 // ends its certificate reloads and ticket rotations.
 type listenerTLS struct {
-	srv    *tlsconf.Server
-	config string
-	stop   context.CancelFunc
+	srv        *tlsconf.Server
+	config     string
+	clientAuth string // client_auth and client_ca, as JSON
+	stop       context.CancelFunc
 }
 
 // Observe is what a gateway reports to: metrics and traces, each nil when
@@ -230,7 +237,7 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 		}
 		// Its TLS server by pointer: an unchanged TLS config is prev's own.
 		l.server = fmt.Sprintf("%s %s %v %p %s", jsonOf(lc.Address, lc.Upgrades, lc.HTTP2), filters, lc.TLS != nil, l.TLS, global)
-		l.config = jsonOf(lc)
+		l.config, l.filters = jsonOf(lc), filters
 		g.Listeners = append(g.Listeners, l)
 	}
 	g.Options = options(c, logger)
@@ -285,12 +292,14 @@ func (g *Gateway) listenerTLS(name string, lc *config.Listener, logger *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	if old != nil {
+	if old != nil && old.clientAuth == jsonOf(t.ClientAuth, t.ClientCA) {
+		// Not with another client_ca: a session begun under the old one
+		// must not resume past the new.
 		ts.SetTicketKeys(old.srv.TicketKeys())
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	go ts.Run(ctx)
-	lt := &listenerTLS{srv: ts, config: conf, stop: stop}
+	lt := &listenerTLS{srv: ts, config: conf, clientAuth: jsonOf(t.ClientAuth, t.ClientCA), stop: stop}
 	g.tls[lc.Address] = lt
 	return lt, nil
 }

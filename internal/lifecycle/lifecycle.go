@@ -40,6 +40,8 @@ import (
 
 // Options are what a Process runs with besides its config.
 type Options struct {
+	// Name is the config file's, for messages.
+	Name   string
 	Logger *slog.Logger
 	// Stderr gets the lines a person starting strait reads: where it
 	// listens.
@@ -75,7 +77,11 @@ type Process struct {
 	demos   []*demo.Origin
 	// retiring are servers a reload replaced or removed, draining.
 	retiring sync.WaitGroup
-	errc     chan error
+	// upgrading: a binary upgrade is under way (reloads wait for its
+	// end); handedOver: it succeeded, and this process only drains.
+	upgrading, handedOver bool
+	newPID                int // the process handed over to
+	errc                  chan error
 }
 
 // live is a listener being served: the server and the socket it accepts
@@ -138,8 +144,8 @@ func (p *Process) Start(cfg *config.Config) (err error) {
 		return err
 	}
 	p.gw, p.cfg = gw, cfg
-	if f := p.o.Handoff.File(ticketKeysFile); f != nil {
-		p.takeTicketKeys(f)
+	if f := p.o.Handoff.File(stateFile); f != nil {
+		p.takeState(f)
 	}
 	for _, l := range gw.Listeners {
 		lv, err := p.newLive(l, nil)
@@ -270,6 +276,9 @@ func (p *Process) retire(lv *live, grace time.Duration, closeSocket bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
 		lv.srv.Shutdown(ctx)
+		if p.o.Metrics != nil {
+			p.o.Metrics.RetireServer(lv.l.Name, lv.srv.Counters())
+		}
 	}()
 	<-lv.served
 	if closeSocket {
@@ -293,6 +302,12 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	}
 	if p.o.Load == nil {
 		return p.reloaded(res, errors.New("no config file to reload: strait runs from flags"))
+	}
+	switch {
+	case p.handedOver:
+		return p.reloaded(res, errors.New("this process has handed over to a new one after a binary upgrade, and drains: reload that one"))
+	case p.upgrading:
+		return p.reloaded(res, errors.New("a binary upgrade is under way: the new process reads the file; reload after it"))
 	}
 	p.o.Notifier.Reloading()
 	defer p.o.Notifier.Ready("serving")
@@ -357,6 +372,12 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	}
 	for _, c := range changes {
 		if c.old != nil {
+			if c.old.l.SamePhases(&c.next.l) {
+				// What the old server still serves while it drains (a
+				// request on an idle keep-alive connection, an HTTP/2
+				// stream opened before its GOAWAY) goes by the new routes.
+				c.old.l.Routes.Take(c.next.l.Routes)
+			}
 			p.retire(c.old, grace, false)
 			res.Changes = append(res.Changes, "listener "+c.next.l.Name+": a new server (its options changed); the old one drains")
 		} else {
@@ -408,7 +429,7 @@ func (p *Process) reloaded(res admin.ReloadResult, err error) admin.ReloadResult
 				res.Errors = append(res.Errors, e.Error())
 			}
 		} else {
-			res.Errors = []string{err.Error()}
+			res.Errors = []string{cmp.Or(p.o.Name, "config") + ": " + err.Error()}
 		}
 		for _, e := range res.Errors {
 			p.o.Logger.Error("reload refused; the running config stays", "source", res.Source, "err", e)
@@ -463,9 +484,13 @@ func (p *Process) Stop(upgraded bool) error {
 		return nil
 	}
 	if upgraded {
-		// The new process answers on the same socket: this one must not
-		// tell a load balancer's probe it is not ready.
+		// The new process answers on the same sockets: this one must not
+		// tell a load balancer's probe it is not ready, and its demo
+		// origins leave their connections to the new process's.
 		p.stopAdmin()
+		for _, o := range p.demos {
+			o.Handover()
+		}
 	}
 	if !upgraded {
 		p.api.SetReady(false)

@@ -7,87 +7,131 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
+	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/upgrade"
 )
 
-// ticketKeysFile names the file that carries the listeners' TLS session
-// ticket keys to a new process: in memory, never on disk.
-const ticketKeysFile = "tls-ticket-keys"
+// stateFile names the file that carries to a new process what it goes
+// on from: the listeners' TLS session ticket keys (in memory, never on
+// disk) and the reload and upgrade counts.
+const stateFile = "state"
+
+// handedState is what stateFile holds.
+type handedState struct {
+	TicketKeys map[string][][32]byte `json:"ticket_keys"` // by listener address
+	Counts     observe.LifeCounts    `json:"counts"`
+}
 
 // Upgrade starts the binary at this process's path with its arguments,
-// hands it every listening socket and the ticket keys, and waits until it
-// is ready. On success the caller stops this process (Stop(true)); on
-// failure (the new process exits, or is not ready in time) this one
-// serves on, and the error says why.
-func (p *Process) Upgrade() (err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	defer func() {
-		if p.o.Metrics != nil {
-			p.o.Metrics.Upgraded(err == nil)
-		}
-	}()
-	if p.cfg == nil {
-		return errors.New("the process is stopping")
-	}
-	exe, err := os.Executable()
+// hands it every listening socket, the ticket keys and the counts, and
+// waits until it is ready, or ctx ends. On success the caller stops this
+// process (Stop(true)); on failure (the new process exits, or is not
+// ready in time, or ctx ended: it is then killed) this one serves on, and
+// the error says why. Reloads are refused while it waits.
+func (p *Process) Upgrade(ctx context.Context) (err error) {
+	files, err := p.beginUpgrade()
 	if err != nil {
-		return fmt.Errorf("finding this binary: %w", err)
+		return err
 	}
-	files := make(map[string]*os.File, len(p.sockets)+1)
 	defer func() {
 		for _, f := range files {
 			f.Close()
 		}
-	}()
-	for name, sock := range p.sockets {
-		f, err := sock.File()
-		if err != nil {
-			return fmt.Errorf("socket %s: %w", name, err)
+		p.mu.Lock()
+		p.upgrading, p.handedOver = false, err == nil
+		p.mu.Unlock()
+		if p.o.Metrics != nil && err != nil {
+			p.o.Metrics.Upgraded(false) // a success is the new process's to count
 		}
-		files[name] = f
-	}
-	keys := make(map[string][][32]byte)
-	for addr, ts := range p.gw.TLS() {
-		keys[addr] = ts.TicketKeys()
-	}
-	b, err := json.Marshal(keys)
+	}()
+	exe, err := os.Executable()
 	if err != nil {
-		return err
-	}
-	if files[ticketKeysFile], err = upgrade.MemFile(ticketKeysFile, b); err != nil {
-		return fmt.Errorf("ticket keys: %w", err)
+		return fmt.Errorf("finding this binary: %w", err)
 	}
 	p.o.Logger.Info("upgrade: starting the new process", "path", exe, "args", os.Args[1:])
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.UpgradeTimeout)
-	defer cancel()
 	proc, err := upgrade.Start(ctx, upgrade.Options{Path: exe, Args: os.Args[1:], Env: os.Environ(), Files: files,
 		Stdout: os.Stdout, Stderr: os.Stderr, Timeout: p.o.UpgradeTimeout})
 	if err != nil {
 		return err
 	}
 	p.o.Logger.Info("upgrade: the new process is ready; this one drains", "pid", proc.Pid)
+	p.mu.Lock()
+	p.newPID = proc.Pid
+	p.mu.Unlock()
 	p.o.Notifier.MainPID(proc.Pid)
 	return nil
 }
 
-// takeTicketKeys gives the listeners' TLS the ticket keys an old process
-// handed over, so that sessions it began resume here.
-func (p *Process) takeTicketKeys(f *os.File) {
+// beginUpgrade marks an upgrade under way, and returns the files to hand
+// over: every listening socket, and the state.
+func (p *Process) beginUpgrade() (map[string]*os.File, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.cfg == nil:
+		return nil, errors.New("the process is stopping")
+	case p.upgrading || p.handedOver:
+		return nil, errors.New("an upgrade is under way, or done, already")
+	}
+	files := make(map[string]*os.File, len(p.sockets)+1)
+	fail := func(err error) (map[string]*os.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	for name, sock := range p.sockets {
+		f, err := sock.File()
+		if err != nil {
+			return fail(fmt.Errorf("socket %s: %w", name, err))
+		}
+		files[name] = f
+	}
+	st := handedState{TicketKeys: make(map[string][][32]byte)}
+	for addr, ts := range p.gw.TLS() {
+		st.TicketKeys[addr] = ts.TicketKeys()
+	}
+	if p.o.Metrics != nil {
+		st.Counts = p.o.Metrics.LifeCounts()
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fail(err)
+	}
+	// A new one each time: the new process reads it from where the last
+	// reader left it.
+	f, err := upgrade.MemFile(stateFile, b)
+	if err != nil {
+		return fail(fmt.Errorf("state for the new process: %w", err))
+	}
+	files[stateFile] = f
+	p.upgrading = true
+	return files, nil
+}
+
+// takeState takes what an old process handed over: the listeners' ticket
+// keys, so that sessions it began resume here, and its counts (this
+// process is one more successful upgrade).
+func (p *Process) takeState(f *os.File) {
 	defer f.Close()
-	var keys map[string][][32]byte
+	var st handedState
 	b, err := io.ReadAll(f)
 	if err == nil {
-		err = json.Unmarshal(b, &keys)
+		err = json.Unmarshal(b, &st)
 	}
 	if err != nil {
-		p.o.Logger.Warn("upgrade: the ticket keys handed over do not read; sessions of the old process will not resume", "err", err)
+		p.o.Logger.Warn("upgrade: the state handed over does not read; sessions of the old process will not resume", "err", err)
 		return
 	}
 	for addr, ts := range p.gw.TLS() {
-		ts.SetTicketKeys(keys[addr])
+		ts.SetTicketKeys(st.TicketKeys[addr])
+	}
+	if m := p.o.Metrics; m != nil {
+		m.AddLifeCounts(st.Counts)
+		m.Upgraded(true)
 	}
 }
 
@@ -117,5 +161,19 @@ func (p *Process) Watch(ctx context.Context, path string, interval time.Duration
 			p.Reload("watch")
 		}
 		seen = st
+	}
+}
+
+// NotReady turns /ready to 503: the process is about to stop.
+func (p *Process) NotReady() { p.api.SetReady(false) }
+
+// StopNew sends sig to the process an upgrade started, which this one
+// handed over to: a stop that came during the upgrade is for it too.
+func (p *Process) StopNew(sig syscall.Signal) {
+	p.mu.Lock()
+	pid := p.newPID
+	p.mu.Unlock()
+	if pid > 0 {
+		syscall.Kill(pid, sig)
 	}
 }

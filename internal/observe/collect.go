@@ -20,6 +20,7 @@ type serverCollector struct {
 type namedCounters struct {
 	listener string
 	c        *proxy.Counters
+	retired  bool // the totals of the listener's servers that stopped
 }
 
 // A serverMetric is one metric made of proxy.Counters: a value per

@@ -10,6 +10,8 @@ package observe
 
 import (
 	"net/http"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,8 +29,9 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
 	conns    *prometheus.CounterVec
-	reloads  *prometheus.CounterVec
-	upgrades *prometheus.CounterVec
+	// What changed the running config or binary: carried over to the
+	// new process by an upgrade, so that the counts go on.
+	life     [4]atomic.Int64 // indexed by reloadOK, reloadFailed, upgradeOK, upgradeFailed
 	servers  serverCollector
 	clusters clusterCollector
 }
@@ -58,19 +61,17 @@ func NewMetrics() *Metrics {
 		Name: "strait_upstream_connections_total",
 		Help: "Upstream connections requests were sent on, by whether they were reused from the pool.",
 	}, []string{"cluster", "reused"})
-	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "strait_config_reloads_total",
-		Help: "Config reloads (SIGHUP, POST /reload, --watch), by result: ok, or failed (the running config stayed).",
-	}, []string{"result"})
-	m.upgrades = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "strait_binary_upgrades_total",
-		Help: "Binary upgrades (SIGUSR2) this process began, by result: ok (the new process took over), or failed (this one serves on).",
-	}, []string{"result"})
-	for _, r := range []string{"ok", "failed"} {
-		m.reloads.WithLabelValues(r)
-		m.upgrades.WithLabelValues(r)
+	for i, c := range []struct{ name, help, result string }{
+		{"strait_config_reloads_total", reloadsHelp, "ok"},
+		{"strait_config_reloads_total", reloadsHelp, "failed"},
+		{"strait_binary_upgrades_total", upgradesHelp, "ok"},
+		{"strait_binary_upgrades_total", upgradesHelp, "failed"},
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: c.name, Help: c.help, ConstLabels: prometheus.Labels{"result": c.result},
+		}, func() float64 { return float64(m.life[i].Load()) }))
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, m.reloads, m.upgrades, &m.servers, &m.clusters,
+	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, &m.servers, &m.clusters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -138,17 +139,49 @@ func (c *Cluster) Observe(s *proxy.Stats) {
 	}
 }
 
+const (
+	reloadsHelp  = "Config reloads (SIGHUP, POST /reload, --watch), by result: ok, or failed (the running config stayed); counted across binary upgrades."
+	upgradesHelp = "Binary upgrades (SIGUSR2), by result: ok (a new process took over: counted in it), or failed (the old one served on); counted across binary upgrades."
+)
+
+const (
+	reloadOK = iota
+	reloadFailed
+	upgradeOK
+	upgradeFailed
+)
+
 // Reloaded counts a config reload.
-func (m *Metrics) Reloaded(ok bool) { m.reloads.WithLabelValues(result(ok)).Inc() }
+func (m *Metrics) Reloaded(ok bool) { m.life[pick(ok, reloadOK, reloadFailed)].Add(1) }
 
 // Upgraded counts a binary upgrade.
-func (m *Metrics) Upgraded(ok bool) { m.upgrades.WithLabelValues(result(ok)).Inc() }
+func (m *Metrics) Upgraded(ok bool) { m.life[pick(ok, upgradeOK, upgradeFailed)].Add(1) }
 
-func result(ok bool) string {
+func pick(ok bool, yes, no int) int {
 	if ok {
-		return "ok"
+		return yes
 	}
-	return "failed"
+	return no
+}
+
+// LifeCounts are the reload and upgrade counts, as a process hands them
+// to the next.
+type LifeCounts [4]int64
+
+// LifeCounts returns the reload and upgrade counts.
+func (m *Metrics) LifeCounts() LifeCounts {
+	var c LifeCounts
+	for i := range c {
+		c[i] = m.life[i].Load()
+	}
+	return c
+}
+
+// AddLifeCounts adds an old process's counts to this one's.
+func (m *Metrics) AddLifeCounts(c LifeCounts) {
+	for i, n := range c {
+		m.life[i].Add(n)
+	}
 }
 
 // AddServer exports the counters of a server of listener. A listener's
@@ -157,7 +190,36 @@ func result(ok bool) string {
 func (m *Metrics) AddServer(listener string, c *proxy.Counters) {
 	m.servers.mu.Lock()
 	defer m.servers.mu.Unlock()
-	m.servers.list = append(m.servers.list, namedCounters{listener, c})
+	m.servers.list = append(m.servers.list, namedCounters{listener: listener, c: c})
+}
+
+// RetireServer folds the counters of a server of listener that has
+// stopped (a reload replaced it) into the listener's totals, and stops
+// reading it: a process reloaded all day keeps one set per listener.
+func (m *Metrics) RetireServer(listener string, c *proxy.Counters) {
+	sc := &m.servers
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	i := slices.IndexFunc(sc.list, func(n namedCounters) bool { return n.c == c })
+	if i < 0 {
+		return
+	}
+	sc.list = slices.Delete(sc.list, i, i+1)
+	j := slices.IndexFunc(sc.list, func(n namedCounters) bool { return n.retired && n.listener == listener })
+	if j < 0 {
+		sc.list = append(sc.list, namedCounters{listener: listener, c: new(proxy.Counters), retired: true})
+		j = len(sc.list) - 1
+	}
+	into := sc.list[j].c
+	for _, sm := range serverMetrics {
+		if sm.kind != prometheus.CounterValue {
+			continue // gauges: what is open now; none in a stopped server
+		}
+		to := sm.values(into)
+		for k, from := range sm.values(c) {
+			to[k].v.Add(from.v.Load())
+		}
+	}
 }
 
 // SetClusters exports the state of clusters: per endpoint and per cluster.

@@ -61,8 +61,17 @@ type entry[C Conn] struct {
 type Pool[C Conn] struct {
 	limits Limits
 	mu     sync.Mutex
-	conns  map[string]*[]entry[C] // a key, once seen, keeps its list: no map writes per use
+	conns  map[string]*peerConns[C] // a key, once seen, keeps its list: no map writes per use
 	count  int
+}
+
+// peerConns are the connections of one key.
+type peerConns[C Conn] struct {
+	l []entry[C]
+	// retired: CloseIdleMatching retired the key. Nothing joins the list
+	// again, and a connection released to it closes (one in use when its
+	// peer was retired, which would otherwise stay where no one looks).
+	retired bool
 }
 
 // New returns an empty pool.
@@ -73,7 +82,7 @@ func New[C Conn](l Limits) *Pool[C] {
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = DefaultIdleTimeout
 	}
-	return &Pool[C]{limits: l, conns: make(map[string]*[]entry[C])}
+	return &Pool[C]{limits: l, conns: make(map[string]*peerConns[C])}
 }
 
 // Acquire returns a connection to key that can take an exchange (the most
@@ -85,7 +94,7 @@ func (p *Pool[C]) Acquire(key string, now time.Duration) (c C, created time.Dura
 	var expired []C
 	p.mu.Lock()
 	if list := p.conns[key]; list != nil {
-		l := *list
+		l := list.l
 		for i := len(l) - 1; i >= 0; i-- {
 			e := &l[i]
 			if e.inUse == 0 && p.expired(e, now) {
@@ -105,7 +114,7 @@ func (p *Pool[C]) Acquire(key string, now time.Duration) (c C, created time.Dura
 			l = p.remove(l, i)
 			break
 		}
-		*list = l
+		list.l = l
 	}
 	p.mu.Unlock()
 	for _, x := range expired {
@@ -140,18 +149,18 @@ func (p *Pool[C]) Add(key string, c C, created time.Duration) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.list(key)
-	if !p.room(*list) {
+	if list.retired || !p.room(list.l) {
 		return false
 	}
-	*list = append(*list, entry[C]{c: c, created: created, idleSince: created, inUse: 1, shared: true})
+	list.l = append(list.l, entry[C]{c: c, created: created, idleSince: created, inUse: 1, shared: true})
 	p.count++
 	return true
 }
 
-func (p *Pool[C]) list(key string) *[]entry[C] {
+func (p *Pool[C]) list(key string) *peerConns[C] {
 	list := p.conns[key]
 	if list == nil {
-		list = new([]entry[C])
+		list = new(peerConns[C])
 		p.conns[key] = list
 	}
 	return list
@@ -170,7 +179,7 @@ func (p *Pool[C]) Release(key string, c C, reusable bool, created, now time.Dura
 	var closing []C
 	p.mu.Lock()
 	list := p.list(key)
-	l := *list
+	l := list.l
 	// Drop expired idle connections from the old end.
 	for len(l) > 0 && l[0].inUse == 0 && p.expired(&l[0], now) {
 		closing = append(closing, l[0].c)
@@ -187,7 +196,7 @@ func (p *Pool[C]) Release(key string, c C, reusable bool, created, now time.Dura
 			if e.inUse > 0 {
 				e.inUse--
 			}
-			e.draining = e.draining || !reusable
+			e.draining = e.draining || !reusable || list.retired
 			if e.inUse > 0 {
 				kept = !e.draining
 			} else if e.draining || p.expired(e, now) {
@@ -202,13 +211,13 @@ func (p *Pool[C]) Release(key string, c C, reusable bool, created, now time.Dura
 		// One carrying one exchange at a time, or a multiplexed one the
 		// pool had no room for when it was dialled.
 		e := entry[C]{c: c, created: created, idleSince: now, shared: c.Multiplexed()}
-		if reusable && p.room(l) && !p.expired(&e, now) {
+		if reusable && !list.retired && p.room(l) && !p.expired(&e, now) {
 			l = append(l, e)
 			p.count++
 			kept = true
 		}
 	}
-	*list = l
+	list.l = l
 	p.mu.Unlock()
 	if !kept && (!shared || !p.holds(key, c)) {
 		closing = append(closing, c)
@@ -224,7 +233,7 @@ func (p *Pool[C]) Release(key string, c C, reusable bool, created, now time.Dura
 func (p *Pool[C]) holds(key string, c C) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range *p.list(key) {
+	for _, e := range p.list(key).l {
 		if e.c == c {
 			return true
 		}
@@ -243,10 +252,11 @@ func (p *Pool[C]) Len() int {
 // connections in use are closed when their last stream is released.
 func (p *Pool[C]) CloseIdle() { p.closeIdle(nil) }
 
-// CloseIdleMatching is CloseIdle for the keys match reports true for (a
-// retired peer's, say), whose lists go too: keys a reload retires would
-// otherwise stay in the map for good. match is called with p locked, so
-// it must not use p.
+// CloseIdleMatching retires the keys match reports true for (a retired
+// peer's, say): their idle connections close now, shared ones in use once
+// their last stream is released, and a connection in use released to one
+// of them later closes too; no connection is pooled for them again.
+// match is called with p locked, so it must not use p.
 func (p *Pool[C]) CloseIdleMatching(match func(key string) bool) {
 	if match != nil {
 		p.closeIdle(match)
@@ -262,7 +272,7 @@ func (p *Pool[C]) closeIdle(match func(string) bool) {
 		if match != nil && !match(key) {
 			continue
 		}
-		l := *list
+		l := list.l
 		for i := 0; i < len(l); {
 			if l[i].inUse == 0 {
 				idle = append(idle, l[i].c)
@@ -272,9 +282,9 @@ func (p *Pool[C]) closeIdle(match func(string) bool) {
 			l[i].draining = true
 			i++
 		}
-		*list = l
-		if match != nil && len(l) == 0 {
-			delete(p.conns, key)
+		list.l = l
+		if match != nil {
+			list.retired = true
 		}
 	}
 	p.mu.Unlock()

@@ -197,14 +197,17 @@ func TestCloseIdleMatching(t *testing.T) {
 	p.Release("a:80 g2", kept, true, now, now)
 	busy := &fakeConn{id: 4, streams: 2}
 	p.Add("c:80 g1", busy, now)
+	// In use when its key is retired: closed when released, not kept.
+	p.Release("d:80 g1", &fakeConn{id: 5}, true, now, now)
+	inUse, _, _ := p.Acquire("d:80 g1", now)
 
 	var asked []string
 	p.CloseIdleMatching(func(key string) bool {
 		asked = append(asked, key)
 		return strings.HasSuffix(key, " g1")
 	})
-	if len(asked) != 4 {
-		t.Errorf("match was asked about %q, want each of the 4 keys once", asked)
+	if len(asked) != 5 {
+		t.Errorf("match was asked about %q, want each of the 5 keys once", asked)
 	}
 	if !old1.closed || !old2.closed {
 		t.Errorf("matching idle connections left open: %v %v", old1.closed, old2.closed)
@@ -224,6 +227,12 @@ func TestCloseIdleMatching(t *testing.T) {
 	p.Release("c:80 g1", busy, true, now, now)
 	if !busy.closed || p.Len() != 0 {
 		t.Errorf("the busy connection after its last stream: closed %v, Len %d", busy.closed, p.Len())
+	}
+	if p.Release("d:80 g1", inUse, true, now, now) || !inUse.closed {
+		t.Errorf("a connection released to a retired key: closed %v, want closed, not kept", inUse.closed)
+	}
+	if p.Release("a:80 g1", &fakeConn{id: 6}, true, now, now) || p.Len() != 0 {
+		t.Errorf("a new connection to a retired key was kept (Len %d)", p.Len())
 	}
 	p.CloseIdleMatching(nil) // no key
 }

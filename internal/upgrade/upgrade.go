@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,6 +57,10 @@ const firstFD = 3
 type handoff struct {
 	Ready int            `json:"ready"` // write end of the ready pipe
 	Files map[string]int `json:"files"` // name -> descriptor
+	// PGID is the parent's process group, which the new process joins
+	// once ready; until then it has a group of its own, which a failed
+	// upgrade kills whole.
+	PGID int `json:"pgid,omitempty"`
 }
 
 // Options says what process Start starts and what it hands over.
@@ -111,7 +116,7 @@ func Start(ctx context.Context, o Options) (*os.Process, error) {
 			f.Close()
 		}
 	}
-	h := handoff{Ready: firstFD, Files: make(map[string]int, len(o.Files))}
+	h := handoff{Ready: firstFD, Files: make(map[string]int, len(o.Files)), PGID: syscall.Getpgrp()}
 	for _, name := range slices.Sorted(maps.Keys(o.Files)) {
 		f, err := dup(o.Files[name])
 		if err != nil {
@@ -140,6 +145,11 @@ func Start(ctx context.Context, o Options) (*os.Process, error) {
 	cmd.Env = append(env, envVar+"="+string(val))
 	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
 	cmd.ExtraFiles = extra
+	// A group of its own until it is ready: a failed new process is killed
+	// with whatever it started (a wrapper script's own child would
+	// otherwise hold every listening socket), and this process's group is
+	// not.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// Wait, for a Stdout or Stderr not an *os.File, also waits for the
 	// output to end, which a descendant could hold open past the exit.
 	cmd.WaitDelay = exitGrace
@@ -161,7 +171,8 @@ func Start(ctx context.Context, o Options) (*os.Process, error) {
 	// kill ends a process that will not be ready, and unblocks the reader
 	// in case a descendant of it still holds the write end.
 	kill := func(err error) error {
-		cmd.Process.Kill()
+		syscall.Kill(-pid, syscall.SIGKILL)
+		cmd.Process.Kill() // should it have joined this group already
 		<-exited
 		r.SetReadDeadline(time.Now())
 		return err
@@ -175,11 +186,13 @@ func Start(ctx context.Context, o Options) (*os.Process, error) {
 		}
 		select {
 		case werr := <-exited:
+			syscall.Kill(-pid, syscall.SIGKILL)
 			return nil, exitError(pid, werr)
 		case <-time.After(exitGrace):
 			return nil, kill(fmt.Errorf("upgrade: new process %d not ready: %w; killed", pid, err))
 		}
 	case werr := <-exited:
+		syscall.Kill(-pid, syscall.SIGKILL) // what it started, holding the sockets
 		r.SetReadDeadline(time.Now())
 		return nil, exitError(pid, werr)
 	case <-timer.C:
@@ -244,6 +257,7 @@ func dup(f *os.File) (*os.File, error) {
 // Its methods are safe for concurrent use.
 type Handoff struct {
 	parent bool
+	pgid   int // the parent's process group, joined when ready
 
 	mu    sync.Mutex
 	ready *os.File            // write end of the ready pipe; nil once used
@@ -304,7 +318,14 @@ func inherit(val string) (*Handoff, error) {
 			return nil, fmt.Errorf("upgrade: descriptor %d: %w", fd, err)
 		}
 	}
+	// The ready pipe is a pipe: a variable set by someone else must not
+	// have a byte written to whatever file it names.
+	var st unix.Stat_t
+	if err := unix.Fstat(h.Ready, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return nil, fmt.Errorf("upgrade: %s: descriptor %d is not a pipe", envVar, h.Ready)
+	}
 	out := &Handoff{
+		pgid:   h.PGID,
 		parent: true,
 		ready:  os.NewFile(uintptr(h.Ready), "upgrade ready pipe"),
 		files:  make(map[string]*os.File, len(h.Files)),
@@ -363,6 +384,11 @@ func (h *Handoff) Ready() error {
 	}
 	if h.ready == nil {
 		return nil
+	}
+	if h.pgid > 0 {
+		// Back in the parent's group (a shell's job, say), now that a
+		// failure no longer kills this process's group.
+		syscall.Setpgid(0, h.pgid)
 	}
 	_, err := h.ready.Write([]byte{1})
 	if cerr := h.ready.Close(); err == nil {

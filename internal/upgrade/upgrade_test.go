@@ -324,6 +324,36 @@ func TestStartTimeout(t *testing.T) {
 	}
 }
 
+// TestStartKillsDescendants: a new process that is a wrapper (a shell
+// script starting the real thing) and never ready is killed with what it
+// started, which holds the handed-over listener: after Start fails, the
+// socket is this process's alone.
+func TestStartKillsDescendants(t *testing.T) {
+	ln, lnf := listen(t)
+	defer ln.Close()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	_, err := Start(t.Context(), Options{Path: "/bin/sh", Args: []string{"-c", "sleep 30 & echo $! > " + pidFile + "; wait"},
+		Files: map[string]*os.File{"l": lnf}, Timeout: 500 * time.Millisecond})
+	if err == nil {
+		t.Fatal("Start succeeded")
+	}
+	pid, err := readPID(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sleep was a child of the shell: once killed, init reaps it.
+	deadline := time.Now().Add(ioTimeout)
+	for unix.Kill(pid, 0) == nil {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(b), ") Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the wrapper's child %d outlived the failed upgrade", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestStartContextDone: a process not yet ready is killed when ctx ends.
 func TestStartContextDone(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")

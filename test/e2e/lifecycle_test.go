@@ -411,6 +411,18 @@ func TestReloadAndUpgradeUnderLoad(t *testing.T) {
 		t.Errorf("strait_config_reloads_total{result=ok} = %v, want 10", v)
 	}
 	os.WriteFile(path, valid, 0o644)
+	defer func() {
+		// The counts go on across upgrades.
+		_, metrics := adminDo(t, "GET", s.admin+"/metrics", nil)
+		for _, c := range []struct {
+			name, result string
+			want         float64
+		}{{"strait_config_reloads_total", "ok", 10}, {"strait_config_reloads_total", "failed", 1}, {"strait_binary_upgrades_total", "ok", 3}} {
+			if v := metricValue(metrics, c.name, `result="`+c.result+`"`); v != c.want {
+				t.Errorf("after the upgrades %s{result=%s} = %v, want %v", c.name, c.result, v, c.want)
+			}
+		}
+	}()
 
 	// Three binary upgrades.
 	var olds []int
@@ -753,5 +765,164 @@ func TestReloadWatch(t *testing.T) {
 	}
 	if got := version(); got != "two" {
 		t.Errorf("after an invalid file /version answers %q", got)
+	}
+}
+
+// TestReloadLeavesNothing reloads forty times, each replacing the
+// listener's server (timeouts.idle) and the cluster (its policy) while
+// HTTP/1.1 and HTTP/2 clients run and slow requests are in flight on the
+// cluster being retired: goroutines, descriptors and pooled upstream
+// connections come back to what they were, as the retired servers and
+// clusters drain.
+func TestReloadLeavesNothing(t *testing.T) {
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(300 * time.Millisecond)
+		}
+		io.WriteString(w, "ok")
+	}))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := func(i int) []byte {
+		policy := []string{"round_robin", "least_request"}[i%2]
+		return []byte(lifecycleConfig(addr, adminAddr, origin, "v", fmt.Sprintf("%ds", 60+i%2), policy))
+	}
+	path := writeFile(t, t.TempDir(), "strait.yaml", conf(0))
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
+	waitPort(t, addr, 10*time.Second, s.first.exited)
+	pid := s.pidNow()
+	h1, h2 := newClient(true), h2cClient()
+	traffic := func() {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			c := h1
+			if i%2 == 1 {
+				c = h2
+			}
+			wg.Go(func() {
+				p := "/"
+				if i < 4 {
+					p = "/slow"
+				}
+				resp, err := c.Get("http://" + addr + p)
+				if err != nil {
+					t.Errorf("GET %s: %v", p, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			})
+		}
+		wg.Wait()
+	}
+	type usage struct{ goroutines, idle, fds float64 }
+	measure := func() usage {
+		_, m := adminDo(t, "GET", s.admin+"/metrics", nil)
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		return usage{metricValue(m, "go_goroutines"), metricValue(m, "strait_upstream_pool_idle_connections"), float64(len(fds))}
+	}
+	reload := func(i int) {
+		os.WriteFile(path, conf(i), 0o644)
+		done := make(chan struct{})
+		go func() { traffic(); close(done) }() // slow requests in flight across the reload
+		time.Sleep(50 * time.Millisecond)
+		if r := s.reload(t, false); !r.OK {
+			t.Fatalf("reload %d: %v", i, r.Errors)
+		}
+		<-done
+	}
+	for i := 1; i <= 4; i++ {
+		reload(i)
+	}
+	settle := func() usage {
+		// The retired servers' drains (drain_idle 1 s) and the clients'
+		// idle connections' closing.
+		h1.CloseIdleConnections()
+		h2.CloseIdleConnections()
+		time.Sleep(2500 * time.Millisecond)
+		return measure()
+	}
+	before := settle()
+	for i := 5; i <= 44; i++ {
+		reload(i)
+	}
+	after := settle()
+	t.Logf("after 4 reloads: %+v; after 44: %+v", before, after)
+	if after.goroutines > before.goroutines+10 {
+		t.Errorf("goroutines: %v after 40 more reloads, %v before", after.goroutines, before.goroutines)
+	}
+	if after.fds > before.fds+10 {
+		t.Errorf("descriptors: %v after 40 more reloads, %v before", after.fds, before.fds)
+	}
+	if after.idle > before.idle+8 {
+		t.Errorf("idle pooled connections: %v after 40 more reloads, %v before: the retired clusters' stay", after.idle, before.idle)
+	}
+}
+
+// TestUpgradeStoppedMidway: SIGTERM while a new binary is not yet ready
+// (a wrapper script that never is) turns /ready 503 at once, kills the
+// new process and what it started, and stops within a few seconds; a
+// reload asked meanwhile is refused at once, not held for the upgrade.
+func TestUpgradeStoppedMidway(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "strait")
+	good, err := os.ReadFile(straitBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, good, 0o755)
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	path := writeFile(t, dir, "strait.yaml", []byte(listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
+		fmt.Sprintf("admin: {address: %q}\n", adminAddr))))
+	s := startStraitRun(t, bin, path, adminAddr, nil)
+	waitPort(t, addr, 10*time.Second, s.first.exited)
+	pid := s.pidNow()
+	sleepPID := filepath.Join(dir, "sleep.pid")
+	os.WriteFile(bin+".new", []byte("#!/bin/sh\nsleep 300 &\necho $! > "+sleepPID+"\nwait\n"), 0o755)
+	os.Rename(bin+".new", bin)
+	s.signal(t, syscall.SIGUSR2)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sleepPID); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new binary did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	r := s.reload(t, false)
+	if r.OK || !strings.Contains(strings.Join(r.Errors, " "), "upgrade is under way") || time.Since(start) > 2*time.Second {
+		t.Errorf("a reload during the upgrade: %+v after %v; want refused at once", r, time.Since(start))
+	}
+	start = time.Now()
+	syscall.Kill(pid, syscall.SIGTERM)
+	for {
+		code := 0
+		if resp, err := http.Get(s.admin + "/ready"); err == nil {
+			code = resp.StatusCode
+			resp.Body.Close()
+		}
+		if code != 200 {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatal("/ready still 200 a second after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !waitGone(pid, 5*time.Second) {
+		t.Fatalf("strait did not stop within 5 s of SIGTERM during an upgrade")
+	}
+	b, _ := os.ReadFile(sleepPID)
+	sp, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if sp <= 0 || !waitGone(sp, 5*time.Second) {
+		t.Errorf("the new binary's child %d outlived the stop", sp)
+	}
+	if res := runCurl(t, "-s", "--max-time", "2", "http://"+addr+"/"); res.ExitCode != 7 {
+		t.Errorf("after the stop, the listener: curl exit %d, want 7 (refused: nobody holds the socket)", res.ExitCode)
 	}
 }
