@@ -159,7 +159,7 @@ func (p *Process) Start(cfg *config.Config) (err error) {
 	}
 	if m := p.o.Metrics; m != nil {
 		m.SetClusters(gw.Clusters)
-		m.AddPool(gw.Options.Pool)
+		m.SetPool(gw.Options.Pool)
 		if err := p.startAdmin(cfg); err != nil {
 			return err
 		}
@@ -408,6 +408,7 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	p.cfg = cfg
 	if m := p.o.Metrics; m != nil {
 		m.SetClusters(gw.Clusters)
+		m.SetPool(gw.Options.Pool)
 	}
 	if p.api != nil {
 		shown, err := showConfig(cfg)

@@ -31,7 +31,8 @@ type Metrics struct {
 	conns    *prometheus.CounterVec
 	// What changed the running config or binary: carried over to the
 	// new process by an upgrade, so that the counts go on.
-	life     [4]atomic.Int64 // indexed by reloadOK, reloadFailed, upgradeOK, upgradeFailed
+	life     [4]atomic.Int64            // indexed by reloadOK, reloadFailed, upgradeOK, upgradeFailed
+	pool     atomic.Pointer[proxy.Pool] // SetPool's
 	servers  serverCollector
 	clusters clusterCollector
 }
@@ -229,10 +230,14 @@ func (m *Metrics) SetClusters(cs map[string]*cluster.Cluster) {
 	m.clusters.clusters = cs
 }
 
-// AddPool exports the idle connections of the upstream pool.
-func (m *Metrics) AddPool(p *proxy.Pool) {
+// SetPool exports the idle connections of the upstream pool p: the one
+// a reload with another upstream_pool made, from then on.
+func (m *Metrics) SetPool(p *proxy.Pool) {
+	if m.pool.Swap(p) != nil {
+		return
+	}
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "strait_upstream_pool_idle_connections",
 		Help: "Idle upstream connections kept for reuse.",
-	}, func() float64 { return float64(p.Idle()) }))
+	}, func() float64 { return float64(m.pool.Load().Idle()) }))
 }
