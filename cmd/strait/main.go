@@ -354,6 +354,12 @@ func serve(cfg *config.Config, ro runOptions, stdout, stderr io.Writer) int {
 	default:
 		o.Load = func() (*config.Config, error) { return config.Load(ro.name) }
 	}
+	// Signals are caught before the process says it is ready: after an
+	// upgrade a SIGHUP may come as soon as the pid file names this process
+	// (systemd's ExecReload, logrotate), and Go's default for it is to exit.
+	// They wait in the channel until the loop below.
+	sig := make(chan os.Signal, 8)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
 	proc := lifecycle.New(o)
 	if err := proc.Start(cfg); err != nil {
 		var le *lifecycle.ListenError
@@ -385,8 +391,6 @@ func serve(cfg *config.Config, ro runOptions, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "strait: press Ctrl-C (or send SIGTERM) to stop")
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
 	upgraded := make(chan error, 1)
 	upgrading := false
 	upgradeCtx, cancelUpgrade := context.WithCancel(context.Background())
@@ -419,13 +423,11 @@ wait:
 					// was ready already, when it is told to stop too.
 					proc.NotReady()
 					cancelUpgrade()
-					if err := <-upgraded; err == nil {
-						logger.Warn("upgrade: the new process was ready; it is stopped too")
-						proc.StopNew(s.(syscall.Signal))
-						proc.Stop(true)
-						fmt.Fprintln(stderr, "strait: stopped")
-						return 0
+					err := <-upgraded
+					if err == nil {
+						return stopBoth(proc, s, sig, logger, stderr)
 					}
+					logger.Info("upgrade: cancelled by the stop", "err", err)
 				}
 				break wait
 			}
@@ -435,7 +437,20 @@ wait:
 				logger.Error("upgrade failed; this process serves on", "err", err)
 				continue
 			}
+			// A stop that came with the new process's readiness was meant
+			// for the service: the new process gets it too.
+			for pending := true; pending; {
+				select {
+				case s := <-sig:
+					if s == syscall.SIGTERM || s == syscall.SIGINT {
+						return stopBoth(proc, s, sig, logger, stderr)
+					}
+				default:
+					pending = false
+				}
+			}
 			fmt.Fprintln(stderr, "strait: upgraded: the new process serves; draining")
+			go ignoreWhileDraining(sig, logger)
 			if err := proc.Stop(true); err != nil {
 				fmt.Fprintf(stderr, "strait: %v\n", err)
 			}
@@ -454,6 +469,27 @@ wait:
 	}
 	fmt.Fprintln(stderr, "strait: stopped")
 	return code
+}
+
+// stopBoth stops the process an upgrade just made ready, with the signal
+// s that came during the upgrade, and this one.
+func stopBoth(proc *lifecycle.Process, s os.Signal, sig <-chan os.Signal, logger *slog.Logger, stderr io.Writer) int {
+	logger.Warn("upgrade: the new process became ready as the stop came; it is stopped too", "signal", s.String())
+	proc.StopNew(s.(syscall.Signal))
+	go ignoreWhileDraining(sig, logger)
+	proc.Stop(true)
+	fmt.Fprintln(stderr, "strait: stopped")
+	return 0
+}
+
+// ignoreWhileDraining logs the signals an old process gets while it
+// drains after handing over: the new process is the service now, and a
+// SIGTERM sent to hurry the old one (as nginx's upgrade procedure has it)
+// must not stop the new one.
+func ignoreWhileDraining(sig <-chan os.Signal, logger *slog.Logger) {
+	for s := range sig {
+		logger.Warn("this process has handed over to a new one and drains; signal ignored (send it to the pid in the pid file)", "signal", s.String())
+	}
 }
 
 // why is the reason a listen failed, without the address and system call

@@ -91,6 +91,9 @@ type ReloadResult struct {
 	// Changes say what the reload did: listeners added, removed or given
 	// a new server, routes swapped, clusters replaced.
 	Changes []string `json:"changes,omitempty"`
+	// Conflict: the process could not reload now (an upgrade is under
+	// way, it stops, it has no file), whatever the file says.
+	Conflict bool `json:"conflict,omitempty"`
 }
 
 // SetReloaded records the result of a reload, whoever asked for it.
@@ -113,12 +116,15 @@ func (a *API) reloadStatus(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) doReload(w http.ResponseWriter, r *http.Request) {
 	if a.Reload == nil {
-		text(w, 501, "admin: this process has no config file to reload")
+		text(w, 409, "admin: this process has no config file to reload: strait runs from flags")
 		return
 	}
 	res := a.Reload()
 	status := 200
-	if !res.OK {
+	switch {
+	case res.Conflict:
+		status = 409
+	case !res.OK:
 		status = 422 // the file is what is wrong; the running config stays
 	}
 	writeJSON(w, status, res)

@@ -298,16 +298,16 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	defer p.mu.Unlock()
 	res := admin.ReloadResult{Time: time.Now(), Source: source}
 	if p.cfg == nil {
-		return p.reloaded(res, errors.New("the process is stopping"))
+		return p.busy(res, "the process is stopping")
 	}
 	if p.o.Load == nil {
-		return p.reloaded(res, errors.New("no config file to reload: strait runs from flags"))
+		return p.busy(res, "no config file to reload: strait runs from flags")
 	}
 	switch {
 	case p.handedOver:
-		return p.reloaded(res, errors.New("this process has handed over to a new one after a binary upgrade, and drains: reload that one"))
+		return p.busy(res, "this process has handed over to a new one after a binary upgrade, and drains: reload that one")
 	case p.upgrading:
-		return p.reloaded(res, errors.New("a binary upgrade is under way: the new process reads the file; reload after it"))
+		return p.busy(res, "a binary upgrade is under way: the new process reads the file; reload after it")
 	}
 	p.o.Notifier.Reloading()
 	defer p.o.Notifier.Ready("serving")
@@ -420,6 +420,17 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	return p.reloaded(res, nil)
 }
 
+// busy refuses a reload that the process cannot make now, whatever the
+// file says: logged and shown, not counted as a failed reload.
+func (p *Process) busy(res admin.ReloadResult, why string) admin.ReloadResult {
+	res.Errors, res.Conflict = []string{why}, true
+	p.o.Logger.Warn("reload refused; the running config stays", "source", res.Source, "err", why)
+	if p.api != nil {
+		p.api.SetReloaded(res)
+	}
+	return res
+}
+
 // reloaded logs, counts and shows a reload's result.
 func (p *Process) reloaded(res admin.ReloadResult, err error) admin.ReloadResult {
 	res.OK = err == nil
@@ -514,6 +525,14 @@ func (p *Process) Stop(upgraded bool) error {
 				mu.Unlock()
 			}
 		})
+	}
+	for _, lv := range p.live {
+		// Once no server accepts on it, this process's copy of the socket
+		// goes: after an upgrade the new process holds its own (or has
+		// no listener there, and the socket must refuse connections, not
+		// queue them for no one).
+		<-lv.served
+		lv.sock.Close()
 	}
 	wg.Wait()
 	p.retiring.Wait() // bounded by their own grace

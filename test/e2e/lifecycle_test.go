@@ -926,3 +926,37 @@ func TestUpgradeStoppedMidway(t *testing.T) {
 		t.Errorf("after the stop, the listener: curl exit %d, want 7 (refused: nobody holds the socket)", res.ExitCode)
 	}
 }
+
+// TestSignalRightAfterUpgrade sends SIGHUP to the new process the moment
+// the pid file names it (as systemd's ExecReload or logrotate may): it
+// is a reload, and the new process serves on; Go's default for SIGHUP
+// before the process catches it would be to exit.
+func TestSignalRightAfterUpgrade(t *testing.T) {
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	path := writeFile(t, t.TempDir(), "strait.yaml", []byte(lifecycleConfig(addr, adminAddr, origin, "v", "75s", "round_robin")))
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
+	waitPort(t, addr, 10*time.Second, s.first.exited)
+	for i := range 5 {
+		old := s.signal(t, syscall.SIGUSR2)
+		var now int
+		deadline := time.Now().Add(10 * time.Second)
+		for now = s.pidNow(); now == old || now == 0; now = s.pidNow() {
+			if time.Now().After(deadline) {
+				t.Fatal("no new process")
+			}
+		}
+		syscall.Kill(now, syscall.SIGHUP)
+		time.Sleep(200 * time.Millisecond)
+		if !alive(now) {
+			t.Fatalf("round %d: the new process %d died of a SIGHUP sent as it became ready; log:\n%s", i, now, tail(s.log(), 20))
+		}
+		if got := string(mustCurl(t, "-s", "http://"+addr+"/").Stdout); got != "ok" {
+			t.Fatalf("round %d: %q", i, got)
+		}
+		if !waitGone(old, 10*time.Second) {
+			t.Fatalf("round %d: the old process %d runs on", i, old)
+		}
+	}
+}
