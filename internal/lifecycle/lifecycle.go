@@ -363,11 +363,15 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	next := make(map[string]*live, len(gw.Listeners))
 	for _, l := range swaps {
 		lv := p.live[l.Address]
-		lv.l.Routes.Take(l.Routes)
 		if !lv.l.SameConfig(&l) {
 			res.Changes = append(res.Changes, "listener "+l.Name+": new routes")
 		}
-		lv.l.Name = l.Name
+		// The server runs the phases of its own Switch: the new routes go
+		// there; the rest of the new listener is the running one's.
+		sw, phases := lv.l.Routes, lv.l.Phases
+		sw.Take(l.Routes)
+		lv.l = l
+		lv.l.Routes, lv.l.Phases = sw, phases
 		next[l.Address] = lv
 	}
 	for _, c := range changes {

@@ -387,7 +387,11 @@ func TestReloadAndUpgradeUnderLoad(t *testing.T) {
 		if !r.OK {
 			t.Fatalf("reload %d refused: %v", i, r.Errors)
 		}
-		t.Logf("reload %d (%s): %v", i, r.Source, r.Changes)
+		t.Logf("reload %d (%s): %q", i, r.Source, r.Changes)
+		want := map[int]string{0: "new routes", 1: "a new server", 2: "new routes", 3: "cluster origin: new"}[i%4]
+		if len(r.Changes) == 0 || !strings.Contains(r.Changes[0], want) || i%4 == 3 && len(r.Changes) != 2 {
+			t.Errorf("reload %d: changes %q, want %q (and the cluster's retirement) alone", i, r.Changes, want)
+		}
 		if i%2 == 0 {
 			if got := string(mustCurl(t, "-s", "http://"+addr+"/version").Stdout); got != version {
 				t.Errorf("after reload %d /version answers %q, want %q", i, got, version)
