@@ -146,15 +146,7 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 func TestShutdownH2TwoStepGoAway(t *testing.T) {
 	const drainIdle = 3 * time.Second
 	srv, addr := proxytest.Proxy(t, to(okOrigin(t)), proxy.Options{Timeouts: proxy.Timeouts{DrainIdle: drainIdle}})
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(nc, http2.ClientPreface)
-	fr := http2.NewFramer(nc, nc)
-	fr.WriteSettings()
+	nc, fr := dialH2Raw(t, addr)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	request := func(id uint32) {
@@ -261,15 +253,7 @@ func TestShutdownH2NoAck(t *testing.T) {
 		io.WriteString(w, "late")
 	}))
 	srv, addr := proxytest.Proxy(t, to(origin), proxy.Options{Timeouts: proxy.Timeouts{DrainIdle: 5 * time.Second}})
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(nc, http2.ClientPreface)
-	fr := http2.NewFramer(nc, nc)
-	fr.WriteSettings()
+	nc, fr := dialH2Raw(t, addr)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/"}, {":authority", "a"}} {
@@ -405,4 +389,21 @@ func TestShutdownH2GoClient(t *testing.T) {
 	case <-time.After(drainIdle + time.Second):
 		t.Fatal("Shutdown did not return")
 	}
+}
+
+// dialH2Raw opens an HTTP/2 connection with prior knowledge to addr, its
+// preface and SETTINGS sent, for frames written and read by hand; it is
+// closed when the test ends.
+func dialH2Raw(t *testing.T, addr string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(nc, http2.ClientPreface)
+	fr := http2.NewFramer(nc, nc)
+	fr.WriteSettings()
+	return nc, fr
 }

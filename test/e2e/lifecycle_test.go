@@ -520,35 +520,15 @@ admin: {address: %q}
 // counted; and that the next upgrade, to a good binary, works.
 func TestUpgradeFails(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "strait")
+	s, addr, bin := startOKRun(t, dir, true)
 	good, err := os.ReadFile(straitBin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bin, good, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	path := writeFile(t, dir, "strait.yaml", []byte(listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
-		fmt.Sprintf("admin: {address: %q}\n", adminAddr))))
-	s := startStraitRun(t, bin, path, adminAddr, nil)
-	waitPort(t, addr, 10*time.Second, s.first.exited)
 	pid := s.pidNow()
 
-	// A binary that exits at once (replaced by rename, as package
-	// managers do).
-	replace := func(content []byte) {
-		tmp := bin + ".new"
-		if err := os.WriteFile(tmp, content, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, bin); err != nil {
-			t.Fatal(err)
-		}
-	}
-	replace([]byte("#!/bin/sh\necho 'broken build' >&2\nexit 3\n"))
+	// A binary that exits at once.
+	replaceBinary(t, bin, []byte("#!/bin/sh\necho 'broken build' >&2\nexit 3\n"))
 	s.signal(t, syscall.SIGUSR2)
 	waitLog(t, s, "upgrade failed", 10*time.Second)
 	if !strings.Contains(s.log(), "exit status 3") {
@@ -562,13 +542,50 @@ func TestUpgradeFails(t *testing.T) {
 		t.Errorf("strait_binary_upgrades_total{result=failed} = %v, want 1", v)
 	}
 
-	replace(good)
+	replaceBinary(t, bin, good)
 	_, now := s.upgrade(t)
 	if !waitGone(pid, 10*time.Second) {
 		t.Errorf("the old process %d runs on after a good upgrade", pid)
 	}
 	if got := string(mustCurl(t, "-s", "http://"+addr+"/").Stdout); got != "ok" || now == pid {
 		t.Fatalf("after the upgrade: %q from pid %d", got, now)
+	}
+}
+
+// startOKRun starts strait with a pid file in front of an origin that
+// answers "ok", from a copy of the binary in dir (which a test may
+// replace, as a package manager would) when ownBinary; it returns strait,
+// its listener's address, and the binary's path.
+func startOKRun(t *testing.T, dir string, ownBinary bool, env ...string) (*straitRun, string, string) {
+	t.Helper()
+	bin := straitBin
+	if ownBinary {
+		good, err := os.ReadFile(straitBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin = filepath.Join(dir, "strait")
+		replaceBinary(t, bin, good)
+	}
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	path := writeFile(t, dir, "strait.yaml", []byte(listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
+		fmt.Sprintf("admin: {address: %q}\n", adminAddr))))
+	s := startStraitRun(t, bin, path, adminAddr, nil, env...)
+	waitPort(t, addr, 10*time.Second, s.first.exited)
+	return s, addr, bin
+}
+
+// replaceBinary puts content at path by rename, as package managers do:
+// a running process keeps its old file.
+func replaceBinary(t *testing.T, path string, content []byte) {
+	t.Helper()
+	if err := os.WriteFile(path+".new", content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -604,12 +621,7 @@ func TestSystemdNotify(t *testing.T) {
 		}
 		return string(buf[:n])
 	}
-	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	path := writeFile(t, dir, "strait.yaml", []byte(listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
-		fmt.Sprintf("admin: {address: %q}\n", adminAddr))))
-	s := startStraitRun(t, straitBin, path, adminAddr, nil, "NOTIFY_SOCKET="+sock)
+	s, _, _ := startOKRun(t, dir, false, "NOTIFY_SOCKET="+sock)
 	if got := next(); !strings.HasPrefix(got, "READY=1") {
 		t.Fatalf("first notification %q, want READY=1", got)
 	}
@@ -869,23 +881,10 @@ func TestReloadLeavesNothing(t *testing.T) {
 // reload asked meanwhile is refused at once, not held for the upgrade.
 func TestUpgradeStoppedMidway(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "strait")
-	good, err := os.ReadFile(straitBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(bin, good, 0o755)
-	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	path := writeFile(t, dir, "strait.yaml", []byte(listenerYAML(addr, []string{fmt.Sprintf("%q", origin)},
-		fmt.Sprintf("admin: {address: %q}\n", adminAddr))))
-	s := startStraitRun(t, bin, path, adminAddr, nil)
-	waitPort(t, addr, 10*time.Second, s.first.exited)
+	s, addr, bin := startOKRun(t, dir, true)
 	pid := s.pidNow()
 	sleepPID := filepath.Join(dir, "sleep.pid")
-	os.WriteFile(bin+".new", []byte("#!/bin/sh\nsleep 300 &\necho $! > "+sleepPID+"\nwait\n"), 0o755)
-	os.Rename(bin+".new", bin)
+	replaceBinary(t, bin, []byte("#!/bin/sh\nsleep 300 &\necho $! > "+sleepPID+"\nwait\n"))
 	s.signal(t, syscall.SIGUSR2)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
