@@ -963,3 +963,73 @@ func TestSignalRightAfterUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadRotatesCertificate: a reload that names another certificate
+// serves it to new connections at once, while a connection opened before
+// goes on with its own (its server drains); a session begun before the
+// reload resumes after it (the ticket keys carry over).
+func TestReloadRotatesCertificate(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	certA, keyA := ca.issue(t, dir, "a", 10, "localhost")
+	certB, keyB := ca.issue(t, dir, "b", 11, "localhost")
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := func(cert, key string) []byte {
+		return []byte(fmt.Sprintf(`listeners:
+  - address: %q
+    tls: {certificates: [{cert: %q, key: %q}]}
+    routes: [{cluster: origin}]
+clusters: [{name: origin, endpoints: [%q]}]
+admin: {address: %q}
+`, addr, cert, key, origin, adminAddr))
+	}
+	path := writeFile(t, dir, "strait.yaml", conf(certA, keyA))
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
+	waitPort(t, addr, 10*time.Second, s.first.exited)
+	cache := tls.NewLRUClientSessionCache(4)
+	dial := func(sessions tls.ClientSessionCache) *tls.Conn {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: ca.pool, ClientSessionCache: sessions, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	get := func(c *tls.Conn, br *bufio.Reader) {
+		t.Helper()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	serial := func(c *tls.Conn) int64 { return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64() }
+	open := dial(cache)
+	defer open.Close()
+	openBR := bufio.NewReader(open)
+	get(open, openBR) // and the session ticket with it
+	if serial(open) != 10 {
+		t.Fatalf("before the reload: certificate %d", serial(open))
+	}
+	os.WriteFile(path, conf(certB, keyB), 0o644)
+	if r := s.reload(t, true); !r.OK {
+		t.Fatalf("reload: %v", r.Errors)
+	}
+	fresh := dial(nil)
+	defer fresh.Close()
+	if serial(fresh) != 11 {
+		t.Errorf("a new connection after the reload got certificate %d, want 11", serial(fresh))
+	}
+	resumed := dial(cache)
+	defer resumed.Close()
+	if !resumed.ConnectionState().DidResume {
+		t.Error("a session begun before the reload did not resume after it")
+	}
+	// The connection opened before still serves its request (with
+	// Connection: close: its server drains).
+	get(open, openBR)
+}
