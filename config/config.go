@@ -162,6 +162,41 @@ type ListenerTLS struct {
 	// client certificate's subject and names upstream; strait removes
 	// it from every request first.
 	ClientCertHeader string `yaml:"client_cert_header"`
+	// ACME gets and renews certificates for the names it lists
+	// (docs/acme.md); with it, certificates may be left out.
+	ACME *ACME `yaml:"acme"`
+}
+
+// ACME is a listener's automatic certificates.
+type ACME struct {
+	// Directory is the CA's ACME directory URL; default Let's Encrypt's.
+	Directory string `yaml:"directory"`
+	// Email is the account's contact (the CA's expiry notices).
+	Email string `yaml:"email"`
+	// Names are the DNS names certificates are ordered for: those only,
+	// whatever SNI a client sends.
+	Names []string `yaml:"names"`
+	// Storage is the folder that keeps the account, keys and
+	// certificates (0700, files 0600), shared by old and new processes.
+	Storage string `yaml:"storage"`
+	// CARoot is a PEM bundle the directory's own TLS is verified against
+	// (a private CA's; default the system's roots).
+	CARoot string `yaml:"ca_root"`
+	// RenewAt is the part of a certificate's lifetime after which it is
+	// renewed; default 2/3.
+	RenewAt Ratio `yaml:"renew_at"`
+	// HTTPPort and TLSPort are where the CA validates challenges
+	// (HTTP-01 and TLS-ALPN-01); default 80 and 443. strait answers them
+	// on its own listeners there.
+	HTTPPort int `yaml:"http_port"`
+	TLSPort  int `yaml:"tls_port"`
+	// CheckInterval is how often the certificates are looked at for
+	// renewal; default 10m.
+	CheckInterval Duration `yaml:"check_interval"`
+	// Challenges are the validations offered to the CA: http-01 (on a
+	// plain listener at http_port) and tls-alpn-01 (on the listener at
+	// tls_port); default both.
+	Challenges []string `yaml:"challenges"`
 }
 
 // CertPair is a certificate chain and its private key, PEM files.

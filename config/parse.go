@@ -388,8 +388,42 @@ func (v *validator) config(c *Config) {
 		v.oneOf(at(p, "http2"), l.HTTP2, "on", "off", "only")
 		if t := l.TLS; t != nil {
 			tp := at(p, "tls")
-			if len(t.Certificates) == 0 {
-				v.errorf(at(tp, "certificates"), "a TLS listener needs at least one certificate")
+			if len(t.Certificates) == 0 && t.ACME == nil {
+				v.errorf(at(tp, "certificates"), "a TLS listener needs at least one certificate, or acme")
+			}
+			if a := t.ACME; a != nil {
+				ap := at(tp, "acme")
+				if len(a.Names) == 0 {
+					v.errorf(at(ap, "names"), "acme needs the names it may order certificates for")
+				}
+				for j, n := range a.Names {
+					if !isDomainName(n) || strings.Contains(n, "*") {
+						v.errorf(at(ap, "names", j), "want a DNS name (no wildcard: those need DNS-01), got %q", n)
+					}
+				}
+				if a.Storage == "" {
+					v.errorf(at(ap, "storage"), "acme needs a storage folder")
+				}
+				if a.Directory != "" && !strings.HasPrefix(a.Directory, "https://") {
+					v.errorf(at(ap, "directory"), "want an https:// URL, got %q", a.Directory)
+				}
+				for j, ch := range a.Challenges {
+					v.oneOf(at(ap, "challenges", j), ch, "http-01", "tls-alpn-01")
+				}
+				if a.CheckInterval < 0 {
+					v.errorf(at(ap, "check_interval"), "must not be negative")
+				}
+				if r := a.RenewAt; r.Set && (r.Value <= 0 || r.Value >= 1) {
+					v.errorf(at(ap, "renew_at"), "want a part of the lifetime between 0 and 1, like 0.67")
+				}
+				for _, port := range []struct {
+					key string
+					n   int
+				}{{"http_port", a.HTTPPort}, {"tls_port", a.TLSPort}} {
+					if port.n < 0 || port.n > 65535 {
+						v.errorf(at(ap, port.key), "want a port, got %d", port.n)
+					}
+				}
 			}
 			for j, c := range t.Certificates {
 				if c.Cert == "" || c.Key == "" {

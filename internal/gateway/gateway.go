@@ -22,6 +22,7 @@ import (
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/config"
 	"github.com/straitproxy/strait/header"
+	"github.com/straitproxy/strait/internal/acme"
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/route"
@@ -67,6 +68,9 @@ type router struct {
 	tls             *tlsconf.Server // the listener's TLS; nil for plain text
 	paths           route.PathOptions
 	forwardOriginal bool
+	// acme are the process's ACME managers, whose HTTP-01 validations a
+	// plain-HTTP listener answers.
+	acme []*acme.Manager
 }
 
 // Listener is one configured listener: its address, the phases that
@@ -138,6 +142,7 @@ type Gateway struct {
 // ends its certificate reloads and ticket rotations.
 type listenerTLS struct {
 	srv        *tlsconf.Server
+	acme       *acme.Manager // nil: no ACME
 	config     string
 	clientAuth string // client_auth and client_ca, as JSON
 	stop       context.CancelFunc
@@ -184,6 +189,7 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 		}
 		g.Clusters[cl.Name], g.poolTags[cl] = cl, tag
 	}
+	var plain []*router // the plain-HTTP listeners'
 	global := jsonOf(c.Timeouts, c.Limits, c.Pool, c.RequestBuffering, c.Forwarding, c.AccessLog, c.AccessLogFormat,
 		c.AccessLogFields, c.LogLevel, obs.Tracer != nil)
 	for _, lc := range c.Listeners {
@@ -239,6 +245,16 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 		l.server = fmt.Sprintf("%s %s %v %p %s", jsonOf(lc.Address, lc.Upgrades, lc.HTTP2), filters, lc.TLS != nil, l.TLS, global)
 		l.config, l.filters = jsonOf(lc), filters
 		g.Listeners = append(g.Listeners, l)
+		if rt.tls == nil {
+			plain = append(plain, rt)
+		}
+	}
+	for _, lt := range g.tls {
+		if lt.acme != nil {
+			for _, rt := range plain {
+				rt.acme = append(rt.acme, lt.acme)
+			}
+		}
 	}
 	g.Options = options(c, logger)
 	g.budget, g.pool = jsonOf(c.RequestBuffering.Budget), jsonOf(c.Pool)
@@ -288,6 +304,18 @@ func (g *Gateway) listenerTLS(name string, lc *config.Listener, logger *slog.Log
 	case "required":
 		tc.ClientAuth, tc.ClientCA = tls.RequireAndVerifyClientCert, t.ClientCA
 	}
+	var am *acme.Manager
+	if a := t.ACME; a != nil {
+		var err error
+		am, err = acme.New(acme.Config{Directory: a.Directory, Email: a.Email, Names: a.Names, Storage: a.Storage,
+			CARoot: a.CARoot, RenewAt: a.RenewAt.Value, HTTPPort: a.HTTPPort, TLSPort: a.TLSPort,
+			CheckInterval: time.Duration(a.CheckInterval), Challenges: a.Challenges,
+			Logger: logger.With("listener", name)})
+		if err != nil {
+			return nil, err
+		}
+		tc.Managed = am
+	}
 	ts, err := tlsconf.New(tc)
 	if err != nil {
 		return nil, err
@@ -297,11 +325,30 @@ func (g *Gateway) listenerTLS(name string, lc *config.Listener, logger *slog.Log
 		// must not resume past the new.
 		ts.SetTicketKeys(old.srv.TicketKeys())
 	}
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	go ts.Run(ctx)
-	lt := &listenerTLS{srv: ts, config: conf, clientAuth: jsonOf(t.ClientAuth, t.ClientCA), stop: stop}
+	stop := cancel
+	if am != nil {
+		if err := am.Start(ctx); err != nil {
+			cancel()
+			return nil, fmt.Errorf("acme: %w", err)
+		}
+		stop = func() { cancel(); am.Stop() }
+	}
+	lt := &listenerTLS{srv: ts, config: conf, clientAuth: jsonOf(t.ClientAuth, t.ClientCA), stop: stop, acme: am}
 	g.tls[lc.Address] = lt
 	return lt, nil
+}
+
+// ACME returns the ACME managers of the gateway's listeners, by address.
+func (g *Gateway) ACME() map[string]*acme.Manager {
+	m := make(map[string]*acme.Manager)
+	for addr, lt := range g.tls {
+		if lt.acme != nil {
+			m[addr] = lt.acme
+		}
+	}
+	return m
 }
 
 // TLS returns the TLS servers of the gateway's listeners, by address.
@@ -474,6 +521,9 @@ func hostOf(authority []byte) string {
 	return h
 }
 
+// acmeChallengePath is where a CA asks for HTTP-01 validations.
+var acmeChallengePath = []byte("/.well-known/acme-challenge/")
+
 var errNoRoute = &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Status: 404, Where: "no route matches"}
 
 // pathErrors answer paths that cannot be normalised safely: 400.
@@ -528,6 +578,13 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	s.Ctx = a
 	if rt.tracer != nil {
 		a.span = rt.tracer.Start(s, rt.name)
+	}
+	if len(rt.acme) > 0 && bytes.HasPrefix(s.Request.Path, acmeChallengePath) {
+		for _, m := range rt.acme {
+			if status, body, ok := m.AnswerHTTP(string(s.Request.Authority), string(s.Request.Path)); ok {
+				return true, s.Respond(status, body, "Content-Type", "text/plain")
+			}
+		}
 	}
 	if rt.tls != nil && s.TLS != nil && !header.EqualFold(s.Request.Authority, []byte(s.TLS.ServerName)) &&
 		rt.tls.For(hostOf(s.Request.Authority)) != rt.tls.For(s.TLS.ServerName) {

@@ -160,6 +160,7 @@ func (p *Process) Start(cfg *config.Config) (err error) {
 	if m := p.o.Metrics; m != nil {
 		m.SetClusters(gw.Clusters)
 		m.SetPool(gw.Options.Pool)
+		m.SetACME(gw.ACME())
 		if err := p.startAdmin(cfg); err != nil {
 			return err
 		}
@@ -413,6 +414,7 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	if m := p.o.Metrics; m != nil {
 		m.SetClusters(gw.Clusters)
 		m.SetPool(gw.Options.Pool)
+		m.SetACME(gw.ACME())
 	}
 	if p.api != nil {
 		shown, err := showConfig(cfg)

@@ -34,6 +34,7 @@ type Metrics struct {
 	life     [4]atomic.Int64            // indexed by reloadOK, reloadFailed, upgradeOK, upgradeFailed
 	pool     atomic.Pointer[proxy.Pool] // SetPool's
 	servers  serverCollector
+	acme     acmeCollector
 	clusters clusterCollector
 }
 
@@ -72,7 +73,7 @@ func NewMetrics() *Metrics {
 			Name: c.name, Help: c.help, ConstLabels: prometheus.Labels{"result": c.result},
 		}, func() float64 { return float64(m.life[i].Load()) }))
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, &m.servers, &m.clusters,
+	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, &m.acme, &m.servers, &m.clusters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

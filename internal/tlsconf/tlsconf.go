@@ -46,7 +46,23 @@ type Config struct {
 	ClientAuth tls.ClientAuthType
 	ClientCA   string
 	Logger     *slog.Logger
+	// Managed, if set, gives the certificates of the names it manages
+	// (ACME's), and answers its CA's TLS-ALPN-01 validations; Pairs may
+	// then be empty.
+	Managed Managed
 }
+
+// Managed gives certificates for the names it manages: internal/acme's
+// Manager.
+type Managed interface {
+	Manages(name string) bool
+	// Certificate returns the certificate for hello: a managed name's, or
+	// a TLS-ALPN-01 validation's.
+	Certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// challengeProto is TLS-ALPN-01's ALPN protocol (RFC 8737).
+const challengeProto = "acme-tls/1"
 
 // Server is a listener's TLS: a tls.Config whose certificates and ticket
 // keys change while it serves.
@@ -58,6 +74,10 @@ type Server struct {
 	seen   string // their stamp at the last look: a change loads once it holds still
 	keysMu sync.Mutex
 	keys   [][32]byte // session ticket keys, newest first
+	// managedID stands for each managed name's certificate in For, which
+	// compares certificates: one per name.
+	managedID map[string]*tls.Certificate
+	challenge *tls.Config // a TLS-ALPN-01 validation's handshake
 }
 
 // certSet is the certificates of one load, by the names they are for.
@@ -70,7 +90,7 @@ type certSet struct {
 // New loads the certificates and returns the server's TLS; Run keeps it
 // fresh until its context ends.
 func New(c Config) (*Server, error) {
-	if len(c.Pairs) == 0 {
+	if len(c.Pairs) == 0 && c.Managed == nil {
 		return nil, errors.New("tls: no certificates")
 	}
 	if c.MinVersion == 0 {
@@ -88,7 +108,7 @@ func New(c Config) (*Server, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	s := &Server{cfg: c}
+	s := &Server{cfg: c, managedID: make(map[string]*tls.Certificate)}
 	set, err := load(c.Pairs)
 	if err != nil {
 		return nil, err
@@ -113,6 +133,11 @@ func New(c Config) (*Server, error) {
 		SessionTicketsDisabled: c.NoTickets,
 		WrapSession:            s.wrapSession,
 		UnwrapSession:          s.unwrapSession,
+	}
+	if c.Managed != nil {
+		s.challenge = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{challengeProto},
+			GetCertificate: c.Managed.Certificate}
+		s.tls.GetConfigForClient = s.configFor
 	}
 	if c.ClientAuth != tls.NoClientCert {
 		pem, err := os.ReadFile(c.ClientCA)
@@ -288,6 +313,9 @@ func load(pairs []Pair) (*certSet, error) {
 func (s *Server) For(name string) *tls.Certificate {
 	set := s.certs.Load()
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if s.cfg.Managed != nil && s.cfg.Managed.Manages(name) {
+		return s.managed(name)
+	}
 	if c := set.exact[name]; c != nil {
 		return c
 	}
@@ -305,7 +333,35 @@ func (s *Server) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, erro
 		// http/1.1 only, and the listener would speak HTTP/2 to it.
 		return nil, errNoProtocol
 	}
-	return s.For(hello.ServerName), nil
+	if m := s.cfg.Managed; m != nil && m.Manages(hello.ServerName) {
+		return m.Certificate(hello)
+	}
+	if c := s.For(hello.ServerName); c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("tls: no certificate for %q", hello.ServerName)
+}
+
+// configFor gives a CA's TLS-ALPN-01 validation (ALPN acme-tls/1 alone)
+// a handshake of its own: the validation certificate, and no other
+// protocol.
+func (s *Server) configFor(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == challengeProto {
+		return s.challenge, nil
+	}
+	return nil, nil
+}
+
+// managed returns the stand-in of a managed name's certificate.
+func (s *Server) managed(name string) *tls.Certificate {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	c := s.managedID[name]
+	if c == nil {
+		c = new(tls.Certificate)
+		s.managedID[name] = c
+	}
+	return c
 }
 
 var errNoProtocol = errors.New("tls: the client offers none of the listener's application protocols")

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -52,5 +53,43 @@ func TestFor(t *testing.T) {
 	}
 	if _, err := New(Config{Pairs: []Pair{{Cert: filepath.Join(dir, "a.pem"), Key: filepath.Join(dir, "w.key")}}}); err == nil {
 		t.Errorf("a key that is not the certificate's loaded")
+	}
+}
+
+// managedStub manages one name, with one certificate.
+type managedStub struct {
+	name string
+	cert *tls.Certificate
+}
+
+func (m managedStub) Manages(name string) bool { return name == m.name }
+func (m managedStub) Certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return m.cert, nil
+}
+
+// TestManaged: a managed name's certificate comes from Managed; another
+// name, with no files, gets none; a TLS-ALPN-01 validation gets a
+// handshake of its own, speaking acme-tls/1 only.
+func TestManaged(t *testing.T) {
+	cert := new(tls.Certificate)
+	s, err := New(Config{Managed: managedStub{"a.example", cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.certificate(&tls.ClientHelloInfo{ServerName: "a.example"}); err != nil || c != cert {
+		t.Errorf("a managed name: %v, %v", c, err)
+	}
+	if c, err := s.certificate(&tls.ClientHelloInfo{ServerName: "b.example"}); err == nil {
+		t.Errorf("a name not managed, with no files: %v", c)
+	}
+	if s.For("a.example") == nil || s.For("a.example") != s.For("A.example") || s.For("a.example") == s.For("b.example") {
+		t.Error("For does not tell a managed name's certificate from others")
+	}
+	cfg, err := s.TLS().GetConfigForClient(&tls.ClientHelloInfo{ServerName: "a.example", SupportedProtos: []string{"acme-tls/1"}})
+	if err != nil || cfg == nil || len(cfg.NextProtos) != 1 || cfg.NextProtos[0] != "acme-tls/1" {
+		t.Errorf("a TLS-ALPN-01 hello: %v, %v", cfg, err)
+	}
+	if cfg, _ := s.TLS().GetConfigForClient(&tls.ClientHelloInfo{ServerName: "a.example", SupportedProtos: []string{"h2", "acme-tls/1"}}); cfg != nil {
+		t.Error("a hello offering other protocols got the validation's handshake")
 	}
 }
