@@ -30,11 +30,16 @@ type pebble struct {
 // certificates valid for validity.
 func startPebble(t *testing.T, httpPort, tlsPort int, validity time.Duration) *pebble {
 	t.Helper()
+	return startPebbleAt(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), newTestCA(t), httpPort, tlsPort, validity)
+}
+
+// startPebbleAt is startPebble with its directory at listen, serving its
+// API with a certificate of ca's.
+func startPebbleAt(t *testing.T, listen string, ca *testCA, httpPort, tlsPort int, validity time.Duration) *pebble {
+	t.Helper()
 	bin := needTool(t, "pebble")
 	dir := t.TempDir()
-	ca := newTestCA(t)
 	cert, key := ca.issue(t, dir, "pebble", 99, "localhost")
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	mgmt := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	conf, _ := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
@@ -264,5 +269,55 @@ func TestACMETLSALPNAndLock(t *testing.T) {
 	}
 	if !strings.Contains(procs[0].stderr.String()+procs[1].stderr.String(), `"challenge":"tls-alpn-01"`) {
 		t.Error("no TLS-ALPN-01 validation was answered")
+	}
+}
+
+// TestACMERetriesCADown: with the CA down at start and nothing stored,
+// the listener is up (a handshake fails, nothing else does), and once the
+// CA is up the order is retried (certmagic's first retry is a minute
+// later) and served.
+func TestACMERetriesCADown(t *testing.T) {
+	tlsPort := freePort(t)
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	caRoot := filepath.Join(dir, "pebble-api.pem")
+	os.WriteFile(caRoot, ca.pem, 0o644)
+	yaml := fmt.Sprintf(`listeners:
+  - address: %q
+    tls:
+      acme: {directory: "https://%s/dir", names: [localhost], storage: %q, ca_root: %q, tls_port: %d, challenges: [tls-alpn-01]}
+    routes: [{respond: {status: 200, body: secure}}]
+`, tlsAddr, strings.Replace(listen, "127.0.0.1", "localhost", 1), filepath.Join(dir, "acme"), caRoot, tlsPort)
+	p := runConfig(t, dir, "strait.yaml", yaml, tlsAddr)
+	if c, err := tls.Dial("tcp", tlsAddr, &tls.Config{ServerName: "localhost", InsecureSkipVerify: true}); err == nil {
+		c.Close()
+		t.Fatal("a handshake succeeded with no certificate")
+	}
+	waitLog := func(what string, timeout time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for !strings.Contains(p.stderr.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log:\n%s", what, tail(p.stderr.String(), 20))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitLog("acme: order failed", 20*time.Second)
+	pb := startPebbleAt(t, listen, ca, freePort(t), tlsPort, time.Hour)
+	roots := pb.roots(t)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		c, err := tls.Dial("tcp", tlsAddr, &tls.Config{ServerName: "localhost", RootCAs: roots})
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate 90 s after the CA came up: %v\n%s", err, tail(p.stderr.String(), 20))
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
