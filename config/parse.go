@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/straitproxy/strait/internal/grpcwire"
 	"go.yaml.in/yaml/v3"
@@ -397,8 +398,8 @@ func (v *validator) config(c *Config) {
 					v.errorf(at(ap, "names"), "acme needs the names it may order certificates for")
 				}
 				for j, n := range a.Names {
-					if !isDomainName(n) || strings.Contains(n, "*") {
-						v.errorf(at(ap, "names", j), "want a DNS name (no wildcard: those need DNS-01), got %q", n)
+					if !isCertName(n) {
+						v.errorf(at(ap, "names", j), "want a host name, like www.example.com (no wildcard: those need DNS-01; no IP address, underscore or final dot), got %q", n)
 					}
 				}
 				if a.Storage == "" {
@@ -410,8 +411,8 @@ func (v *validator) config(c *Config) {
 				for j, ch := range a.Challenges {
 					v.oneOf(at(ap, "challenges", j), ch, "http-01", "tls-alpn-01")
 				}
-				if a.CheckInterval < 0 {
-					v.errorf(at(ap, "check_interval"), "must not be negative")
+				if a.CheckInterval < 0 || a.CheckInterval > 0 && a.CheckInterval < Duration(time.Second) {
+					v.errorf(at(ap, "check_interval"), "want 1s or more, got %s", time.Duration(a.CheckInterval))
 				}
 				if r := a.RenewAt; r.Set && (r.Value <= 0 || r.Value >= 1) {
 					v.errorf(at(ap, "renew_at"), "want a part of the lifetime between 0 and 1, like 0.67")
@@ -754,6 +755,23 @@ func isDomainName(s string) bool {
 				return false
 			}
 		}
+	}
+	return true
+}
+
+// isCertName reports whether s is a name an ACME CA issues for: a host
+// name of letters, digits and inner hyphens, and not an address.
+func isCertName(s string) bool {
+	if !isDomainName(s) || strings.HasSuffix(s, ".") || strings.ContainsAny(s, "_*") || isIP(s) {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+	}
+	if i := strings.LastIndexByte(s, '.'); strings.Trim(s[i+1:], "0123456789") == "" {
+		return false // 10.1.2.3 or 1234: the last label of a name is not all digits
 	}
 	return true
 }

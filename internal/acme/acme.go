@@ -18,13 +18,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,9 @@ type Config struct {
 // Stats are what a Manager has done, for metrics.
 type Stats struct {
 	Obtained, Renewed, Failed atomic.Int64
+	// ChallengesRefused counts TLS-ALPN-01 handshakes for a managed
+	// name that no pending validation of the CA's explains.
+	ChallengesRefused atomic.Int64
 }
 
 // Manager keeps the certificates of one listener's names.
@@ -66,8 +70,8 @@ type Manager struct {
 	logger *slog.Logger
 	Stats  Stats
 
-	mu     sync.Mutex
-	expiry map[string]time.Time // by name, of the certificate obtained last
+	offersHTTP bool
+	refusedLog atomic.Int64 // unix seconds of the last refused-challenge line
 }
 
 // New returns a Manager for c; Start begins obtaining.
@@ -75,7 +79,8 @@ func New(c Config) (*Manager, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	m := &Manager{names: make(map[string]bool), logger: c.Logger, expiry: make(map[string]time.Time)}
+	m := &Manager{names: make(map[string]bool), logger: c.Logger,
+		offersHTTP: len(c.Challenges) == 0 || slices.Contains(c.Challenges, "http-01")}
 	for _, n := range c.Names {
 		m.names[strings.ToLower(n)] = true
 	}
@@ -117,7 +122,7 @@ func New(c Config) (*Manager, error) {
 		TrustedRoots:            roots,
 		AltHTTPPort:             c.HTTPPort,
 		AltTLSALPNPort:          c.TLSPort,
-		DisableHTTPChallenge:    len(c.Challenges) > 0 && !slices.Contains(c.Challenges, "http-01"),
+		DisableHTTPChallenge:    !m.offersHTTP,
 		DisableTLSALPNChallenge: len(c.Challenges) > 0 && !slices.Contains(c.Challenges, "tls-alpn-01"),
 		Logger:                  zl,
 	})
@@ -139,8 +144,54 @@ func (m *Manager) Start(ctx context.Context) error {
 	names := make([]string, 0, len(m.names))
 	for n := range m.names {
 		names = append(names, n)
+		m.setAsideUnusable(ctx, n)
 	}
 	return m.magic.ManageAsync(ctx, names)
+}
+
+// setAsideUnusable renames a stored certificate and key that do not make
+// a certificate (a damaged file, a key that is not the certificate's)
+// to *.unusable, so that the name is ordered anew: certmagic would log
+// the error once and never manage the name. It holds the lock certmagic
+// orders under, so that a renewal another process is writing is not
+// taken for damage.
+func (m *Manager) setAsideUnusable(ctx context.Context, name string) {
+	fsys, ok := m.magic.Storage.(*certmagic.FileStorage)
+	if !ok {
+		return
+	}
+	issuer := m.issuer.IssuerKey()
+	keys := []string{certmagic.StorageKeys.SiteCert(issuer, name), certmagic.StorageKeys.SitePrivateKey(issuer, name)}
+	if _, err := os.Stat(fsys.Filename(keys[0])); errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	lock := "issue_cert_" + name // certmagic's own lock for ordering name
+	if err := fsys.Lock(ctx, lock); err != nil {
+		m.logger.Warn("acme: stored certificate not checked: storage lock", "name", name, "err", err)
+		return
+	}
+	defer fsys.Unlock(context.WithoutCancel(ctx), lock)
+	certPEM, err := fsys.Load(ctx, keys[0])
+	if err != nil {
+		return
+	}
+	keyPEM, err := fsys.Load(ctx, keys[1])
+	if err != nil {
+		return // certmagic orders anew when a part is missing
+	}
+	_, err = tls.X509KeyPair(certPEM, keyPEM)
+	if err == nil {
+		return
+	}
+	m.Stats.Failed.Add(1)
+	m.logger.Error("acme: stored certificate is unusable; set aside as *.unusable and ordered anew", "name", name, "err", err)
+	for _, k := range keys {
+		if err := os.Rename(fsys.Filename(k), fsys.Filename(k)+".unusable"); err != nil {
+			m.logger.Error("acme: setting aside the unusable certificate", "err", err)
+		}
+	}
 }
 
 // Stop ends renewals.
@@ -156,8 +207,29 @@ func (m *Manager) Certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 	if !m.Manages(hello.ServerName) {
 		return nil, fmt.Errorf("acme: %q is not a managed name", hello.ServerName)
 	}
-	return m.magic.GetCertificate(hello)
+	cert, err := m.magic.GetCertificate(hello)
+	if err != nil && IsChallenge(hello) {
+		// Anyone may send acme-tls/1: counted, and logged once a minute
+		// at most (certmagic's own line for it is dropped in slogCore).
+		m.Stats.ChallengesRefused.Add(1)
+		now, last := time.Now().Unix(), m.refusedLog.Load()
+		if now-last >= 60 && m.refusedLog.CompareAndSwap(last, now) {
+			m.logger.Warn("acme: TLS-ALPN-01 handshake with no validation pending refused (logged once a minute)",
+				"name", hello.ServerName, "remote", remote(hello), "refused_total", m.Stats.ChallengesRefused.Load())
+		}
+	}
+	return cert, err
 }
+
+func remote(hello *tls.ClientHelloInfo) string {
+	if hello.Conn == nil {
+		return ""
+	}
+	return hello.Conn.RemoteAddr().String()
+}
+
+// OffersHTTP reports whether HTTP-01 is among the validations offered.
+func (m *Manager) OffersHTTP() bool { return m.offersHTTP }
 
 // IsChallenge reports whether hello is a CA's TLS-ALPN-01 validation.
 func IsChallenge(hello *tls.ClientHelloInfo) bool {
@@ -168,12 +240,13 @@ func IsChallenge(hello *tls.ClientHelloInfo) bool {
 const ChallengeProto = "acme-tls/1"
 
 // AnswerHTTP answers an HTTP-01 validation for one of the Manager's names:
-// the status and body for GET host path, or ok false if it is none.
-func (m *Manager) AnswerHTTP(host, path string) (status int, body []byte, ok bool) {
-	if !strings.HasPrefix(path, "/.well-known/acme-challenge/") || !m.Manages(hostOnly(host)) {
+// the status and body for method host path, or ok false if it is none
+// (the CA's validation is a GET).
+func (m *Manager) AnswerHTTP(method, host, path string) (status int, body []byte, ok bool) {
+	if method != http.MethodGet || !strings.HasPrefix(path, "/.well-known/acme-challenge/") || !m.Manages(hostOnly(host)) {
 		return 0, nil, false
 	}
-	req, err := http.NewRequest("GET", path, nil)
+	req, err := http.NewRequest(method, path, nil)
 	if err != nil {
 		return 0, nil, false
 	}
@@ -203,13 +276,17 @@ func (r *recorder) Header() http.Header         { return r.header }
 func (r *recorder) WriteHeader(status int)      { r.status = status }
 func (r *recorder) Write(b []byte) (int, error) { r.body = append(r.body, b...); return len(b), nil }
 
-// Expiry returns when each name's certificate obtained last expires.
+// Expiry returns when the certificate served for each name expires,
+// whether it was obtained or loaded from storage; a name with none is
+// left out.
 func (m *Manager) Expiry() map[string]time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make(map[string]time.Time, len(m.expiry))
-	for k, v := range m.expiry {
-		out[k] = v
+	out := make(map[string]time.Time, len(m.names))
+	for name := range m.names {
+		for _, c := range m.cache.AllMatchingCertificates(name) {
+			if c.Leaf != nil && c.Leaf.NotAfter.After(out[name]) {
+				out[name] = c.Leaf.NotAfter
+			}
+		}
 	}
 	return out
 }
@@ -225,14 +302,16 @@ func (m *Manager) event(ctx context.Context, event string, data map[string]any) 
 		} else {
 			m.Stats.Obtained.Add(1)
 		}
-		notAfter := m.notAfter(ctx, data)
-		m.mu.Lock()
-		m.expiry[name] = notAfter
-		m.mu.Unlock()
-		m.logger.Info("acme: certificate obtained", "name", name, "renewal", renewal, "not_after", notAfter)
+		m.logger.Info("acme: certificate obtained", "name", name, "renewal", renewal, "not_after", m.notAfter(ctx, data))
 	case "cert_failed":
-		m.Stats.Failed.Add(1)
 		err, _ := data["error"].(error)
+		if errors.Is(err, context.Canceled) {
+			// The listener's config was replaced or strait is stopping:
+			// its successor, if any, orders.
+			m.logger.Info("acme: order stopped with its config", "name", name, "renewal", renewal)
+			return nil
+		}
+		m.Stats.Failed.Add(1)
 		m.logger.Error("acme: order failed; the certificate stored (if any) is served, and the order retried", "name", name, "renewal", renewal, "err", err)
 	case "cached_managed_cert":
 		m.logger.Info("acme: certificate loaded from storage", "names", data["sans"])
@@ -279,6 +358,9 @@ func (c slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Chec
 }
 
 func (c slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	if e.Message == "tls-alpn challenge" {
+		return nil // an error per handshake anyone can send: Certificate logs it, bounded
+	}
 	level := slog.LevelInfo
 	switch {
 	case e.Level >= zapcore.ErrorLevel:

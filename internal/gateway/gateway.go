@@ -249,7 +249,11 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 			plain = append(plain, rt)
 		}
 	}
-	for _, lt := range g.tls {
+	for addr, lt := range g.tls {
+		if lt.acme != nil && lt.acme.OffersHTTP() && len(plain) == 0 {
+			logger.Warn("acme: http-01 is offered but no listener is plain HTTP to answer it; only tls-alpn-01 can succeed",
+				"listener", addr)
+		}
 		if lt.acme != nil {
 			for _, rt := range plain {
 				rt.acme = append(rt.acme, lt.acme)
@@ -318,6 +322,9 @@ func (g *Gateway) listenerTLS(name string, lc *config.Listener, logger *slog.Log
 	}
 	ts, err := tlsconf.New(tc)
 	if err != nil {
+		if am != nil {
+			am.Stop()
+		}
 		return nil, err
 	}
 	if old != nil && old.clientAuth == jsonOf(t.ClientAuth, t.ClientCA) {
@@ -331,6 +338,7 @@ func (g *Gateway) listenerTLS(name string, lc *config.Listener, logger *slog.Log
 	if am != nil {
 		if err := am.Start(ctx); err != nil {
 			cancel()
+			am.Stop()
 			return nil, fmt.Errorf("acme: %w", err)
 		}
 		stop = func() { cancel(); am.Stop() }
@@ -581,7 +589,7 @@ func (rt *router) route(s *proxy.Session) (bool, error) {
 	}
 	if len(rt.acme) > 0 && bytes.HasPrefix(s.Request.Path, acmeChallengePath) {
 		for _, m := range rt.acme {
-			if status, body, ok := m.AnswerHTTP(string(s.Request.Authority), string(s.Request.Path)); ok {
+			if status, body, ok := m.AnswerHTTP(s.Request.Method, string(s.Request.Authority), string(s.Request.Path)); ok {
 				return true, s.Respond(status, body, "Content-Type", "text/plain")
 			}
 		}

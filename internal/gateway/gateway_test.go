@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -421,5 +422,38 @@ clusters:
 			b.Fatal(err)
 		}
 		ph.Logging(s, nil)
+	}
+}
+
+// TestBuildACMEFailureLeavesNothing: a config whose TLS cannot be built
+// after its ACME manager was made (here, a client_ca that is not there)
+// is refused, and the manager's goroutines end with it.
+func TestBuildACMEFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - address: 127.0.0.1:0
+    routes: [{respond: {status: 200}}]
+    tls:
+      acme: {directory: "https://127.0.0.1:1/dir", names: [a.example], storage: "`+dir+`/acme"}
+      client_auth: required
+      client_ca: "`+dir+`/missing.pem"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	for range 5 {
+		if _, err := Build(cfg, slog.New(slog.DiscardHandler), Observe{}, nil); err == nil {
+			t.Fatal("built with a client_ca that is not there")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines: %d before, %d after 5 refused builds\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -17,16 +17,20 @@ type acmeCollector struct {
 
 var (
 	acmeOrders = prometheus.NewDesc("strait_acme_orders_total",
-		"ACME certificate orders, by listener and result: obtained, renewed, failed (retried with backoff; the stored certificate is served meanwhile).",
+		"ACME certificate orders, by listener and result: obtained, renewed, failed (retried with backoff; the stored certificate is served meanwhile; a stored certificate found unusable counts too).",
 		[]string{"listener", "result"}, nil)
 	acmeExpiry = prometheus.NewDesc("strait_acme_certificate_expiry_timestamp_seconds",
-		"When the certificate ACME obtained last for a name expires (Unix time).",
+		"When the certificate served for an ACME name expires (Unix time), whether obtained or loaded from storage.",
 		[]string{"listener", "name"}, nil)
+	acmeRefused = prometheus.NewDesc("strait_acme_challenges_refused_total",
+		"TLS-ALPN-01 handshakes (ALPN acme-tls/1) for a managed name that no pending validation explains, refused.",
+		[]string{"listener"}, nil)
 )
 
 func (c *acmeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- acmeOrders
 	ch <- acmeExpiry
+	ch <- acmeRefused
 }
 
 func (c *acmeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -39,6 +43,7 @@ func (c *acmeCollector) Collect(ch chan<- prometheus.Metric) {
 		}{{"obtained", m.Stats.Obtained.Load()}, {"renewed", m.Stats.Renewed.Load()}, {"failed", m.Stats.Failed.Load()}} {
 			ch <- prometheus.MustNewConstMetric(acmeOrders, prometheus.CounterValue, float64(r.n), listener, r.result)
 		}
+		ch <- prometheus.MustNewConstMetric(acmeRefused, prometheus.CounterValue, float64(m.Stats.ChallengesRefused.Load()), listener)
 		for name, t := range m.Expiry() {
 			ch <- prometheus.MustNewConstMetric(acmeExpiry, prometheus.GaugeValue, float64(t.Unix()), listener, name)
 		}

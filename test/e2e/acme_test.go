@@ -210,7 +210,32 @@ func TestACME(t *testing.T) {
 	if err != nil {
 		t.Fatalf("with Pebble down, the stored certificate is not served: %v\n%s", err, tail(again.stderr.String(), 10))
 	}
+	served := c.ConnectionState().PeerCertificates[0].NotAfter
 	c.Close()
+	_, metrics = adminDo(t, "GET", "http://"+adminAddrOf(t, again)+"/metrics", nil)
+	if v := metricValue(metrics, "strait_acme_certificate_expiry_timestamp_seconds", `name="localhost"`); v != float64(served.Unix()) {
+		t.Errorf("after a restart, strait_acme_certificate_expiry_timestamp_seconds = %v, want the stored certificate's %d", v, served.Unix())
+	}
+
+	// Anyone may send ALPN acme-tls/1 alone: with no validation pending,
+	// each is refused, counted, and logged once, not once per handshake.
+	const flood = 200
+	for range flood {
+		c, err := tls.Dial("tcp", tlsAddr, &tls.Config{ServerName: "localhost", InsecureSkipVerify: true, NextProtos: []string{"acme-tls/1"}})
+		if err == nil {
+			c.Close()
+			t.Fatal("an acme-tls/1 handshake with no validation pending succeeded")
+		}
+	}
+	_, metrics = adminDo(t, "GET", "http://"+adminAddrOf(t, again)+"/metrics", nil)
+	if v := metricValue(metrics, "strait_acme_challenges_refused_total", ""); v != flood {
+		t.Errorf("strait_acme_challenges_refused_total = %v, want %d", v, flood)
+	}
+	// certmagic's own line for each is "tls-alpn challenge"; strait's is
+	// "acme: TLS-ALPN-01 handshake ...".
+	if n := strings.Count(again.stderr.String(), "tls-alpn challenge") + strings.Count(again.stderr.String(), "TLS-ALPN-01 handshake"); n != 1 {
+		t.Errorf("%d log lines for %d refused acme-tls/1 handshakes, want 1:\n%s", n, flood, tail(again.stderr.String(), 10))
+	}
 }
 
 // writeRoots writes Pebble's root as a PEM file for curl.
@@ -239,6 +264,7 @@ func TestACMETLSALPNAndLock(t *testing.T) {
 	os.WriteFile(caRoot, pb.ca.pem, 0o644)
 	storage := filepath.Join(dir, "acme")
 	var procs []*proc
+	var yamls []string
 	for i, port := range tlsPorts {
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		yaml := fmt.Sprintf(`listeners:
@@ -247,6 +273,7 @@ func TestACMETLSALPNAndLock(t *testing.T) {
       acme: {directory: %q, names: [localhost], storage: %q, ca_root: %q, tls_port: %d, challenges: [tls-alpn-01]}
     routes: [{respond: {status: 200, body: secure}}]
 `, addr, pb.dir, storage, caRoot, tlsPorts[0])
+		yamls = append(yamls, yaml)
 		procs = append(procs, runConfig(t, dir, fmt.Sprintf("strait%d.yaml", i), yaml, addr))
 	}
 	roots := pb.roots(t)
@@ -269,6 +296,48 @@ func TestACMETLSALPNAndLock(t *testing.T) {
 	}
 	if !strings.Contains(procs[0].stderr.String()+procs[1].stderr.String(), `"challenge":"tls-alpn-01"`) {
 		t.Error("no TLS-ALPN-01 validation was answered")
+	}
+
+	// A stored key that is not the certificate's (a damaged copy, a
+	// restore gone wrong): set aside, counted as failed, and ordered anew.
+	for _, p := range procs {
+		p.stop()
+	}
+	keys, _ := filepath.Glob(filepath.Join(storage, "certificates", "*", "localhost", "localhost.key"))
+	if len(keys) != 1 {
+		t.Fatalf("stored keys: %v", keys)
+	}
+	_, otherKeyPath := pb.ca.issue(t, dir, "other", 7, "localhost")
+	otherKey, _ := os.ReadFile(otherKeyPath)
+	if err := os.WriteFile(keys[0], otherKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", tlsPorts[0])
+	p := runConfig(t, dir, "strait0.yaml", yamls[0], addr)
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: roots})
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate after the stored one was found unusable: %v\n%s", err, tail(p.stderr.String(), 20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(p.stderr.String(), "acme: stored certificate is unusable") {
+		t.Errorf("no log line for the unusable certificate:\n%s", tail(p.stderr.String(), 20))
+	}
+	if _, err := os.Stat(keys[0] + ".unusable"); err != nil {
+		t.Errorf("the unusable key was not set aside: %v", err)
+	}
+	_, metrics := adminDo(t, "GET", "http://"+adminAddrOf(t, p)+"/metrics", nil)
+	if v := metricValue(metrics, "strait_acme_orders_total", `result="failed"`); v != 1 {
+		t.Errorf("strait_acme_orders_total{result=failed} = %v, want 1", v)
+	}
+	if n := strings.Count(pb.proc.stdout.String(), "Issued certificate serial"); n != 2 {
+		t.Errorf("Pebble issued %d certificates, want 2 (the first, and the one replacing the unusable)", n)
 	}
 }
 
