@@ -125,9 +125,17 @@ const AdminOff = "off"
 
 // Listener is an address strait accepts HTTP/1.1 connections on.
 type Listener struct {
-	Name    string  `yaml:"name"`    // for logs; default: the address
-	Address string  `yaml:"address"` // host:port, e.g. 127.0.0.1:8080 or [::]:80
-	Routes  []Route `yaml:"routes"`  // tried in order; the first match wins
+	Name    string `yaml:"name"`    // for logs; default: the address
+	Address string `yaml:"address"` // host:port, e.g. 127.0.0.1:8080 or [::]:80
+	// Kind is http (the default: HTTP/1.1, and HTTP/2 by ALPN or prior
+	// knowledge) or tcp (connections relayed to Cluster, bytes as they
+	// are: docs/tcp.md).
+	Kind string `yaml:"kind"`
+	// Cluster is where a tcp listener relays connections.
+	Cluster string `yaml:"cluster"`
+	// TCP are a tcp listener's timeouts and limits.
+	TCP    TCPListener `yaml:"tcp"`
+	Routes []Route     `yaml:"routes"` // tried in order; the first match wins
 	// Upgrades are the protocols a request may switch the connection to
 	// with Upgrade, compared without regard to case. nil (left out) means
 	// [websocket]; an empty list allows none.
@@ -165,6 +173,21 @@ type ListenerTLS struct {
 	// ACME gets and renews certificates for the names it lists
 	// (docs/acme.md); with it, certificates may be left out.
 	ACME *ACME `yaml:"acme"`
+}
+
+// TCPListener are a tcp listener's timeouts and limits.
+type TCPListener struct {
+	// IdleTimeout ends a relay when no byte moved either way for that
+	// long, or when one side took none of the bytes waiting for it;
+	// default 1h.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// DrainTimeout is how long relays may go on once the listener stops
+	// accepting (a reload that replaces it, an upgrade, a stop) before
+	// they are closed; default timeouts.grace.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	// MaxConns bounds the relays open at once; past it a client is
+	// closed at once. Default limits.max_conns.
+	MaxConns int `yaml:"max_conns"`
 }
 
 // ACME is a listener's automatic certificates.

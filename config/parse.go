@@ -383,6 +383,14 @@ func (v *validator) config(c *Config) {
 			v.errorf(at(p, "name"), "two listeners are named %s (a listener's name, or else its address, labels its metrics)", name)
 		}
 		names[cmp.Or(l.Name, l.Address)] = true
+		v.oneOf(at(p, "kind"), l.Kind, "http", "tcp")
+		if l.Kind == "tcp" {
+			v.tcpListener(p, &l, c)
+			continue
+		}
+		if l.Cluster != "" || l.TCP != (TCPListener{}) {
+			v.errorf(at(p, "kind"), "cluster and tcp are for a listener of kind tcp; an http listener has routes")
+		}
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
 		}
@@ -475,6 +483,34 @@ func (v *validator) config(c *Config) {
 }
 
 // route checks one route: what it matches, and the one thing it does.
+// tcpListener checks a listener of kind tcp: a cluster, and nothing of
+// HTTP's.
+func (v *validator) tcpListener(p []any, l *Listener, c *Config) {
+	i := slices.IndexFunc(c.Clusters, func(cl Cluster) bool { return cl.Name == l.Cluster })
+	switch {
+	case l.Cluster == "":
+		v.errorf(at(p, "cluster"), "a tcp listener needs the cluster it relays to")
+	case i < 0:
+		v.errorf(at(p, "cluster"), "no cluster is named %q", l.Cluster)
+	case c.Clusters[i].TLS != nil || c.Clusters[i].Protocol != "":
+		v.errorf(at(p, "cluster"), "cluster %s has tls or protocol: a tcp listener relays bytes as they are, and would not apply them", l.Cluster)
+	}
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"routes", l.Routes != nil}, {"tls", l.TLS != nil}, {"http2", l.HTTP2 != ""},
+		{"upgrades", l.Upgrades != nil}, {"paths", l.Paths != (Paths{})},
+	} {
+		if k.set {
+			v.errorf(at(p, k.key), "%s is for http listeners: a tcp listener relays bytes to its cluster", k.key)
+		}
+	}
+	if l.TCP.IdleTimeout < 0 || l.TCP.DrainTimeout < 0 || l.TCP.MaxConns < 0 {
+		v.errorf(at(p, "tcp"), "timeouts and max_conns must not be negative")
+	}
+}
+
 func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed bool) {
 	if h := strings.TrimPrefix(r.Host, "*."); strings.ContainsAny(h, "*/: ") {
 		v.errorf(at(p, "host"), "%q is not a host name or *.domain pattern", r.Host)

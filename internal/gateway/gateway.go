@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,6 +27,7 @@ import (
 	"github.com/straitproxy/strait/internal/http1"
 	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/route"
+	"github.com/straitproxy/strait/internal/tcpproxy"
 	"github.com/straitproxy/strait/internal/tlsconf"
 	"github.com/straitproxy/strait/proxy"
 )
@@ -93,6 +95,12 @@ type Listener struct {
 	HandshakeTimeout time.Duration
 	// NoHTTP2 and OnlyHTTP2 are proxy.Options.HTTP2's Off and Only.
 	NoHTTP2, OnlyHTTP2 bool
+	// TCP, for a listener of kind tcp, is its relay's options (no
+	// Logger or AccessLog); the fields above are for HTTP.
+	TCP *tcpproxy.Options
+	// DrainTimeout is how long a TCP listener's relays may go on once it
+	// stops accepting; 0: timeouts.grace.
+	DrainTimeout time.Duration
 
 	// server says what the listener's proxy.Server is made of: the
 	// config that goes into its Options and the phases it runs. Two
@@ -193,6 +201,10 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 	global := jsonOf(c.Timeouts, c.Limits, c.Pool, c.RequestBuffering, c.Forwarding, c.AccessLog, c.AccessLogFormat,
 		c.AccessLogFields, c.LogLevel, obs.Tracer != nil)
 	for _, lc := range c.Listeners {
+		if lc.Kind == "tcp" {
+			g.Listeners = append(g.Listeners, g.tcpListener(c, &lc))
+			continue
+		}
 		rt := &router{
 			paths: route.PathOptions{
 				MergeSlashes:     lc.Paths.Slashes != "keep",
@@ -273,6 +285,19 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 		}
 	}
 	return g, nil
+}
+
+// tcpListener compiles a listener of kind tcp. Its server is new when
+// its config or its cluster (a new one, after a reload) changed.
+func (g *Gateway) tcpListener(c *config.Config, lc *config.Listener) Listener {
+	name := cmp.Or(lc.Name, lc.Address)
+	cl := g.Clusters[lc.Cluster]
+	o := &tcpproxy.Options{Name: name, Cluster: cl, ConnectTimeout: time.Duration(c.Timeouts.Connect),
+		IdleTimeout: time.Duration(lc.TCP.IdleTimeout), MaxConns: cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns)}
+	l := Listener{Name: name, Address: lc.Address, TCP: o, DrainTimeout: time.Duration(lc.TCP.DrainTimeout)}
+	l.config = jsonOf(lc)
+	l.server = fmt.Sprintf("tcp %s %p %s", l.config, cl, jsonOf(c.Timeouts.Connect, c.Limits.MaxConns))
+	return l
 }
 
 // listenerTLS returns the TLS of listener lc: prev's if its config is

@@ -34,6 +34,7 @@ import (
 	"github.com/straitproxy/strait/internal/gateway"
 	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/sdnotify"
+	"github.com/straitproxy/strait/internal/tcpproxy"
 	"github.com/straitproxy/strait/internal/upgrade"
 	"github.com/straitproxy/strait/proxy"
 )
@@ -88,9 +89,15 @@ type Process struct {
 // on.
 type live struct {
 	l      gateway.Listener
-	srv    *proxy.Server
+	srv    server // *proxy.Server, or *tcpproxy.Server for kind tcp
 	sock   *net.TCPListener
 	served chan struct{} // closed when Serve has returned
+}
+
+// server serves a listener: HTTP's proxy.Server, or tcpproxy's relays.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
 }
 
 // ListenError is a listening socket that could not be made.
@@ -214,6 +221,12 @@ func (p *Process) listen(kind, addr string) (*net.TCPListener, error) {
 
 // newLive makes the server of l, on sock or on a socket of its own.
 func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, error) {
+	if l.TCP != nil {
+		o := *l.TCP
+		o.Logger = p.o.Logger
+		o.AccessLog = cmp.Or(p.o.AccessLogger, p.o.Logger)
+		return p.liveOn(l, tcpproxy.New(o), sock, "tcp")
+	}
 	o := p.gw.Options
 	o.AccessLogger = p.o.AccessLogger
 	o.Upgrades = l.Upgrades
@@ -225,13 +238,21 @@ func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, err
 	if err != nil {
 		return nil, err
 	}
+	scheme := "http"
+	if l.TLS != nil {
+		scheme = "https"
+	}
+	return p.liveOn(l, srv, sock, scheme)
+}
+
+// liveOn is srv serving l on sock, or on a socket of its own.
+func (p *Process) liveOn(l gateway.Listener, srv server, sock *net.TCPListener, scheme string) (*live, error) {
 	if sock == nil {
+		var err error
+		// Every stream listener's socket is named "http": a listener whose
+		// kind a reload changes keeps its socket.
 		if sock, err = p.listen("http", l.Address); err != nil {
 			return nil, &ListenError{"listener " + l.Name, l.Address, err}
-		}
-		scheme := "http"
-		if l.TLS != nil {
-			scheme = "https"
 		}
 		fmt.Fprintf(p.o.Stderr, "strait: listening on %s://%s (%s)\n", scheme, sock.Addr(), l.Name)
 	}
@@ -240,14 +261,19 @@ func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, err
 
 // serve accepts on lv's socket with its server, in the background.
 func (p *Process) serve(lv *live) {
-	if p.o.Metrics != nil {
-		p.o.Metrics.AddServer(lv.l.Name, lv.srv.Counters())
+	if m := p.o.Metrics; m != nil {
+		switch srv := lv.srv.(type) {
+		case *proxy.Server:
+			m.AddServer(lv.l.Name, srv.Counters())
+		case *tcpproxy.Server:
+			m.AddTCP(lv.l.Name, &srv.Stats)
+		}
 	}
 	lv.sock.SetDeadline(time.Time{}) // a gate before it may have left one
 	g := &gate{TCPListener: lv.sock}
 	go func() {
 		defer close(lv.served)
-		if err := lv.srv.Serve(g); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+		if err := lv.srv.Serve(g); err != nil && !errors.Is(err, proxy.ErrServerClosed) && !errors.Is(err, tcpproxy.ErrServerClosed) {
 			p.errc <- fmt.Errorf("listener %s: %w", lv.l.Name, err)
 		}
 	}()
@@ -274,17 +300,28 @@ func (p *Process) retire(lv *live, grace time.Duration, closeSocket bool) {
 	p.retiring.Add(1)
 	go func() {
 		defer p.retiring.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		ctx, cancel := context.WithTimeout(context.Background(), lv.grace(grace))
 		defer cancel()
 		lv.srv.Shutdown(ctx)
-		if p.o.Metrics != nil {
-			p.o.Metrics.RetireServer(lv.l.Name, lv.srv.Counters())
+		if m := p.o.Metrics; m != nil {
+			switch srv := lv.srv.(type) {
+			case *proxy.Server:
+				m.RetireServer(lv.l.Name, srv.Counters())
+			case *tcpproxy.Server:
+				m.RetireTCP(lv.l.Name, &srv.Stats)
+			}
 		}
 	}()
 	<-lv.served
 	if closeSocket {
 		lv.sock.Close()
 	}
+}
+
+// grace is how long lv's connections may go on once it stops accepting:
+// a TCP listener's drain_timeout, else the process's grace.
+func (lv *live) grace(process time.Duration) time.Duration {
+	return cmp.Or(lv.l.DrainTimeout, process)
 }
 
 func (p *Process) grace() time.Duration {
@@ -364,6 +401,10 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	next := make(map[string]*live, len(gw.Listeners))
 	for _, l := range swaps {
 		lv := p.live[l.Address]
+		if l.TCP != nil {
+			next[l.Address] = lv // the same config and cluster
+			continue
+		}
 		if !lv.l.SameConfig(&l) {
 			res.Changes = append(res.Changes, "listener "+l.Name+": new routes")
 		}
@@ -377,7 +418,7 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	}
 	for _, c := range changes {
 		if c.old != nil {
-			if c.old.l.SamePhases(&c.next.l) {
+			if c.old.l.TCP == nil && c.next.l.TCP == nil && c.old.l.SamePhases(&c.next.l) {
 				// What the old server still serves while it drains (a
 				// request on an idle keep-alive connection, an HTTP/2
 				// stream opened before its GOAWAY) goes by the new routes.
@@ -525,6 +566,8 @@ func (p *Process) Stop(upgraded bool) error {
 	var failed error
 	for _, lv := range p.live {
 		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), lv.grace(p.grace()))
+			defer cancel()
 			if err := lv.srv.Shutdown(ctx); err != nil {
 				mu.Lock()
 				failed = cmp.Or(failed, fmt.Errorf("listener %s: %w", lv.l.Name, err))

@@ -1,0 +1,273 @@
+// Package tcpproxy relays TCP connections to a cluster's endpoints: the
+// cluster picks the endpoint (its balancer, health checks, outlier
+// ejection and circuit breakers, as for HTTP), a failed connect is retried
+// on another endpoint, and the bytes move with splice(2), kernel to
+// kernel.
+//
+// The relay is written here rather than left to io.Copy, whose splice
+// (TCPConn.ReadFrom) takes a pipe, two descriptors, before it waits for
+// data: 10,000 idle relays would hold 40,000 of them. A relay here waits
+// for readability with a peek that takes nothing, and takes a pipe from
+// a shared few only while bytes are on their way. Each direction ends on
+// its own: a FIN is passed on as a FIN (half-close) and the other
+// direction keeps flowing; a reset is passed on as a reset.
+package tcpproxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/internal/fdlimit"
+	"github.com/straitproxy/strait/internal/sockio"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// Defaults of Options' zero values.
+const (
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultIdleTimeout    = time.Hour
+	DefaultMaxConns       = 100000
+)
+
+// Options configure a Server.
+type Options struct {
+	// Name is the listener's, for logs.
+	Name    string
+	Cluster *cluster.Cluster
+	// ConnectTimeout bounds each connect to an endpoint.
+	ConnectTimeout time.Duration
+	// IdleTimeout ends a relay when no byte moved either way for that
+	// long, or when a side took none of the bytes waiting for it; -1:
+	// never.
+	IdleTimeout time.Duration
+	// MaxConns is how many relays the listener holds at once; a client
+	// past it is closed at once.
+	MaxConns int
+	// Logger gets errors; AccessLog one line per connection (nil: none).
+	Logger    *slog.Logger
+	AccessLog *slog.Logger
+}
+
+// Stats are a Server's counters.
+type Stats struct {
+	Accepted   atomic.Int64 // connections accepted
+	OverLimit  atomic.Int64 // of those, closed at once over MaxConns
+	NoUpstream atomic.Int64 // closed for want of an endpoint that connects
+	Active     atomic.Int64 // relays open now
+	BytesIn    atomic.Int64 // client to upstream
+	BytesOut   atomic.Int64 // upstream to client
+}
+
+// Server relays the connections of the listeners it serves.
+type Server struct {
+	o     Options
+	pipes *pipes
+	Stats Stats
+
+	mu        sync.Mutex
+	relays    map[*relay]struct{}
+	listeners map[net.Listener]struct{}
+	closing   bool           // Shutdown began: no more accepting
+	killed    bool           // Shutdown's time is up: no more relaying
+	wg        sync.WaitGroup // relays being set up or running
+}
+
+// ErrServerClosed is Serve's answer once Shutdown began.
+var ErrServerClosed = errors.New("tcpproxy: server closed")
+
+// New returns a Server with o.
+func New(o Options) *Server {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	} else if o.IdleTimeout < 0 {
+		o.IdleTimeout = 0
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Server{o: o, pipes: &pipes{max: 64}, relays: make(map[*relay]struct{}), listeners: make(map[net.Listener]struct{})}
+}
+
+// Serve accepts connections on ln and relays them, until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.shuttingDown() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if fdlimit.Exhausted(err) || errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.o.Logger.Warn("accept failed; retrying", "listener", s.o.Name, "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.Stats.Accepted.Add(1)
+		c, ok := nc.(*net.TCPConn)
+		if !ok {
+			nc.Close()
+			continue
+		}
+		if s.Stats.Active.Add(1) > int64(s.o.MaxConns) {
+			s.Stats.Active.Add(-1)
+			s.Stats.OverLimit.Add(1)
+			c.SetLinger(0)
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.serve(c)
+	}
+}
+
+func (s *Server) shuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// serve connects c to an endpoint and relays.
+func (s *Server) serve(c *net.TCPConn) {
+	defer s.wg.Done()
+	defer s.Stats.Active.Add(-1)
+	start := time.Now()
+	sess := &proxy.Session{ClientAddr: sockio.AddrPort(c.RemoteAddr()), LocalAddr: sockio.AddrPort(c.LocalAddr())}
+	var call cluster.Call
+	up, peer, perr := s.connect(sess, &call)
+	if up == nil {
+		c.Close()
+		s.Stats.NoUpstream.Add(1)
+		s.o.Cluster.Done(sess, &call, perr)
+		s.o.Logger.Warn("tcp: no endpoint could be connected; the client is closed", "listener", s.o.Name,
+			"client", sess.ClientAddr, "attempts", sess.Stats.Attempts, "err", perr)
+		s.log(sess, start, nil, "", perr)
+		return
+	}
+	r, err := newRelay(s.pipes, c, up, s.o.IdleTimeout, &s.Stats.BytesIn, &s.Stats.BytesOut)
+	if err != nil {
+		c.Close()
+		up.Close()
+		s.o.Cluster.Done(sess, &call, nil)
+		return
+	}
+	s.mu.Lock()
+	killed := s.killed
+	s.relays[r] = struct{}{}
+	s.mu.Unlock()
+	if killed {
+		r.stop(closedDrain, false)
+	}
+	r.run()
+	s.mu.Lock()
+	delete(s.relays, r)
+	s.mu.Unlock()
+	s.o.Cluster.Done(sess, &call, nil)
+	s.log(sess, start, r, peer, nil)
+}
+
+// connect dials endpoints the cluster picks until one answers or no try
+// is left.
+func (s *Server) connect(sess *proxy.Session, call *cluster.Call) (*net.TCPConn, string, *proxy.Error) {
+	d := net.Dialer{Timeout: s.o.ConnectTimeout}
+	for {
+		sess.Stats.Attempts++
+		peer, err := s.o.Cluster.Peer(sess, call)
+		if err != nil {
+			var pe *proxy.Error
+			if !errors.As(err, &pe) {
+				pe = &proxy.Error{Side: proxy.Internal, Kind: proxy.KindNoPeer, Err: err}
+			}
+			return nil, "", pe
+		}
+		nc, err := d.Dial("tcp", peer.Addr)
+		if err == nil {
+			return nc.(*net.TCPConn), peer.Addr, nil
+		}
+		e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Err: err, Where: "connecting to " + peer.Addr}
+		if e = s.o.Cluster.FailToConnect(sess, call, e); !e.Retry {
+			return nil, peer.Addr, e
+		}
+	}
+}
+
+// log writes the connection's access log line.
+func (s *Server) log(sess *proxy.Session, start time.Time, r *relay, upstream string, e *proxy.Error) {
+	if s.o.AccessLog == nil {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("listener", s.o.Name),
+		slog.String("client", sess.ClientAddr.String()),
+		slog.String("upstream", upstream),
+		slog.Int("attempts", sess.Stats.Attempts),
+		slog.Int64("duration_ms", time.Since(start).Milliseconds()),
+	}
+	if r != nil {
+		attrs = append(attrs, slog.Int64("bytes_in", r.bytes[0].Load()), slog.Int64("bytes_out", r.bytes[1].Load()),
+			slog.String("closed_first", r.firstClosed()))
+	}
+	if e != nil {
+		attrs = append(attrs, slog.String("error", e.Error()))
+	}
+	s.o.AccessLog.LogAttrs(context.Background(), slog.LevelInfo, "tcp", attrs...)
+}
+
+// Shutdown stops accepting, lets the relays run until ctx is done, and
+// then closes those still open. It returns ctx's error if it had to.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.mu.Lock()
+		s.killed = true
+		for r := range s.relays {
+			r.stop(closedDrain, false)
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.pipes.closeAll()
+	return err
+}

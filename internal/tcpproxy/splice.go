@@ -1,0 +1,111 @@
+package tcpproxy
+
+import (
+	"errors"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// spliceChunk is the most one splice moves: a pipe's default capacity.
+const spliceChunk = 64 << 10
+
+// pipe is a kernel pipe that spliced bytes pass through.
+type pipe struct{ r, w int }
+
+// pipes are the spare pipes of a process. A relay takes one only while
+// bytes are on their way, so pipes scale with busy relays, not open
+// ones; go's own splice (TCPConn.ReadFrom) holds one from before it
+// waits for data.
+type pipes struct {
+	mu   sync.Mutex
+	free []*pipe
+	max  int // spares kept; more are closed
+}
+
+func (ps *pipes) get() (*pipe, error) {
+	ps.mu.Lock()
+	if n := len(ps.free); n > 0 {
+		p := ps.free[n-1]
+		ps.free = ps.free[:n-1]
+		ps.mu.Unlock()
+		return p, nil
+	}
+	ps.mu.Unlock()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	return &pipe{r: fds[0], w: fds[1]}, nil
+}
+
+// put gives back an empty pipe.
+func (ps *pipes) put(p *pipe) {
+	ps.mu.Lock()
+	if len(ps.free) < ps.max {
+		ps.free = append(ps.free, p)
+		p = nil
+	}
+	ps.mu.Unlock()
+	if p != nil {
+		p.close()
+	}
+}
+
+// closeAll closes the spares.
+func (ps *pipes) closeAll() {
+	ps.mu.Lock()
+	free := ps.free
+	ps.free = nil
+	ps.mu.Unlock()
+	for _, p := range free {
+		p.close()
+	}
+}
+
+func (p *pipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+// spliceFrom moves up to spliceChunk bytes from the socket fd into p,
+// without blocking: n 0 and err nil is the end of the stream, and
+// EAGAIN that nothing is there.
+func spliceFrom(fd int, p *pipe) (int, error) {
+	for {
+		n, err := unix.Splice(fd, nil, p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if err == unix.EINTR {
+			continue
+		}
+		return int(n), err
+	}
+}
+
+// spliceTo moves up to n bytes from p to the socket fd, without blocking.
+func spliceTo(p *pipe, fd, n int) (int, error) {
+	for {
+		m, err := unix.Splice(p.r, nil, fd, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if err == unix.EINTR {
+			continue
+		}
+		return int(m), err
+	}
+}
+
+// peek looks at fd without taking anything or blocking: EAGAIN when
+// there is nothing to read, 0 when there are bytes or the end of the
+// stream, else the socket's error, which the peek clears: the caller
+// must take it from here.
+func peek(fd uintptr) syscall.Errno {
+	var b [1]byte
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno
+}
+
+// isReset reports whether err is the peer resetting the connection.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}

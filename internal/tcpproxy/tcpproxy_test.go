@@ -1,0 +1,410 @@
+package tcpproxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/config"
+)
+
+// origin is a TCP server on loopback that runs handle per connection.
+func origin(t *testing.T, handle func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c.(*net.TCPConn))
+			})
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// echo sends back what it reads, and closes its half at the end of the
+// client's.
+func echo(c *net.TCPConn) {
+	copyPlain(c, c)
+	c.CloseWrite()
+}
+
+// copyPlain copies through a buffer: io.Copy between TCP connections
+// would splice, holding a pipe per connection in the test's process.
+func copyPlain(dst io.Writer, src io.Reader) (int64, error) {
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 32<<10))
+}
+
+type proxyUnderTest struct {
+	srv  *Server
+	addr string
+	logs *bytes.Buffer
+	mu   *sync.Mutex
+}
+
+// start runs a Server relaying to endpoints with o's settings.
+func start(t *testing.T, o Options, endpoints ...string) *proxyUnderTest {
+	t.Helper()
+	cl, err := cluster.New(&config.Cluster{Name: "c", Endpoints: endpoints}, cluster.Options{MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	p := &proxyUnderTest{logs: new(bytes.Buffer), mu: new(sync.Mutex)}
+	o.Name, o.Cluster = "test", cl
+	o.AccessLog = slog.New(slog.NewJSONHandler(lockedWriter{p.mu, p.logs}, nil))
+	o.Logger = slog.New(slog.DiscardHandler)
+	p.srv = New(o)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	served := make(chan struct{})
+	go func() {
+		p.srv.Serve(ln)
+		close(served)
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		p.srv.Shutdown(ctx)
+		<-served
+	})
+	return p
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// lines returns the access log's lines, once n are there.
+func (p *proxyUnderTest) lines(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p.mu.Lock()
+		text := p.logs.String()
+		p.mu.Unlock()
+		var out []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
+			if l == "" {
+				continue
+			}
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("%v: %s", err, l)
+			}
+			out = append(out, m)
+		}
+		if len(out) >= n {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d access log lines, want %d:\n%s", len(out), n, text)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// TestRelayBothWays: 32 MiB each way, unchanged, with the counts in the
+// access log.
+func TestRelayBothWays(t *testing.T) {
+	p := start(t, Options{}, origin(t, echo))
+	c := dial(t, p.addr)
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	go func() {
+		c.Write(data)
+		c.CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("got %d bytes back, not the %d sent", len(got), len(data))
+	}
+	l := p.lines(t, 1)[0]
+	if l["bytes_in"] != float64(len(data)) || l["bytes_out"] != float64(len(data)) || l["closed_first"] != "client" {
+		t.Errorf("access log: %v", l)
+	}
+	if p.srv.Stats.BytesIn.Load() != int64(len(data)) {
+		t.Errorf("Stats.BytesIn = %d", p.srv.Stats.BytesIn.Load())
+	}
+}
+
+// TestHalfClose: the client's FIN reaches the origin, which answers after
+// it; the answer still reaches the client.
+func TestHalfClose(t *testing.T) {
+	got := make(chan string, 1)
+	addr := origin(t, func(c *net.TCPConn) {
+		b, _ := io.ReadAll(c) // to the client's FIN
+		got <- string(b)
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(c, "answer after your FIN")
+	})
+	p := start(t, Options{}, addr)
+	c := dial(t, p.addr)
+	io.WriteString(c, "question")
+	c.CloseWrite()
+	if s := <-got; s != "question" {
+		t.Fatalf("origin read %q", s)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "answer after your FIN" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+	if l := p.lines(t, 1)[0]; l["closed_first"] != "client" {
+		t.Errorf("closed_first %v, want client", l["closed_first"])
+	}
+}
+
+// TestConnectRetry: an endpoint that refuses is passed over for the
+// other, for every client.
+func TestConnectRetry(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	refusing := ln.Addr().String()
+	ln.Close()
+	p := start(t, Options{}, refusing, origin(t, echo))
+	for i := range 10 {
+		c := dial(t, p.addr)
+		io.WriteString(c, "ping")
+		c.CloseWrite()
+		if b, _ := io.ReadAll(c); string(b) != "ping" {
+			t.Fatalf("client %d: %q", i, b)
+		}
+	}
+	if n := p.srv.Stats.NoUpstream.Load(); n != 0 {
+		t.Errorf("%d clients got no endpoint", n)
+	}
+}
+
+// TestNoEndpoint: every endpoint refuses: the client is closed, counted
+// and logged with the error.
+func TestNoEndpoint(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	refusing := ln.Addr().String()
+	ln.Close()
+	p := start(t, Options{}, refusing)
+	c := dial(t, p.addr)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d, %v; want the connection closed", n, err)
+	}
+	l := p.lines(t, 1)[0]
+	if !strings.Contains(l["error"].(string), "refused") || p.srv.Stats.NoUpstream.Load() != 1 {
+		t.Errorf("access log %v, NoUpstream %d", l, p.srv.Stats.NoUpstream.Load())
+	}
+}
+
+// TestResetPassedOn: an origin that resets makes the client's connection
+// reset too, not end as if the stream were whole.
+func TestResetPassedOn(t *testing.T) {
+	addr := origin(t, func(c *net.TCPConn) {
+		io.WriteString(c, "partial")
+		time.Sleep(50 * time.Millisecond)
+		c.SetLinger(0)
+	})
+	p := start(t, Options{}, addr)
+	c := dial(t, p.addr)
+	io.WriteString(c, "x")
+	b, err := io.ReadAll(c)
+	if string(b) != "partial" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read %q, %v; want partial, then a reset", b, err)
+	}
+}
+
+// TestIdleTimeout: nothing moving either way ends the relay; bytes one
+// way keep it open.
+func TestIdleTimeout(t *testing.T) {
+	addr := origin(t, func(c *net.TCPConn) { copyPlain(c, c) })
+	p := start(t, Options{IdleTimeout: 300 * time.Millisecond}, addr)
+	busy, quiet := dial(t, p.addr), dial(t, p.addr)
+	startAt := time.Now()
+	buf := make([]byte, 4)
+	for range 8 { // 800 ms of one byte each way every 100 ms
+		io.WriteString(busy, "ping")
+		if _, err := io.ReadFull(busy, buf); err != nil {
+			t.Fatalf("the busy relay ended: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	quiet.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := quiet.Read(buf); err != io.EOF {
+		t.Fatalf("the quiet relay: %v, want it closed", err)
+	}
+	if d := time.Since(startAt); d < 300*time.Millisecond {
+		t.Errorf("closed after %v, before the idle timeout", d)
+	}
+	if l := p.lines(t, 1)[0]; l["closed_first"] != "idle" {
+		t.Errorf("closed_first %v, want idle", l["closed_first"])
+	}
+}
+
+// TestClientNeverReads: an origin that sends and a client that never
+// reads: strait buffers nothing in user space, and ends the relay as
+// stalled after the idle timeout.
+func TestClientNeverReads(t *testing.T) {
+	sent := make(chan int64, 1)
+	addr := origin(t, func(c *net.TCPConn) {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		n, _ := io.Copy(c, io.LimitReader(rand.Reader, 1<<30))
+		sent <- n
+	})
+	p := start(t, Options{IdleTimeout: 500 * time.Millisecond}, addr)
+	c := dial(t, p.addr)
+	c.SetReadBuffer(4096)
+	n := <-sent
+	if n >= 1<<30 {
+		t.Fatal("the origin sent everything to a client that reads nothing")
+	}
+	if l := p.lines(t, 1)[0]; l["closed_first"] != "stalled" {
+		t.Errorf("closed_first %v, want stalled", l["closed_first"])
+	}
+	t.Logf("the origin could send %d KiB before the relay ended (kernel buffers and one pipe)", n>>10)
+}
+
+// TestMaxConns: past MaxConns a client is closed at once and counted;
+// one that leaves makes room.
+func TestMaxConns(t *testing.T) {
+	p := start(t, Options{MaxConns: 2}, origin(t, echo))
+	a, b := dial(t, p.addr), dial(t, p.addr)
+	for _, c := range []*net.TCPConn{a, b} {
+		io.WriteString(c, "x")
+		io.ReadFull(c, make([]byte, 1))
+	}
+	// Refused with a reset, which can come before the dial returns.
+	if over, err := net.Dial("tcp", p.addr); err == nil {
+		over.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := over.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the third client: %v, want it closed", err)
+		}
+		over.Close()
+	}
+	if n := p.srv.Stats.OverLimit.Load(); n != 1 {
+		t.Errorf("OverLimit %d, want 1", n)
+	}
+	a.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.srv.Stats.Active.Load() > 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c := dial(t, p.addr)
+	io.WriteString(c, "y")
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("after one left: %v", err)
+	}
+}
+
+// TestShutdownDrains: Shutdown stops accepting at once; an open relay goes
+// on until the drain time is up, and is closed then.
+func TestShutdownDrains(t *testing.T) {
+	p := start(t, Options{}, origin(t, func(c *net.TCPConn) { copyPlain(c, c) }))
+	c := dial(t, p.addr)
+	io.WriteString(c, "a")
+	io.ReadFull(c, make([]byte, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.srv.Shutdown(ctx) }()
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(c, "b")
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("the relay did not go on while draining: %v", err)
+	}
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the drain: %v, want the relay closed", err)
+	}
+	if l := p.lines(t, 1)[0]; l["closed_first"] != "drain" {
+		t.Errorf("closed_first %v, want drain", l["closed_first"])
+	}
+}
+
+// TestIdleRelaysHoldNoPipes: open relays that carry nothing hold their
+// sockets and no pipe.
+func TestIdleRelaysHoldNoPipes(t *testing.T) {
+	p := start(t, Options{}, origin(t, echo))
+	before := countFDs(t)
+	const n = 200
+	for range n {
+		c := dial(t, p.addr)
+		io.WriteString(c, "x") // a pipe was used, and given back
+		io.ReadFull(c, make([]byte, 1))
+	}
+	after := countFDs(t)
+	// Each relay: the test's client, strait's two sockets, the origin's.
+	if got := after.sockets - before.sockets; got != 4*n {
+		t.Errorf("%d more sockets for %d relays, want %d", got, n, 4*n)
+	}
+	if got := after.pipes - before.pipes; got > 2*2*4 {
+		t.Errorf("%d more pipe descriptors for %d idle relays, want only a few spares", got, n)
+	}
+}
+
+type fds struct{ sockets, pipes int }
+
+func countFDs(t *testing.T) fds {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	var f fds
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		switch {
+		case strings.HasPrefix(l, "socket:"):
+			f.sockets++
+		case strings.HasPrefix(l, "pipe:"):
+			f.pipes++
+		}
+	}
+	return f
+}
