@@ -178,8 +178,22 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 	if prev != nil {
 		g.gen = prev.gen + 1
 	}
+	tcp := make(map[string]int) // clusters of tcp listeners: their max_conns
+	for _, lc := range c.Listeners {
+		if lc.Kind == "tcp" {
+			tcp[lc.Cluster] += cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns, tcpproxy.DefaultMaxConns)
+		}
+	}
 	for i := range c.Clusters {
 		cc := &c.Clusters[i]
+		if n := tcp[cc.Name]; n > 0 && cc.Limits.MaxRequests == 0 {
+			// A relay holds its slot for as long as it is open: a TCP
+			// cluster is bounded by its listeners' max_conns, not by
+			// HTTP's 1024 requests in flight, unless it says so.
+			copied := *cc
+			copied.Limits.MaxRequests = n
+			cc = &copied
+		}
 		conf := jsonOf(cc, c.Limits.MaxAttempts)
 		g.clusterConfigs[cc.Name] = conf
 		if prev != nil && prev.clusterConfigs[cc.Name] == conf {
