@@ -216,3 +216,36 @@ func TestTLSPartialRecordTimesOut(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSOtherProtocolClosed: a handshake that negotiates a protocol that
+// is not HTTP (acme-tls/1, a CA's TLS-ALPN-01 validation, after which no
+// data may follow) is closed: a request sent after it is not served, and
+// would pass no client-certificate check a listener makes.
+func TestTLSOtherProtocolClosed(t *testing.T) {
+	origin := proxytest.Origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "served")
+	}))
+	server, client := selfSigned(t)
+	server.NextProtos = []string{"http/1.1", "acme-tls/1"}
+	_, addr := proxytest.Proxy(t, to(origin), proxy.Options{TLS: server})
+	for _, proto := range []string{"acme-tls/1", "http/1.1"} {
+		c := client.Clone()
+		c.NextProtos = []string{proto}
+		tc, _, br := tlsConn(t, addr, c)
+		if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != proto {
+			t.Fatalf("%s: handshake %v, negotiated %q", proto, err, tc.ConnectionState().NegotiatedProtocol)
+		}
+		io.WriteString(tc, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if proto == "acme-tls/1" {
+			if err == nil {
+				t.Errorf("acme-tls/1: answered %s", resp.Status)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("http/1.1: %v", err)
+		}
+		resp.Body.Close()
+	}
+}

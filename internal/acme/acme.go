@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -140,50 +141,59 @@ func cmpOr(a, b string) string {
 // Start loads what storage holds and obtains what it lacks, in the
 // background: a CA that cannot be reached is retried with backoff, and
 // whatever certificate is stored is served meanwhile.
-func (m *Manager) Start(ctx context.Context) error {
-	names := make([]string, 0, len(m.names))
+func (m *Manager) Start(ctx context.Context) {
 	for n := range m.names {
-		names = append(names, n)
-		m.setAsideUnusable(ctx, n)
+		// Each name on its own: the check waits for nothing, and the
+		// names' orders go on side by side.
+		go func() {
+			m.setAsideUnusable(ctx, n)
+			if err := m.magic.ManageAsync(ctx, []string{n}); err != nil {
+				m.logger.Error("acme: managing the certificate", "name", n, "err", err)
+			}
+		}()
 	}
-	return m.magic.ManageAsync(ctx, names)
 }
 
-// setAsideUnusable renames a stored certificate and key that do not make
-// a certificate (a damaged file, a key that is not the certificate's)
-// to *.unusable, so that the name is ordered anew: certmagic would log
-// the error once and never manage the name. It holds the lock certmagic
-// orders under, so that a renewal another process is writing is not
-// taken for damage.
+// setAsideUnusable renames a stored certificate, key and metadata that
+// do not make a certificate (a damaged file, a key that is not the
+// certificate's) to *.unusable, so that the name is ordered anew:
+// certmagic would log the error once and never manage the name. It
+// checks under the lock certmagic orders under, so that a renewal another
+// process is writing is not taken for damage; if that lock is held, the
+// holder is about to write a fresh set, and nothing is checked.
 func (m *Manager) setAsideUnusable(ctx context.Context, name string) {
 	fsys, ok := m.magic.Storage.(*certmagic.FileStorage)
 	if !ok {
 		return
 	}
 	issuer := m.issuer.IssuerKey()
-	keys := []string{certmagic.StorageKeys.SiteCert(issuer, name), certmagic.StorageKeys.SitePrivateKey(issuer, name)}
+	keys := []string{certmagic.StorageKeys.SiteCert(issuer, name), certmagic.StorageKeys.SitePrivateKey(issuer, name),
+		certmagic.StorageKeys.SiteMeta(issuer, name)}
 	if _, err := os.Stat(fsys.Filename(keys[0])); errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	lock := "issue_cert_" + name // certmagic's own lock for ordering name
-	if err := fsys.Lock(ctx, lock); err != nil {
-		m.logger.Warn("acme: stored certificate not checked: storage lock", "name", name, "err", err)
+	if ok, err := fsys.TryLock(ctx, lock); err != nil || !ok {
 		return
 	}
 	defer fsys.Unlock(context.WithoutCancel(ctx), lock)
-	certPEM, err := fsys.Load(ctx, keys[0])
-	if err != nil {
-		return
+	var parts [3][]byte
+	for i, k := range keys {
+		b, err := fsys.Load(ctx, k)
+		if err != nil {
+			return // certmagic orders anew when a part is missing
+		}
+		parts[i] = b
 	}
-	keyPEM, err := fsys.Load(ctx, keys[1])
-	if err != nil {
-		return // certmagic orders anew when a part is missing
-	}
-	_, err = tls.X509KeyPair(certPEM, keyPEM)
+	_, err := tls.X509KeyPair(parts[0], parts[1])
 	if err == nil {
-		return
+		var meta struct {
+			SANs []string `json:"sans"`
+		}
+		if err = json.Unmarshal(parts[2], &meta); err == nil {
+			return
+		}
+		err = fmt.Errorf("metadata: %w", err)
 	}
 	m.Stats.Failed.Add(1)
 	m.logger.Error("acme: stored certificate is unusable; set aside as *.unusable and ordered anew", "name", name, "err", err)

@@ -6,10 +6,29 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
-func newManager(t *testing.T, logs *bytes.Buffer) *Manager {
+// lockedBuffer is a log certmagic's goroutines write to while a test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newManager(t *testing.T, logs *lockedBuffer) *Manager {
 	t.Helper()
 	m, err := New(Config{Directory: "https://127.0.0.1:1/dir", Names: []string{"WWW.Example.com"},
 		Storage: filepath.Join(t.TempDir(), "acme"), Logger: slog.New(slog.NewJSONHandler(logs, nil))})
@@ -21,7 +40,7 @@ func newManager(t *testing.T, logs *bytes.Buffer) *Manager {
 }
 
 func TestManagesAndAnswerHTTP(t *testing.T) {
-	var logs bytes.Buffer
+	var logs lockedBuffer
 	m := newManager(t, &logs)
 	for name, want := range map[string]bool{"www.example.com": true, "WWW.EXAMPLE.COM": true, "example.com": false, "": false} {
 		if got := m.Manages(name); got != want {
@@ -61,7 +80,7 @@ func TestHostOnly(t *testing.T) {
 // TestSlogCore: certmagic's lines reach slog at their level with their
 // fields; its per-handshake TLS-ALPN error does not.
 func TestSlogCore(t *testing.T) {
-	var logs bytes.Buffer
+	var logs lockedBuffer
 	m := newManager(t, &logs)
 	m.magic.Logger.Error("tls-alpn challenge")
 	m.magic.Logger.Warn("something else")

@@ -375,11 +375,7 @@ func (g *Gateway) listenerTLS(name string, lc *config.Listener, logger *slog.Log
 	go ts.Run(ctx)
 	stop := cancel
 	if am != nil {
-		if err := am.Start(ctx); err != nil {
-			cancel()
-			am.Stop()
-			return nil, fmt.Errorf("acme: %w", err)
-		}
+		am.Start(ctx)
 		stop = func() { cancel(); am.Stop() }
 	}
 	lt := &listenerTLS{srv: ts, config: conf, clientAuth: jsonOf(t.ClientAuth, t.ClientCA), stop: stop, acme: am}

@@ -164,6 +164,14 @@ func (t *handshakeTask) Run() {
 	tc.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
 	c.tls = &st
+	switch st.NegotiatedProtocol {
+	case "", "http/1.1", "h2":
+	default:
+		// Not HTTP: a CA's TLS-ALPN-01 validation (acme-tls/1), after
+		// which no data may follow (RFC 8737 §3). Nothing is served.
+		c.Close()
+		return
+	}
 	if srv.H2 != nil && (st.NegotiatedProtocol == "h2" || srv.H2Only) {
 		c.handOff(nil)
 		return

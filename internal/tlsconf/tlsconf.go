@@ -135,8 +135,10 @@ func New(c Config) (*Server, error) {
 		UnwrapSession:          s.unwrapSession,
 	}
 	if c.Managed != nil {
-		s.challenge = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{challengeProto},
-			GetCertificate: c.Managed.Certificate}
+		// The validation's handshake only: no session to resume later,
+		// and the connection is closed after it (internal/h1).
+		s.challenge = &tls.Config{MinVersion: s.tls.MinVersion, NextProtos: []string{challengeProto},
+			GetCertificate: c.Managed.Certificate, SessionTicketsDisabled: true}
 		s.tls.GetConfigForClient = s.configFor
 	}
 	if c.ClientAuth != tls.NoClientCert {

@@ -86,7 +86,7 @@ func TestManaged(t *testing.T) {
 		t.Error("For does not tell a managed name's certificate from others")
 	}
 	cfg, err := s.TLS().GetConfigForClient(&tls.ClientHelloInfo{ServerName: "a.example", SupportedProtos: []string{"acme-tls/1"}})
-	if err != nil || cfg == nil || len(cfg.NextProtos) != 1 || cfg.NextProtos[0] != "acme-tls/1" {
+	if err != nil || cfg == nil || len(cfg.NextProtos) != 1 || cfg.NextProtos[0] != "acme-tls/1" || !cfg.SessionTicketsDisabled {
 		t.Errorf("a TLS-ALPN-01 hello: %v, %v", cfg, err)
 	}
 	if cfg, _ := s.TLS().GetConfigForClient(&tls.ClientHelloInfo{ServerName: "a.example", SupportedProtos: []string{"h2", "acme-tls/1"}}); cfg != nil {

@@ -339,6 +339,51 @@ func TestACMETLSALPNAndLock(t *testing.T) {
 	if n := strings.Count(pb.proc.stdout.String(), "Issued certificate serial"); n != 2 {
 		t.Errorf("Pebble issued %d certificates, want 2 (the first, and the one replacing the unusable)", n)
 	}
+
+	// Damaged metadata beside a good certificate and key: the same.
+	p.stop()
+	metas, _ := filepath.Glob(filepath.Join(storage, "certificates", "*", "localhost", "localhost.json"))
+	if len(metas) != 1 {
+		t.Fatalf("stored metadata: %v", metas)
+	}
+	os.WriteFile(metas[0], []byte(`{"sans":["localhost"],"issuer_data":`), 0o600)
+	p = runConfig(t, dir, "strait0.yaml", yamls[0], addr)
+	waitServed := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(40 * time.Second)
+		for {
+			c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: roots})
+			if err == nil {
+				c.Close()
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no certificate served: %v\n%s", what, err, tail(p.stderr.String(), 20))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitServed("damaged metadata")
+	if _, err := os.Stat(metas[0] + ".unusable"); err != nil {
+		t.Errorf("the damaged metadata was not set aside: %v", err)
+	}
+	if n := strings.Count(pb.proc.stdout.String(), "Issued certificate serial"); n != 3 {
+		t.Errorf("Pebble issued %d certificates, want 3", n)
+	}
+
+	// The storage's order lock held by another process (in an order, or
+	// a renewal's backoff): strait starts at once, with what is stored.
+	p.stop()
+	lock := filepath.Join(storage, "locks", "issue_cert_localhost.lock")
+	os.MkdirAll(filepath.Dir(lock), 0o700)
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	os.WriteFile(lock, []byte(`{"created":"`+now+`","updated":"`+now+`"}`), 0o644)
+	started := time.Now()
+	p = runConfig(t, dir, "strait0.yaml", yamls[0], addr)
+	waitServed("with the lock held")
+	if d := time.Since(started); d > 5*time.Second {
+		t.Errorf("with the order lock held elsewhere, the stored certificate was served after %v", d)
+	}
 }
 
 // TestACMERetriesCADown: with the CA down at start and nothing stored,
