@@ -131,8 +131,13 @@ type Listener struct {
 	// knowledge) or tcp (connections relayed to Cluster, bytes as they
 	// are: docs/tcp.md).
 	Kind string `yaml:"kind"`
-	// Cluster is where a tcp listener relays connections.
+	// Cluster is where a tcp listener relays connections: with
+	// SNIRoutes, those no route takes (left out: they are refused).
 	Cluster string `yaml:"cluster"`
+	// SNIRoutes send a tcp listener's TLS connections by their
+	// ClientHello's server name and ALPN, unterminated (TLS
+	// passthrough); the first that matches wins.
+	SNIRoutes []SNIRoute `yaml:"sni_routes"`
 	// TCP are a tcp listener's timeouts and limits.
 	TCP    TCPListener `yaml:"tcp"`
 	Routes []Route     `yaml:"routes"` // tried in order; the first match wins
@@ -175,6 +180,15 @@ type ListenerTLS struct {
 	ACME *ACME `yaml:"acme"`
 }
 
+// SNIRoute is a TLS passthrough route: connections whose ClientHello
+// names one of Names (exact, or *.example.com for one label more) and,
+// if ALPN is set, offers one of its protocols go to Cluster.
+type SNIRoute struct {
+	Names   []string `yaml:"names"`
+	ALPN    []string `yaml:"alpn"`
+	Cluster string   `yaml:"cluster"`
+}
+
 // TCPListener are a tcp listener's timeouts and limits.
 type TCPListener struct {
 	// IdleTimeout ends a relay when no byte moved either way for that
@@ -188,6 +202,9 @@ type TCPListener struct {
 	// MaxConns bounds the relays open at once; past it a client is
 	// closed at once. Default limits.max_conns.
 	MaxConns int `yaml:"max_conns"`
+	// HelloTimeout bounds the wait for a whole ClientHello, with
+	// sni_routes; default 5s.
+	HelloTimeout Duration `yaml:"hello_timeout"`
 }
 
 // ACME is a listener's automatic certificates.

@@ -50,7 +50,7 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listeners:\n  - address: 127.0.0.1:80\n    routes: [{cluster: c}]\n    colour: red\nclusters: [{name: c, endpoints: [a:1]}]\n",
-			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, kind, cluster, tcp, routes, upgrades, paths, tls, http2)"}},
+			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, kind, cluster, sni_routes, tcp, routes, upgrades, paths, tls, http2)"}},
 		{"bad duration and size", "listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\ntimeouts:\n  idle: soon\nlimits:\n  max_request_body: 1TB\n",
 			[]string{`f.yaml:4: timeouts.idle: want a duration like 10s, 1m30s or 250ms, got "soon"`, `f.yaml:6: limits.max_request_body: want a size like 512, 64KiB or 1MiB, got "1TB"`}},
 		{"validation", "listeners:\n  - address: nope\n    routes:\n      - cluster: missing\n        path_prefix: api\nclusters:\n  - name: c\n    endpoints: []\n    balance: fastest\n",
@@ -176,6 +176,19 @@ func TestValueErrors(t *testing.T) {
 				`f.yaml:6: listeners[0].tls.acme.names[5]: want a host name, like www.example.com (no wildcard: those need DNS-01; no IP address, underscore or final dot), got "-a.example"`,
 				`f.yaml:8: listeners[0].tls.acme.check_interval: want 1s or more, got 10ms`,
 				`f.yaml:9: listeners[0].tls.acme.challenges[0]: want http-01 or tls-alpn-01, got "dns-01"`,
+			}},
+		{"tcp", "listeners:\n  - address: 127.0.0.1:1\n    kind: tcp\n    routes: [{cluster: web}]\n  - address: 127.0.0.1:2\n    kind: tcp\n    cluster: secure\n    sni_routes: [{names: [\"*.a.example\", \"a..b\"], cluster: nope}, {names: [], alpn: [\"\"], cluster: web}]\n    tcp: {idle_timeout: -1s}\n  - address: 127.0.0.1:3\n    kind: udp\n  - address: 127.0.0.1:4\n    cluster: web\n    routes: [{cluster: web}]\nclusters: [{name: web, endpoints: [a:1]}, {name: secure, endpoints: [a:2], tls: {}}]\n",
+			[]string{
+				`f.yaml:2: listeners[0].cluster: a tcp listener needs the cluster it relays to, or sni_routes`,
+				`f.yaml:4: listeners[0].routes: routes is for http listeners: a tcp listener relays bytes to its cluster`,
+				`f.yaml:7: listeners[1].cluster: cluster secure has tls or protocol: a tcp listener relays bytes as they are, and would not apply them`,
+				`f.yaml:8: listeners[1].sni_routes[0].names[1]: want a host name, or *.example.com for one label more, got "a..b"`,
+				`f.yaml:8: listeners[1].sni_routes[0].cluster: no cluster is named "nope"`,
+				`f.yaml:8: listeners[1].sni_routes[1].names: an SNI route needs the server names it takes`,
+				`f.yaml:8: listeners[1].sni_routes[1].alpn[0]: want an ALPN protocol id, like h2, got ""`,
+				`f.yaml:9: listeners[1].tcp: timeouts and max_conns must not be negative`,
+				`f.yaml:11: listeners[2].kind: want http or tcp, got "udp"`,
+				`f.yaml:12: listeners[3].kind: cluster, sni_routes and tcp are for a listener of kind tcp; an http listener has routes`,
 			}},
 		{"list for file", "- a\n- b\n",
 			[]string{`f.yaml:1: want a mapping, got a list`}},

@@ -384,12 +384,15 @@ func (v *validator) config(c *Config) {
 		}
 		names[cmp.Or(l.Name, l.Address)] = true
 		v.oneOf(at(p, "kind"), l.Kind, "http", "tcp")
+		if l.Kind != "" && l.Kind != "http" && l.Kind != "tcp" {
+			continue // what else is wrong depends on the kind meant
+		}
 		if l.Kind == "tcp" {
 			v.tcpListener(p, &l, c)
 			continue
 		}
-		if l.Cluster != "" || l.TCP != (TCPListener{}) {
-			v.errorf(at(p, "kind"), "cluster and tcp are for a listener of kind tcp; an http listener has routes")
+		if l.Cluster != "" || l.SNIRoutes != nil || l.TCP != (TCPListener{}) {
+			v.errorf(at(p, "kind"), "cluster, sni_routes and tcp are for a listener of kind tcp; an http listener has routes")
 		}
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
@@ -486,14 +489,41 @@ func (v *validator) config(c *Config) {
 // tcpListener checks a listener of kind tcp: a cluster, and nothing of
 // HTTP's.
 func (v *validator) tcpListener(p []any, l *Listener, c *Config) {
-	i := slices.IndexFunc(c.Clusters, func(cl Cluster) bool { return cl.Name == l.Cluster })
+	tcpCluster := func(p []any, name string) {
+		i := slices.IndexFunc(c.Clusters, func(cl Cluster) bool { return cl.Name == name })
+		switch {
+		case i < 0:
+			v.errorf(p, "no cluster is named %q", name)
+		case c.Clusters[i].TLS != nil || c.Clusters[i].Protocol != "":
+			v.errorf(p, "cluster %s has tls or protocol: a tcp listener relays bytes as they are, and would not apply them", name)
+		}
+	}
 	switch {
-	case l.Cluster == "":
-		v.errorf(at(p, "cluster"), "a tcp listener needs the cluster it relays to")
-	case i < 0:
-		v.errorf(at(p, "cluster"), "no cluster is named %q", l.Cluster)
-	case c.Clusters[i].TLS != nil || c.Clusters[i].Protocol != "":
-		v.errorf(at(p, "cluster"), "cluster %s has tls or protocol: a tcp listener relays bytes as they are, and would not apply them", l.Cluster)
+	case l.Cluster != "":
+		tcpCluster(at(p, "cluster"), l.Cluster)
+	case len(l.SNIRoutes) == 0:
+		v.errorf(at(p, "cluster"), "a tcp listener needs the cluster it relays to, or sni_routes")
+	}
+	for j, r := range l.SNIRoutes {
+		rp := at(p, "sni_routes", j)
+		if len(r.Names) == 0 {
+			v.errorf(at(rp, "names"), "an SNI route needs the server names it takes")
+		}
+		for k, n := range r.Names {
+			if !isCertName(strings.TrimPrefix(n, "*.")) {
+				v.errorf(at(rp, "names", k), "want a host name, or *.example.com for one label more, got %q", n)
+			}
+		}
+		for k, a := range r.ALPN {
+			if a == "" || len(a) > 255 {
+				v.errorf(at(rp, "alpn", k), "want an ALPN protocol id, like h2, got %q", a)
+			}
+		}
+		if r.Cluster == "" {
+			v.errorf(at(rp, "cluster"), "an SNI route needs a cluster")
+		} else {
+			tcpCluster(at(rp, "cluster"), r.Cluster)
+		}
 	}
 	for _, k := range []struct {
 		key string
@@ -506,7 +536,7 @@ func (v *validator) tcpListener(p []any, l *Listener, c *Config) {
 			v.errorf(at(p, k.key), "%s is for http listeners: a tcp listener relays bytes to its cluster", k.key)
 		}
 	}
-	if l.TCP.IdleTimeout < 0 || l.TCP.DrainTimeout < 0 || l.TCP.MaxConns < 0 {
+	if l.TCP.IdleTimeout < 0 || l.TCP.DrainTimeout < 0 || l.TCP.MaxConns < 0 || l.TCP.HelloTimeout < 0 {
 		v.errorf(at(p, "tcp"), "timeouts and max_conns must not be negative")
 	}
 }

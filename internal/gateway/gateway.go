@@ -181,7 +181,11 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 	tcp := make(map[string]int) // clusters of tcp listeners: their max_conns
 	for _, lc := range c.Listeners {
 		if lc.Kind == "tcp" {
-			tcp[lc.Cluster] += cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns, tcpproxy.DefaultMaxConns)
+			n := cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns, tcpproxy.DefaultMaxConns)
+			tcp[lc.Cluster] += n
+			for _, r := range lc.SNIRoutes {
+				tcp[r.Cluster] += n
+			}
 		}
 	}
 	for i := range c.Clusters {
@@ -307,10 +311,20 @@ func (g *Gateway) tcpListener(c *config.Config, lc *config.Listener) Listener {
 	name := cmp.Or(lc.Name, lc.Address)
 	cl := g.Clusters[lc.Cluster]
 	o := &tcpproxy.Options{Name: name, Cluster: cl, ConnectTimeout: time.Duration(c.Timeouts.Connect),
-		IdleTimeout: time.Duration(lc.TCP.IdleTimeout), MaxConns: cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns)}
+		IdleTimeout: time.Duration(lc.TCP.IdleTimeout), MaxConns: cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns),
+		HelloTimeout: time.Duration(lc.TCP.HelloTimeout)}
+	clusters := []*cluster.Cluster{cl}
+	for _, r := range lc.SNIRoutes {
+		names := make([]string, len(r.Names))
+		for i, n := range r.Names {
+			names[i] = strings.ToLower(n)
+		}
+		o.Routes = append(o.Routes, tcpproxy.Route{Names: names, ALPN: r.ALPN, Cluster: g.Clusters[r.Cluster]})
+		clusters = append(clusters, g.Clusters[r.Cluster])
+	}
 	l := Listener{Name: name, Address: lc.Address, TCP: o, DrainTimeout: time.Duration(lc.TCP.DrainTimeout)}
 	l.config = jsonOf(lc)
-	l.server = fmt.Sprintf("tcp %s %p %s", l.config, cl, jsonOf(c.Timeouts.Connect, c.Limits.MaxConns))
+	l.server = fmt.Sprintf("tcp %s %p %s", l.config, clusters, jsonOf(c.Timeouts.Connect, c.Limits.MaxConns))
 	return l
 }
 

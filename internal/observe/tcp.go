@@ -26,7 +26,7 @@ var (
 	tcpConns = prometheus.NewDesc("strait_tcp_connections_total",
 		"Connections a tcp listener accepted.", []string{"listener"}, nil)
 	tcpRefused = prometheus.NewDesc("strait_tcp_connections_refused_total",
-		"Connections a tcp listener closed unrelayed, by reason: max_conns (tcp.max_conns), no_upstream (no endpoint could be connected).",
+		"Connections a tcp listener closed unrelayed, by reason: max_conns (tcp.max_conns), no_upstream (no endpoint could be connected), bad_hello (sni_routes: no whole ClientHello within tcp.hello_timeout, or a malformed or oversized one), no_route (sni_routes: no route took the name, and no cluster).",
 		[]string{"listener", "reason"}, nil)
 	tcpActive = prometheus.NewDesc("strait_tcp_active_connections",
 		"Relays open now (tcp.max_conns bounds them).", []string{"listener"}, nil)
@@ -43,7 +43,7 @@ func (c *tcpCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	type totals struct{ accepted, overLimit, noUpstream, active, in, out int64 }
+	type totals struct{ accepted, overLimit, noUpstream, badHello, noRoute, active, in, out int64 }
 	by := make(map[string]*totals)
 	for _, n := range c.list {
 		t := by[n.listener]
@@ -54,6 +54,8 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 		t.accepted += n.s.Accepted.Load()
 		t.overLimit += n.s.OverLimit.Load()
 		t.noUpstream += n.s.NoUpstream.Load()
+		t.badHello += n.s.BadHello.Load()
+		t.noRoute += n.s.NoRoute.Load()
 		t.in += n.s.BytesIn.Load()
 		t.out += n.s.BytesOut.Load()
 		if !n.retired {
@@ -64,6 +66,8 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(tcpConns, prometheus.CounterValue, float64(t.accepted), l)
 		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.overLimit), l, "max_conns")
 		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.noUpstream), l, "no_upstream")
+		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.badHello), l, "bad_hello")
+		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.noRoute), l, "no_route")
 		ch <- prometheus.MustNewConstMetric(tcpActive, prometheus.GaugeValue, float64(t.active), l)
 		ch <- prometheus.MustNewConstMetric(tcpBytes, prometheus.CounterValue, float64(t.in), l, "in")
 		ch <- prometheus.MustNewConstMetric(tcpBytes, prometheus.CounterValue, float64(t.out), l, "out")
@@ -97,6 +101,8 @@ func (m *Metrics) RetireTCP(listener string, s *tcpproxy.Stats) {
 	into.Accepted.Add(s.Accepted.Load())
 	into.OverLimit.Add(s.OverLimit.Load())
 	into.NoUpstream.Add(s.NoUpstream.Load())
+	into.BadHello.Add(s.BadHello.Load())
+	into.NoRoute.Add(s.NoRoute.Load())
 	into.BytesIn.Add(s.BytesIn.Load())
 	into.BytesOut.Add(s.BytesOut.Load())
 }

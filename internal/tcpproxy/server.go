@@ -18,6 +18,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,13 +34,21 @@ const (
 	DefaultConnectTimeout = 5 * time.Second
 	DefaultIdleTimeout    = time.Hour
 	DefaultMaxConns       = 100000
+	DefaultHelloTimeout   = 5 * time.Second
 )
 
 // Options configure a Server.
 type Options struct {
 	// Name is the listener's, for logs.
-	Name    string
+	Name string
+	// Cluster takes the connections: with Routes, those no route takes
+	// (nil: they are refused).
 	Cluster *cluster.Cluster
+	// Routes, if any, send connections by their TLS ClientHello, which
+	// is peeked at, not taken (TLS passthrough): the first that matches.
+	Routes []Route
+	// HelloTimeout bounds the wait for a whole ClientHello, with Routes.
+	HelloTimeout time.Duration
 	// ConnectTimeout bounds each connect to an endpoint.
 	ConnectTimeout time.Duration
 	// IdleTimeout ends a relay when no byte moved either way for that
@@ -59,6 +68,8 @@ type Stats struct {
 	Accepted   atomic.Int64 // connections accepted
 	OverLimit  atomic.Int64 // of those, closed at once over MaxConns
 	NoUpstream atomic.Int64 // closed for want of an endpoint that connects
+	BadHello   atomic.Int64 // closed with Routes: no whole ClientHello in time, or a malformed one
+	NoRoute    atomic.Int64 // closed with Routes: no route took it, and no Cluster
 	Active     atomic.Int64 // relays open now
 	BytesIn    atomic.Int64 // client to upstream
 	BytesOut   atomic.Int64 // upstream to client
@@ -93,6 +104,9 @@ func New(o Options) *Server {
 	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = DefaultMaxConns
+	}
+	if o.HelloTimeout <= 0 {
+		o.HelloTimeout = DefaultHelloTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -161,22 +175,46 @@ func (s *Server) serve(c *net.TCPConn) {
 	defer s.Stats.Active.Add(-1)
 	start := time.Now()
 	sess := &proxy.Session{ClientAddr: sockio.AddrPort(c.RemoteAddr()), LocalAddr: sockio.AddrPort(c.LocalAddr())}
+	cl, sni := s.o.Cluster, ""
+	if len(s.o.Routes) > 0 {
+		info, err := peekHello(c, s.o.HelloTimeout)
+		if err != nil {
+			s.Stats.BadHello.Add(1)
+			c.SetLinger(0)
+			c.Close()
+			e := &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Err: err, Where: "reading the TLS ClientHello"}
+			s.log(sess, start, nil, "", "", e)
+			return
+		}
+		sni = info.ServerName
+		if i := slices.IndexFunc(s.o.Routes, func(r Route) bool { return r.matches(info.ServerName, info.Protocols) }); i >= 0 {
+			cl = s.o.Routes[i].Cluster
+		}
+		if cl == nil {
+			s.Stats.NoRoute.Add(1)
+			c.SetLinger(0)
+			c.Close()
+			e := &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindNoPeer, Where: "no SNI route takes the server name"}
+			s.log(sess, start, nil, "", sni, e)
+			return
+		}
+	}
 	var call cluster.Call
-	up, peer, perr := s.connect(sess, &call)
+	up, peer, perr := s.connect(cl, sess, &call)
 	if up == nil {
-		c.Close()
 		s.Stats.NoUpstream.Add(1)
-		s.o.Cluster.Done(sess, &call, perr)
+		c.Close()
+		cl.Done(sess, &call, perr)
 		s.o.Logger.Warn("tcp: no endpoint could be connected; the client is closed", "listener", s.o.Name,
 			"client", sess.ClientAddr, "attempts", sess.Stats.Attempts, "err", perr)
-		s.log(sess, start, nil, "", perr)
+		s.log(sess, start, nil, "", sni, perr)
 		return
 	}
 	r, err := newRelay(s.pipes, c, up, s.o.IdleTimeout, &s.Stats.BytesIn, &s.Stats.BytesOut)
 	if err != nil {
 		c.Close()
 		up.Close()
-		s.o.Cluster.Done(sess, &call, nil)
+		cl.Done(sess, &call, nil)
 		return
 	}
 	s.mu.Lock()
@@ -190,17 +228,17 @@ func (s *Server) serve(c *net.TCPConn) {
 	s.mu.Lock()
 	delete(s.relays, r)
 	s.mu.Unlock()
-	s.o.Cluster.Done(sess, &call, nil)
-	s.log(sess, start, r, peer, nil)
+	cl.Done(sess, &call, nil)
+	s.log(sess, start, r, peer, sni, nil)
 }
 
 // connect dials endpoints the cluster picks until one answers or no try
 // is left.
-func (s *Server) connect(sess *proxy.Session, call *cluster.Call) (*net.TCPConn, string, *proxy.Error) {
+func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster.Call) (*net.TCPConn, string, *proxy.Error) {
 	d := net.Dialer{Timeout: s.o.ConnectTimeout}
 	for {
 		sess.Stats.Attempts++
-		peer, err := s.o.Cluster.Peer(sess, call)
+		peer, err := cl.Peer(sess, call)
 		if err != nil {
 			var pe *proxy.Error
 			if !errors.As(err, &pe) {
@@ -213,14 +251,14 @@ func (s *Server) connect(sess *proxy.Session, call *cluster.Call) (*net.TCPConn,
 			return nc.(*net.TCPConn), peer.Addr, nil
 		}
 		e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Err: err, Where: "connecting to " + peer.Addr}
-		if e = s.o.Cluster.FailToConnect(sess, call, e); !e.Retry {
+		if e = cl.FailToConnect(sess, call, e); !e.Retry {
 			return nil, peer.Addr, e
 		}
 	}
 }
 
 // log writes the connection's access log line.
-func (s *Server) log(sess *proxy.Session, start time.Time, r *relay, upstream string, e *proxy.Error) {
+func (s *Server) log(sess *proxy.Session, start time.Time, r *relay, upstream, sni string, e *proxy.Error) {
 	if s.o.AccessLog == nil {
 		return
 	}
@@ -230,6 +268,9 @@ func (s *Server) log(sess *proxy.Session, start time.Time, r *relay, upstream st
 		slog.String("upstream", upstream),
 		slog.Int("attempts", sess.Stats.Attempts),
 		slog.Int64("duration_ms", time.Since(start).Milliseconds()),
+	}
+	if len(s.o.Routes) > 0 {
+		attrs = append(attrs, slog.String("sni", sni))
 	}
 	if r != nil {
 		attrs = append(attrs, slog.Int64("bytes_in", r.bytes[0].Load()), slog.Int64("bytes_out", r.bytes[1].Load()),

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -265,7 +266,7 @@ func TestTCPIdleRelays(t *testing.T) {
 	}
 	port := freePort(t)
 	redis := startProc(t, exec.Command(server, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--maxclients", strconv.Itoa(n+100)))
+		"--maxclients", strconv.Itoa(n+100), "--tcp-backlog", "4096"))
 	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	waitPort(t, redisAddr, 10*time.Second, redis.exited)
 	addr, p := startTCPProxy(t, redisAddr)
@@ -277,22 +278,25 @@ func TestTCPIdleRelays(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for range n {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("after %d relays: %v", len(conns), err)
-		}
-		conns = append(conns, c)
-	}
-	// A PING each way on each, so that each relay took a pipe once.
-	for _, c := range conns {
-		io.WriteString(c, "PING\r\n")
-	}
+	// In batches, so that no accept queue overflows (the kernel would
+	// drop the connections it cannot queue, here or at redis). A PING
+	// each way on each, so that each relay took a pipe once.
 	buf := make([]byte, 7)
-	for i, c := range conns {
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "+PONG\r\n" {
-			t.Fatalf("relay %d: %q, %v\n%s", i, buf, err, tail(p.stderr.String(), 5))
+	for len(conns) < n {
+		first := len(conns)
+		for range min(500, n-first) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatalf("after %d relays: %v", len(conns), err)
+			}
+			io.WriteString(c, "PING\r\n")
+			conns = append(conns, c)
+		}
+		for i, c := range conns[first:] {
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "+PONG\r\n" {
+				t.Fatalf("relay %d: %q, %v\n%s", first+i, buf, err, tail(p.stderr.String(), 5))
+			}
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -445,5 +449,56 @@ admin: {address: %q}
 	}
 	if !strings.Contains(s.log(), `"closed_first":"drain"`) {
 		t.Errorf("no access log line for the relays the drain closed:\n%s", tail(s.log(), 10))
+	}
+}
+
+// TestTLSPassthrough: two TLS origins with their own certificates behind
+// one tcp listener with sni_routes; curl reaches each by name (--resolve)
+// and verifies the origin's own certificate; a name no route takes goes
+// to the default cluster, and without one is refused.
+func TestTLSPassthrough(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	dir := t.TempDir()
+	var conns atomic.Int32
+	originA := startTLSOrigin(t, ca, dir, &conns, "a.test")
+	originB := startTLSOrigin(t, other, dir, &conns, "b.test", "x.b.test")
+	originDefault := startTLSOrigin(t, ca, dir, &conns, "default.test")
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	otherFile := writeFile(t, dir, "other.pem", other.pem)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	_, port, _ := net.SplitHostPort(addr)
+	p := runConfig(t, dir, "strait.yaml", fmt.Sprintf(`listeners:
+  - address: %q
+    kind: tcp
+    sni_routes:
+      - {names: [a.test], cluster: a}
+      - {names: [b.test, "*.b.test"], cluster: b}
+    cluster: fallback
+clusters:
+  - {name: a, endpoints: [%q]}
+  - {name: b, endpoints: [%q]}
+  - {name: fallback, endpoints: [%q]}
+access_log: stderr
+`, addr, originA, originB, originDefault), addr)
+	for _, tc := range []struct{ name, caFile, want string }{
+		{"a.test", caFile, "tls-origin a.test"},
+		{"b.test", otherFile, "tls-origin b.test"},
+		{"x.b.test", otherFile, "tls-origin x.b.test"},
+		{"default.test", caFile, "tls-origin default.test"},
+	} {
+		for _, h := range []string{"--http1.1", "--http2"} {
+			res := runCurl(t, "-s", h, "--cacert", tc.caFile, "--resolve", tc.name+":"+port+":127.0.0.1", "https://"+tc.name+":"+port+"/")
+			if res.ExitCode != 0 || string(res.Stdout) != tc.want {
+				t.Errorf("curl %s https://%s: exit %d, %q, %s", h, tc.name, res.ExitCode, res.Stdout, res.Stderr)
+			}
+		}
+	}
+	// The certificate is the origin's: a.test's CA does not vouch for b.test's.
+	res := runCurl(t, "-s", "--cacert", caFile, "--resolve", "b.test:"+port+":127.0.0.1", "https://b.test:"+port+"/")
+	if res.ExitCode == 0 {
+		t.Error("b.test verified against a.test's CA: the certificate is not the origin's")
+	}
+	if !strings.Contains(p.stderr.String(), `"sni":"x.b.test"`) {
+		t.Errorf("no access log line with the SNI:\n%s", tail(p.stderr.String(), 5))
 	}
 }
