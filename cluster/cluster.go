@@ -67,6 +67,7 @@ type Cluster struct {
 	tls       *tls.Config // to the endpoints; nil for plain text
 	tlsKey    string      // what tells its connections from others' in the pool
 	protocol  string      // proxy.Peer.Protocol
+	proxyHdr  byte        // PROXY protocol version sent to the endpoints; 0: none
 	poolTag   string      // Options.PoolTag
 
 	// set is the endpoints requests pick from now. A change (a DNS
@@ -183,6 +184,12 @@ func New(cc *config.Cluster, o Options) (*Cluster, error) {
 		c.minRetries = int64(b.Min)
 	}
 	c.protocol, c.poolTag = cc.Protocol, o.PoolTag
+	switch cc.ProxyProtocol {
+	case "v1":
+		c.proxyHdr = 1
+	case "v2":
+		c.proxyHdr = 2
+	}
 	if cc.TLS != nil {
 		if c.tls, err = clientTLS(cc.TLS, cc.Protocol == "h2"); err != nil {
 			return nil, fmt.Errorf("cluster %q: tls: %w", cc.Name, err)
@@ -210,6 +217,10 @@ func New(cc *config.Cluster, o Options) (*Cluster, error) {
 	c.swap(c.static)
 	return c, nil
 }
+
+// ProxyProtocol is the version of the PROXY protocol header a TCP relay
+// sends the endpoints first (config.Cluster.ProxyProtocol), 0 for none.
+func (c *Cluster) ProxyProtocol() byte { return c.proxyHdr }
 
 // Stop ends the cluster's active health checks and DNS discovery.
 func (c *Cluster) Stop() {

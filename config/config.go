@@ -139,8 +139,13 @@ type Listener struct {
 	// passthrough); the first that matches wins.
 	SNIRoutes []SNIRoute `yaml:"sni_routes"`
 	// TCP are a tcp listener's timeouts and limits.
-	TCP    TCPListener `yaml:"tcp"`
-	Routes []Route     `yaml:"routes"` // tried in order; the first match wins
+	TCP TCPListener `yaml:"tcp"`
+	// ProxyProtocol, if set, takes a PROXY protocol header (v1 or v2)
+	// at the start of each connection from the proxies it trusts: the
+	// client is the one the header names. Connections from elsewhere, or
+	// without a valid header, are closed.
+	ProxyProtocol *ListenerProxyProtocol `yaml:"proxy_protocol"`
+	Routes        []Route                `yaml:"routes"` // tried in order; the first match wins
 	// Upgrades are the protocols a request may switch the connection to
 	// with Upgrade, compared without regard to case. nil (left out) means
 	// [websocket]; an empty list allows none.
@@ -178,6 +183,14 @@ type ListenerTLS struct {
 	// ACME gets and renews certificates for the names it lists
 	// (docs/acme.md); with it, certificates may be left out.
 	ACME *ACME `yaml:"acme"`
+}
+
+// ListenerProxyProtocol says who may send PROXY protocol headers.
+type ListenerProxyProtocol struct {
+	// Trusted are the load balancers' addresses or CIDRs; required.
+	Trusted []string `yaml:"trusted"`
+	// Timeout bounds the wait for a header; default 5s.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // SNIRoute is a TLS passthrough route: connections whose ClientHello
@@ -396,6 +409,11 @@ type Cluster struct {
 	DNS DNS `yaml:"dns"`
 	// TLS, if set, makes connections to the endpoints TLS.
 	TLS *ClusterTLS `yaml:"tls"`
+	// ProxyProtocol, v1 or v2, sends a PROXY protocol header with the
+	// client's address at the start of each connection to the endpoints;
+	// tcp listeners' clusters only (an HTTP connection is pooled, and
+	// carries many clients' requests).
+	ProxyProtocol string `yaml:"proxy_protocol"`
 	// Protocol is how strait speaks to the endpoints: h1 (the default:
 	// HTTP/1.1), h2 (HTTP/2 over TLS, by ALPN; needs tls) or h2c (HTTP/2
 	// in cleartext, with prior knowledge).

@@ -50,7 +50,7 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listeners:\n  - address: 127.0.0.1:80\n    routes: [{cluster: c}]\n    colour: red\nclusters: [{name: c, endpoints: [a:1]}]\n",
-			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, kind, cluster, sni_routes, tcp, routes, upgrades, paths, tls, http2)"}},
+			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, kind, cluster, sni_routes, tcp, proxy_protocol, routes, upgrades, paths, tls, http2)"}},
 		{"bad duration and size", "listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\ntimeouts:\n  idle: soon\nlimits:\n  max_request_body: 1TB\n",
 			[]string{`f.yaml:4: timeouts.idle: want a duration like 10s, 1m30s or 250ms, got "soon"`, `f.yaml:6: limits.max_request_body: want a size like 512, 64KiB or 1MiB, got "1TB"`}},
 		{"validation", "listeners:\n  - address: nope\n    routes:\n      - cluster: missing\n        path_prefix: api\nclusters:\n  - name: c\n    endpoints: []\n    balance: fastest\n",

@@ -272,6 +272,7 @@ func (v *validator) config(c *Config) {
 			v.oneOf(at(tp, "min_version"), t.MinVersion, "1.2", "1.3")
 		}
 		v.oneOf(at(p, "protocol"), cl.Protocol, "h1", "h2", "h2c")
+		v.oneOf(at(p, "proxy_protocol"), cl.ProxyProtocol, "v1", "v2")
 		switch {
 		case cl.Protocol == "h2" && cl.TLS == nil:
 			v.errorf(at(p, "protocol"), "h2 is HTTP/2 over TLS: add tls, or use h2c for cleartext")
@@ -383,6 +384,19 @@ func (v *validator) config(c *Config) {
 			v.errorf(at(p, "name"), "two listeners are named %s (a listener's name, or else its address, labels its metrics)", name)
 		}
 		names[cmp.Or(l.Name, l.Address)] = true
+		if pp := l.ProxyProtocol; pp != nil {
+			if len(pp.Trusted) == 0 {
+				v.errorf(at(p, "proxy_protocol", "trusted"), "proxy_protocol needs the proxies it trusts (addresses or CIDRs)")
+			}
+			for j, t := range pp.Trusted {
+				if _, err := ParsePrefix(t); err != nil {
+					v.errorf(at(p, "proxy_protocol", "trusted", j), "%q is not a CIDR or address", t)
+				}
+			}
+			if pp.Timeout < 0 {
+				v.errorf(at(p, "proxy_protocol", "timeout"), "must not be negative")
+			}
+		}
 		v.oneOf(at(p, "kind"), l.Kind, "http", "tcp")
 		if l.Kind != "" && l.Kind != "http" && l.Kind != "tcp" {
 			continue // what else is wrong depends on the kind meant
@@ -480,6 +494,17 @@ func (v *validator) config(c *Config) {
 	for i, t := range c.Forwarding.TrustedProxies {
 		if _, err := ParsePrefix(t); err != nil {
 			v.errorf([]any{"forwarding", "trusted_proxies", i}, "%q is not a CIDR or address", t)
+		}
+	}
+	httpClusters := make(map[string]bool)
+	for _, l := range c.Listeners {
+		for _, r := range l.Routes {
+			httpClusters[r.Cluster] = true
+		}
+	}
+	for i, cl := range c.Clusters {
+		if cl.ProxyProtocol != "" && httpClusters[cl.Name] {
+			v.errorf([]any{"clusters", i, "proxy_protocol"}, "cluster %s is an HTTP route's: a PROXY header goes on a tcp listener's connections only (HTTP connections are pooled, each carrying many clients' requests)", cl.Name)
 		}
 	}
 	v.nonNegative(c)

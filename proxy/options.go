@@ -163,6 +163,11 @@ type Options struct {
 	// TLS, if set, makes the server's connections TLS (its certificates,
 	// versions and ALPN); a client that sends plain HTTP gets 400.
 	TLS *tls.Config
+	// ProxyProtocol, if set, takes a PROXY protocol header (v1 or v2) at
+	// the start of each connection, from the proxies it trusts only: the
+	// client's address is the header's. A connection from elsewhere, or
+	// without a header, is closed.
+	ProxyProtocol *ProxyProtocol
 	// Buffering says how request bodies are buffered.
 	Buffering Buffering
 	// HTTP2 says how clients may speak HTTP/2: over TLS when TLS's
@@ -258,4 +263,13 @@ type HTTP2 struct {
 	// preface, and TLS offers "h2" alone (a gRPC port, say).
 	Only   bool
 	Limits h2.Limits
+}
+
+// ProxyProtocol says who may send a PROXY protocol header, and how long
+// one may take.
+type ProxyProtocol struct {
+	// Trusted are the proxies (load balancers) that send headers.
+	Trusted []netip.Prefix
+	// Timeout bounds the wait for a header; 0: 5s.
+	Timeout time.Duration
 }

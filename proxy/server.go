@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/park"
 	"github.com/straitproxy/strait/internal/pool"
+	"github.com/straitproxy/strait/internal/proxyheader"
 	"github.com/straitproxy/strait/internal/sockio"
 )
 
@@ -263,7 +265,7 @@ func (srv *Server) outOfFDs(ln net.Listener, spare *fdlimit.Spare, open *atomic.
 	default:
 		srv.counters.ConnsAccepted.Add(1)
 		srv.counters.ConnsOverFDLimit.Add(1)
-		srv.reject(nc, "out of file descriptors")
+		srv.reject(nc, sockio.AddrPort(nc.RemoteAddr()), "out of file descriptors")
 		*spare = fdlimit.Reserve()
 	}
 }
@@ -272,26 +274,57 @@ func (srv *Server) outOfFDs(ln net.Listener, spare *fdlimit.Spare, open *atomic.
 // or the process's socket budget.
 func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 	srv.counters.ConnsAccepted.Add(1)
-	if open.Load() >= maxConns {
-		srv.counters.ConnsRejected.Add(1)
-		go srv.reject(nc, "over limits.max_conns")
+	remote, local := sockio.AddrPort(nc.RemoteAddr()), sockio.AddrPort(nc.LocalAddr())
+	if pp := srv.opts.ProxyProtocol; pp != nil {
+		go srv.proxied(nc, pp, remote, open, maxConns)
 		return
 	}
-	if srv.clients != nil && !srv.clients.came(nc, srv.opts.Limits.MaxConnsPerClient) {
+	srv.admit(nc, remote, local, open, maxConns)
+}
+
+// proxied takes the PROXY header of a connection from a trusted proxy,
+// and serves it as the client's the header names.
+func (srv *Server) proxied(nc net.Conn, pp *ProxyProtocol, remote netip.AddrPort, open *atomic.Int64, maxConns int64) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || !proxyheader.Trusted(pp.Trusted, remote.Addr()) {
+		srv.counters.ConnsProxyRefused.Add(1)
+		srv.opts.Logger.Debug("connection refused: not from a trusted proxy (proxy_protocol)", "client", remote.String())
+		nc.Close()
+		return
+	}
+	src, dst, err := proxyheader.Read(tc, time.Now().Add(cmp.Or(pp.Timeout, proxyheader.DefaultTimeout)))
+	if err != nil {
+		srv.counters.ConnsProxyRefused.Add(1)
+		srv.opts.Logger.Warn("connection refused: no valid PROXY header from a trusted proxy", "proxy", remote.String(), "err", err)
+		nc.Close()
+		return
+	}
+	srv.admit(nc, src, dst, open, maxConns)
+}
+
+// admit serves a connection from the client at remote, or refuses it
+// over Limits.MaxConns or the process's socket budget.
+func (srv *Server) admit(nc net.Conn, remote, local netip.AddrPort, open *atomic.Int64, maxConns int64) {
+	if open.Load() >= maxConns {
+		srv.counters.ConnsRejected.Add(1)
+		go srv.reject(nc, remote, "over limits.max_conns")
+		return
+	}
+	if srv.clients != nil && !srv.clients.came(remote, srv.opts.Limits.MaxConnsPerClient) {
 		srv.counters.ConnsPerClientRejected.Add(1)
-		go srv.reject(nc, "over limits.max_conns_per_client")
+		go srv.reject(nc, remote, "over limits.max_conns_per_client")
 		return
 	}
 	if !fdlimit.TakeSocket() {
 		srv.counters.ConnsOverFDLimit.Add(1)
 		if srv.clients != nil {
-			srv.clients.left(sockio.AddrPort(nc.RemoteAddr()))
+			srv.clients.left(remote)
 		}
-		go srv.reject(nc, "out of file descriptors")
+		go srv.reject(nc, remote, "out of file descriptors")
 		return
 	}
 	open.Add(1)
-	srv.h1.Serve(nc, open)
+	srv.h1.Serve(nc, open, remote, local)
 }
 
 // ClientConns counts open connections by client address, for
@@ -307,8 +340,8 @@ func NewClientConns() *ClientConns { return &ClientConns{m: make(map[netip.Addr]
 
 // came counts a connection against its client's limit, and reports false,
 // counting nothing, if the client has that many already.
-func (c *ClientConns) came(nc net.Conn, limit int) bool {
-	addr := sockio.AddrPort(nc.RemoteAddr()).Addr().Unmap()
+func (c *ClientConns) came(remote netip.AddrPort, limit int) bool {
+	addr := remote.Addr().Unmap()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m[addr] >= limit {
@@ -335,9 +368,9 @@ func isTemporaryAccept(err error) bool {
 
 // reject answers a connection strait cannot serve with 503, closes it,
 // and logs the answer like any other.
-func (srv *Server) reject(nc net.Conn, why string) {
+func (srv *Server) reject(nc net.Conn, remote netip.AddrPort, why string) {
 	start := time.Now()
-	s := &Session{ClientAddr: sockio.AddrPort(nc.RemoteAddr()), LocalAddr: sockio.AddrPort(nc.LocalAddr())}
+	s := &Session{ClientAddr: remote, LocalAddr: sockio.AddrPort(nc.LocalAddr())}
 	if srv.opts.TLS != nil {
 		// A plain-text 503 would be garbage to a TLS client, and a
 		// handshake is what the limit is there to spare: a close.
@@ -480,6 +513,7 @@ type Counters struct {
 	ConnsRejected          atomic.Int64 // refused with 503: over Limits.MaxConns
 	ConnsOverFDLimit       atomic.Int64 // refused with 503: out of file descriptors
 	ConnsPerClientRejected atomic.Int64 // refused with 503: over Limits.MaxConnsPerClient
+	ConnsProxyRefused      atomic.Int64 // closed: not from a trusted proxy, or no valid PROXY header (Options.ProxyProtocol)
 	ConnsOpen              atomic.Int64 // client connections open now
 	Requests               atomic.Int64 // request heads read
 	RequestsActive         atomic.Int64 // requests being served now

@@ -101,6 +101,8 @@ type Listener struct {
 	// DrainTimeout is how long a TCP listener's relays may go on once it
 	// stops accepting; 0: timeouts.grace.
 	DrainTimeout time.Duration
+	// ProxyProtocol, for either kind, takes PROXY headers.
+	ProxyProtocol *proxy.ProxyProtocol
 
 	// server says what the listener's proxy.Server is made of: the
 	// config that goes into its Options and the phases it runs. Two
@@ -257,7 +259,7 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 		sw.cur.Store(rt)
 		phases, filters := sw.phases(rt)
 		l := Listener{Name: name, Address: lc.Address, Phases: phases, Routes: sw, Upgrades: lc.Upgrades,
-			NoHTTP2: lc.HTTP2 == "off", OnlyHTTP2: lc.HTTP2 == "only"}
+			NoHTTP2: lc.HTTP2 == "off", OnlyHTTP2: lc.HTTP2 == "only", ProxyProtocol: proxyProtocol(lc.ProxyProtocol)}
 		if t := lc.TLS; t != nil {
 			lt, err := g.listenerTLS(name, &lc, logger, prev)
 			if err != nil {
@@ -272,7 +274,7 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 			l.TLS, l.HandshakeTimeout = lt.srv, time.Duration(t.HandshakeTimeout)
 		}
 		// Its TLS server by pointer: an unchanged TLS config is prev's own.
-		l.server = fmt.Sprintf("%s %s %v %p %s", jsonOf(lc.Address, lc.Upgrades, lc.HTTP2), filters, lc.TLS != nil, l.TLS, global)
+		l.server = fmt.Sprintf("%s %s %v %p %s", jsonOf(lc.Address, lc.Upgrades, lc.HTTP2, lc.ProxyProtocol), filters, lc.TLS != nil, l.TLS, global)
 		l.config, l.filters = jsonOf(lc), filters
 		g.Listeners = append(g.Listeners, l)
 		if rt.tls == nil {
@@ -322,10 +324,25 @@ func (g *Gateway) tcpListener(c *config.Config, lc *config.Listener) Listener {
 		o.Routes = append(o.Routes, tcpproxy.Route{Names: names, ALPN: r.ALPN, Cluster: g.Clusters[r.Cluster]})
 		clusters = append(clusters, g.Clusters[r.Cluster])
 	}
-	l := Listener{Name: name, Address: lc.Address, TCP: o, DrainTimeout: time.Duration(lc.TCP.DrainTimeout)}
+	l := Listener{Name: name, Address: lc.Address, TCP: o, DrainTimeout: time.Duration(lc.TCP.DrainTimeout),
+		ProxyProtocol: proxyProtocol(lc.ProxyProtocol)}
 	l.config = jsonOf(lc)
 	l.server = fmt.Sprintf("tcp %s %p %s", l.config, clusters, jsonOf(c.Timeouts.Connect, c.Limits.MaxConns))
 	return l
+}
+
+// proxyProtocol is a listener's proxy_protocol, validated, for its
+// server; nil when off.
+func proxyProtocol(pp *config.ListenerProxyProtocol) *proxy.ProxyProtocol {
+	if pp == nil {
+		return nil
+	}
+	o := &proxy.ProxyProtocol{Timeout: time.Duration(pp.Timeout)}
+	for _, t := range pp.Trusted {
+		p, _ := config.ParsePrefix(t)
+		o.Trusted = append(o.Trusted, p)
+	}
+	return o
 }
 
 // listenerTLS returns the TLS of listener lc: prev's if its config is

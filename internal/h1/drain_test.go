@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/straitproxy/strait/internal/sockio"
+
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/stream"
 )
@@ -58,7 +60,7 @@ func startServer(t *testing.T, noParker bool) (*Server, string) {
 			}
 			fdlimit.TakeSocket()
 			open.Add(1)
-			srv.Serve(nc, &open)
+			srv.Serve(nc, &open, sockio.AddrPort(nc.RemoteAddr()), sockio.AddrPort(nc.LocalAddr()))
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); srv.Close() })

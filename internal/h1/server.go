@@ -79,13 +79,14 @@ type Timeouts struct {
 	Idle   time.Duration // between requests
 }
 
-// Serve serves the HTTP/1.1 connection nc on a worker goroutine. listener
-// counts the open connections of the listener it came from. When nc
+// Serve serves the HTTP/1.1 connection nc, from the client at remote to
+// local (nc's own addresses, or a PROXY header's), on a worker goroutine.
+// listener counts the open connections of the listener it came from. When nc
 // closes it is uncounted from listener and Open, and its socket from
 // fdlimit's count, which the caller took.
-func (srv *Server) Serve(nc net.Conn, listener *atomic.Int64) {
+func (srv *Server) Serve(nc net.Conn, listener *atomic.Int64, remote, local netip.AddrPort) {
 	c := &conn{srv: srv, listener: listener}
-	c.remote, c.local = sockio.AddrPort(nc.RemoteAddr()), sockio.AddrPort(nc.LocalAddr())
+	c.remote, c.local = remote, local
 	fd := c.ready.Init(nc)
 	if srv.TLS != nil {
 		// The handshake runs on a worker; its bytes are TLS's, so the

@@ -223,6 +223,7 @@ func (p *Process) listen(kind, addr string) (*net.TCPListener, error) {
 func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, error) {
 	if l.TCP != nil {
 		o := *l.TCP
+		o.ProxyProtocol = l.ProxyProtocol
 		o.Logger = p.o.Logger
 		o.AccessLog = cmp.Or(p.o.AccessLogger, p.o.Logger)
 		return p.liveOn(l, tcpproxy.New(o), sock, "tcp")
@@ -231,6 +232,7 @@ func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, err
 	o.AccessLogger = p.o.AccessLogger
 	o.Upgrades = l.Upgrades
 	o.HTTP2.Off, o.HTTP2.Only = l.NoHTTP2, l.OnlyHTTP2
+	o.ProxyProtocol = l.ProxyProtocol
 	if l.TLS != nil {
 		o.TLS, o.Timeouts.Handshake = l.TLS.TLS(), l.HandshakeTimeout
 	}

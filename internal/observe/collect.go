@@ -54,9 +54,10 @@ var serverMetrics = []serverMetric{
 		func(c *proxy.Counters) []reasonValue { return one(&c.RequestsActive) }),
 	metric("strait_downstream_connections_total", "Client connections accepted.", prometheus.CounterValue, false,
 		func(c *proxy.Counters) []reasonValue { return one(&c.ConnsAccepted) }),
-	metric("strait_downstream_connections_refused_total", "Client connections refused with 503, by the limit that refused them.", prometheus.CounterValue, true,
+	metric("strait_downstream_connections_refused_total", "Client connections refused, by why: with 503, over a limit (max_conns, fd_limit, max_conns_per_client); closed, not from a trusted proxy or without a valid PROXY header (proxy_protocol).", prometheus.CounterValue, true,
 		func(c *proxy.Counters) []reasonValue {
-			return []reasonValue{{"max_conns", &c.ConnsRejected}, {"fd_limit", &c.ConnsOverFDLimit}, {"max_conns_per_client", &c.ConnsPerClientRejected}}
+			return []reasonValue{{"max_conns", &c.ConnsRejected}, {"fd_limit", &c.ConnsOverFDLimit}, {"max_conns_per_client", &c.ConnsPerClientRejected},
+				{"proxy_protocol", &c.ConnsProxyRefused}}
 		}),
 	metric("strait_http_requests_received_total", "Request heads read.", prometheus.CounterValue, false,
 		func(c *proxy.Counters) []reasonValue { return one(&c.Requests) }),

@@ -26,7 +26,7 @@ var (
 	tcpConns = prometheus.NewDesc("strait_tcp_connections_total",
 		"Connections a tcp listener accepted.", []string{"listener"}, nil)
 	tcpRefused = prometheus.NewDesc("strait_tcp_connections_refused_total",
-		"Connections a tcp listener closed unrelayed, by reason: max_conns (tcp.max_conns), no_upstream (no endpoint could be connected), bad_hello (sni_routes: no whole ClientHello within tcp.hello_timeout, or a malformed or oversized one), no_route (sni_routes: no route took the name, and no cluster).",
+		"Connections a tcp listener closed unrelayed, by reason: max_conns (tcp.max_conns), no_upstream (no endpoint could be connected), bad_hello (sni_routes: no whole ClientHello within tcp.hello_timeout, or a malformed or oversized one), no_route (sni_routes: no route took the name, and no cluster), proxy_protocol (not from a trusted proxy, or no valid PROXY header).",
 		[]string{"listener", "reason"}, nil)
 	tcpActive = prometheus.NewDesc("strait_tcp_active_connections",
 		"Relays open now (tcp.max_conns bounds them).", []string{"listener"}, nil)
@@ -43,7 +43,7 @@ func (c *tcpCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	type totals struct{ accepted, overLimit, noUpstream, badHello, noRoute, active, in, out int64 }
+	type totals struct{ accepted, overLimit, noUpstream, badHello, noRoute, badProxy, active, in, out int64 }
 	by := make(map[string]*totals)
 	for _, n := range c.list {
 		t := by[n.listener]
@@ -56,6 +56,7 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 		t.noUpstream += n.s.NoUpstream.Load()
 		t.badHello += n.s.BadHello.Load()
 		t.noRoute += n.s.NoRoute.Load()
+		t.badProxy += n.s.BadProxy.Load()
 		t.in += n.s.BytesIn.Load()
 		t.out += n.s.BytesOut.Load()
 		if !n.retired {
@@ -68,6 +69,7 @@ func (c *tcpCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.noUpstream), l, "no_upstream")
 		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.badHello), l, "bad_hello")
 		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.noRoute), l, "no_route")
+		ch <- prometheus.MustNewConstMetric(tcpRefused, prometheus.CounterValue, float64(t.badProxy), l, "proxy_protocol")
 		ch <- prometheus.MustNewConstMetric(tcpActive, prometheus.GaugeValue, float64(t.active), l)
 		ch <- prometheus.MustNewConstMetric(tcpBytes, prometheus.CounterValue, float64(t.in), l, "in")
 		ch <- prometheus.MustNewConstMetric(tcpBytes, prometheus.CounterValue, float64(t.out), l, "out")
@@ -103,6 +105,7 @@ func (m *Metrics) RetireTCP(listener string, s *tcpproxy.Stats) {
 	into.NoUpstream.Add(s.NoUpstream.Load())
 	into.BadHello.Add(s.BadHello.Load())
 	into.NoRoute.Add(s.NoRoute.Load())
+	into.BadProxy.Add(s.BadProxy.Load())
 	into.BytesIn.Add(s.BytesIn.Load())
 	into.BytesOut.Add(s.BytesOut.Load())
 }

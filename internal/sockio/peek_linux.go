@@ -1,8 +1,11 @@
 package sockio
 
 import (
+	"errors"
+	"io"
 	"net"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -74,3 +77,52 @@ func (r *Readiness) Wait() error {
 	}
 	return r.rc.Read(r.fn)
 }
+
+// PeekUntil peeks at the start of c's stream into buf, without taking
+// anything, until done says the bytes seen are enough (or wrong), the
+// stream ends (io.ErrUnexpectedEOF), buf is full with done still wanting
+// more (ErrPeekFull), or the deadline passes. It waits for more bytes as
+// they come: what is peeked stays in the socket for whoever reads next.
+func PeekUntil(c *net.TCPConn, buf []byte, deadline time.Time, done func(b []byte) (bool, error)) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	c.SetReadDeadline(deadline)
+	defer c.SetReadDeadline(time.Time{})
+	var derr error
+	seen := 0
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		switch {
+		case errno == syscall.EAGAIN:
+			return false
+		case errno != 0:
+			derr = errno
+			return true
+		case n == 0:
+			derr = io.ErrUnexpectedEOF
+			return true
+		case int(n) == seen:
+			return false // nothing new: wait for more
+		}
+		seen = int(n)
+		var ok bool
+		if ok, derr = done(buf[:n]); ok || derr != nil {
+			return true
+		}
+		if seen == len(buf) {
+			derr = ErrPeekFull
+			return true
+		}
+		return false
+	})
+	if err == nil {
+		err = derr
+	}
+	return err
+}
+
+// ErrPeekFull is PeekUntil's error when its buffer filled first.
+var ErrPeekFull = errors.New("sockio: peeked a whole buffer, and wanted more")

@@ -14,10 +14,12 @@
 package tcpproxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/internal/fdlimit"
+	"github.com/straitproxy/strait/internal/proxyheader"
 	"github.com/straitproxy/strait/internal/sockio"
 	"github.com/straitproxy/strait/proxy"
 )
@@ -49,6 +52,9 @@ type Options struct {
 	Routes []Route
 	// HelloTimeout bounds the wait for a whole ClientHello, with Routes.
 	HelloTimeout time.Duration
+	// ProxyProtocol, if set, takes a PROXY header from the proxies it
+	// trusts, and closes other connections; the client is the header's.
+	ProxyProtocol *proxy.ProxyProtocol
 	// ConnectTimeout bounds each connect to an endpoint.
 	ConnectTimeout time.Duration
 	// IdleTimeout ends a relay when no byte moved either way for that
@@ -69,6 +75,7 @@ type Stats struct {
 	OverLimit  atomic.Int64 // of those, closed at once over MaxConns
 	NoUpstream atomic.Int64 // closed for want of an endpoint that connects
 	BadHello   atomic.Int64 // closed with Routes: no whole ClientHello in time, or a malformed one
+	BadProxy   atomic.Int64 // closed with ProxyProtocol: not from a trusted proxy, or no valid header
 	NoRoute    atomic.Int64 // closed with Routes: no route took it, and no Cluster
 	Active     atomic.Int64 // relays open now
 	BytesIn    atomic.Int64 // client to upstream
@@ -175,6 +182,18 @@ func (s *Server) serve(c *net.TCPConn) {
 	defer s.Stats.Active.Add(-1)
 	start := time.Now()
 	sess := &proxy.Session{ClientAddr: sockio.AddrPort(c.RemoteAddr()), LocalAddr: sockio.AddrPort(c.LocalAddr())}
+	if pp := s.o.ProxyProtocol; pp != nil {
+		src, dst, err := s.proxyHeader(c, pp, sess.ClientAddr)
+		if err != nil {
+			s.Stats.BadProxy.Add(1)
+			c.SetLinger(0)
+			c.Close()
+			e := &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Err: err, Where: "proxy_protocol"}
+			s.log(sess, start, nil, "", "", e)
+			return
+		}
+		sess.ClientAddr, sess.LocalAddr = src, dst
+	}
 	cl, sni := s.o.Cluster, ""
 	if len(s.o.Routes) > 0 {
 		info, err := peekHello(c, s.o.HelloTimeout)
@@ -210,6 +229,14 @@ func (s *Server) serve(c *net.TCPConn) {
 		s.log(sess, start, nil, "", sni, perr)
 		return
 	}
+	if v := cl.ProxyProtocol(); v != 0 {
+		if err := proxyheader.Write(up, v, sess.ClientAddr, sess.LocalAddr); err != nil {
+			c.Close()
+			up.Close()
+			cl.Done(sess, &call, nil)
+			return
+		}
+	}
 	r, err := newRelay(s.pipes, c, up, s.o.IdleTimeout, &s.Stats.BytesIn, &s.Stats.BytesOut)
 	if err != nil {
 		c.Close()
@@ -230,6 +257,15 @@ func (s *Server) serve(c *net.TCPConn) {
 	s.mu.Unlock()
 	cl.Done(sess, &call, nil)
 	s.log(sess, start, r, peer, sni, nil)
+}
+
+// proxyHeader takes the PROXY header of a connection from a trusted
+// proxy at remote.
+func (s *Server) proxyHeader(c *net.TCPConn, pp *proxy.ProxyProtocol, remote netip.AddrPort) (src, dst netip.AddrPort, err error) {
+	if !proxyheader.Trusted(pp.Trusted, remote.Addr()) {
+		return src, dst, proxyheader.ErrUntrusted
+	}
+	return proxyheader.Read(c, time.Now().Add(cmp.Or(pp.Timeout, proxyheader.DefaultTimeout)))
 }
 
 // connect dials endpoints the cluster picks until one answers or no try

@@ -1,17 +1,15 @@
 package tcpproxy
 
 import (
-	"io"
 	"net"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/internal/clienthello"
+	"github.com/straitproxy/strait/internal/sockio"
 )
 
 // Route sends TLS connections by their ClientHello, unterminated.
@@ -49,46 +47,19 @@ var helloBufs = sync.Pool{New: func() any { b := make([]byte, clienthello.MaxRea
 // from the socket, so that the relay passes it on as it came (and the
 // socket stays bare for splice). It waits up to timeout for all of it.
 func peekHello(c *net.TCPConn, timeout time.Duration) (clienthello.Info, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return clienthello.Info{}, err
-	}
 	bp := helloBufs.Get().(*[]byte)
 	defer helloBufs.Put(bp)
-	buf := *bp
-	c.SetReadDeadline(time.Now().Add(timeout))
-	defer c.SetReadDeadline(time.Time{})
 	var info clienthello.Info
-	var perr error
-	seen := 0
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		switch {
-		case errno == syscall.EAGAIN:
-			return false
-		case errno != 0:
-			perr = errno
-			return true
-		case n == 0:
-			perr = io.ErrUnexpectedEOF // closed before the whole hello
-			return true
-		case int(n) == seen:
-			return false // nothing new: wait for more
+	err := sockio.PeekUntil(c, *bp, time.Now().Add(timeout), func(b []byte) (bool, error) {
+		var err error
+		info, err = clienthello.Parse(b)
+		if err == clienthello.ErrIncomplete {
+			return false, nil
 		}
-		seen = int(n)
-		info, perr = clienthello.Parse(buf[:n])
-		if perr == clienthello.ErrIncomplete {
-			if seen == len(buf) {
-				perr = clienthello.ErrTooLarge
-				return true
-			}
-			return false
-		}
-		return true
+		return true, err
 	})
-	if err == nil {
-		err = perr
+	if err == sockio.ErrPeekFull {
+		err = clienthello.ErrTooLarge
 	}
 	return info, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -501,4 +502,90 @@ access_log: stderr
 	if !strings.Contains(p.stderr.String(), `"sni":"x.b.test"`) {
 		t.Errorf("no access log line with the SNI:\n%s", tail(p.stderr.String(), 5))
 	}
+}
+
+// TestProxyProtocol: a tcp listener sends PROXY v2 to nginx (listen …
+// proxy_protocol), which logs the real client (127.0.0.2) rather than
+// strait; a second strait's HTTP listener takes PROXY headers from the
+// first, and tells the origin the real client (X-Forwarded-For), and
+// refuses a connection from an address it does not trust.
+func TestProxyProtocol(t *testing.T) {
+	nginx := startNginxServer(t, map[string][]byte{"index.html": []byte("nginx\n")},
+		`log_format pp '$proxy_protocol_addr:$proxy_protocol_port via $remote_addr';`, " proxy_protocol", "access_log pp.log pp;")
+	dir := t.TempDir()
+	front := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "front.yaml", fmt.Sprintf(`listeners:
+  - {address: %q, kind: tcp, cluster: nginx}
+clusters:
+  - {name: nginx, endpoints: [%q], proxy_protocol: v2}
+`, front, nginx.Addr), front)
+	res := runCurl(t, "-s", "--interface", "127.0.0.2", "http://"+front+"/")
+	if res.ExitCode != 0 || string(res.Stdout) != "nginx\n" {
+		t.Fatalf("curl through strait to nginx: exit %d, %q %s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	var logged string
+	waitFor(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(nginx.Dir, "pp.log"))
+		logged = string(b)
+		return strings.Contains(logged, "127.0.0.2:")
+	})
+	if !strings.Contains(logged, "via 127.0.0.1") {
+		t.Errorf("nginx's log: %q", logged)
+	}
+
+	// PROXY in, on an HTTP listener: from the front strait (v1 this time).
+	origin := startGoOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
+	}))
+	back := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := runConfig(t, dir, "back.yaml", fmt.Sprintf(`listeners:
+  - address: %q
+    proxy_protocol: {trusted: [127.0.0.1/32]}
+    routes: [{cluster: origin}]
+clusters:
+  - {name: origin, endpoints: [%q]}
+`, back, origin), back)
+	front2 := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "front2.yaml", fmt.Sprintf(`listeners:
+  - {address: %q, kind: tcp, cluster: back}
+clusters:
+  - {name: back, endpoints: [%q], proxy_protocol: v1}
+`, front2, back), front2)
+	for range 3 {
+		res := runCurl(t, "-s", "--interface", "127.0.0.3", "http://"+front2+"/")
+		if res.ExitCode != 0 || string(res.Stdout) != "127.0.0.3" {
+			t.Errorf("X-Forwarded-For through two straits: exit %d, %q %s", res.ExitCode, res.Stdout, res.Stderr)
+		}
+	}
+	// Straight to the back from 127.0.0.3, which it does not trust.
+	res = runCurl(t, "-s", "--interface", "127.0.0.3", "http://"+back+"/")
+	if res.ExitCode == 0 {
+		t.Errorf("an untrusted client was served: %q", res.Stdout)
+	}
+	_, metrics := adminDo(t, "GET", "http://"+adminAddrOf(t, p)+"/metrics", nil)
+	if v := metricValue(metrics, "strait_downstream_connections_refused_total", `reason="proxy_protocol"`); v < 1 {
+		t.Errorf("strait_downstream_connections_refused_total{reason=proxy_protocol} = %v", v)
+	}
+
+	// PROXY in and out on a tcp listener: a client at 127.0.0.4, through
+	// a strait that sends v1 to one that takes it and sends v2 to nginx.
+	mid := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "mid.yaml", fmt.Sprintf(`listeners:
+  - {address: %q, kind: tcp, cluster: nginx, proxy_protocol: {trusted: [127.0.0.1]}}
+clusters:
+  - {name: nginx, endpoints: [%q], proxy_protocol: v2}
+`, mid, nginx.Addr), mid)
+	front3 := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runConfig(t, dir, "front3.yaml", fmt.Sprintf(`listeners:
+  - {address: %q, kind: tcp, cluster: mid}
+clusters:
+  - {name: mid, endpoints: [%q], proxy_protocol: v1}
+`, front3, mid), front3)
+	if res := runCurl(t, "-s", "--interface", "127.0.0.4", "http://"+front3+"/"); res.ExitCode != 0 || string(res.Stdout) != "nginx\n" {
+		t.Fatalf("curl through two tcp straits: exit %d, %q %s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(nginx.Dir, "pp.log"))
+		return strings.Contains(string(b), "127.0.0.4:")
+	})
 }
