@@ -23,8 +23,8 @@ const (
 )
 
 // relay is a client connection and its upstream connection, with bytes
-// moving both ways by splice: through a kernel pipe, never through user
-// space.
+// moving both ways: small messages by a read and a write, bulk by splice,
+// through a kernel pipe.
 type relay struct {
 	pipes    *pipes
 	conns    [2]*net.TCPConn // client, upstream
@@ -91,15 +91,38 @@ func (r *relay) stop(how string, reset bool) {
 	})
 }
 
+// copySize is what the first read of a burst of bytes takes, through
+// user space: one read and one write move a small message, where a peek
+// and two splices would take three system calls. A burst that fills it
+// goes on by splice, and so do the bursts after it until one is small
+// again (HAProxy's splice-auto works alike).
+const copySize = 16 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copySize); return &b }}
+
 // half moves bytes from side dir to the other (0: client to upstream;
 // 1: upstream to client). At the end of dir's stream it passes the FIN
 // on and leaves the other direction flowing; on an error it stops the
-// relay, passing a reset on as a reset.
+// relay, passing a reset on as a reset. While dir is quiet it holds
+// neither pipe nor buffer.
 func (r *relay) half(dir int) {
 	src, dst := r.raw[dir], r.raw[1-dir]
 	var readBy, writeBy time.Time // the deadlines set
+	var p *pipe                   // held while a bulk burst lasts, empty between chunks
+	var buf *[]byte               // held while a small burst is read and written
+	bulk := false                 // splice from a burst's start
+	release := func() {
+		if p != nil {
+			p.close() // it may hold bytes
+			p = nil
+		}
+		if buf != nil {
+			copyBufs.Put(buf)
+			buf = nil
+		}
+	}
+	defer release()
 	for {
-		var p *pipe
 		var n int
 		var serr error
 		if r.idle > 0 {
@@ -109,8 +132,24 @@ func (r *relay) half(dir int) {
 			}
 		}
 		err := src.Read(func(fd uintptr) bool {
+			if !bulk {
+				if buf == nil {
+					buf = copyBufs.Get().(*[]byte)
+				}
+				var errno syscall.Errno
+				switch n, errno = rawIO(syscall.SYS_READ, fd, *buf); errno {
+				case syscall.EAGAIN:
+					copyBufs.Put(buf)
+					buf = nil
+					return false
+				case 0:
+				default:
+					serr = errno
+				}
+				return true
+			}
 			if p == nil {
-				// No pipe is held while the side is quiet.
+				// Nothing is held while the side is quiet.
 				switch errno := peek(fd); errno {
 				case syscall.EAGAIN:
 					return false
@@ -124,16 +163,18 @@ func (r *relay) half(dir int) {
 				}
 			}
 			n, serr = spliceFrom(int(fd), p)
-			return serr != unix.EAGAIN
+			if serr == unix.EAGAIN {
+				r.pipes.put(p)
+				p = nil
+				return false
+			}
+			return true
 		})
 		if err == nil {
 			err = serr
 		}
 		if err != nil {
-			if p != nil {
-				p.close() // it may hold bytes
-				p = nil
-			}
+			release()
 			if errors.Is(err, os.ErrDeadlineExceeded) && r.idle > 0 {
 				// Idle only if the other direction is quiet too; one
 				// that waits to write times out on its own (stalled).
@@ -154,7 +195,7 @@ func (r *relay) half(dir int) {
 		}
 		if n == 0 {
 			// The end of dir's stream: passed on, the other way goes on.
-			r.pipes.put(p)
+			release()
 			r.closedFirst([]string{closedClient, closedUpstream}[dir])
 			if r.conns[1-dir].CloseWrite() != nil {
 				r.stop(closedReset, false)
@@ -163,7 +204,21 @@ func (r *relay) half(dir int) {
 		}
 		r.last[dir].Store(time.Now().UnixNano()) // the stall timeout counts from here
 		r.writing[dir].Store(true)
-		for left := n; left > 0; {
+		var write func(fd uintptr, from, to int) (int, error)
+		if buf != nil {
+			bulk = n == copySize
+			write = func(fd uintptr, from, to int) (int, error) {
+				m, errno := rawIO(syscall.SYS_WRITE, fd, (*buf)[from:to])
+				if errno != 0 {
+					return 0, errno
+				}
+				return m, nil
+			}
+		} else {
+			bulk = n >= copySize
+			write = func(fd uintptr, from, to int) (int, error) { return spliceTo(p, int(fd), to-from) }
+		}
+		for done := 0; done < n; {
 			if r.idle > 0 {
 				if now := time.Now(); writeBy.Sub(now) < r.idle/2 {
 					writeBy = now.Add(r.idle)
@@ -172,7 +227,7 @@ func (r *relay) half(dir int) {
 			}
 			var m int
 			err := dst.Write(func(fd uintptr) bool {
-				m, serr = spliceTo(p, int(fd), left)
+				m, serr = write(fd, done, n)
 				return serr != unix.EAGAIN
 			})
 			if err == nil {
@@ -185,21 +240,22 @@ func (r *relay) half(dir int) {
 					r.conns[1-dir].SetWriteDeadline(writeBy)
 					continue
 				}
-				p.close()
 				r.stop(closedStalled, false)
 				return
 			}
 			if err != nil {
-				p.close()
 				r.stop(closedReset, isReset(err))
 				return
 			}
-			left -= m
+			done += m
 			r.bytes[dir].Add(int64(m))
 			r.totals[dir].Add(int64(m))
 			r.last[dir].Store(time.Now().UnixNano())
 		}
 		r.writing[dir].Store(false)
-		r.pipes.put(p)
+		if buf != nil {
+			copyBufs.Put(buf)
+			buf = nil
+		}
 	}
 }

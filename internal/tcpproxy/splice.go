@@ -73,24 +73,24 @@ func (p *pipe) close() {
 // spliceFrom moves up to spliceChunk bytes from the socket fd into p,
 // without blocking: n 0 and err nil is the end of the stream, and
 // EAGAIN that nothing is there.
-func spliceFrom(fd int, p *pipe) (int, error) {
-	for {
-		n, err := unix.Splice(fd, nil, p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		if err == unix.EINTR {
-			continue
-		}
-		return int(n), err
-	}
-}
+func spliceFrom(fd int, p *pipe) (int, error) { return splice(fd, p.w, spliceChunk) }
 
 // spliceTo moves up to n bytes from p to the socket fd, without blocking.
-func spliceTo(p *pipe, fd, n int) (int, error) {
+func spliceTo(p *pipe, fd, n int) (int, error) { return splice(p.r, fd, n) }
+
+// splice is splice(2) between non-blocking descriptors, which never
+// blocks: the runtime is not told of it (RawSyscall6), as for rawIO.
+func splice(in, out, n int) (int, error) {
 	for {
-		m, err := unix.Splice(p.r, nil, fd, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		if err == unix.EINTR {
+		m, _, errno := syscall.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n),
+			unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch errno {
+		case 0:
+			return int(m), nil
+		case syscall.EINTR:
 			continue
 		}
-		return int(m), err
+		return 0, errno
 	}
 }
 
@@ -103,6 +103,17 @@ func peek(fd uintptr) syscall.Errno {
 	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	return errno
+}
+
+// rawIO reads or writes (trap SYS_READ or SYS_WRITE) fd, a non-blocking
+// socket, without telling the runtime: it never blocks (sockio's raw
+// I/O does the same, for the same reason).
+func rawIO(trap, fd uintptr, b []byte) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), 0
 }
 
 // isReset reports whether err is the peer resetting the connection.

@@ -133,7 +133,7 @@ func TestTCPSplice(t *testing.T) {
 	elapsed := time.Since(start)
 	after := procIO(t, p.cmd.Process.Pid)
 	user := after["rchar"] - before["rchar"] + after["wchar"] - before["wchar"]
-	t.Logf("512 MiB relayed in %v (%.1f Gbit/s); the relay read and wrote %d bytes itself (rchar+wchar), in %d read and %d write calls",
+	t.Logf("512 MiB relayed in %v (%.1f Gbit/s); the relay read and wrote %d bytes itself (rchar+wchar: the first bytes of bursts), in %d read and %d write calls",
 		elapsed.Round(time.Millisecond), float64(2*size*8)/elapsed.Seconds()/1e9, user,
 		after["syscr"]-before["syscr"], after["syscw"]-before["syscw"])
 	if user > 1<<20 {
