@@ -34,6 +34,7 @@ type relay struct {
 	bytes    [2]atomic.Int64  // client to upstream, upstream to client
 	totals   [2]*atomic.Int64 // the server's, counted as bytes go
 	writing  [2]atomic.Bool   // each half, while it holds bytes to write
+	halves   [2]half
 	first    atomic.Pointer[string]
 	stopOnce sync.Once
 }
@@ -48,8 +49,12 @@ func newRelay(ps *pipes, client, upstream *net.TCPConn, idle time.Duration, in, 
 		r.raw[i] = rc
 	}
 	now := time.Now().UnixNano()
-	r.last[0].Store(now)
-	r.last[1].Store(now)
+	for dir := range r.halves {
+		h := &r.halves[dir]
+		h.r, h.dir = r, dir
+		h.read, h.written = h.readOnce, h.writeOnce
+		r.last[dir].Store(now)
+	}
 	return r, nil
 }
 
@@ -57,10 +62,10 @@ func newRelay(ps *pipes, client, upstream *net.TCPConn, idle time.Duration, in, 
 func (r *relay) run() {
 	done := make(chan struct{})
 	go func() {
-		r.half(1)
+		r.halves[1].move()
 		close(done)
 	}()
-	r.half(0)
+	r.halves[0].move()
 	<-done
 	r.conns[0].Close()
 	r.conns[1].Close()
@@ -100,81 +105,112 @@ const copySize = 16 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copySize); return &b }}
 
-// half moves bytes from side dir to the other (0: client to upstream;
-// 1: upstream to client). At the end of dir's stream it passes the FIN
-// on and leaves the other direction flowing; on an error it stops the
-// relay, passing a reset on as a reset. While dir is quiet it holds
-// neither pipe nor buffer.
-func (r *relay) half(dir int) {
-	src, dst := r.raw[dir], r.raw[1-dir]
-	var readBy, writeBy time.Time // the deadlines set
-	var p *pipe                   // held while a bulk burst lasts, empty between chunks
-	var buf *[]byte               // held while a small burst is read and written
-	bulk := false                 // splice from a burst's start
-	release := func() {
-		if p != nil {
-			p.close() // it may hold bytes
-			p = nil
+// half is one direction's state: what its read and write callbacks
+// (bound once, so that a message allocates nothing) work on.
+type half struct {
+	r             *relay
+	dir           int
+	p             *pipe   // held while a bulk burst lasts, empty between chunks
+	buf           *[]byte // held while a small burst is read and written
+	bulk          bool    // splice from a burst's start
+	n, done       int     // bytes read, and written of those
+	m             int     // the last write's
+	err           error   // the last call's
+	read, written func(fd uintptr) bool
+}
+
+// release gives back what h holds.
+func (h *half) release() {
+	if h.p != nil {
+		h.p.close() // it may hold bytes
+		h.p = nil
+	}
+	if h.buf != nil {
+		copyBufs.Put(h.buf)
+		h.buf = nil
+	}
+}
+
+// readOnce reads what fd has, by read or by splice: false (to wait) when
+// it has nothing. Nothing is held while the side is quiet.
+func (h *half) readOnce(fd uintptr) bool {
+	h.err = nil
+	if !h.bulk {
+		if h.buf == nil {
+			h.buf = copyBufs.Get().(*[]byte)
 		}
-		if buf != nil {
-			copyBufs.Put(buf)
-			buf = nil
+		var errno syscall.Errno
+		switch h.n, errno = rawIO(syscall.SYS_READ, fd, *h.buf); errno {
+		case syscall.EAGAIN:
+			copyBufs.Put(h.buf)
+			h.buf = nil
+			return false
+		case 0:
+		default:
+			h.err = errno
+		}
+		return true
+	}
+	if h.p == nil {
+		switch errno := peek(fd); errno {
+		case syscall.EAGAIN:
+			return false
+		case 0:
+		default:
+			h.err = errno
+			return true
+		}
+		if h.p, h.err = h.r.pipes.get(); h.err != nil {
+			return true
 		}
 	}
-	defer release()
+	h.n, h.err = spliceFrom(int(fd), h.p)
+	if h.err == unix.EAGAIN {
+		h.r.pipes.put(h.p)
+		h.p = nil
+		return false
+	}
+	return true
+}
+
+// writeOnce writes what is left of the bytes read to fd: false (to wait)
+// when fd takes none now.
+func (h *half) writeOnce(fd uintptr) bool {
+	if h.buf != nil {
+		var errno syscall.Errno
+		h.m, errno = rawIO(syscall.SYS_WRITE, fd, (*h.buf)[h.done:h.n])
+		h.err = nil
+		if errno != 0 {
+			h.err = errno
+		}
+	} else {
+		h.m, h.err = spliceTo(h.p, int(fd), h.n-h.done)
+	}
+	return h.err != unix.EAGAIN
+}
+
+// move moves bytes from side h.dir to the other (0: client to upstream;
+// 1: upstream to client). At the end of its stream it passes the FIN on
+// and leaves the other direction flowing; on an error it stops the
+// relay, passing a reset on as a reset.
+func (h *half) move() {
+	r, dir := h.r, h.dir
+	src, dst := r.raw[dir], r.raw[1-dir]
+	var readBy, writeBy time.Time // the deadlines set
+	defer h.release()
 	for {
-		var n int
-		var serr error
 		if r.idle > 0 {
 			if now := time.Now(); readBy.Sub(now) < r.idle/2 {
 				readBy = now.Add(r.idle)
 				r.conns[dir].SetReadDeadline(readBy)
 			}
 		}
-		err := src.Read(func(fd uintptr) bool {
-			if !bulk {
-				if buf == nil {
-					buf = copyBufs.Get().(*[]byte)
-				}
-				var errno syscall.Errno
-				switch n, errno = rawIO(syscall.SYS_READ, fd, *buf); errno {
-				case syscall.EAGAIN:
-					copyBufs.Put(buf)
-					buf = nil
-					return false
-				case 0:
-				default:
-					serr = errno
-				}
-				return true
-			}
-			if p == nil {
-				// Nothing is held while the side is quiet.
-				switch errno := peek(fd); errno {
-				case syscall.EAGAIN:
-					return false
-				case 0:
-				default:
-					serr = errno
-					return true
-				}
-				if p, serr = r.pipes.get(); serr != nil {
-					return true
-				}
-			}
-			n, serr = spliceFrom(int(fd), p)
-			if serr == unix.EAGAIN {
-				r.pipes.put(p)
-				p = nil
-				return false
-			}
-			return true
-		})
+		err := src.Read(h.read)
 		if err == nil {
-			err = serr
+			err = h.err
 		}
 		if err != nil {
-			release()
+			h.release()
 			if errors.Is(err, os.ErrDeadlineExceeded) && r.idle > 0 {
 				// Idle only if the other direction is quiet too; one
 				// that waits to write times out on its own (stalled).
@@ -193,9 +229,9 @@ func (r *relay) half(dir int) {
 			r.stop(closedReset, isReset(err))
 			return
 		}
-		if n == 0 {
+		if h.n == 0 {
 			// The end of dir's stream: passed on, the other way goes on.
-			release()
+			h.release()
 			r.closedFirst([]string{closedClient, closedUpstream}[dir])
 			if r.conns[1-dir].CloseWrite() != nil {
 				r.stop(closedReset, false)
@@ -204,34 +240,21 @@ func (r *relay) half(dir int) {
 		}
 		r.last[dir].Store(time.Now().UnixNano()) // the stall timeout counts from here
 		r.writing[dir].Store(true)
-		var write func(fd uintptr, from, to int) (int, error)
-		if buf != nil {
-			bulk = n == copySize
-			write = func(fd uintptr, from, to int) (int, error) {
-				m, errno := rawIO(syscall.SYS_WRITE, fd, (*buf)[from:to])
-				if errno != 0 {
-					return 0, errno
-				}
-				return m, nil
-			}
+		if h.buf != nil {
+			h.bulk = h.n == copySize
 		} else {
-			bulk = n >= copySize
-			write = func(fd uintptr, from, to int) (int, error) { return spliceTo(p, int(fd), to-from) }
+			h.bulk = h.n >= copySize
 		}
-		for done := 0; done < n; {
+		for h.done = 0; h.done < h.n; {
 			if r.idle > 0 {
 				if now := time.Now(); writeBy.Sub(now) < r.idle/2 {
 					writeBy = now.Add(r.idle)
 					r.conns[1-dir].SetWriteDeadline(writeBy)
 				}
 			}
-			var m int
-			err := dst.Write(func(fd uintptr) bool {
-				m, serr = write(fd, done, n)
-				return serr != unix.EAGAIN
-			})
+			err := dst.Write(h.written)
 			if err == nil {
-				err = serr
+				err = h.err
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) && r.idle > 0 {
 				// Stalled only if nothing went for the whole timeout.
@@ -247,15 +270,15 @@ func (r *relay) half(dir int) {
 				r.stop(closedReset, isReset(err))
 				return
 			}
-			done += m
-			r.bytes[dir].Add(int64(m))
-			r.totals[dir].Add(int64(m))
+			h.done += h.m
+			r.bytes[dir].Add(int64(h.m))
+			r.totals[dir].Add(int64(h.m))
 			r.last[dir].Store(time.Now().UnixNano())
 		}
 		r.writing[dir].Store(false)
-		if buf != nil {
-			copyBufs.Put(buf)
-			buf = nil
+		if h.buf != nil {
+			copyBufs.Put(h.buf)
+			h.buf = nil
 		}
 	}
 }
