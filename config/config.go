@@ -208,6 +208,10 @@ type TCPListener struct {
 	// long, or when one side took none of the bytes waiting for it;
 	// default 1h.
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// HalfClosedTimeout replaces it, if shorter, once one side has sent
+	// its FIN (a client that connects and closes must not hold a relay
+	// to a server that waits for it to speak); default 1m.
+	HalfClosedTimeout Duration `yaml:"half_closed_timeout"`
 	// DrainTimeout is how long relays may go on once the listener stops
 	// accepting (a reload that replaces it, an upgrade, a stop) before
 	// they are closed; default timeouts.grace.

@@ -561,7 +561,7 @@ func (v *validator) tcpListener(p []any, l *Listener, c *Config) {
 			v.errorf(at(p, k.key), "%s is for http listeners: a tcp listener relays bytes to its cluster", k.key)
 		}
 	}
-	if l.TCP.IdleTimeout < 0 || l.TCP.DrainTimeout < 0 || l.TCP.MaxConns < 0 || l.TCP.HelloTimeout < 0 {
+	if l.TCP.IdleTimeout < 0 || l.TCP.HalfClosedTimeout < 0 || l.TCP.DrainTimeout < 0 || l.TCP.MaxConns < 0 || l.TCP.HelloTimeout < 0 {
 		v.errorf(at(p, "tcp"), "timeouts and max_conns must not be negative")
 	}
 }

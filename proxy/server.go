@@ -276,6 +276,12 @@ func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 	srv.counters.ConnsAccepted.Add(1)
 	remote, local := sockio.AddrPort(nc.RemoteAddr()), sockio.AddrPort(nc.LocalAddr())
 	if pp := srv.opts.ProxyProtocol; pp != nil {
+		if open.Load() >= maxConns {
+			srv.counters.ConnsRejected.Add(1)
+			go srv.reject(nc, remote, "over limits.max_conns")
+			return
+		}
+		open.Add(1) // while its header comes
 		go srv.proxied(nc, pp, remote, open, maxConns)
 		return
 	}
@@ -283,23 +289,32 @@ func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 }
 
 // proxied takes the PROXY header of a connection from a trusted proxy,
-// and serves it as the client's the header names.
+// and serves it as the client's the header names. The connection counts
+// against maxConns in open while its header comes.
 func (srv *Server) proxied(nc net.Conn, pp *ProxyProtocol, remote netip.AddrPort, open *atomic.Int64, maxConns int64) {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok || !proxyheader.Trusted(pp.Trusted, remote.Addr()) {
-		srv.counters.ConnsProxyRefused.Add(1)
-		srv.opts.Logger.Debug("connection refused: not from a trusted proxy (proxy_protocol)", "client", remote.String())
-		nc.Close()
-		return
-	}
-	src, dst, err := proxyheader.Read(tc, time.Now().Add(cmp.Or(pp.Timeout, proxyheader.DefaultTimeout)))
+	src, dst, err := readProxyHeader(nc, pp, remote)
+	open.Add(-1) // admit counts it anew
 	if err != nil {
 		srv.counters.ConnsProxyRefused.Add(1)
-		srv.opts.Logger.Warn("connection refused: no valid PROXY header from a trusted proxy", "proxy", remote.String(), "err", err)
+		level := slog.LevelWarn // a trusted proxy that sent no valid header
+		if errors.Is(err, proxyheader.ErrUntrusted) {
+			level = slog.LevelDebug // anyone can: counted, not logged
+		}
+		srv.opts.Logger.Log(context.Background(), level, "connection refused: proxy_protocol", "client", remote.String(), "err", err)
 		nc.Close()
 		return
 	}
 	srv.admit(nc, src, dst, open, maxConns)
+}
+
+// readProxyHeader reads the PROXY header of nc, from remote, a trusted
+// proxy.
+func readProxyHeader(nc net.Conn, pp *ProxyProtocol, remote netip.AddrPort) (src, dst netip.AddrPort, err error) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || !proxyheader.Trusted(pp.Trusted, remote.Addr()) {
+		return src, dst, proxyheader.ErrUntrusted
+	}
+	return proxyheader.Read(tc, time.Now().Add(cmp.Or(pp.Timeout, proxyheader.DefaultTimeout)))
 }
 
 // admit serves a connection from the client at remote, or refuses it

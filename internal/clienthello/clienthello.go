@@ -26,7 +26,8 @@ const MaxRead = MaxHello + 4 + 5*64
 
 // Info is what a ClientHello says of where the client means to go.
 type Info struct {
-	// ServerName is the SNI, lower-cased; "" when the client sent none.
+	// ServerName is the SNI, its ASCII letters lower-cased; "" when the
+	// client sent none.
 	ServerName string
 	// Protocols are the ALPN protocols offered, in the client's order.
 	Protocols []string
@@ -175,7 +176,25 @@ func serverName(data cryptobyte.String) (string, bool) {
 			return "", false // RFC 6066: no trailing dot
 		}
 	}
-	return strings.ToLower(name), true
+	return asciiLower(name), true
+}
+
+// asciiLower lower-cases the ASCII letters of s only: a name is A-labels
+// (RFC 6066 §3), and strings.ToLower would make the Kelvin sign a k, so
+// that "\u212aube.test" took kube.test's route.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // alpn reads the application_layer_protocol_negotiation extension

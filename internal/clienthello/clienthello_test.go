@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 )
@@ -63,6 +62,7 @@ func TestParse(t *testing.T) {
 		{"in 100-byte records", fragment(pq, 100), Info{"svc.example.com", []string{"h2", "http/1.1"}}, nil},
 		{"in 1-byte records", fragment(pq[:5+300], 1), Info{}, ErrMalformed}, // over 64 records
 		{"no SNI, no ALPN", hello(t, &tls.Config{InsecureSkipVerify: true}), Info{}, nil},
+		{"the Kelvin sign is not a k", hello(t, &tls.Config{ServerName: "\u212aube.Test"}), Info{"\u212aube.test", nil}, nil},
 		{"cut short", pq[:len(pq)-1], Info{}, ErrIncomplete},
 		{"header only", pq[:5], Info{}, ErrIncomplete},
 		{"HTTP", []byte("GET / HTTP/1.1\r\n\r\n"), Info{}, ErrNotTLS},
@@ -94,7 +94,7 @@ func TestParse(t *testing.T) {
 func oracle(b []byte) (info Info, ok bool) {
 	errDone := errors.New("done")
 	tls.Server(&bytesConn{Reader: bytes.NewReader(b)}, &tls.Config{GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
-		info = Info{strings.ToLower(chi.ServerName), chi.SupportedProtos}
+		info = Info{asciiLower(chi.ServerName), chi.SupportedProtos}
 		ok = true
 		return nil, errDone
 	}}).Handshake()

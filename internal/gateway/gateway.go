@@ -313,7 +313,8 @@ func (g *Gateway) tcpListener(c *config.Config, lc *config.Listener) Listener {
 	name := cmp.Or(lc.Name, lc.Address)
 	cl := g.Clusters[lc.Cluster]
 	o := &tcpproxy.Options{Name: name, Cluster: cl, ConnectTimeout: time.Duration(c.Timeouts.Connect),
-		IdleTimeout: time.Duration(lc.TCP.IdleTimeout), MaxConns: cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns),
+		IdleTimeout: time.Duration(lc.TCP.IdleTimeout), HalfClosedTimeout: time.Duration(lc.TCP.HalfClosedTimeout),
+		MaxConns:     cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns),
 		HelloTimeout: time.Duration(lc.TCP.HelloTimeout)}
 	clusters := []*cluster.Cluster{cl}
 	for _, r := range lc.SNIRoutes {

@@ -25,6 +25,11 @@ import (
 // 4 KiB (cloud load balancers add a few small ones).
 const MaxHeader = 16 + 4096
 
+// maxPeeks bounds the segments a header may come in: each is peeked
+// and looked at whole again, so a header sent a byte at a time would
+// cost its square.
+const maxPeeks = 32
+
 // DefaultTimeout bounds the wait for a header.
 const DefaultTimeout = 5 * time.Second
 
@@ -50,10 +55,13 @@ var bufs = sync.Pool{New: func() any { b := make([]byte, MaxHeader); return &b }
 func Read(c *net.TCPConn, deadline time.Time) (src, dst netip.AddrPort, err error) {
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
-	size := 0
+	size, peeks := 0, 0
 	err = sockio.PeekUntil(c, *bp, deadline, func(b []byte) (bool, error) {
 		var err error
 		size, err = headerSize(b)
+		if peeks++; size == 0 && err == nil && peeks == maxPeeks {
+			return false, fmt.Errorf("%w: still incomplete after %d segments", ErrMalformed, maxPeeks)
+		}
 		return size > 0, err
 	})
 	switch {
@@ -101,7 +109,11 @@ func headerSize(b []byte) (int, error) {
 		if len(b) < 16 {
 			return 0, nil
 		}
-		return 16 + (int(b[14])<<8 | int(b[15])), nil
+		size := 16 + (int(b[14])<<8 | int(b[15]))
+		if size > MaxHeader {
+			return 0, fmt.Errorf("%w: %d bytes, over %d", ErrMalformed, size, MaxHeader)
+		}
+		return size, nil
 	case bytes.HasPrefix(sigV1, b[:min(len(b), len(sigV1))]) || bytes.HasPrefix(sigV2, b[:min(len(b), len(sigV2))]):
 		return 0, nil // a signature's beginning
 	}

@@ -85,6 +85,8 @@ func TestReadRefuses(t *testing.T) {
 		want error
 	}{
 		{"no header", "GET / HTTP/1.1\r\n\r\n", ErrMissing},
+		{"v2 over 4 KiB", string(sigV2) + "\x21\x11\xea\x60", ErrMalformed}, // 60000 bytes of addresses
+		{"v2 just over", string(sigV2) + "\x21\x11\x10\x01", ErrMalformed},
 		{"bad v1", "PROXY TCP4 1.2.3.4 x 1 2\r\n", ErrMalformed},
 		{"v1 too long", "PROXY TCP4 " + string(make([]byte, 120)), ErrMalformed},
 		{"half a v2", string(sigV2[:8]), errTimeout},

@@ -30,6 +30,8 @@ type relay struct {
 	conns    [2]*net.TCPConn // client, upstream
 	raw      [2]syscall.RawConn
 	idle     time.Duration    // 0: none
+	halfIdle time.Duration    // once a side has sent its FIN; 0: idle
+	ended    atomic.Bool      // a side has sent its FIN
 	last     [2]atomic.Int64  // unix nanoseconds of each half's last bytes moved
 	bytes    [2]atomic.Int64  // client to upstream, upstream to client
 	totals   [2]*atomic.Int64 // the server's, counted as bytes go
@@ -39,8 +41,8 @@ type relay struct {
 	stopOnce sync.Once
 }
 
-func newRelay(ps *pipes, client, upstream *net.TCPConn, idle time.Duration, in, out *atomic.Int64) (*relay, error) {
-	r := &relay{pipes: ps, conns: [2]*net.TCPConn{client, upstream}, idle: idle, totals: [2]*atomic.Int64{in, out}}
+func newRelay(ps *pipes, client, upstream *net.TCPConn, idle, halfIdle time.Duration, in, out *atomic.Int64) (*relay, error) {
+	r := &relay{pipes: ps, conns: [2]*net.TCPConn{client, upstream}, idle: idle, halfIdle: halfIdle, totals: [2]*atomic.Int64{in, out}}
 	for i, c := range r.conns {
 		rc, err := c.SyscallConn()
 		if err != nil {
@@ -69,6 +71,26 @@ func (r *relay) run() {
 	<-done
 	r.conns[0].Close()
 	r.conns[1].Close()
+}
+
+// timeout is how long the relay may go without moving a byte: the idle
+// timeout, or, once a side has sent its FIN, the half-closed one if
+// shorter (a client that connects and closes must not hold a relay to a
+// server that waits for it to speak).
+func (r *relay) timeout() time.Duration {
+	if r.ended.Load() && r.halfIdle > 0 && (r.idle == 0 || r.halfIdle < r.idle) {
+		return r.halfIdle
+	}
+	return r.idle
+}
+
+// latest is when the relay last moved a byte, either way; now if a side
+// holds bytes it is writing (a write that waits times out on its own).
+func (r *relay) latest() time.Time {
+	if r.writing[0].Load() || r.writing[1].Load() {
+		return time.Now()
+	}
+	return time.Unix(0, max(r.last[0].Load(), r.last[1].Load()))
 }
 
 // closedFirst records how the relay began to end, once.
@@ -168,6 +190,12 @@ func (h *half) readOnce(fd uintptr) bool {
 	if h.err == unix.EAGAIN {
 		h.r.pipes.put(h.p)
 		h.p = nil
+		if peek(fd) == 0 {
+			// Bytes are there, and splice takes none: it stops at TCP
+			// urgent data, where read goes on past the urgent byte.
+			h.bulk = false
+			return h.readOnce(fd)
+		}
 		return false
 	}
 	return true
@@ -197,13 +225,18 @@ func (h *half) move() {
 	r, dir := h.r, h.dir
 	src, dst := r.raw[dir], r.raw[1-dir]
 	var readBy, writeBy time.Time // the deadlines set
+	renew := true                 // bytes moved: the read deadline may be pushed on
 	defer h.release()
 	for {
-		if r.idle > 0 {
-			if now := time.Now(); readBy.Sub(now) < r.idle/2 {
-				readBy = now.Add(r.idle)
+		// The read deadline is pushed on only after bytes come, and then
+		// at most every half timeout; when it passes, the relay's last
+		// byte either way says whether it was idle, and sets it anew.
+		if t := r.timeout(); t > 0 && renew {
+			if now := time.Now(); readBy.Sub(now) < t/2 {
+				readBy = now.Add(t)
 				r.conns[dir].SetReadDeadline(readBy)
 			}
+			renew = false
 		}
 		err := src.Read(h.read)
 		if err == nil {
@@ -211,15 +244,9 @@ func (h *half) move() {
 		}
 		if err != nil {
 			h.release()
-			if errors.Is(err, os.ErrDeadlineExceeded) && r.idle > 0 {
-				// Idle only if the other direction is quiet too; one
-				// that waits to write times out on its own (stalled).
-				other := time.Unix(0, r.last[1-dir].Load())
-				if r.writing[1-dir].Load() {
-					other = time.Now()
-				}
-				if time.Since(other) < r.idle {
-					readBy = other.Add(r.idle)
+			if t := r.timeout(); errors.Is(err, os.ErrDeadlineExceeded) && t > 0 {
+				if latest := r.latest(); time.Since(latest) < t {
+					readBy = latest.Add(t)
 					r.conns[dir].SetReadDeadline(readBy)
 					continue
 				}
@@ -230,14 +257,19 @@ func (h *half) move() {
 			return
 		}
 		if h.n == 0 {
-			// The end of dir's stream: passed on, the other way goes on.
+			// The end of dir's stream: passed on, the other way goes on,
+			// within the half-closed timeout.
 			h.release()
 			r.closedFirst([]string{closedClient, closedUpstream}[dir])
+			r.ended.Store(true)
 			if r.conns[1-dir].CloseWrite() != nil {
 				r.stop(closedReset, false)
+			} else if t := r.timeout(); t > 0 {
+				r.conns[1-dir].SetReadDeadline(r.latest().Add(t))
 			}
 			return
 		}
+		renew = true
 		r.last[dir].Store(time.Now().UnixNano()) // the stall timeout counts from here
 		r.writing[dir].Store(true)
 		if h.buf != nil {
@@ -246,20 +278,19 @@ func (h *half) move() {
 			h.bulk = h.n >= copySize
 		}
 		for h.done = 0; h.done < h.n; {
-			if r.idle > 0 {
-				if now := time.Now(); writeBy.Sub(now) < r.idle/2 {
-					writeBy = now.Add(r.idle)
-					r.conns[1-dir].SetWriteDeadline(writeBy)
-				}
+			t := r.timeout()
+			if now := time.Now(); t > 0 && writeBy.Sub(now) < t/2 {
+				writeBy = now.Add(t)
+				r.conns[1-dir].SetWriteDeadline(writeBy)
 			}
 			err := dst.Write(h.written)
 			if err == nil {
 				err = h.err
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) && r.idle > 0 {
+			if errors.Is(err, os.ErrDeadlineExceeded) && t > 0 {
 				// Stalled only if nothing went for the whole timeout.
-				if last := time.Unix(0, r.last[dir].Load()); time.Since(last) < r.idle {
-					writeBy = last.Add(r.idle)
+				if last := time.Unix(0, r.last[dir].Load()); time.Since(last) < t {
+					writeBy = last.Add(t)
 					r.conns[1-dir].SetWriteDeadline(writeBy)
 					continue
 				}

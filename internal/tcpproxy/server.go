@@ -37,6 +37,7 @@ import (
 const (
 	DefaultConnectTimeout = 5 * time.Second
 	DefaultIdleTimeout    = time.Hour
+	DefaultHalfClosed     = time.Minute
 	DefaultMaxConns       = 100000
 	DefaultHelloTimeout   = 5 * time.Second
 )
@@ -62,6 +63,9 @@ type Options struct {
 	// long, or when a side took none of the bytes waiting for it; -1:
 	// never.
 	IdleTimeout time.Duration
+	// HalfClosedTimeout replaces IdleTimeout, if shorter, once a side has
+	// sent its FIN; -1: never.
+	HalfClosedTimeout time.Duration
 	// MaxConns is how many relays the listener holds at once; a client
 	// past it is closed at once.
 	MaxConns int
@@ -91,6 +95,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	relays    map[*relay]struct{}
+	setup     map[*net.TCPConn]struct{} // clients not yet relayed: being read or connected
 	listeners map[net.Listener]struct{}
 	closing   bool           // Shutdown began: no more accepting
 	killed    bool           // Shutdown's time is up: no more relaying
@@ -110,6 +115,11 @@ func New(o Options) *Server {
 	} else if o.IdleTimeout < 0 {
 		o.IdleTimeout = 0
 	}
+	if o.HalfClosedTimeout == 0 {
+		o.HalfClosedTimeout = DefaultHalfClosed
+	} else if o.HalfClosedTimeout < 0 {
+		o.HalfClosedTimeout = 0
+	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = DefaultMaxConns
 	}
@@ -119,7 +129,7 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Server{o: o, pipes: &pipes{max: 64}, relays: make(map[*relay]struct{}), listeners: make(map[net.Listener]struct{})}
+	return &Server{o: o, pipes: &pipes{max: 64}, relays: make(map[*relay]struct{}), setup: make(map[*net.TCPConn]struct{}), listeners: make(map[net.Listener]struct{})}
 }
 
 // Serve accepts connections on ln and relays them, until Shutdown.
@@ -166,7 +176,18 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			continue
 		}
+		s.mu.Lock()
+		if s.closing {
+			// Accepted as Shutdown began: Shutdown waits for none but
+			// those counted before.
+			s.mu.Unlock()
+			s.Stats.Active.Add(-1)
+			c.Close()
+			continue
+		}
 		s.wg.Add(1)
+		s.setup[c] = struct{}{}
+		s.mu.Unlock()
 		go s.serve(c)
 	}
 }
@@ -181,6 +202,7 @@ func (s *Server) shuttingDown() bool {
 func (s *Server) serve(c *net.TCPConn) {
 	defer s.wg.Done()
 	defer s.Stats.Active.Add(-1)
+	defer s.setupDone(c)
 	start := time.Now()
 	sess := &proxy.Session{ClientAddr: sockio.AddrPort(c.RemoteAddr()), LocalAddr: sockio.AddrPort(c.LocalAddr())}
 	if pp := s.o.ProxyProtocol; pp != nil {
@@ -226,7 +248,7 @@ func (s *Server) serve(c *net.TCPConn) {
 			return
 		}
 	}
-	r, err := newRelay(s.pipes, c, up, s.o.IdleTimeout, &s.Stats.BytesIn, &s.Stats.BytesOut)
+	r, err := newRelay(s.pipes, c, up, s.o.IdleTimeout, s.o.HalfClosedTimeout, &s.Stats.BytesIn, &s.Stats.BytesOut)
 	if err != nil {
 		c.Close()
 		up.Close()
@@ -236,6 +258,7 @@ func (s *Server) serve(c *net.TCPConn) {
 	s.mu.Lock()
 	killed := s.killed
 	s.relays[r] = struct{}{}
+	delete(s.setup, c)
 	s.mu.Unlock()
 	if killed {
 		r.stop(closedDrain, false)
@@ -246,6 +269,13 @@ func (s *Server) serve(c *net.TCPConn) {
 	s.mu.Unlock()
 	cl.Done(sess, &call, nil)
 	s.log(sess, start, r, peer, sni, nil)
+}
+
+// setupDone forgets c as a connection being set up, if it still was.
+func (s *Server) setupDone(c *net.TCPConn) {
+	s.mu.Lock()
+	delete(s.setup, c)
+	s.mu.Unlock()
 }
 
 // refuse resets c, which is not relayed for e, counted in n.
@@ -338,6 +368,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.killed = true
 		for r := range s.relays {
 			r.stop(closedDrain, false)
+		}
+		for c := range s.setup {
+			c.Close() // its hello, header or connect fails now
 		}
 		s.mu.Unlock()
 		<-done

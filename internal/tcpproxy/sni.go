@@ -1,6 +1,7 @@
 package tcpproxy
 
 import (
+	"errors"
 	"net"
 	"slices"
 	"strings"
@@ -40,6 +41,13 @@ func (r *Route) matches(name string, protos []string) bool {
 	return false
 }
 
+// maxHelloPeeks bounds the segments a ClientHello may come in: each is
+// peeked and parsed whole again, so a hello sent a byte at a time would
+// cost its square (16 KiB comes in 12 segments of a common MSS).
+const maxHelloPeeks = 48
+
+var errHelloDrip = errors.New("tcp: the ClientHello came in too many pieces")
+
 // helloBufs are the buffers ClientHellos are peeked into.
 var helloBufs = sync.Pool{New: func() any { b := make([]byte, clienthello.MaxRead); return &b }}
 
@@ -50,10 +58,14 @@ func peekHello(c *net.TCPConn, timeout time.Duration) (clienthello.Info, error) 
 	bp := helloBufs.Get().(*[]byte)
 	defer helloBufs.Put(bp)
 	var info clienthello.Info
+	peeks := 0
 	err := sockio.PeekUntil(c, *bp, time.Now().Add(timeout), func(b []byte) (bool, error) {
 		var err error
 		info, err = clienthello.Parse(b)
 		if err == clienthello.ErrIncomplete {
+			if peeks++; peeks == maxHelloPeeks {
+				return false, errHelloDrip
+			}
 			return false, nil
 		}
 		return true, err

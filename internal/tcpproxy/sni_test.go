@@ -119,8 +119,23 @@ func TestSNIRoutes(t *testing.T) {
 	refused("HTTP", []byte("GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"), 0)
 	refused("half a hello", hello[:len(hello)/2], 300*time.Millisecond)
 	refused("over 16 KiB", []byte{22, 3, 1, 0x40, 0, 1, 0, 0x50, 0}, 0)
-	if n := p.srv.Stats.BadHello.Load() - before; n != 3 {
-		t.Errorf("BadHello counted %d, want 3", n)
+	// A byte a segment: refused after a few dozen, well before the
+	// timeout, rather than parsed again at each.
+	drip := dial(t, p.addr)
+	drip.SetNoDelay(true)
+	startDrip := time.Now()
+	for i := range hello {
+		if _, err := drip.Write(hello[i : i+1]); err != nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	drip.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := drip.Read(make([]byte, 1)); n != 0 || err == nil || time.Since(startDrip) > time.Second {
+		t.Errorf("a hello a byte at a time: read %d, %v after %v; want it refused early", n, err, time.Since(startDrip))
+	}
+	if n := p.srv.Stats.BadHello.Load() - before; n != 4 {
+		t.Errorf("BadHello counted %d, want 4", n)
 	}
 }
 

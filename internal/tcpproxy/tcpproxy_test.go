@@ -463,3 +463,77 @@ func BenchmarkRelaySmall(b *testing.B) {
 		}
 	}
 }
+
+// TestIdleMeasuredFromLastByte: the idle timeout runs from the relay's
+// last byte either way, neither sooner nor much later.
+func TestIdleMeasuredFromLastByte(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	addr := origin(t, func(c *net.TCPConn) { io.Copy(io.Discard, struct{ io.Reader }{c}) }) // never sends
+	p := start(t, Options{IdleTimeout: idle}, addr)
+	c := dial(t, p.addr)
+	time.Sleep(idle * 2 / 3)
+	io.WriteString(c, "x") // the client→upstream way moves; the other never does
+	last := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("%v, want the relay closed", err)
+	}
+	if d := time.Since(last); d < idle || d > idle+idle/2 {
+		t.Errorf("closed %v after the last byte, want about %v", d, idle)
+	}
+}
+
+// TestHalfClosedTimeout: a client that connects and closes, to an origin
+// that waits for it to speak, holds the relay for the half-closed
+// timeout, not the idle one.
+func TestHalfClosedTimeout(t *testing.T) {
+	addr := origin(t, func(c *net.TCPConn) {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, struct{ io.Reader }{c})
+		time.Sleep(2 * time.Second) // answers nothing, closes nothing
+	})
+	p := start(t, Options{IdleTimeout: time.Hour, HalfClosedTimeout: 300 * time.Millisecond}, addr)
+	c := dial(t, p.addr)
+	c.CloseWrite()
+	startAt := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("%v, want the relay closed", err)
+	}
+	if d := time.Since(startAt); d < 300*time.Millisecond || d > 2*time.Second {
+		t.Errorf("closed after %v, want about 300ms", d)
+	}
+	if l := p.lines(t, 1)[0]; l["closed_first"] != "client" {
+		t.Errorf("closed_first %v", l["closed_first"])
+	}
+}
+
+// TestUrgentData: TCP urgent data, where splice stops, does not stall the
+// relay: the stream goes on as a direct connection gives it (the urgent
+// byte out of band), in a small message and in the middle of a bulk one.
+func TestUrgentData(t *testing.T) {
+	p := start(t, Options{IdleTimeout: 5 * time.Second}, origin(t, echo))
+	c := dial(t, p.addr)
+	raw, _ := c.SyscallConn()
+	urgent := func() {
+		raw.Write(func(fd uintptr) bool {
+			syscall.Sendto(int(fd), []byte("!"), syscall.MSG_OOB, nil)
+			return true
+		})
+	}
+	half := make([]byte, 256<<10)
+	rand.Read(half)
+	for _, part := range [][]byte{[]byte("abc"), half} {
+		want := append(append([]byte{}, part...), part...)
+		go func() {
+			c.Write(part)
+			urgent()
+			c.Write(part)
+		}()
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes, urgent, %d bytes: %v, read back equal %v", len(part), len(part), err, bytes.Equal(got, want))
+		}
+	}
+}

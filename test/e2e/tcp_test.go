@@ -98,7 +98,8 @@ func startTCPProxy(t *testing.T, endpoints ...string) (string, *proc) {
 // TestTCPSplice: 256 MiB each way through the quick mode's relay, with
 // the client's FIN passed on before the origin answers; the relay's own
 // reads and writes (its /proc/PID/io rchar and wchar, which count the
-// bytes of read and write calls and not of splice) stay near zero.
+// bytes of read and write calls and not of splice: the first bytes of
+// bursts) stay under 1% of what it relayed.
 func TestTCPSplice(t *testing.T) {
 	const size = 256 << 20
 	origin := tcpOrigin(t, func(c *net.TCPConn) {
@@ -136,7 +137,9 @@ func TestTCPSplice(t *testing.T) {
 	t.Logf("512 MiB relayed in %v (%.1f Gbit/s); the relay read and wrote %d bytes itself (rchar+wchar: the first bytes of bursts), in %d read and %d write calls",
 		elapsed.Round(time.Millisecond), float64(2*size*8)/elapsed.Seconds()/1e9, user,
 		after["syscr"]-before["syscr"], after["syscw"]-before["syscw"])
-	if user > 1<<20 {
+	// A burst's first 16 KiB is read and written (a small message costs
+	// fewer system calls so); the bulk must be spliced: under 1% copied.
+	if user > 2*size/100 {
 		t.Errorf("the relay moved %d bytes through user space for %d relayed: not spliced", user, 2*size)
 	}
 	c.Close()
