@@ -331,10 +331,7 @@ func TestMaxConns(t *testing.T) {
 		t.Errorf("OverLimit %d, want 1", n)
 	}
 	a.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.srv.Stats.Active.Load() > 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitActive(t, p, 1)
 	c := dial(t, p.addr)
 	io.WriteString(c, "y")
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
@@ -535,5 +532,51 @@ func TestUrgentData(t *testing.T) {
 		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("%d bytes, urgent, %d bytes: %v, read back equal %v", len(part), len(part), err, bytes.Equal(got, want))
 		}
+	}
+}
+
+// TestClusterMaxConns: the cluster's circuit breaker bounds its open
+// relays: past max_requests a client waits pending_timeout for a slot,
+// and is closed without one.
+func TestClusterMaxConns(t *testing.T) {
+	cl, err := cluster.New(&config.Cluster{Name: "c", Endpoints: []string{origin(t, echo)},
+		Limits: config.ClusterLimits{MaxRequests: 1, MaxPending: 1, PendingTimeout: config.Duration(200 * time.Millisecond)}}, cluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	p := start(t, Options{Cluster: cl})
+	first := dial(t, p.addr)
+	io.WriteString(first, "a")
+	io.ReadFull(first, make([]byte, 1))
+	second := dial(t, p.addr)
+	second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	startAt := time.Now()
+	if n, err := second.Read(make([]byte, 1)); n != 0 || err == nil || os.IsTimeout(err) {
+		t.Fatalf("the second relay: %d, %v; want it closed", n, err)
+	}
+	if d := time.Since(startAt); d < 150*time.Millisecond {
+		t.Errorf("closed after %v, before the pending timeout", d)
+	}
+	if n := p.srv.Stats.NoUpstream.Load(); n != 1 {
+		t.Errorf("NoUpstream %d, want 1", n)
+	}
+	first.Close()
+	waitActive(t, p, 0)
+	third := dial(t, p.addr)
+	io.WriteString(third, "c")
+	if _, err := io.ReadFull(third, make([]byte, 1)); err != nil {
+		t.Fatalf("after the first left: %v", err)
+	}
+}
+
+func waitActive(t *testing.T, p *proxyUnderTest, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.srv.Stats.Active.Load() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d relays open, want %d", p.srv.Stats.Active.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
