@@ -18,34 +18,11 @@ import (
 
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/config"
+	"github.com/straitproxy/strait/internal/proxytest"
 )
 
-// origin is a TCP server on loopback that runs handle per connection.
-func origin(t *testing.T, handle func(c *net.TCPConn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			})
-		}
-	}()
-	return ln.Addr().String()
-}
+// origin is proxytest.TCPOrigin.
+func origin(t *testing.T, handle func(c *net.TCPConn)) string { return proxytest.TCPOrigin(t, handle) }
 
 // echo sends back what it reads, and closes its half at the end of the
 // client's.
@@ -54,11 +31,7 @@ func echo(c *net.TCPConn) {
 	c.CloseWrite()
 }
 
-// copyPlain copies through a buffer: io.Copy between TCP connections
-// would splice, holding a pipe per connection in the test's process.
-func copyPlain(dst io.Writer, src io.Reader) (int64, error) {
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 32<<10))
-}
+var copyPlain = proxytest.CopyPlain
 
 type proxyUnderTest struct {
 	srv  *Server

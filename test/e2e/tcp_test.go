@@ -13,41 +13,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// tcpOrigin is a TCP server on loopback that runs handle per connection;
-// it copies through user space (io.Copy between TCP connections would
-// splice, with a pipe per connection in the test's process).
-func tcpOrigin(t *testing.T, handle func(c *net.TCPConn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			})
-		}
-	}()
-	return ln.Addr().String()
-}
+	"github.com/straitproxy/strait/internal/proxytest"
+)
 
 // taggedEcho answers each line with tag and the line, and closes its
 // half at the end of the client's.
@@ -102,7 +74,7 @@ func startTCPProxy(t *testing.T, endpoints ...string) (string, *proc) {
 // bursts) stay under 1% of what it relayed.
 func TestTCPSplice(t *testing.T) {
 	const size = 256 << 20
-	origin := tcpOrigin(t, func(c *net.TCPConn) {
+	origin := proxytest.TCPOrigin(t, func(c *net.TCPConn) {
 		n, _ := io.Copy(io.Discard, struct{ io.Reader }{c}) // to the client's FIN
 		fmt.Fprintf(c, "%d\n", n)
 		io.CopyBuffer(struct{ io.Writer }{c}, io.LimitReader(zeroes{}, size), make([]byte, 1<<20))
@@ -223,7 +195,7 @@ clusters:
 // one that answers; with none answering, the client is closed, and the
 // cause logged and counted.
 func TestTCPRefusingOrigin(t *testing.T) {
-	good := tcpOrigin(t, taggedEcho("ok:"))
+	good := proxytest.TCPOrigin(t, taggedEcho("ok:"))
 	addr, p := startTCPProxy(t, closedAddr(t), good)
 	for i := range 20 {
 		c, err := net.Dial("tcp", addr)
@@ -364,7 +336,7 @@ func slabKiB(t *testing.T) int {
 // the listener's drain_timeout; new connections go by the new config, to
 // the new process.
 func TestTCPReloadAndUpgrade(t *testing.T) {
-	originA, originB := tcpOrigin(t, taggedEcho("A:")), tcpOrigin(t, taggedEcho("B:"))
+	originA, originB := proxytest.TCPOrigin(t, taggedEcho("A:")), proxytest.TCPOrigin(t, taggedEcho("B:"))
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	conf := func(origin string) []byte {
