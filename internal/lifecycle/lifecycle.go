@@ -225,7 +225,9 @@ func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, err
 		o := *l.TCP
 		o.ProxyProtocol = l.ProxyProtocol
 		o.Logger = p.o.Logger
-		o.AccessLog = cmp.Or(p.o.AccessLogger, p.o.Logger)
+		if p.gw.Options.AccessLog { // access_log set, as for HTTP
+			o.AccessLog = cmp.Or(p.o.AccessLogger, p.o.Logger)
+		}
 		return p.liveOn(l, tcpproxy.New(o), sock, "tcp")
 	}
 	o := p.gw.Options

@@ -298,7 +298,10 @@ func (s *Server) proxyHeader(c *net.TCPConn, pp *proxy.ProxyProtocol, remote net
 // connect dials endpoints the cluster picks until one answers or no try
 // is left.
 func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster.Call) (*net.TCPConn, string, *proxy.Error) {
-	d := net.Dialer{Timeout: s.o.ConnectTimeout}
+	// No keep-alive probes (HAProxy's default too): three fewer system
+	// calls a connection, and an upstream that vanished is found by the
+	// idle timeout.
+	d := net.Dialer{Timeout: s.o.ConnectTimeout, KeepAlive: -1}
 	for {
 		sess.Stats.Attempts++
 		peer, err := cl.Peer(sess, call)

@@ -349,6 +349,7 @@ clusters:
   - name: c
     endpoints: [%q]
 admin: {address: %q}
+access_log: stderr
 `, addr, origin, adminAddr)
 	}
 	path := writeFile(t, t.TempDir(), "strait.yaml", conf(originA))
