@@ -6,6 +6,7 @@
 //	go run ./bench -quick     # smoke test: 1 round, 2 s, small responses only
 //	go run ./bench -idle      # RSS per idle keep-alive connection (10,000 of them)
 //	go run ./bench -grpc      # gRPC with ghz: CPU per call, calls/s, p99
+//	go run ./bench -tcp       # TCP relays: iperf3 Gbit/s and CPU/GB, connections/s
 //	go run ./bench -h         # flags
 //
 // The method (see bench/README.md): on a small shared machine an absolute
@@ -45,6 +46,8 @@ type config struct {
 	quick            bool
 	idle             bool
 	grpc             bool
+	tcp              bool
+	tcpWorkers       int  // -tcp: the connections test's concurrent connections
 	noTickets        bool // TLS targets without session tickets: every handshake a full one
 	idleConns        int
 	idleConcurrency  int
@@ -111,6 +114,11 @@ func allTargets() []string {
 }
 
 func main() {
+	// The -tcp mode runs this binary again as its origin and load
+	// generator, pinned to the load CPU (see tcpHelper).
+	if len(os.Args) > 1 && os.Args[1] == tcpHelperArg {
+		os.Exit(tcpHelper(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
@@ -125,7 +133,17 @@ func run() int {
 	}
 
 	if cfg.print != "" {
-		if err := printStored(cfg.print); err != nil {
+		printFile := printStored
+		if strings.HasSuffix(cfg.print, "-tcp.json") {
+			printFile = func(path string) error {
+				data, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				return printStoredTCP(path, data)
+			}
+		}
+		if err := printFile(cfg.print); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			return 1
 		}
@@ -138,6 +156,9 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if cfg.tcp {
+		tools = append(tools, struct{ cmd, pkg string }{"iperf3", "iperf3"})
+	}
 	b, err := newBench(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -150,6 +171,8 @@ func run() int {
 		err = b.runGRPC(ctx)
 	case cfg.idle:
 		err = b.runIdle(ctx)
+	case cfg.tcp:
+		err = b.runTCP(ctx)
 	default:
 		err = b.runLoad(ctx)
 	}
@@ -179,6 +202,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "smoke test: -rounds 1 -duration 2s -scenarios small")
 	fs.BoolVar(&cfg.idle, "idle", false, "measure RSS per idle keep-alive connection instead of throughput")
 	fs.BoolVar(&cfg.grpc, "grpc", false, "measure gRPC instead (ghz, unary and server streaming; strait, nginx grpc_pass, HAProxy; see bench/grpc.go)")
+	fs.BoolVar(&cfg.tcp, "tcp", false, "measure TCP relays instead: iperf3 throughput and CPU per GB, connections/s and CPU per 1000 connections (strait proxy tcp://, nginx stream, HAProxy mode tcp; see bench/tcp.go)")
+	fs.IntVar(&cfg.tcpWorkers, "tcp-workers", 32, "-tcp: concurrent connections of the connections test")
 	fs.IntVar(&cfg.idleConns, "idle-conns", 10000, "connections held open by -idle")
 	tickets := fs.Bool("tls-tickets", true, "TLS targets issue session tickets; false: none (and no session cache), so the close scenario measures full handshakes (wrk resumes sessions it is given)")
 	fs.IntVar(&cfg.idleConcurrency, "idle-concurrency", 200, "goroutines opening and using the -idle connections")
@@ -247,6 +272,8 @@ flags:
 		return nil, errors.New("-warmup must be 0 or a whole number of seconds")
 	case cfg.connections < 1 || cfg.closeConnections < 1:
 		return nil, errors.New("-connections and -close-connections must be at least 1")
+	case cfg.tcpWorkers < 1:
+		return nil, errors.New("-tcp-workers must be at least 1")
 	case cfg.idleConns < 1 || cfg.idleConcurrency < 1:
 		return nil, errors.New("-idle-conns and -idle-concurrency must be at least 1")
 	case cfg.nice < -20 || cfg.nice > 19:
