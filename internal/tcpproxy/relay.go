@@ -261,7 +261,9 @@ func (h *half) move() {
 			// within the half-closed timeout.
 			h.release()
 			r.closedFirst([]string{closedClient, closedUpstream}[dir])
-			r.ended.Store(true)
+			if r.ended.Swap(true) {
+				return // the other way has ended: the close that follows sends the FIN
+			}
 			if r.conns[1-dir].CloseWrite() != nil {
 				r.stop(closedReset, false)
 			} else if t := r.timeout(); t > 0 {
