@@ -277,7 +277,7 @@ func (p *Process) serve(lv *live) {
 	g := &gate{TCPListener: lv.sock}
 	go func() {
 		defer close(lv.served)
-		if err := lv.srv.Serve(g); err != nil && !errors.Is(err, proxy.ErrServerClosed) && !errors.Is(err, tcpproxy.ErrServerClosed) {
+		if err := lv.srv.Serve(g); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 			p.errc <- fmt.Errorf("listener %s: %w", lv.l.Name, err)
 		}
 	}()

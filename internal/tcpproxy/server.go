@@ -102,9 +102,6 @@ type Server struct {
 	wg        sync.WaitGroup // relays being set up or running
 }
 
-// ErrServerClosed is Serve's answer once Shutdown began.
-var ErrServerClosed = errors.New("tcpproxy: server closed")
-
 // New returns a Server with o.
 func New(o Options) *Server {
 	if o.ConnectTimeout <= 0 {
@@ -132,12 +129,13 @@ func New(o Options) *Server {
 	return &Server{o: o, pipes: &pipes{max: 64}, relays: make(map[*relay]struct{}), setup: make(map[*net.TCPConn]struct{}), listeners: make(map[net.Listener]struct{})}
 }
 
-// Serve accepts connections on ln and relays them, until Shutdown.
+// Serve accepts connections on ln and relays them, until Shutdown; then
+// it returns proxy.ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return ErrServerClosed
+		return proxy.ErrServerClosed
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
@@ -151,7 +149,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		nc, err := ln.Accept()
 		if err != nil {
 			if s.shuttingDown() {
-				return ErrServerClosed
+				return proxy.ErrServerClosed
 			}
 			var ne net.Error
 			if fdlimit.Exhausted(err) || errors.As(err, &ne) && ne.Timeout() {
