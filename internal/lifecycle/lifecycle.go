@@ -570,9 +570,15 @@ func (p *Process) Stop(upgraded bool) error {
 	var failed error
 	for _, lv := range p.live {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), lv.grace(p.grace()))
+			grace := lv.grace(p.grace())
+			ctx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
-			if err := lv.srv.Shutdown(ctx); err != nil {
+			err := lv.srv.Shutdown(ctx)
+			if errors.Is(err, context.DeadlineExceeded) {
+				p.o.Logger.Warn("grace period over: connections still open were closed", "listener", lv.l.Name, "grace", grace.String())
+				return
+			}
+			if err != nil {
 				mu.Lock()
 				failed = cmp.Or(failed, fmt.Errorf("listener %s: %w", lv.l.Name, err))
 				mu.Unlock()
@@ -596,10 +602,6 @@ func (p *Process) Stop(upgraded bool) error {
 	p.closeAll()
 	if !upgraded && p.o.PIDFile != "" {
 		removeIfOurs(p.o.PIDFile)
-	}
-	if errors.Is(failed, context.DeadlineExceeded) {
-		p.o.Logger.Warn("grace period over: connections still open were closed", "grace", p.grace())
-		failed = nil
 	}
 	p.cfg = nil
 	return failed
