@@ -142,15 +142,19 @@ func cmpOr(a, b string) string {
 // background: a CA that cannot be reached is retried with backoff, and
 // whatever certificate is stored is served meanwhile.
 func (m *Manager) Start(ctx context.Context) {
+	names := make([]string, 0, len(m.names))
 	for n := range m.names {
-		// Each name on its own: the check waits for nothing, and the
-		// names' orders go on side by side.
-		go func() {
-			m.setAsideUnusable(ctx, n)
-			if err := m.magic.ManageAsync(ctx, []string{n}); err != nil {
-				m.logger.Error("acme: managing the certificate", "name", n, "err", err)
-			}
-		}()
+		// What storage holds is served from the first handshake: it is
+		// loaded now (local files; the check waits for no lock).
+		m.setAsideUnusable(ctx, n)
+		if _, err := m.magic.CacheManagedCertificate(ctx, n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			m.logger.Error("acme: loading the stored certificate", "name", n, "err", err)
+		}
+		names = append(names, n)
+	}
+	// Orders and renewals in the background.
+	if err := m.magic.ManageAsync(ctx, names); err != nil {
+		m.logger.Error("acme: managing the certificates", "err", err)
 	}
 }
 
