@@ -314,6 +314,11 @@ func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster
 		if err == nil {
 			return nc.(*net.TCPConn), peer.Addr, nil
 		}
+		if fdlimit.Exhausted(err) {
+			// strait's want, not the endpoint's failure: nothing is
+			// counted against it, and no other is tried.
+			return nil, peer.Addr, &proxy.Error{Side: proxy.Internal, Kind: proxy.KindLimit, Err: err, Where: "out of file descriptors, connecting to " + peer.Addr}
+		}
 		e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Err: err, Where: "connecting to " + peer.Addr}
 		if e = cl.FailToConnect(sess, call, e); !e.Retry {
 			return nil, peer.Addr, e

@@ -553,3 +553,50 @@ func waitActive(t *testing.T, p *proxyUnderTest, n int64) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestOutOfFDs: when strait has no descriptor left to connect upstream,
+// the client is closed and the endpoint is not blamed: no ejection after
+// more failures than outlier detection allows.
+func TestOutOfFDs(t *testing.T) {
+	p := start(t, Options{}, origin(t, echo))
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	for range 10 {
+		// The limit is on descriptor numbers: the two lowest free ones
+		// (the client's socket, and strait's accepted one) stay under
+		// it; strait's upstream socket would be the third.
+		var free [3]int
+		for i := range free {
+			free[i], _ = syscall.Dup(0)
+		}
+		for _, fd := range free {
+			syscall.Close(fd)
+		}
+		low := lim
+		low.Cur = uint64(free[2])
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp", p.addr)
+		if err == nil {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); os.IsTimeout(err) {
+				t.Fatal("relayed: the descriptor limit was not reached")
+			}
+			c.Close()
+		}
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		waitActive(t, p, 0)
+	}
+	if st := p.srv.o.Cluster.Stats(); st.Ejections != 0 {
+		t.Errorf("%d ejections: running out of descriptors was blamed on the endpoint", st.Ejections)
+	}
+	c := dial(t, p.addr)
+	io.WriteString(c, "ok")
+	if b := make([]byte, 2); func() error { _, err := io.ReadFull(c, b); return err }() != nil || string(b) != "ok" {
+		t.Errorf("after: %q", b)
+	}
+}
