@@ -316,19 +316,19 @@ func (g *Gateway) tcpListener(c *config.Config, lc *config.Listener) Listener {
 		IdleTimeout: time.Duration(lc.TCP.IdleTimeout), HalfClosedTimeout: time.Duration(lc.TCP.HalfClosedTimeout),
 		MaxConns:     cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns),
 		HelloTimeout: time.Duration(lc.TCP.HelloTimeout)}
-	clusters := []*cluster.Cluster{cl}
+	clusters := fmt.Sprintf("%p", cl) // which cluster objects: a reload's new one needs a new server
 	for _, r := range lc.SNIRoutes {
 		names := make([]string, len(r.Names))
 		for i, n := range r.Names {
 			names[i] = strings.ToLower(n)
 		}
 		o.Routes = append(o.Routes, tcpproxy.Route{Names: names, ALPN: r.ALPN, Cluster: g.Clusters[r.Cluster]})
-		clusters = append(clusters, g.Clusters[r.Cluster])
+		clusters += fmt.Sprintf(" %p", g.Clusters[r.Cluster])
 	}
 	l := Listener{Name: name, Address: lc.Address, TCP: o, DrainTimeout: time.Duration(lc.TCP.DrainTimeout),
 		ProxyProtocol: proxyProtocol(lc.ProxyProtocol)}
 	l.config = jsonOf(lc)
-	l.server = fmt.Sprintf("tcp %s %p %s", l.config, clusters, jsonOf(c.Timeouts.Connect, c.Limits.MaxConns))
+	l.server = fmt.Sprintf("tcp %s %s %s", l.config, clusters, jsonOf(c.Timeouts.Connect, c.Limits.MaxConns))
 	return l
 }
 

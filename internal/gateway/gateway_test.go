@@ -457,3 +457,44 @@ listeners:
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestBuildTCPForReload: a tcp listener whose config and clusters are
+// unchanged keeps its server through a reload; a changed cluster needs a
+// new one.
+func TestBuildTCPForReload(t *testing.T) {
+	conf := func(endpoint string) *config.Config {
+		cfg, err := config.Parse("t.yaml", []byte(`
+listeners:
+  - {address: 127.0.0.1:0, kind: tcp, cluster: c, sni_routes: [{names: [a.example], cluster: d}]}
+clusters:
+  - {name: c, endpoints: ["10.0.0.1:80"]}
+  - {name: d, endpoints: ["`+endpoint+`"]}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	g1, err := Build(conf("10.0.0.2:80"), slog.Default(), Observe{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g1.Stop()
+	g2, err := Build(conf("10.0.0.2:80"), slog.Default(), Observe{}, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g1.Listeners[0].SameServer(&g2.Listeners[0]) {
+		t.Error("an unchanged tcp listener needs a new server")
+	}
+	g1.Retire(g2)
+	g3, err := Build(conf("10.0.0.3:80"), slog.Default(), Observe{}, g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g3.Stop()
+	if g2.Listeners[0].SameServer(&g3.Listeners[0]) {
+		t.Error("a tcp listener whose route's cluster changed keeps its server")
+	}
+	g2.Retire(g3)
+}

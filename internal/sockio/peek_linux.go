@@ -36,18 +36,20 @@ func fdOf(rc syscall.RawConn) int32 {
 // It peeks the descriptor directly, not through RawConn.Read, which would
 // fail once the connection's last read deadline has passed: an idle
 // pooled connection, say, whose owner nothing else disturbs.
-func Readable(fd int32) bool { return fd >= 0 && peek(uintptr(fd)) != syscall.EAGAIN }
+func Readable(fd int32) bool { return fd >= 0 && Peek(uintptr(fd)) != syscall.EAGAIN }
 
 // Quiet reports whether fd has nothing to read: an open idle connection,
 // not one the peer closed or sent stray bytes on. An unknown descriptor
 // (fd < 0) is taken to be quiet.
-func Quiet(fd int32) bool { return fd < 0 || peek(uintptr(fd)) == syscall.EAGAIN }
+func Quiet(fd int32) bool { return fd < 0 || Peek(uintptr(fd)) == syscall.EAGAIN }
 
-// peek looks at one byte without taking it or blocking, and returns the
-// errno (0 when there is a byte or end of file). It never blocks, so the
+// Peek looks at one byte of fd without taking it or blocking, and
+// returns the errno: EAGAIN when there is nothing to read, 0 when there
+// is a byte or end of file, else the socket's error, which the peek
+// clears (the caller must take it from here). It never blocks, so the
 // runtime need not be told of the system call (RawSyscall6: about 80 ns
 // less than Syscall6, of some 500 here).
-func peek(fd uintptr) syscall.Errno {
+func Peek(fd uintptr) syscall.Errno {
 	var b [1]byte
 	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
@@ -64,7 +66,7 @@ type Readiness struct {
 // Init readies r for nc, and returns nc's descriptor, or -1.
 func (r *Readiness) Init(nc net.Conn) int32 {
 	if r.rc = rawConn(nc); r.rc != nil {
-		r.fn = func(fd uintptr) bool { return peek(fd) != syscall.EAGAIN }
+		r.fn = func(fd uintptr) bool { return Peek(fd) != syscall.EAGAIN }
 	}
 	return fdOf(r.rc)
 }

@@ -46,11 +46,19 @@ func rawCall(trap uintptr, fd int32, p []byte) int {
 	if fd < 0 || len(p) == 0 {
 		return 0
 	}
-	n, _, errno := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _ := RawIO(trap, uintptr(fd), p)
+	return n
+}
+
+// RawIO reads or writes (trap SYS_READ or SYS_WRITE) the non-blocking
+// socket fd with p, which is not empty, without telling the runtime (it
+// never blocks), and returns the count or the errno.
+func RawIO(trap, fd uintptr, p []byte) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if errno != 0 {
-		return 0
+		return 0, errno
 	}
-	return int(n)
+	return int(n), 0
 }
 
 // Shutdown ends the connection of nc for both directions without closing

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/straitproxy/strait/internal/sockio"
 )
 
 // How a relay ended first, for its access log line.
@@ -162,7 +164,7 @@ func (h *half) readOnce(fd uintptr) bool {
 			h.buf = copyBufs.Get().(*[]byte)
 		}
 		var errno syscall.Errno
-		switch h.n, errno = rawIO(syscall.SYS_READ, fd, *h.buf); errno {
+		switch h.n, errno = sockio.RawIO(syscall.SYS_READ, fd, *h.buf); errno {
 		case syscall.EAGAIN:
 			copyBufs.Put(h.buf)
 			h.buf = nil
@@ -174,7 +176,7 @@ func (h *half) readOnce(fd uintptr) bool {
 		return true
 	}
 	if h.p == nil {
-		switch errno := peek(fd); errno {
+		switch errno := sockio.Peek(fd); errno {
 		case syscall.EAGAIN:
 			return false
 		case 0:
@@ -190,7 +192,7 @@ func (h *half) readOnce(fd uintptr) bool {
 	if h.err == unix.EAGAIN {
 		h.r.pipes.put(h.p)
 		h.p = nil
-		if peek(fd) == 0 {
+		if sockio.Peek(fd) == 0 {
 			// Bytes are there, and splice takes none: it stops at TCP
 			// urgent data, where read goes on past the urgent byte.
 			h.bulk = false
@@ -206,7 +208,7 @@ func (h *half) readOnce(fd uintptr) bool {
 func (h *half) writeOnce(fd uintptr) bool {
 	if h.buf != nil {
 		var errno syscall.Errno
-		h.m, errno = rawIO(syscall.SYS_WRITE, fd, (*h.buf)[h.done:h.n])
+		h.m, errno = sockio.RawIO(syscall.SYS_WRITE, fd, (*h.buf)[h.done:h.n])
 		h.err = nil
 		if errno != 0 {
 			h.err = errno

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -79,7 +78,7 @@ func spliceFrom(fd int, p *pipe) (int, error) { return splice(fd, p.w, spliceChu
 func spliceTo(p *pipe, fd, n int) (int, error) { return splice(p.r, fd, n) }
 
 // splice is splice(2) between non-blocking descriptors, which never
-// blocks: the runtime is not told of it (RawSyscall6), as for rawIO.
+// blocks: the runtime is not told of it (RawSyscall6), as for sockio.RawIO.
 func splice(in, out, n int) (int, error) {
 	for {
 		m, _, errno := syscall.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n),
@@ -92,28 +91,6 @@ func splice(in, out, n int) (int, error) {
 		}
 		return 0, errno
 	}
-}
-
-// peek looks at fd without taking anything or blocking: EAGAIN when
-// there is nothing to read, 0 when there are bytes or the end of the
-// stream, else the socket's error, which the peek clears: the caller
-// must take it from here.
-func peek(fd uintptr) syscall.Errno {
-	var b [1]byte
-	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	return errno
-}
-
-// rawIO reads or writes (trap SYS_READ or SYS_WRITE) fd, a non-blocking
-// socket, without telling the runtime: it never blocks (sockio's raw
-// I/O does the same, for the same reason).
-func rawIO(trap, fd uintptr, b []byte) (int, syscall.Errno) {
-	n, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), 0
 }
 
 // isReset reports whether err is the peer resetting the connection.
