@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -292,7 +291,7 @@ func (srv *Server) accepted(nc net.Conn, open *atomic.Int64, maxConns int64) {
 // and serves it as the client's the header names. The connection counts
 // against maxConns in open while its header comes.
 func (srv *Server) proxied(nc net.Conn, pp *ProxyProtocol, remote netip.AddrPort, open *atomic.Int64, maxConns int64) {
-	src, dst, err := readProxyHeader(nc, pp, remote)
+	src, dst, err := proxyheader.Accept(nc, pp.Trusted, pp.Timeout)
 	open.Add(-1) // admit counts it anew
 	if err != nil {
 		srv.counters.ConnsProxyRefused.Add(1)
@@ -305,16 +304,6 @@ func (srv *Server) proxied(nc net.Conn, pp *ProxyProtocol, remote netip.AddrPort
 		return
 	}
 	srv.admit(nc, src, dst, open, maxConns)
-}
-
-// readProxyHeader reads the PROXY header of nc, from remote, a trusted
-// proxy.
-func readProxyHeader(nc net.Conn, pp *ProxyProtocol, remote netip.AddrPort) (src, dst netip.AddrPort, err error) {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok || !proxyheader.Trusted(pp.Trusted, remote.Addr()) {
-		return src, dst, proxyheader.ErrUntrusted
-	}
-	return proxyheader.Read(tc, time.Now().Add(cmp.Or(pp.Timeout, proxyheader.DefaultTimeout)))
 }
 
 // admit serves a connection from the client at remote, or refuses it

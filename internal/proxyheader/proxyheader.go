@@ -93,6 +93,19 @@ func Read(c *net.TCPConn, deadline time.Time) (src, dst netip.AddrPort, err erro
 	return s.AddrPort(), d.AddrPort(), nil
 }
 
+// Accept takes the header of nc, which must come from one of trusted
+// (ErrUntrusted otherwise), within timeout (0: DefaultTimeout).
+func Accept(nc net.Conn, trusted []netip.Prefix, timeout time.Duration) (src, dst netip.AddrPort, err error) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || !Trusted(trusted, sockio.AddrPort(nc.RemoteAddr()).Addr()) {
+		return src, dst, ErrUntrusted
+	}
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return Read(tc, time.Now().Add(timeout))
+}
+
 // headerSize returns the size of the header b begins with, 0 if more
 // bytes are needed to know, or an error if b begins with none.
 func headerSize(b []byte) (int, error) {

@@ -150,3 +150,18 @@ func FuzzHeader(f *testing.F) {
 		proxyproto.Read(bufio.NewReader(bytes.NewReader(b[:size])))
 	})
 }
+
+// TestAccept: a header is taken from a trusted peer only.
+func TestAccept(t *testing.T) {
+	c, s := pair(t)
+	var b bufWriter
+	Write(&b, 2, netip.MustParseAddrPort("203.0.113.7:41000"), netip.MustParseAddrPort("198.51.100.1:443"))
+	c.Write(b)
+	if _, _, err := Accept(s, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, time.Second); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("from 127.0.0.1, trusting 10/8: %v", err)
+	}
+	src, _, err := Accept(s, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, time.Second)
+	if err != nil || src != netip.MustParseAddrPort("203.0.113.7:41000") {
+		t.Errorf("trusted: %v, %v", src, err)
+	}
+}

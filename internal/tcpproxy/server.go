@@ -15,12 +15,10 @@
 package tcpproxy
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -204,7 +202,7 @@ func (s *Server) serve(c *net.TCPConn) {
 	start := time.Now()
 	sess := &proxy.Session{ClientAddr: sockio.AddrPort(c.RemoteAddr()), LocalAddr: sockio.AddrPort(c.LocalAddr())}
 	if pp := s.o.ProxyProtocol; pp != nil {
-		src, dst, err := s.proxyHeader(c, pp, sess.ClientAddr)
+		src, dst, err := proxyheader.Accept(c, pp.Trusted, pp.Timeout)
 		if err != nil {
 			s.refuse(c, &s.Stats.BadProxy, sess, start, "", &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Err: err, Where: "proxy_protocol"})
 			return
@@ -282,15 +280,6 @@ func (s *Server) refuse(c *net.TCPConn, n *atomic.Int64, sess *proxy.Session, st
 	c.SetLinger(0)
 	c.Close()
 	s.log(sess, start, nil, "", sni, e)
-}
-
-// proxyHeader takes the PROXY header of a connection from a trusted
-// proxy at remote.
-func (s *Server) proxyHeader(c *net.TCPConn, pp *proxy.ProxyProtocol, remote netip.AddrPort) (src, dst netip.AddrPort, err error) {
-	if !proxyheader.Trusted(pp.Trusted, remote.Addr()) {
-		return src, dst, proxyheader.ErrUntrusted
-	}
-	return proxyheader.Read(c, time.Now().Add(cmp.Or(pp.Timeout, proxyheader.DefaultTimeout)))
 }
 
 // connect dials endpoints the cluster picks until one answers or no try
