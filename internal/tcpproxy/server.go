@@ -198,7 +198,12 @@ func (s *Server) shuttingDown() bool {
 func (s *Server) serve(c *net.TCPConn) {
 	defer s.wg.Done()
 	defer s.Stats.Active.Add(-1)
-	defer s.setupDone(c)
+	relayed := false // else c is still among s.setup at the end
+	defer func() {
+		if !relayed {
+			s.setupDone(c)
+		}
+	}()
 	start := time.Now()
 	sess := &proxy.Session{ClientAddr: sockio.AddrPort(c.RemoteAddr()), LocalAddr: sockio.AddrPort(c.LocalAddr())}
 	if pp := s.o.ProxyProtocol; pp != nil {
@@ -238,9 +243,11 @@ func (s *Server) serve(c *net.TCPConn) {
 	}
 	if v := cl.ProxyProtocol(); v != 0 {
 		if err := proxyheader.Write(up, v, sess.ClientAddr, sess.LocalAddr); err != nil {
+			e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindClosed, Err: err, Where: "sending the PROXY header to " + peer}
 			c.Close()
 			up.Close()
-			cl.Done(sess, &call, nil)
+			cl.Done(sess, &call, e)
+			s.log(sess, start, nil, peer, sni, e)
 			return
 		}
 	}
@@ -256,6 +263,7 @@ func (s *Server) serve(c *net.TCPConn) {
 	s.relays[r] = struct{}{}
 	delete(s.setup, c)
 	s.mu.Unlock()
+	relayed = true
 	if killed {
 		r.stop(closedDrain, false)
 	}
