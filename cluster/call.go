@@ -22,6 +22,11 @@ type Call struct {
 	start   time.Duration // when the current try began (mono)
 	counted bool          // counted as in flight at the cluster
 	retried bool          // counted against the retry budget
+
+	// NoWait makes a full cluster refuse the call at once rather than
+	// queue it: for a caller that must not block, like a UDP relay's
+	// event loop. Done clears it.
+	NoWait bool
 }
 
 var (
@@ -52,7 +57,7 @@ func (c *Cluster) Peer(s *proxy.Session, call *Call) (*proxy.Peer, error) {
 			time.Sleep(d/2 + rand.N(d/2))
 		}
 	} else if !call.counted {
-		if !c.admit() {
+		if !c.admit(call.NoWait) {
 			return nil, errOverflow
 		}
 		c.active.Add(1)
@@ -155,12 +160,17 @@ func (c *Cluster) Done(s *proxy.Session, call *Call, e *proxy.Error) {
 }
 
 // admit takes a slot for a request, waiting for one if the cluster is
-// full and its queue is not, and reports whether it got one.
-func (c *Cluster) admit() bool {
+// full and its queue is not (and the caller may wait), and reports whether
+// it got one.
+func (c *Cluster) admit(noWait bool) bool {
 	select {
 	case c.slots <- struct{}{}:
 		return true
 	default:
+	}
+	if noWait {
+		c.overflows.Add(1)
+		return false
 	}
 	if c.pending.Add(1) > c.maxPending {
 		c.pending.Add(-1)

@@ -128,11 +128,14 @@ type Listener struct {
 	Name    string `yaml:"name"`    // for logs; default: the address
 	Address string `yaml:"address"` // host:port, e.g. 127.0.0.1:8080 or [::]:80
 	// Kind is http (the default: HTTP/1.1, and HTTP/2 by ALPN or prior
-	// knowledge) or tcp (connections relayed to Cluster, bytes as they
-	// are: docs/tcp.md).
+	// knowledge), tcp (connections relayed to Cluster, bytes as they
+	// are: docs/tcp.md) or udp (datagrams relayed to Cluster by flows:
+	// docs/udp.md). A udp listener may share its address with a tcp or
+	// http one.
 	Kind string `yaml:"kind"`
-	// Cluster is where a tcp listener relays connections: with
-	// SNIRoutes, those no route takes (left out: they are refused).
+	// Cluster is where a tcp listener relays connections (with
+	// SNIRoutes, those no route takes; left out: they are refused), and
+	// a udp listener datagrams.
 	Cluster string `yaml:"cluster"`
 	// SNIRoutes send a tcp listener's TLS connections by their
 	// ClientHello's server name and ALPN, unterminated (TLS
@@ -140,6 +143,8 @@ type Listener struct {
 	SNIRoutes []SNIRoute `yaml:"sni_routes"`
 	// TCP are a tcp listener's timeouts and limits.
 	TCP TCPListener `yaml:"tcp"`
+	// UDP are a udp listener's.
+	UDP UDPListener `yaml:"udp"`
 	// ProxyProtocol, if set, takes a PROXY protocol header (v1 or v2)
 	// at the start of each connection from the proxies it trusts: the
 	// client is the one the header names. Connections from elsewhere, or
@@ -222,6 +227,34 @@ type TCPListener struct {
 	// HelloTimeout bounds the wait for a whole ClientHello, with
 	// sni_routes; default 5s.
 	HelloTimeout Duration `yaml:"hello_timeout"`
+}
+
+// UDPListener are a udp listener's timeouts and limits (docs/udp.md).
+type UDPListener struct {
+	// IdleTimeout ends a flow (a client address and its upstream
+	// socket) that moved no datagram either way for that long; default
+	// 1m.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxFlows bounds the flows open at once; default 10000. A full
+	// table makes room by ending a flow its endpoint never answered, or
+	// drops the new flow's datagram.
+	MaxFlows int `yaml:"max_flows"`
+	// NewFlowsPerPrefix is how many flows a second the clients of one
+	// /24 (IPv4) or /56 (IPv6) may open; default 1000; -1: no limit.
+	NewFlowsPerPrefix int `yaml:"new_flows_per_prefix"`
+	// BatchDelay, when datagrams come often, is how long strait waits
+	// after moving a few before it looks again, so that more gather and
+	// move together: less CPU per datagram, at most that much latency
+	// added. Default 50us; 0: none.
+	BatchDelay *Duration `yaml:"batch_delay"`
+	// DrainTimeout is how long flows may still take replies once the
+	// listener stops reading (a reload that changes it, an upgrade, a
+	// stop); default timeouts.grace.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	// Sockets is how many sockets share the address (SO_REUSEPORT), each
+	// read by a loop of its own; default the CPUs strait may use, at
+	// most 8.
+	Sockets int `yaml:"sockets"`
 }
 
 // ACME is a listener's automatic certificates.

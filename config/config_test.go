@@ -50,7 +50,7 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listeners:\n  - address: 127.0.0.1:80\n    routes: [{cluster: c}]\n    colour: red\nclusters: [{name: c, endpoints: [a:1]}]\n",
-			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, kind, cluster, sni_routes, tcp, proxy_protocol, routes, upgrades, paths, tls, http2)"}},
+			[]string{"f.yaml:4: listeners[0].colour: unknown key (known: name, address, kind, cluster, sni_routes, tcp, udp, proxy_protocol, routes, upgrades, paths, tls, http2)"}},
 		{"bad duration and size", "listeners: [{address: 'a:1', routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: [a:1]}]\ntimeouts:\n  idle: soon\nlimits:\n  max_request_body: 1TB\n",
 			[]string{`f.yaml:4: timeouts.idle: want a duration like 10s, 1m30s or 250ms, got "soon"`, `f.yaml:6: limits.max_request_body: want a size like 512, 64KiB or 1MiB, got "1TB"`}},
 		{"validation", "listeners:\n  - address: nope\n    routes:\n      - cluster: missing\n        path_prefix: api\nclusters:\n  - name: c\n    endpoints: []\n    balance: fastest\n",
@@ -187,8 +187,20 @@ func TestValueErrors(t *testing.T) {
 				`f.yaml:8: listeners[1].sni_routes[1].names: an SNI route needs the server names it takes`,
 				`f.yaml:8: listeners[1].sni_routes[1].alpn[0]: want an ALPN protocol id, like h2, got ""`,
 				`f.yaml:9: listeners[1].tcp: timeouts and max_conns must not be negative`,
-				`f.yaml:11: listeners[2].kind: want http or tcp, got "udp"`,
-				`f.yaml:12: listeners[3].kind: cluster, sni_routes and tcp are for a listener of kind tcp; an http listener has routes`,
+				`f.yaml:10: listeners[2].cluster: a udp listener needs the cluster it relays to`,
+				`f.yaml:12: listeners[3].kind: cluster, sni_routes, tcp and udp are for listeners of kind tcp or udp; an http listener has routes`,
+			}},
+		{"udp", "listeners:\n  - address: 127.0.0.1:1\n    kind: udp\n    cluster: names\n    routes: [{cluster: names}]\n    udp: {idle_timeout: -1s, batch_delay: 1s, new_flows_per_prefix: -2}\n  - address: 127.0.0.1:2\n    kind: udp\n    cluster: dns\n  - address: 127.0.0.1:2\n    kind: tcp\n    cluster: dns\n  - address: 127.0.0.1:2\n    kind: udp\n    cluster: secure\n    udp: {sockets: 65}\n  - address: 127.0.0.1:3\n    kind: bogus\nclusters: [{name: names, endpoints: [dns.example:53]}, {name: dns, endpoints: [\"127.0.0.1:53 weight=2\", \"[::1]:53\"]}, {name: secure, endpoints: [127.0.0.1:1], tls: {}}]\n",
+			[]string{
+				`f.yaml:4: listeners[0].cluster: cluster names: endpoints[0] "dns.example:53": a udp listener's endpoints are IP:port (a name belongs in dns)`,
+				`f.yaml:5: listeners[0].routes: routes is not for udp listeners: a udp listener relays datagrams to its cluster`,
+				`f.yaml:6: listeners[0].udp: timeouts, max_flows and sockets must not be negative`,
+				`f.yaml:6: listeners[0].udp.new_flows_per_prefix: want flows a second, or -1 for no limit`,
+				`f.yaml:6: listeners[0].udp.batch_delay: want at most 10ms (it is latency added to each datagram), got 1s`,
+				`f.yaml:13: listeners[3].address: 127.0.0.1:2 is used by two listeners`,
+				`f.yaml:15: listeners[3].cluster: cluster secure has tls, protocol or proxy_protocol: a udp listener relays datagrams as they are`,
+				`f.yaml:16: listeners[3].udp.sockets: want at most 64`,
+				`f.yaml:18: listeners[4].kind: want http or tcp or udp, got "bogus"`,
 			}},
 		{"proxy protocol", "listeners:\n  - address: 127.0.0.1:1\n    proxy_protocol: {trusted: [10.0.0.0/33], timeout: -1s}\n    routes: [{cluster: web}]\n  - address: 127.0.0.1:2\n    proxy_protocol: {}\n    routes: [{cluster: web}]\nclusters:\n  - {name: web, endpoints: [a:1], proxy_protocol: v2}\n  - {name: tcp, endpoints: [a:2], proxy_protocol: v3}\n",
 			[]string{

@@ -373,17 +373,23 @@ func (v *validator) config(c *Config) {
 	names := make(map[string]bool) // a listener's name, or else its address, labels its metrics
 	for i, l := range c.Listeners {
 		p := []any{"listeners", i}
-		dupAddr := addrs[l.Address]
+		sock := l.Address // UDP's ports are not TCP's
+		if l.Kind == "udp" {
+			sock = "udp " + l.Address
+		}
+		dupAddr := addrs[sock]
 		if err := checkHostPort(l.Address); err != nil {
 			v.errorf(at(p, "address"), "%v", err)
 		} else if dupAddr {
 			v.errorf(at(p, "address"), "%s is used by two listeners", l.Address)
 		}
-		addrs[l.Address] = true
-		if name := cmp.Or(l.Name, l.Address); names[name] && (l.Name != "" || !dupAddr) {
+		addrs[sock] = true
+		// A udp listener's metrics are its own: it may share a default
+		// name, its address, with a stream listener.
+		if name := cmp.Or(l.Name, sock); names[name] && (l.Name != "" || !dupAddr) {
 			v.errorf(at(p, "name"), "two listeners are named %s (a listener's name, or else its address, labels its metrics)", name)
 		}
-		names[cmp.Or(l.Name, l.Address)] = true
+		names[cmp.Or(l.Name, sock)] = true
 		if pp := l.ProxyProtocol; pp != nil {
 			if len(pp.Trusted) == 0 {
 				v.errorf(at(p, "proxy_protocol", "trusted"), "proxy_protocol needs the proxies it trusts (addresses or CIDRs)")
@@ -397,16 +403,20 @@ func (v *validator) config(c *Config) {
 				v.errorf(at(p, "proxy_protocol", "timeout"), "must not be negative")
 			}
 		}
-		v.oneOf(at(p, "kind"), l.Kind, "http", "tcp")
-		if l.Kind != "" && l.Kind != "http" && l.Kind != "tcp" {
-			continue // what else is wrong depends on the kind meant
-		}
-		if l.Kind == "tcp" {
+		v.oneOf(at(p, "kind"), l.Kind, "http", "tcp", "udp")
+		switch l.Kind {
+		case "", "http":
+		case "tcp":
 			v.tcpListener(p, &l, c)
 			continue
+		case "udp":
+			v.udpListener(p, &l, c)
+			continue
+		default:
+			continue // what else is wrong depends on the kind meant
 		}
-		if l.Cluster != "" || l.SNIRoutes != nil || l.TCP != (TCPListener{}) {
-			v.errorf(at(p, "kind"), "cluster, sni_routes and tcp are for a listener of kind tcp; an http listener has routes")
+		if l.Cluster != "" || l.SNIRoutes != nil || l.TCP != (TCPListener{}) || l.UDP != (UDPListener{}) {
+			v.errorf(at(p, "kind"), "cluster, sni_routes, tcp and udp are for listeners of kind tcp or udp; an http listener has routes")
 		}
 		if len(l.Routes) == 0 {
 			v.errorf(at(p, "routes"), "listener %s has no routes", l.Address)
@@ -563,6 +573,53 @@ func (v *validator) tcpListener(p []any, l *Listener, c *Config) {
 	}
 	if l.TCP.IdleTimeout < 0 || l.TCP.HalfClosedTimeout < 0 || l.TCP.DrainTimeout < 0 || l.TCP.MaxConns < 0 || l.TCP.HelloTimeout < 0 {
 		v.errorf(at(p, "tcp"), "timeouts and max_conns must not be negative")
+	}
+}
+
+// udpListener checks a listener of kind udp.
+func (v *validator) udpListener(p []any, l *Listener, c *Config) {
+	i := slices.IndexFunc(c.Clusters, func(cl Cluster) bool { return cl.Name == l.Cluster })
+	switch {
+	case l.Cluster == "":
+		v.errorf(at(p, "cluster"), "a udp listener needs the cluster it relays to")
+	case i < 0:
+		v.errorf(at(p, "cluster"), "no cluster is named %q", l.Cluster)
+	case c.Clusters[i].TLS != nil || c.Clusters[i].Protocol != "" || c.Clusters[i].ProxyProtocol != "":
+		v.errorf(at(p, "cluster"), "cluster %s has tls, protocol or proxy_protocol: a udp listener relays datagrams as they are", l.Cluster)
+	default:
+		for j, e := range c.Clusters[i].Endpoints {
+			// Looking a name up would stall the loop that relays:
+			// names belong in dns discovery.
+			hostPort, _, _ := strings.Cut(strings.TrimSpace(e), " ")
+			if _, err := netip.ParseAddrPort(hostPort); err != nil {
+				v.errorf(at(p, "cluster"), "cluster %s: endpoints[%d] %q: a udp listener's endpoints are IP:port (a name belongs in dns)", l.Cluster, j, e)
+			}
+		}
+	}
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"routes", l.Routes != nil}, {"tls", l.TLS != nil}, {"http2", l.HTTP2 != ""}, {"sni_routes", l.SNIRoutes != nil},
+		{"upgrades", l.Upgrades != nil}, {"paths", l.Paths != (Paths{})}, {"tcp", l.TCP != (TCPListener{})},
+		{"proxy_protocol", l.ProxyProtocol != nil},
+	} {
+		if k.set {
+			v.errorf(at(p, k.key), "%s is not for udp listeners: a udp listener relays datagrams to its cluster", k.key)
+		}
+	}
+	u := &l.UDP
+	if u.IdleTimeout < 0 || u.DrainTimeout < 0 || u.MaxFlows < 0 || u.Sockets < 0 || u.BatchDelay != nil && *u.BatchDelay < 0 {
+		v.errorf(at(p, "udp"), "timeouts, max_flows and sockets must not be negative")
+	}
+	if u.NewFlowsPerPrefix < -1 {
+		v.errorf(at(p, "udp", "new_flows_per_prefix"), "want flows a second, or -1 for no limit")
+	}
+	if u.BatchDelay != nil && *u.BatchDelay > Duration(10*time.Millisecond) {
+		v.errorf(at(p, "udp", "batch_delay"), "want at most 10ms (it is latency added to each datagram), got %s", time.Duration(*u.BatchDelay))
+	}
+	if u.Sockets > 64 {
+		v.errorf(at(p, "udp", "sockets"), "want at most 64")
 	}
 }
 

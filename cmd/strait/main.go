@@ -7,6 +7,7 @@
 //	strait validate -c FILE     check a config file
 //	strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--admin ADDR]
 //	strait proxy --listen tcp://ADDR --upstream tcp://ADDR [--upstream tcp://ADDR ...]
+//	strait proxy --listen udp://ADDR --upstream udp://IP:PORT [--upstream udp://IP:PORT ...]
 //	strait version
 //	strait help [COMMAND]
 package main
@@ -23,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -88,6 +90,7 @@ func usage(w io.Writer) {
                [--try-timeout D] [--access-log] [--admin ADDR]
                               proxy ADDR (host:port) to http://host:port upstreams
   strait proxy --listen tcp://ADDR --upstream tcp://ADDR [--upstream tcp://ADDR ...]
+  strait proxy --listen udp://ADDR --upstream udp://IP:PORT [--upstream udp://IP:PORT ...]
                               relay TCP connections, bytes as they are
   strait version              print the version
   strait help [COMMAND]       print this, or a command's flags (also COMMAND -h)
@@ -189,16 +192,16 @@ func (u *urlList) Set(v string) error { *u = append(*u, v); return nil }
 // file would give, so both paths run the same code.
 func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	listen := fs.String("listen", "", "`address` to listen on (host:port; https://host:port for TLS; tcp://host:port to relay TCP)")
+	listen := fs.String("listen", "", "`address` to listen on (host:port; https://host:port for TLS; tcp://host:port to relay TCP; udp://host:port to relay UDP)")
 	var upstreams urlList
-	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port, https://host:port, h2c://host:port for HTTP/2 in cleartext, or tcp://host:port with --listen tcp://…); repeat for more")
+	fs.Var(&upstreams, "upstream", "upstream `URL` (http://host:port, https://host:port, h2c://host:port for HTTP/2 in cleartext, tcp://host:port with --listen tcp://…, or udp://IP:port with --listen udp://…); repeat for more")
 	accessLog := fs.Bool("access-log", false, "write one log line per request to standard error")
 	tryTimeout := fs.Duration("try-timeout", 0, "bound each `try` of a request upstream (default none)")
 	adminFlag := fs.String("admin", "", "serve the admin API (metrics, clusters) on this loopback `address` (default none)")
 	tlsCert := fs.String("tls-cert", "", "with --listen https://…: the certificate chain (PEM `file`)")
 	tlsKey := fs.String("tls-key", "", "with --listen https://…: its private key (PEM `file`)")
 	pidFile := fs.String("pid-file", "", "write the pid to this `file` once serving")
-	const synopsis = "strait proxy --listen [https://|tcp://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]"
+	const synopsis = "strait proxy --listen [https://|tcp://|udp://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]"
 	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
 		return code
 	}
@@ -211,9 +214,9 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	scheme := ""
 	for _, raw := range upstreams {
 		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c" && u.Scheme != "tcp") || u.Host == "" || (u.Path != "" && u.Path != "/") ||
-			u.Scheme == "tcp" && u.Port() == "" {
-			fmt.Fprintf(stderr, "strait proxy: --upstream %q: want http://host:port, https://host:port, h2c://host:port or tcp://host:port\n", raw)
+		if err != nil || !slices.Contains([]string{"http", "https", "h2c", "tcp", "udp"}, u.Scheme) || u.Host == "" || (u.Path != "" && u.Path != "/") ||
+			(u.Scheme == "tcp" || u.Scheme == "udp") && u.Port() == "" {
+			fmt.Fprintf(stderr, "strait proxy: --upstream %q: want http://host:port, https://host:port, h2c://host:port, tcp://host:port or udp://IP:port\n", raw)
 			return 2
 		}
 		if scheme != "" && u.Scheme != scheme {
@@ -229,7 +232,13 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	}
 	route := config.Route{Cluster: "upstream", Timeouts: config.RouteTimeouts{UpstreamTotal: config.Duration(*tryTimeout)}}
 	listener := config.Listener{Address: *listen, Routes: []config.Route{route}}
-	if addr, ok := strings.CutPrefix(*listen, "tcp://"); ok || scheme == "tcp" {
+	if addr, ok := strings.CutPrefix(*listen, "udp://"); ok || scheme == "udp" {
+		if !ok || scheme != "udp" || *tlsCert != "" || *tlsKey != "" || *tryTimeout != 0 {
+			fmt.Fprintln(stderr, "strait proxy: --listen udp://… goes with --upstream udp://… only (no TLS flags, no --try-timeout)")
+			return 2
+		}
+		listener = config.Listener{Address: addr, Kind: "udp", Cluster: "upstream"}
+	} else if addr, ok := strings.CutPrefix(*listen, "tcp://"); ok || scheme == "tcp" {
 		if !ok || scheme != "tcp" || *tlsCert != "" || *tlsKey != "" || *tryTimeout != 0 {
 			fmt.Fprintln(stderr, "strait proxy: --listen tcp://… goes with --upstream tcp://… only (no TLS flags, no --try-timeout)")
 			return 2
@@ -258,7 +267,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	case "h2c":
 		cfg.Clusters[0].Protocol = "h2c"
 	}
-	if len(endpoints) > 1 && scheme != "tcp" {
+	if len(endpoints) > 1 && scheme != "tcp" && scheme != "udp" {
 		// Resilient out of the box: outlier detection is on by default;
 		// up to two retries on another endpoint, on the statuses of an
 		// origin that could not serve.

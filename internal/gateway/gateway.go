@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/straitproxy/strait/internal/route"
 	"github.com/straitproxy/strait/internal/tcpproxy"
 	"github.com/straitproxy/strait/internal/tlsconf"
+	"github.com/straitproxy/strait/internal/udpproxy"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -98,8 +100,13 @@ type Listener struct {
 	// TCP, for a listener of kind tcp, is its relay's options (no
 	// Logger or AccessLog); the fields above are for HTTP.
 	TCP *tcpproxy.Options
-	// DrainTimeout is how long a TCP listener's relays may go on once it
-	// stops accepting; 0: timeouts.grace.
+	// UDP, for a listener of kind udp, is its relay's options (no Logger
+	// or AccessLog), and Sockets how many sockets share its address.
+	UDP     *udpproxy.Options
+	Sockets int
+	// DrainTimeout is how long a TCP listener's relays, or a UDP
+	// listener's flows, may go on once it stops taking new ones; 0:
+	// timeouts.grace.
 	DrainTimeout time.Duration
 	// ProxyProtocol, for either kind, takes PROXY headers.
 	ProxyProtocol *proxy.ProxyProtocol
@@ -180,8 +187,13 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 	if prev != nil {
 		g.gen = prev.gen + 1
 	}
-	tcp := make(map[string]int) // clusters of tcp listeners: their max_conns
+	tcp := make(map[string]int)  // clusters of tcp and udp listeners: their max_conns and max_flows
+	udp := make(map[string]bool) // clusters of udp listeners
 	for _, lc := range c.Listeners {
+		if lc.Kind == "udp" {
+			tcp[lc.Cluster] += cmp.Or(lc.UDP.MaxFlows, udpproxy.DefaultMaxFlows)
+			udp[lc.Cluster] = true
+		}
 		if lc.Kind == "tcp" {
 			n := cmp.Or(lc.TCP.MaxConns, c.Limits.MaxConns, tcpproxy.DefaultMaxConns)
 			tcp[lc.Cluster] += n
@@ -193,11 +205,19 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 	for i := range c.Clusters {
 		cc := &c.Clusters[i]
 		if n := tcp[cc.Name]; n > 0 && cc.Limits.MaxRequests == 0 {
-			// A relay holds its slot for as long as it is open: a TCP
-			// cluster is bounded by its listeners' max_conns, not by
-			// HTTP's 1024 requests in flight, unless it says so.
+			// A relay or a flow holds its slot for as long as it is
+			// open: a TCP or UDP cluster is bounded by its listeners'
+			// max_conns and max_flows, not by HTTP's 1024 requests in
+			// flight, unless it says so.
 			copied := *cc
 			copied.Limits.MaxRequests = n
+			cc = &copied
+		}
+		if udp[cc.Name] && cc.Balance == "" {
+			// A client keeps its endpoint when its flow expires and
+			// comes back (QUIC, a game session): hash its address.
+			copied := *cc
+			copied.Balance = "maglev"
 			cc = &copied
 		}
 		conf := jsonOf(cc, c.Limits.MaxAttempts)
@@ -223,6 +243,10 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 	for _, lc := range c.Listeners {
 		if lc.Kind == "tcp" {
 			g.Listeners = append(g.Listeners, g.tcpListener(c, &lc))
+			continue
+		}
+		if lc.Kind == "udp" {
+			g.Listeners = append(g.Listeners, g.udpListener(&lc))
 			continue
 		}
 		rt := &router{
@@ -309,6 +333,27 @@ func Build(c *config.Config, logger *slog.Logger, obs Observe, prev *Gateway) (*
 
 // tcpListener compiles a listener of kind tcp. Its server is new when
 // its config or its cluster (a new one, after a reload) changed.
+// udpListener compiles a listener of kind udp. Its server is new when
+// its config or its cluster object is.
+func (g *Gateway) udpListener(lc *config.Listener) Listener {
+	name := cmp.Or(lc.Name, lc.Address)
+	cl := g.Clusters[lc.Cluster]
+	u := &lc.UDP
+	o := &udpproxy.Options{Name: name, Cluster: cl, IdleTimeout: time.Duration(u.IdleTimeout),
+		MaxFlows: u.MaxFlows, NewFlowsPerPrefix: u.NewFlowsPerPrefix}
+	if u.BatchDelay != nil {
+		o.BatchDelay = cmp.Or(time.Duration(*u.BatchDelay), -1)
+	}
+	sockets := u.Sockets
+	if sockets == 0 {
+		sockets = min(runtime.GOMAXPROCS(0), 8)
+	}
+	l := Listener{Name: name, Address: lc.Address, UDP: o, Sockets: sockets, DrainTimeout: time.Duration(u.DrainTimeout)}
+	l.config = jsonOf(lc)
+	l.server = fmt.Sprintf("udp %s %p", l.config, cl)
+	return l
+}
+
 func (g *Gateway) tcpListener(c *config.Config, lc *config.Listener) Listener {
 	name := cmp.Or(lc.Name, lc.Address)
 	cl := g.Clusters[lc.Cluster]

@@ -25,7 +25,9 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/straitproxy/strait/config"
@@ -35,8 +37,10 @@ import (
 	"github.com/straitproxy/strait/internal/observe"
 	"github.com/straitproxy/strait/internal/sdnotify"
 	"github.com/straitproxy/strait/internal/tcpproxy"
+	"github.com/straitproxy/strait/internal/udpproxy"
 	"github.com/straitproxy/strait/internal/upgrade"
 	"github.com/straitproxy/strait/proxy"
+	"golang.org/x/sys/unix"
 )
 
 // Options are what a Process runs with besides its config.
@@ -71,8 +75,11 @@ type Process struct {
 	mu      sync.Mutex // one change at a time: reload, upgrade, stop
 	cfg     *config.Config
 	gw      *gateway.Gateway
-	live    map[string]*live            // by address
-	sockets map[string]*net.TCPListener // every listening socket, by socketName
+	live    map[string]*live            // by liveKey
+	sockets map[string]*net.TCPListener // every listening stream socket, by socketName
+	packets map[string]*net.UDPConn     // every UDP socket listened on, by socketName
+	udpFeat udpproxy.Features           // what the kernel offers UDP
+	probed  bool                        // udpFeat is known
 	api     *admin.API
 	adminHS *http.Server
 	demos   []*demo.Origin
@@ -89,10 +96,36 @@ type Process struct {
 // on.
 type live struct {
 	l      gateway.Listener
-	srv    server // *proxy.Server, or *tcpproxy.Server for kind tcp
+	srv    server // *proxy.Server, *tcpproxy.Server for kind tcp, udpServer for kind udp
 	sock   *net.TCPListener
-	served chan struct{} // closed when Serve has returned
+	udp    []*net.UDPConn // kind udp's sockets, instead of sock
+	served chan struct{}  // closed when Serve has returned
 }
+
+// liveKey names a live listener: its address, which a udp listener may
+// share with a stream one.
+func liveKey(l *gateway.Listener) string {
+	if l.UDP != nil {
+		return "udp " + l.Address
+	}
+	return l.Address
+}
+
+// closeSockets closes lv's sockets.
+func (lv *live) closeSockets() {
+	if lv.sock != nil {
+		lv.sock.Close()
+	}
+	for _, c := range lv.udp {
+		c.Close()
+	}
+}
+
+// udpServer is a udpproxy.Server as a server: Serve is not called
+// through it.
+type udpServer struct{ *udpproxy.Server }
+
+func (udpServer) Serve(net.Listener) error { panic("lifecycle: a udp server serves its own sockets") }
 
 // server serves a listener: HTTP's proxy.Server, or tcpproxy's relays.
 type server interface {
@@ -123,7 +156,8 @@ func New(o Options) *Process {
 	if o.Handoff == nil {
 		o.Handoff, _ = upgrade.Inherit()
 	}
-	return &Process{o: o, live: make(map[string]*live), sockets: make(map[string]*net.TCPListener), errc: make(chan error, 8)}
+	return &Process{o: o, live: make(map[string]*live), sockets: make(map[string]*net.TCPListener),
+		packets: make(map[string]*net.UDPConn), errc: make(chan error, 8)}
 }
 
 // Errors reports listeners that failed while serving.
@@ -151,6 +185,7 @@ func (p *Process) Start(cfg *config.Config) (err error) {
 		return err
 	}
 	p.gw, p.cfg = gw, cfg
+	p.probeUDP(cfg)
 	if f := p.o.Handoff.File(stateFile); f != nil {
 		p.takeState(f)
 	}
@@ -159,7 +194,7 @@ func (p *Process) Start(cfg *config.Config) (err error) {
 		if err != nil {
 			return err
 		}
-		p.live[l.Address] = lv
+		p.live[liveKey(&l)] = lv
 	}
 	for _, lv := range p.live {
 		p.serve(lv)
@@ -219,8 +254,103 @@ func (p *Process) listen(kind, addr string) (*net.TCPListener, error) {
 	return tl, nil
 }
 
+// probeUDP learns, once, what the kernel offers UDP relays, and says it
+// if cfg has a udp listener.
+func (p *Process) probeUDP(cfg *config.Config) {
+	if p.probed || !slices.ContainsFunc(cfg.Listeners, func(l config.Listener) bool { return l.Kind == "udp" }) {
+		return
+	}
+	p.probed = true
+	feat, err := udpproxy.Probe()
+	if err != nil {
+		p.o.Logger.Warn("udp: cannot probe the kernel's UDP offloads; relaying without GSO and GRO", "err", err)
+	}
+	p.udpFeat = feat
+	p.o.Logger.Info("udp: kernel offloads", "gso", feat.GSO, "gro", feat.GRO && feat.GSO)
+}
+
+// listenUDP returns the n sockets, sharing addr with SO_REUSEPORT, that
+// an old process handed over or new ones: when fewer were handed over,
+// new ones join them.
+func (p *Process) listenUDP(addr string, n int) ([]*net.UDPConn, error) {
+	var conns []*net.UDPConn
+	fail := func(err error) ([]*net.UDPConn, error) {
+		for i, c := range conns {
+			c.Close()
+			delete(p.packets, socketName("udp", fmt.Sprintf("%s #%d", addr, i)))
+		}
+		return nil, err
+	}
+	bind := addr
+	for i := range n {
+		name := socketName("udp", fmt.Sprintf("%s #%d", addr, i))
+		c, ok, err := p.o.Handoff.PacketConn(name)
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			lc := net.ListenConfig{Control: reusePort}
+			pc, err := lc.ListenPacket(context.Background(), "udp", bind)
+			if err != nil {
+				return fail(err)
+			}
+			c = pc.(*net.UDPConn)
+		}
+		bind = c.LocalAddr().String() // port 0: the others join the first's port
+		p.packets[name] = c
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// reusePort sets SO_REUSEPORT: a udp listener's sockets share its
+// address, each read by a loop of its own.
+func reusePort(_, _ string, rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// forgetUDP forgets addr's udp sockets as the process's own (they close
+// with the server that drains on them).
+func (p *Process) forgetUDP(addr string) {
+	for name := range p.packets {
+		if strings.HasPrefix(name, socketName("udp", addr+" #")) {
+			delete(p.packets, name)
+		}
+	}
+}
+
+// newUDPLive makes the server of l, a udp listener, on socks or on
+// sockets of its own.
+func (p *Process) newUDPLive(l gateway.Listener, socks []*net.UDPConn) (*live, error) {
+	o := *l.UDP
+	o.Logger = p.o.Logger
+	if p.gw.Options.AccessLog {
+		o.AccessLog = cmp.Or(p.o.AccessLogger, p.o.Logger)
+	}
+	if socks == nil {
+		var err error
+		if socks, err = p.listenUDP(l.Address, l.Sockets); err != nil {
+			return nil, &ListenError{"listener " + l.Name, l.Address, err}
+		}
+		fmt.Fprintf(p.o.Stderr, "strait: listening on udp://%s (%s, %d sockets)\n", socks[0].LocalAddr(), l.Name, len(socks))
+	} else if len(socks) != l.Sockets {
+		p.o.Logger.Warn("udp: a reload does not change how many sockets a listener has; an upgrade or a restart does",
+			"listener", l.Name, "sockets", len(socks), "configured", l.Sockets)
+	}
+	return &live{l: l, srv: udpServer{udpproxy.New(o)}, udp: socks, served: make(chan struct{})}, nil
+}
+
 // newLive makes the server of l, on sock or on a socket of its own.
 func (p *Process) newLive(l gateway.Listener, sock *net.TCPListener) (*live, error) {
+	if l.UDP != nil {
+		return p.newUDPLive(l, nil)
+	}
 	if l.TCP != nil {
 		o := *l.TCP
 		o.ProxyProtocol = l.ProxyProtocol
@@ -271,7 +401,18 @@ func (p *Process) serve(lv *live) {
 			m.AddServer(lv.l.Name, srv.Counters())
 		case *tcpproxy.Server:
 			m.AddTCP(lv.l.Name, &srv.Stats)
+		case udpServer:
+			m.AddUDP(lv.l.Name, &srv.Stats)
 		}
+	}
+	if u, ok := lv.srv.(udpServer); ok {
+		go func() {
+			defer close(lv.served)
+			if err := u.Server.Serve(lv.udp, p.udpFeat); err != nil {
+				p.errc <- fmt.Errorf("listener %s: %w", lv.l.Name, err)
+			}
+		}()
+		return
 	}
 	lv.sock.SetDeadline(time.Time{}) // a gate before it may have left one
 	g := &gate{TCPListener: lv.sock}
@@ -313,9 +454,19 @@ func (p *Process) retire(lv *live, grace time.Duration, closeSocket bool) {
 				m.RetireServer(lv.l.Name, srv.Counters())
 			case *tcpproxy.Server:
 				m.RetireTCP(lv.l.Name, &srv.Stats)
+			case udpServer:
+				m.RetireUDP(lv.l.Name, &srv.Stats)
 			}
 		}
+		if lv.udp != nil && closeSocket {
+			// Replies of the flows that drained went out on them.
+			<-lv.served
+			lv.closeSockets()
+		}
 	}()
+	if lv.udp != nil {
+		return // the new server reads the sockets already; the old stopped
+	}
 	<-lv.served
 	if closeSocket {
 		lv.sock.Close()
@@ -367,6 +518,7 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	// new sockets.
 	prevGW := p.gw
 	p.gw = gw // newLive makes servers with the new options
+	p.probeUDP(cfg)
 	type change struct {
 		old, next *live
 	}
@@ -375,8 +527,9 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	fail := func(err error) admin.ReloadResult {
 		for _, c := range changes {
 			if c.old == nil {
-				c.next.sock.Close()
+				c.next.closeSockets()
 				delete(p.sockets, socketName("http", c.next.l.Address))
+				p.forgetUDP(c.next.l.Address)
 			}
 		}
 		p.gw = prevGW
@@ -384,16 +537,26 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 		return p.reloaded(res, err)
 	}
 	for _, l := range gw.Listeners {
-		old := p.live[l.Address]
+		old := p.live[liveKey(&l)]
 		if old != nil && old.l.SameServer(&l) {
 			swaps = append(swaps, l)
 			continue
 		}
-		var sock *net.TCPListener
-		if old != nil {
-			sock = old.sock
+		var next *live
+		var err error
+		if l.UDP != nil {
+			var socks []*net.UDPConn
+			if old != nil {
+				socks = old.udp
+			}
+			next, err = p.newUDPLive(l, socks)
+		} else {
+			var sock *net.TCPListener
+			if old != nil {
+				sock = old.sock
+			}
+			next, err = p.newLive(l, sock)
 		}
-		next, err := p.newLive(l, sock)
 		if err != nil {
 			return fail(err)
 		}
@@ -404,9 +567,9 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	grace := p.grace()
 	next := make(map[string]*live, len(gw.Listeners))
 	for _, l := range swaps {
-		lv := p.live[l.Address]
-		if l.TCP != nil {
-			next[l.Address] = lv // the same config and cluster
+		lv := p.live[liveKey(&l)]
+		if l.TCP != nil || l.UDP != nil {
+			next[liveKey(&l)] = lv // the same config and cluster
 			continue
 		}
 		if !lv.l.SameConfig(&l) {
@@ -418,11 +581,11 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 		sw.Take(l.Routes)
 		lv.l = l
 		lv.l.Routes, lv.l.Phases = sw, phases
-		next[l.Address] = lv
+		next[liveKey(&l)] = lv
 	}
 	for _, c := range changes {
 		if c.old != nil {
-			if c.old.l.TCP == nil && c.next.l.TCP == nil && c.old.l.SamePhases(&c.next.l) {
+			if c.old.l.Routes != nil && c.next.l.Routes != nil && c.old.l.SamePhases(&c.next.l) {
 				// What the old server still serves while it drains (a
 				// request on an idle keep-alive connection, an HTTP/2
 				// stream opened before its GOAWAY) goes by the new routes.
@@ -434,12 +597,16 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 			res.Changes = append(res.Changes, "listener "+c.next.l.Name+": added")
 		}
 		p.serve(c.next)
-		next[c.next.l.Address] = c.next
+		next[liveKey(&c.next.l)] = c.next
 	}
-	for addr, lv := range p.live {
-		if next[addr] == nil {
+	for key, lv := range p.live {
+		if next[key] == nil {
 			p.retire(lv, grace, true)
-			delete(p.sockets, socketName("http", addr))
+			if lv.udp != nil {
+				p.forgetUDP(lv.l.Address)
+			} else {
+				delete(p.sockets, socketName("http", lv.l.Address))
+			}
 			res.Changes = append(res.Changes, "listener "+lv.l.Name+": removed; it drains")
 		}
 	}
@@ -591,7 +758,7 @@ func (p *Process) Stop(upgraded bool) error {
 		// no listener there, and the socket must refuse connections, not
 		// queue them for no one).
 		<-lv.served
-		lv.sock.Close()
+		lv.closeSockets()
 	}
 	wg.Wait()
 	p.retiring.Wait() // bounded by their own grace
@@ -627,6 +794,10 @@ func (p *Process) closeAll() {
 		s.Close()
 	}
 	clear(p.sockets)
+	for _, c := range p.packets {
+		c.Close()
+	}
+	clear(p.packets)
 	p.gw.Stop()
 	if p.gw != nil {
 		p.gw.Options.Pool.CloseIdle()

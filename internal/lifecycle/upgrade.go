@@ -90,6 +90,13 @@ func (p *Process) beginUpgrade() (map[string]*os.File, error) {
 		}
 		files[name] = f
 	}
+	for name, c := range p.packets {
+		f, err := c.File()
+		if err != nil {
+			return fail(fmt.Errorf("socket %s: %w", name, err))
+		}
+		files[name] = f
+	}
 	st := handedState{TicketKeys: make(map[string][][32]byte)}
 	for addr, ts := range p.gw.TLS() {
 		st.TicketKeys[addr] = ts.TicketKeys()

@@ -36,6 +36,7 @@ type Metrics struct {
 	servers  serverCollector
 	acme     acmeCollector
 	tcp      tcpCollector
+	udp      udpCollector
 	clusters clusterCollector
 }
 
@@ -74,7 +75,7 @@ func NewMetrics() *Metrics {
 			Name: c.name, Help: c.help, ConstLabels: prometheus.Labels{"result": c.result},
 		}, func() float64 { return float64(m.life[i].Load()) }))
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, &m.acme, &m.tcp, &m.servers, &m.clusters,
+	m.reg.MustRegister(m.requests, m.duration, m.upstream, m.conns, &m.acme, &m.tcp, &m.udp, &m.servers, &m.clusters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

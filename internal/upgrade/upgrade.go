@@ -356,6 +356,26 @@ func (h *Handoff) Listener(name string) (net.Listener, bool, error) {
 	return ln, true, nil
 }
 
+// PacketConn takes the inherited UDP socket named name, as Listener
+// does a listening socket.
+func (h *Handoff) PacketConn(name string) (*net.UDPConn, bool, error) {
+	f := h.File(name)
+	if f == nil {
+		return nil, false, nil
+	}
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, false, fmt.Errorf("upgrade: socket %q: %w", name, err)
+	}
+	c, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, false, fmt.Errorf("upgrade: socket %q is not a UDP socket", name)
+	}
+	return c, true, nil
+}
+
 // File takes the inherited file named name, or returns nil if there is
 // none by that name or it was already taken. The caller closes it.
 func (h *Handoff) File(name string) *os.File {

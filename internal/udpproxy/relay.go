@@ -1,0 +1,943 @@
+//go:build linux
+
+package udpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/proxy"
+)
+
+// batchSize is how many datagrams one recvmmsg or sendmmsg moves at most.
+const batchSize = 32
+
+// bufSize is a receive buffer's: the largest datagram, or a GRO run of
+// datagrams (at most 64 KiB), and one byte to see truncation.
+const bufSize = 1 << 16
+
+// maxBuckets bounds the prefixes whose new-flow rate a shard tracks: a
+// flood from more prefixes than that opens no flow until some refill.
+const maxBuckets = 1 << 16
+
+// Server relays the datagrams of one listener. Serve runs it on its
+// sockets, Shutdown drains it.
+type Server struct {
+	o     Options
+	Stats Stats
+
+	mu       sync.Mutex
+	shards   []*shard
+	draining atomic.Bool
+	stopped  atomic.Bool   // drain over: shards close their flows and end
+	done     chan struct{} // closed when Serve's shards have ended
+}
+
+// New returns a Server with o, its zero fields the defaults.
+func New(o Options) *Server {
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxFlows <= 0 {
+		o.MaxFlows = DefaultMaxFlows
+	}
+	if o.NewFlowsPerPrefix == 0 {
+		o.NewFlowsPerPrefix = DefaultNewFlowsPerPrefix
+	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = DefaultBatchDelay
+	}
+	return &Server{o: o, done: make(chan struct{})}
+}
+
+// Probe returns what the kernel offers UDP sockets: GSO (UDP_SEGMENT,
+// Linux 4.18) and GRO (UDP_GRO, Linux 5.0).
+func Probe() (Features, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return Features{}, fmt.Errorf("probing UDP offloads: %w", err)
+	}
+	defer unix.Close(fd)
+	var f Features
+	_, err = unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT)
+	f.GSO = err == nil
+	f.GRO = unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	return f, nil
+}
+
+// Serve relays the datagrams that reach conns, one shard each (the
+// sockets of one address, with SO_REUSEPORT), until Shutdown has drained
+// them. It does not close conns. It returns an error if a shard cannot
+// start.
+func (s *Server) Serve(conns []*net.UDPConn, feat Features) error {
+	s.mu.Lock()
+	if s.draining.Load() || s.shards != nil {
+		s.mu.Unlock()
+		return errors.New("udpproxy: Serve called twice, or after Shutdown")
+	}
+	for _, c := range conns {
+		sh, err := newShard(s, c, feat, len(conns))
+		if err != nil {
+			for _, sh := range s.shards {
+				sh.closeAll()
+			}
+			s.shards = nil
+			s.mu.Unlock()
+			return err
+		}
+		s.shards = append(s.shards, sh)
+	}
+	shards := s.shards
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, sh := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sh.run()
+		}()
+	}
+	wg.Wait()
+	close(s.done)
+	return nil
+}
+
+// Shutdown stops taking datagrams from clients at once, relays the
+// replies of open flows until ctx ends or no flow is left, and then
+// closes every flow. The listening sockets stay open for whoever takes
+// them over. It returns ctx's error if the drain was cut short.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining.Store(true)
+	shards := s.shards
+	s.mu.Unlock()
+	if shards == nil {
+		return nil
+	}
+	for _, sh := range shards {
+		sh.wake()
+	}
+	var err error
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.stopped.Store(true)
+	for _, sh := range shards {
+		sh.wake()
+	}
+	<-s.done
+	return err
+}
+
+// flow is one client address's datagrams and its upstream socket.
+type flow struct {
+	client netip.AddrPort
+	local  netip.Addr // the address the client sent to, on a wildcard listener
+	sa     unix.RawSockaddrInet6
+	saLen  uint32
+	fd     int // connected to the endpoint
+	slot   int32
+	gen    uint32
+	peer   string
+
+	sess proxy.Session
+	call cluster.Call
+
+	start, last    time.Duration // mono
+	answered       bool
+	older, younger *flow // in the shard's list of unanswered flows
+
+	in, out           int64 // datagrams
+	inBytes, outBytes int64
+}
+
+// bucket is a source prefix's new-flow allowance.
+type bucket struct {
+	tokens float64
+	last   time.Duration
+}
+
+// shard is the event loop of one listening socket.
+type shard struct {
+	s       *Server
+	ln      *net.UDPConn // held: its finalizer would close lnfd
+	lnfd    int
+	fam     int  // the listening socket's address family
+	pktinfo bool // bound to a wildcard address: replies go from where the client sent to
+	gso     bool
+	gro     bool
+
+	ep     *os.File // the epoll set, in Go's poller
+	epfd   int
+	epRaw  syscall.RawConn
+	events []unix.EpollEvent
+	poll   func(uintptr) bool // pollOnce
+	// What pollOnce saw: events, an error, and how often it was called
+	// (more than once: the loop waited).
+	nEvents, tries int
+	pollErr        error
+
+	flows      map[netip.AddrPort]*flow
+	slots      []*flow
+	free       []int32
+	oldest     *flow // unanswered flows, the oldest first
+	youngest   *flow
+	buckets    map[netip.Prefix]*bucket
+	rate       float64 // new flows a second per prefix, this shard's share; <= 0: no limit
+	lastSwept  time.Duration
+	sweepEvery time.Duration
+
+	now       time.Duration
+	lastRound time.Duration // the last round that moved datagrams
+	waited    bool          // moderate waited after the last round
+	yield     float64       // datagrams a wait gathers, a moving average
+	skip      int           // rounds left before a wait is tried again
+	delay     unix.Timespec // nanosleep's
+
+	fromClients *batch // receives from the listening socket
+	toUpstream  *batch // a run of one flow's datagrams
+	upFlow      *flow  // the flow toUpstream holds datagrams of
+	nUp         int
+	fromUps     *batch // receives from upstream sockets
+	nBuf        int    // of its buffers, those holding replies not yet sent
+	toClients   *batch // those replies, to any clients
+	nDown       int
+	split       *batch // a GRO run sent one datagram at a time
+
+	counts, zero counters
+	gens         uint32
+	logged       map[string]time.Duration // last log of a kind of trouble, to log each at most once a minute
+}
+
+// counters are what a loop counts between two publishes.
+type counters struct {
+	in, out, inBytes, outBytes, sendDrops, tooBig, batches, gsoSends, groReceives int64
+}
+
+// lnTag marks the listening socket's events from its flows' slots.
+const lnTag = ^uint64(0)
+
+func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	sh := &shard{
+		s:           s,
+		ln:          c,
+		lnfd:        -1,
+		gso:         feat.GSO,
+		gro:         feat.GRO && feat.GSO, // what GRO joins, GSO must split
+		events:      make([]unix.EpollEvent, batchSize),
+		flows:       make(map[netip.AddrPort]*flow),
+		buckets:     make(map[netip.Prefix]*bucket),
+		fromClients: newBatch(batchSize, bufSize),
+		toUpstream:  newBatch(batchSize, 0),
+		fromUps:     newBatch(batchSize, bufSize),
+		toClients:   newBatch(batchSize, 0),
+		split:       newBatch(batchSize, 0),
+		sweepEvery:  min(time.Second, s.o.IdleTimeout/4),
+		logged:      make(map[string]time.Duration),
+		now:         mono.Now(),
+	}
+	if s.o.NewFlowsPerPrefix > 0 {
+		sh.rate = float64(s.o.NewFlowsPerPrefix) / float64(shards)
+	}
+	sh.lastSwept = sh.now
+	sh.poll = sh.pollOnce
+	rc.Control(func(fd uintptr) { sh.lnfd = int(fd) })
+	local, _ := c.LocalAddr().(*net.UDPAddr)
+	if sh.lnfd < 0 || local == nil {
+		return nil, errors.New("udpproxy: the listening socket is closed")
+	}
+	sh.fam = unix.AF_INET6
+	if local.IP.To4() != nil && !local.IP.IsUnspecified() || local.IP.Equal(net.IPv4zero) && len(local.IP) == net.IPv4len {
+		sh.fam = unix.AF_INET
+	}
+	if sa, err := unix.Getsockname(sh.lnfd); err == nil {
+		if _, ok := sa.(*unix.SockaddrInet4); ok {
+			sh.fam = unix.AF_INET
+		}
+	}
+	sh.pktinfo = local.IP.IsUnspecified()
+	// What another server left set on the socket is set again, to what
+	// this one wants.
+	unix.SetsockoptInt(sh.lnfd, unix.SOL_UDP, unix.UDP_GRO, boolInt(sh.gro))
+	if sh.fam == unix.AF_INET6 {
+		unix.SetsockoptInt(sh.lnfd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, boolInt(sh.pktinfo))
+	}
+	unix.SetsockoptInt(sh.lnfd, unix.IPPROTO_IP, unix.IP_PKTINFO, boolInt(sh.pktinfo))
+	// Room for bursts: 4 MiB, past net.core.rmem_max if strait may.
+	if unix.SetsockoptInt(sh.lnfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		unix.SetsockoptInt(sh.lnfd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+
+	sh.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("udpproxy: epoll: %w", err)
+	}
+	if err := unix.SetNonblock(sh.epfd, true); err != nil {
+		unix.Close(sh.epfd)
+		return nil, fmt.Errorf("udpproxy: epoll: %w", err)
+	}
+	// In Go's poller, the epoll set is readable when a socket in it is:
+	// the loop parks as any goroutine waiting on a socket does.
+	sh.ep = os.NewFile(uintptr(sh.epfd), "epoll")
+	if sh.epRaw, err = sh.ep.SyscallConn(); err != nil {
+		sh.ep.Close()
+		return nil, err
+	}
+	if err := sh.watch(sh.lnfd, lnTag); err != nil {
+		sh.ep.Close()
+		return nil, fmt.Errorf("udpproxy: epoll: %w", err)
+	}
+	return sh, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// watch adds fd to the epoll set, level-triggered, its events tagged
+// (epoll_data's 64 bits are the Fd and Pad fields of x/sys's EpollEvent).
+func (sh *shard) watch(fd int, tag uint64) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(uint32(tag)), Pad: int32(uint32(tag >> 32))}
+	return unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+}
+
+func tagOf(ev *unix.EpollEvent) uint64 { return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32 }
+
+func flowTag(f *flow) uint64 { return uint64(uint32(f.slot)) | uint64(f.gen)<<32 }
+
+// wake makes the loop look at the server's state now.
+func (sh *shard) wake() { sh.ep.SetReadDeadline(time.Unix(1, 0)) }
+
+// run is the shard's loop: wait for a socket to be readable, move what
+// it holds, send what was gathered; sweep idle flows now and then.
+func (sh *shard) run() {
+	defer sh.closeAll()
+	reading := true        // the listening socket is in the epoll set
+	var next time.Duration // the deadline set, 0 for none
+	for {
+		// After each deadline set (a wake sets one too, which the loop
+		// may have overwritten), the server's state is looked at.
+		if next == 0 {
+			next = sh.lastSwept + sh.sweepEvery
+			sh.ep.SetReadDeadline(mono.Wall(next))
+			s := sh.s
+			if s.stopped.Load() || s.draining.Load() && len(sh.flows) == 0 {
+				return
+			}
+			if reading && s.draining.Load() {
+				unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_DEL, sh.lnfd, nil)
+				reading = false
+			}
+		}
+		sh.tries = 0
+		err := sh.epRaw.Read(sh.poll)
+		n, werr, tries := sh.nEvents, sh.pollErr, sh.tries
+		sh.now = mono.Now()
+		if err == nil && werr != nil {
+			err = werr
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				sh.log("epoll", "udp: the event loop failed; its flows are closed", "listener", sh.s.o.Name, "err", err)
+				return
+			}
+			next = 0 // the sweep's time, or a wake
+			n = 0
+		}
+		for i := range sh.events[:n] {
+			tag := tagOf(&sh.events[i])
+			if tag == lnTag {
+				sh.readClients()
+				continue
+			}
+			if f := sh.flowOf(tag); f != nil {
+				sh.readUpstream(f)
+			}
+		}
+		sh.flushUp()
+		sh.flushDown()
+		moved := sh.counts.in + sh.counts.out
+		if sh.waited {
+			if tries > 1 {
+				moved = 0 // the wait gathered nothing: the loop slept since
+			}
+			sh.gathered(moved)
+		}
+		if n > 0 {
+			sh.moderate(moved)
+		}
+		sh.publish()
+		if sh.now-sh.lastSwept >= sh.sweepEvery {
+			sh.sweep()
+		}
+		if sh.lastSwept+sh.sweepEvery != next {
+			next = 0
+		}
+	}
+}
+
+// pollOnce looks at the epoll set without waiting: it is RawConn.Read's
+// callback, bound once (a closure made each round would be allocated).
+func (sh *shard) pollOnce(uintptr) bool {
+	sh.tries++
+	for {
+		sh.nEvents, sh.pollErr = unix.EpollWait(sh.epfd, sh.events, 0)
+		if sh.pollErr != unix.EINTR {
+			return sh.nEvents > 0 || sh.pollErr != nil
+		}
+	}
+}
+
+// flowOf is the flow an event's tag names, if it is still open.
+func (sh *shard) flowOf(tag uint64) *flow {
+	slot, gen := int32(tag&0xffffffff), uint32(tag>>32)
+	if int(slot) >= len(sh.slots) {
+		return nil
+	}
+	if f := sh.slots[slot]; f != nil && f.gen == gen {
+		return f
+	}
+	return nil
+}
+
+// readClients takes a batch of datagrams from the listening socket and
+// queues each to its flow's upstream socket, opening flows as needed.
+func (sh *shard) readClients() {
+	b := sh.fromClients
+	b.armRecv(0, batchSize, true)
+	n, e := mmsg(unix.SYS_RECVMMSG, sh.lnfd, b.msgs)
+	if e != 0 {
+		if e != unix.EAGAIN {
+			sh.log("recv", "udp: reading the listening socket failed", "err", e)
+		}
+		return
+	}
+	sh.counts.batches++
+	for i := range n {
+		m := &b.msgs[i]
+		if m.hdr.Flags&unix.MSG_TRUNC != 0 || m.n > MaxDatagram && m.hdr.Controllen == 0 {
+			sh.counts.tooBig++
+			continue
+		}
+		src := b.source(i)
+		seg, local := b.received(i)
+		f := sh.flows[src]
+		if f == nil {
+			if f = sh.open(src, local); f == nil {
+				continue
+			}
+		}
+		p := b.bufs[i][:m.n]
+		f.last = sh.now
+		sh.queueUp(f, p, seg)
+	}
+	// The buffers are reused by the next read: what they hold goes now.
+	sh.flushUp()
+}
+
+// queueUp adds p, a datagram or a GRO run of datagrams of seg bytes each,
+// to the datagrams going to f's endpoint.
+func (sh *shard) queueUp(f *flow, p []byte, seg int) {
+	if seg >= len(p) {
+		seg = 0
+	}
+	k := 1
+	if seg > 0 {
+		k = (len(p) + seg - 1) / seg
+		if sh.gro {
+			sh.counts.groReceives++
+		}
+	}
+	f.in += int64(k)
+	f.inBytes += int64(len(p))
+	sh.counts.in += int64(k)
+	sh.counts.inBytes += int64(len(p))
+	if seg > 0 && !sh.gso {
+		for len(p) > 0 {
+			q := p[:min(seg, len(p))]
+			p = p[len(q):]
+			sh.queueUp1(f, q, 0)
+		}
+		return
+	}
+	sh.queueUp1(f, p, seg)
+}
+
+func (sh *shard) queueUp1(f *flow, p []byte, seg int) {
+	if sh.upFlow != f || sh.nUp == batchSize {
+		sh.flushUp()
+	}
+	sh.upFlow = f
+	sh.toUpstream.set(sh.nUp, p, nil, 0, netip.Addr{}, seg)
+	sh.nUp++
+}
+
+// flushUp sends the datagrams queued for one flow's endpoint.
+func (sh *shard) flushUp() {
+	f, n := sh.upFlow, sh.nUp
+	sh.upFlow, sh.nUp = nil, 0
+	if n == 0 {
+		return
+	}
+	if refused := sh.send(f.fd, sh.toUpstream, n); refused {
+		sh.end(f, endRefused)
+	}
+}
+
+// readUpstream takes a batch of f's replies and queues them to its
+// client.
+func (sh *shard) readUpstream(f *flow) {
+	if sh.nBuf == batchSize {
+		sh.flushDown()
+	}
+	b := sh.fromUps
+	b.armRecv(sh.nBuf, batchSize, false)
+	n, e := mmsg(unix.SYS_RECVMMSG, f.fd, b.msgs[sh.nBuf:])
+	if e != 0 {
+		if e == unix.ECONNREFUSED {
+			sh.end(f, endRefused)
+		}
+		return
+	}
+	sh.counts.batches++
+	if !f.answered {
+		f.answered = true
+		sh.unlist(f)
+	}
+	f.last = sh.now
+	first := sh.nBuf
+	sh.nBuf += n
+	for i := first; i < first+n; i++ {
+		m := &b.msgs[i]
+		if m.hdr.Flags&unix.MSG_TRUNC != 0 {
+			sh.counts.tooBig++
+			continue
+		}
+		p := b.bufs[i][:m.n]
+		seg, _ := b.received(i)
+		if seg >= len(p) {
+			seg = 0
+		}
+		k := 1
+		if seg > 0 {
+			k = (len(p) + seg - 1) / seg
+			sh.counts.groReceives++
+		}
+		f.out += int64(k)
+		f.outBytes += int64(len(p))
+		sh.counts.out += int64(k)
+		sh.counts.outBytes += int64(len(p))
+		if seg > 0 && !sh.gso {
+			sh.flushDown() // in order
+			sh.sendSplit(sh.lnfd, p, seg, &f.sa, f.saLen, f.local)
+			continue
+		}
+		sh.toClients.set(sh.nDown, p, &f.sa, f.saLen, f.local, seg)
+		sh.nDown++
+	}
+}
+
+// flushDown sends the replies queued for clients, and frees the buffers
+// they were read into.
+func (sh *shard) flushDown() {
+	n := sh.nDown
+	sh.nDown, sh.nBuf = 0, 0
+	if n > 0 {
+		sh.send(sh.lnfd, sh.toClients, n)
+	}
+}
+
+// send sends b's first n datagrams on fd without blocking; a datagram
+// the socket has no room for is dropped and counted, as a router would.
+// It reports whether the socket's peer refused (ICMP unreachable).
+func (sh *shard) send(fd int, b *batch, n int) (refused bool) {
+	for i := 0; i < n; {
+		sent, e := mmsg(unix.SYS_SENDMMSG, fd, b.msgs[i:n])
+		if e == 0 {
+			for _, seg := range b.seg[i : i+sent] {
+				if seg > 0 {
+					sh.counts.gsoSends++
+				}
+			}
+			i += sent
+			continue
+		}
+		switch {
+		case e == unix.EIO && b.seg[i] > 0:
+			// The device cannot segment (a veth without checksum
+			// offload): send this run one by one, and no more runs.
+			sh.noGSO()
+			sh.sendSplit(fd, b.data[i], b.seg[i], b.to[i], b.msgs[i].hdr.Namelen, b.from[i])
+		case e == unix.ECONNREFUSED:
+			refused = true
+			sh.counts.sendDrops++
+		default:
+			sh.counts.sendDrops++
+		}
+		i++
+	}
+	return refused
+}
+
+// sendSplit sends p, a run of datagrams of seg bytes, one datagram at a
+// time.
+func (sh *shard) sendSplit(fd int, p []byte, seg int, to *unix.RawSockaddrInet6, toLen uint32, from netip.Addr) {
+	b := sh.split
+	for len(p) > 0 {
+		k := 0
+		for ; k < batchSize && len(p) > 0; k++ {
+			q := p[:min(seg, len(p))]
+			p = p[len(q):]
+			b.set(k, q, to, toLen, from, 0)
+		}
+		sh.send(fd, b, k)
+	}
+}
+
+// noGSO turns GSO off for good, and with it GRO (what GRO joins, GSO
+// must split): on the listening socket and on the flows' sockets.
+func (sh *shard) noGSO() {
+	if !sh.gso {
+		return
+	}
+	sh.gso, sh.gro = false, false
+	sh.log("gso", "udp: a device cannot segment datagrams (GSO); strait sends them one by one from now on", "listener", sh.s.o.Name)
+	unix.SetsockoptInt(sh.lnfd, unix.SOL_UDP, unix.UDP_GRO, 0)
+	for _, f := range sh.flows {
+		unix.SetsockoptInt(f.fd, unix.SOL_UDP, unix.UDP_GRO, 0)
+	}
+}
+
+// moderate waits BatchDelay after a round that moved few datagrams when
+// rounds come close together: datagrams gather meanwhile, and the next
+// round moves several for one wake-up, as a network card's interrupt
+// moderation does. It stops waiting while waits gather less than two
+// datagrams (rare datagrams, or a client waiting on each reply, as in
+// ping-pong: the wait would only add latency), and tries again every
+// 64 rounds.
+func (sh *shard) moderate(moved int64) {
+	d := sh.s.o.BatchDelay
+	since := sh.now - sh.lastRound
+	sh.lastRound = sh.now
+	if d <= 0 || since > 4*d || moved >= batchSize/4 {
+		return
+	}
+	if sh.yield < 2 {
+		if sh.skip > 0 {
+			sh.skip--
+			return
+		}
+		sh.skip = 64
+	}
+	sh.delay = unix.NsecToTimespec(d.Nanoseconds())
+	// A blocking call, so that Go's scheduler may run other goroutines on
+	// this P while the loop waits.
+	unix.Syscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&sh.delay)), 0, 0)
+	sh.now = mono.Now()
+	sh.lastRound = sh.now
+	sh.waited = true
+}
+
+// gathered counts what the round after a wait moved (0 if it found
+// nothing ready at once) into the yield of waits.
+func (sh *shard) gathered(moved int64) {
+	sh.waited = false
+	sh.yield = 0.75*sh.yield + 0.25*float64(moved)
+}
+
+// open makes the flow of a new client address, if the limits allow:
+// its prefix's rate, the table's room (evicting an unanswered flow if it
+// must), an endpoint from the cluster. It returns nil if not, the
+// datagram dropped and counted.
+func (sh *shard) open(src netip.AddrPort, local netip.Addr) *flow {
+	s := sh.s
+	if !sh.allow(src.Addr()) {
+		s.Stats.RateDrops.Add(1)
+		return nil
+	}
+	if s.Stats.FlowsActive.Load() >= int64(s.o.MaxFlows) {
+		if sh.oldest == nil {
+			s.Stats.FullDrops.Add(1)
+			return nil
+		}
+		s.Stats.FlowsEvicted.Add(1)
+		sh.end(sh.oldest, endEvicted)
+	}
+	f := &flow{client: src, local: local, start: sh.now, last: sh.now}
+	f.saLen = toSockaddr(src, sh.fam, &f.sa)
+	f.sess.ClientAddr = src
+	f.sess.Stats.Attempts = 1
+	f.call.NoWait = true
+	cl := s.o.Cluster
+	peer, err := cl.Peer(&f.sess, &f.call)
+	if err != nil {
+		s.Stats.NoUpstream.Add(1)
+		cl.Done(&f.sess, &f.call, nil)
+		sh.log("peer", "udp: no endpoint takes a new flow; its datagrams are dropped", "listener", s.o.Name, "client", src, "err", err)
+		return nil
+	}
+	f.peer = peer.Addr
+	fd, err := sh.dial(peer.Addr)
+	if err != nil {
+		s.Stats.NoUpstream.Add(1)
+		e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Err: err, Where: "connecting a UDP socket to " + peer.Addr}
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			e.Side, e.Kind = proxy.Internal, proxy.KindLimit
+		} else {
+			cl.FailToConnect(&f.sess, &f.call, e)
+		}
+		cl.Done(&f.sess, &f.call, e)
+		sh.log("dial", "udp: cannot open a flow's upstream socket; its datagrams are dropped", "listener", s.o.Name, "endpoint", peer.Addr, "err", err)
+		return nil
+	}
+	f.fd = fd
+	if len(sh.free) > 0 {
+		f.slot = sh.free[len(sh.free)-1]
+		sh.free = sh.free[:len(sh.free)-1]
+	} else {
+		f.slot = int32(len(sh.slots))
+		sh.slots = append(sh.slots, nil)
+	}
+	sh.gens++
+	f.gen = sh.gens
+	if err := sh.watch(fd, flowTag(f)); err != nil {
+		unix.Close(fd)
+		sh.free = append(sh.free, f.slot)
+		cl.Done(&f.sess, &f.call, nil)
+		sh.log("epoll", "udp: cannot watch a flow's upstream socket; its datagrams are dropped", "err", err)
+		return nil
+	}
+	sh.slots[f.slot] = f
+	sh.flows[src] = f
+	sh.list(f)
+	s.Stats.Flows.Add(1)
+	s.Stats.FlowsActive.Add(1)
+	return f
+}
+
+// dial returns a non-blocking UDP socket connected to addr, an IP
+// address and port.
+func (sh *shard) dial(addr string) (int, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return -1, fmt.Errorf("want an IP address and port: %w", err)
+	}
+	fam := unix.AF_INET6
+	if ap.Addr().Is4() {
+		fam = unix.AF_INET
+	}
+	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if sh.gro {
+		unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1)
+	}
+	var sa unix.RawSockaddrInet6
+	n := toSockaddr(ap, fam, &sa)
+	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(n)); e != 0 {
+		unix.Close(fd)
+		return -1, e
+	}
+	return fd, nil
+}
+
+// allow takes one of the new flows a's prefix may open now.
+func (sh *shard) allow(a netip.Addr) bool {
+	if sh.rate <= 0 {
+		return true
+	}
+	a = a.Unmap()
+	bits := prefix6
+	if a.Is4() {
+		bits = prefix4
+	}
+	p, _ := a.Prefix(bits)
+	b := sh.buckets[p]
+	if b == nil {
+		if len(sh.buckets) >= maxBuckets {
+			return false
+		}
+		b = &bucket{tokens: sh.rate, last: sh.now}
+		sh.buckets[p] = b
+	}
+	b.tokens = min(sh.rate, b.tokens+(sh.now-b.last).Seconds()*sh.rate)
+	b.last = sh.now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// Why a flow ended, for its access log line.
+const (
+	endIdle     = "idle"
+	endEvicted  = "evicted"
+	endRefused  = "refused"
+	endShutdown = "shutdown"
+)
+
+// end closes f: its socket, its place in the table, its use of the
+// cluster.
+func (sh *shard) end(f *flow, why string) {
+	if sh.slots[f.slot] != f {
+		return // ended already
+	}
+	if sh.upFlow == f {
+		sh.upFlow, sh.nUp = nil, 0 // what it had queued goes with it
+	}
+	unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_DEL, f.fd, nil)
+	unix.Close(f.fd)
+	sh.slots[f.slot] = nil
+	sh.free = append(sh.free, f.slot)
+	delete(sh.flows, f.client)
+	if !f.answered {
+		sh.unlist(f)
+	}
+	s := sh.s
+	s.Stats.FlowsActive.Add(-1)
+	var e *proxy.Error
+	switch why {
+	case endIdle:
+		s.Stats.FlowsExpired.Add(1)
+	case endRefused:
+		s.Stats.FlowsRefused.Add(1)
+		e = &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Where: "the endpoint refused a datagram (ICMP port unreachable)"}
+		s.o.Cluster.ErrorWhileProxy(&f.sess, &f.call, e)
+	}
+	s.o.Cluster.Done(&f.sess, &f.call, e)
+	if l := s.o.AccessLog; l != nil {
+		l.Info("udp flow", "listener", s.o.Name, "client", f.client, "upstream", f.peer,
+			"datagrams_in", f.in, "bytes_in", f.inBytes, "datagrams_out", f.out, "bytes_out", f.outBytes,
+			"duration", (sh.now - f.start).Round(time.Millisecond).String(), "end", why)
+	}
+}
+
+// list adds f, new, to the unanswered flows; unlist takes it out.
+func (sh *shard) list(f *flow) {
+	f.older = sh.youngest
+	if sh.youngest != nil {
+		sh.youngest.younger = f
+	} else {
+		sh.oldest = f
+	}
+	sh.youngest = f
+}
+
+func (sh *shard) unlist(f *flow) {
+	if f.older != nil {
+		f.older.younger = f.younger
+	} else {
+		sh.oldest = f.younger
+	}
+	if f.younger != nil {
+		f.younger.older = f.older
+	} else {
+		sh.youngest = f.older
+	}
+	f.older, f.younger = nil, nil
+}
+
+// sweep ends the flows idle for the idle timeout, and forgets the
+// prefixes whose allowance is whole again.
+func (sh *shard) sweep() {
+	sh.lastSwept = sh.now
+	idle := sh.s.o.IdleTimeout
+	for _, f := range sh.slots {
+		if f != nil && sh.now-f.last >= idle {
+			sh.end(f, endIdle)
+		}
+	}
+	for p, b := range sh.buckets {
+		if b.tokens+(sh.now-b.last).Seconds()*sh.rate >= sh.rate {
+			delete(sh.buckets, p)
+		}
+	}
+	for k, t := range sh.logged {
+		if sh.now-t >= time.Minute {
+			delete(sh.logged, k)
+		}
+	}
+}
+
+// publish adds what the loop counted since the last time to the
+// server's Stats: atomics once a round, not once a datagram.
+func (sh *shard) publish() {
+	c, st := &sh.counts, &sh.s.Stats
+	if c.in != 0 {
+		st.DatagramsIn.Add(c.in)
+		st.BytesIn.Add(c.inBytes)
+	}
+	if c.out != 0 {
+		st.DatagramsOut.Add(c.out)
+		st.BytesOut.Add(c.outBytes)
+	}
+	if c.batches != 0 {
+		st.Batches.Add(c.batches)
+	}
+	if c.sendDrops != 0 {
+		st.SendDrops.Add(c.sendDrops)
+	}
+	if c.tooBig != 0 {
+		st.TooBig.Add(c.tooBig)
+	}
+	if c.gsoSends != 0 {
+		st.GSOSends.Add(c.gsoSends)
+	}
+	if c.groReceives != 0 {
+		st.GROReceives.Add(c.groReceives)
+	}
+	*c = sh.zero
+}
+
+// closeAll ends every flow and the epoll set.
+func (sh *shard) closeAll() {
+	sh.now = mono.Now()
+	sh.flushUp()
+	sh.flushDown()
+	for _, f := range sh.slots {
+		if f != nil {
+			sh.end(f, endShutdown)
+		}
+	}
+	sh.publish()
+	if sh.ep != nil {
+		sh.ep.Close()
+	}
+}
+
+// log logs msg at most once a minute for each kind of trouble: a flood
+// must not become a flood of lines.
+func (sh *shard) log(kind, msg string, args ...any) {
+	if t, ok := sh.logged[kind]; ok && sh.now-t < time.Minute {
+		return
+	}
+	sh.logged[kind] = sh.now
+	if l := sh.s.o.Logger; l != nil {
+		l.Warn(msg, args...)
+	}
+}

@@ -1,0 +1,295 @@
+//go:build linux
+
+package udpproxy
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/config"
+)
+
+// echo runs a UDP origin that answers each datagram with itself (or
+// not at all with silent), and returns its address.
+func echo(t testing.TB, silent bool) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if !silent {
+				c.WriteToUDPAddrPort(buf[:n], from)
+			}
+		}
+	}()
+	return c.LocalAddr().String()
+}
+
+// start runs a Server with o on a socket of its own, relaying to
+// endpoints, and returns it and its address.
+func start(t testing.TB, o Options, endpoints ...string) (*Server, string) {
+	t.Helper()
+	cl, err := cluster.New(&config.Cluster{Name: "u", Endpoints: endpoints, Balance: "maglev"}, cluster.Options{Logger: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	o.Cluster = cl
+	o.Logger = slog.Default()
+	s := New(o)
+	feat, err := Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve([]*net.UDPConn{ln}, feat) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s, ln.LocalAddr().String()
+}
+
+func dial(t testing.TB, addr string) *net.UDPConn {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.UDPConn)
+}
+
+// roundTrip sends p on c and returns the answer, or nil after a timeout.
+func roundTrip(t testing.TB, c *net.UDPConn, p []byte, timeout time.Duration) []byte {
+	t.Helper()
+	if _, err := c.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<16)
+	c.SetReadDeadline(time.Now().Add(timeout))
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+func TestRelay(t *testing.T) {
+	s, addr := start(t, Options{}, echo(t, false))
+	clients := []*net.UDPConn{dial(t, addr), dial(t, addr), dial(t, addr)}
+	var want int64
+	for _, size := range []int{1, 64, 1200, 9000, MaxDatagram} {
+		for i, c := range clients {
+			p := bytes.Repeat([]byte{byte('a' + i)}, size)
+			got := roundTrip(t, c, p, 2*time.Second)
+			if !bytes.Equal(got, p) {
+				t.Fatalf("client %d, %d bytes: got %d bytes back, want the same datagram", i, size, len(got))
+			}
+			want++
+		}
+	}
+	waitFor(t, func() bool { return s.Stats.DatagramsOut.Load() == want })
+	if in, flows := s.Stats.DatagramsIn.Load(), s.Stats.Flows.Load(); in != want || flows != 3 {
+		t.Errorf("datagrams in %d, flows %d; want %d and 3", in, flows, want)
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestIdleTimeout: a flow idle for the timeout ends, and the client's next
+// datagram opens a new one to the same endpoint (maglev on its address).
+func TestIdleTimeout(t *testing.T) {
+	s, addr := start(t, Options{IdleTimeout: 200 * time.Millisecond}, echo(t, false), echo(t, false))
+	c := dial(t, addr)
+	if roundTrip(t, c, []byte("one"), time.Second) == nil {
+		t.Fatal("no answer")
+	}
+	waitFor(t, func() bool { return s.Stats.FlowsExpired.Load() == 1 && s.Stats.FlowsActive.Load() == 0 })
+	if roundTrip(t, c, []byte("two"), time.Second) == nil {
+		t.Fatal("no answer after the flow expired")
+	}
+	if n := s.Stats.Flows.Load(); n != 2 {
+		t.Errorf("flows opened: %d, want 2", n)
+	}
+}
+
+// TestFullTable: a full table evicts a flow its endpoint never answered,
+// never an answered one; with only answered flows, a new client's
+// datagrams are dropped and counted.
+func TestFullTable(t *testing.T) {
+	silent, answering := echo(t, true), echo(t, false)
+	// Two listeners' worth: one whose endpoint answers, one whose does not.
+	s, addr := start(t, Options{MaxFlows: 2}, answering)
+	a, b := dial(t, addr), dial(t, addr)
+	for _, c := range []*net.UDPConn{a, b} {
+		if roundTrip(t, c, []byte("hi"), time.Second) == nil {
+			t.Fatal("no answer")
+		}
+	}
+	spoofed := dial(t, addr)
+	if got := roundTrip(t, spoofed, []byte("hi"), 200*time.Millisecond); got != nil {
+		t.Fatal("a third flow was relayed past max_flows 2")
+	}
+	if s.Stats.FullDrops.Load() != 1 || s.Stats.FlowsEvicted.Load() != 0 {
+		t.Errorf("full drops %d, evicted %d; want 1 and 0", s.Stats.FullDrops.Load(), s.Stats.FlowsEvicted.Load())
+	}
+	for _, c := range []*net.UDPConn{a, b} {
+		if roundTrip(t, c, []byte("still"), time.Second) == nil {
+			t.Fatal("an answered flow lost its place")
+		}
+	}
+
+	s2, addr2 := start(t, Options{MaxFlows: 2}, silent)
+	for range 5 {
+		roundTrip(t, dial(t, addr2), []byte("x"), 10*time.Millisecond)
+	}
+	waitFor(t, func() bool { return s2.Stats.FlowsEvicted.Load() == 3 })
+	if n := s2.Stats.FlowsActive.Load(); n != 2 {
+		t.Errorf("active flows %d, want 2", n)
+	}
+}
+
+func TestPrefixRate(t *testing.T) {
+	s, addr := start(t, Options{NewFlowsPerPrefix: 2}, echo(t, false))
+	var clients []*net.UDPConn
+	for range 6 { // all at once: no allowance refills meanwhile
+		c := dial(t, addr)
+		c.Write([]byte("x"))
+		clients = append(clients, c)
+	}
+	answered := 0
+	buf := make([]byte, 10)
+	for _, c := range clients {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(buf); err == nil {
+			answered++
+		}
+	}
+	if answered != 2 || s.Stats.RateDrops.Load() != 4 {
+		t.Errorf("answered %d, dropped over the rate %d; want 2 and 4", answered, s.Stats.RateDrops.Load())
+	}
+}
+
+// TestRefused: an endpoint with nothing listening answers ICMP port
+// unreachable; the flow ends and the endpoint is counted as failing.
+func TestRefused(t *testing.T) {
+	c, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	closed := c.LocalAddr().String()
+	c.Close()
+	s, addr := start(t, Options{}, closed)
+	cl := dial(t, addr)
+	for range 3 {
+		roundTrip(t, cl, []byte("x"), 50*time.Millisecond)
+	}
+	waitFor(t, func() bool { return s.Stats.FlowsRefused.Load() >= 1 })
+}
+
+// TestShutdownDrains: after Shutdown starts, the listener's datagrams are
+// no longer read, but a reply to one sent before still reaches its
+// client.
+func TestShutdownDrains(t *testing.T) {
+	slow, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer slow.Close()
+	s, addr := start(t, Options{}, slow.LocalAddr().String())
+	c := dial(t, addr)
+	c.Write([]byte("question"))
+	buf := make([]byte, 100)
+	n, from, err := slow.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		done <- s.Shutdown(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	slow.WriteToUDPAddrPort(buf[:n], from)
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "question" {
+		t.Fatalf("the reply during the drain: %q, %v", buf[:n], err)
+	}
+	if err := <-done; err != context.DeadlineExceeded {
+		t.Errorf("Shutdown: %v; want the drain cut at its deadline (the flow was open)", err)
+	}
+}
+
+// TestNoAllocs: relaying a datagram each way allocates nothing in steady
+// state (the client and origin here use calls that allocate nothing).
+func TestNoAllocs(t *testing.T) {
+	_, addr := start(t, Options{}, echo(t, false))
+	c := dial(t, addr)
+	p, buf := make([]byte, 100), make([]byte, 200)
+	trip := func() {
+		c.Write(p)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 100 {
+		trip()
+	}
+	// What the client and the echo cost alone, measured the same way.
+	direct := dial(t, echo(t, false))
+	base := testing.AllocsPerRun(2000, func() {
+		direct.Write(p)
+		direct.SetReadDeadline(time.Now().Add(2 * time.Second))
+		direct.Read(buf)
+	})
+	if a := testing.AllocsPerRun(2000, trip) - base; a > 0.05 {
+		t.Errorf("%.2f allocations per round trip through the relay (%.2f without it), want 0", a+base, base)
+	}
+}
+
+// TestSockaddr: addresses round-trip through the kernel's form.
+func TestSockaddr(t *testing.T) {
+	for _, s := range []string{"127.0.0.1:53", "[::1]:443", "[::ffff:10.0.0.1]:9"} {
+		ap := netip.MustParseAddrPort(s)
+		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+			if fam == unix.AF_INET && !ap.Addr().Unmap().Is4() {
+				continue
+			}
+			var sa unix.RawSockaddrInet6
+			toSockaddr(ap, fam, &sa)
+			if got := fromSockaddr(&sa); got.Addr().Unmap() != ap.Addr().Unmap() || got.Port() != ap.Port() {
+				t.Errorf("%s in family %d: got %s", s, fam, got)
+			}
+		}
+	}
+}
