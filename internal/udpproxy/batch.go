@@ -120,6 +120,31 @@ func (b *batch) set(i int, p []byte, to *unix.RawSockaddrInet6, toLen uint32, fr
 	h.Flags = 0
 }
 
+// maxSegments bounds the datagrams join puts in one GSO send (the
+// kernel's UDP_MAX_SEGMENTS was 64 before Linux 6.9).
+const maxSegments = 64
+
+// join appends p, one datagram, to queued datagram i, a run of
+// datagrams of one size sent with GSO, if it fits: as large as the run's
+// segments or smaller (then it ends the run), and within the run's
+// buffer, 64 segments and the largest UDP payload. The datagrams of a
+// burst to one peer then cost one send, and travel as one through the
+// kernel's stack to where they are split.
+func (b *batch) join(i int, p []byte) bool {
+	run, seg := b.data[i], b.seg[i]
+	if seg == 0 {
+		seg = len(run) // a single datagram: its size is the run's
+	}
+	n := len(run) + len(p)
+	if len(p) == 0 || len(p) > seg || len(run)%seg != 0 || n > MaxDatagram || n > cap(run) || (n+seg-1)/seg > maxSegments {
+		return false
+	}
+	run = append(run, p...) // within run's buffer: no allocation
+	to, toLen := b.to[i], b.msgs[i].hdr.Namelen
+	b.set(i, run, to, toLen, b.from[i], seg)
+	return true
+}
+
 // putCmsg writes a control message of level and typ with a data of size
 // bytes that fill writes, and returns the room it took.
 func putCmsg(c []byte, level, typ int32, size int, fill func([]byte)) int {

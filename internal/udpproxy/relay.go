@@ -208,6 +208,7 @@ type shard struct {
 	waited    bool          // moderate waited after the last round
 	yield     float64       // datagrams a wait gathers, a moving average
 	skip      int           // rounds left before a wait is tried again
+	backoff   int           // the rounds skipped after the last try
 	delay     unix.Timespec // nanosleep's
 
 	fromClients *batch // receives from the listening socket
@@ -487,6 +488,9 @@ func (sh *shard) queueUp(f *flow, p []byte, seg int) {
 }
 
 func (sh *shard) queueUp1(f *flow, p []byte, seg int) {
+	if sh.upFlow == f && sh.nUp > 0 && seg == 0 && sh.gso && sh.toUpstream.join(sh.nUp-1, p) {
+		return
+	}
 	if sh.upFlow != f || sh.nUp == batchSize {
 		sh.flushUp()
 	}
@@ -553,6 +557,9 @@ func (sh *shard) readUpstream(f *flow) {
 		if seg > 0 && !sh.gso {
 			sh.flushDown() // in order
 			sh.sendSplit(sh.lnfd, p, seg, &f.sa, f.saLen, f.local)
+			continue
+		}
+		if seg == 0 && sh.gso && sh.nDown > 0 && sh.toClients.to[sh.nDown-1] == &f.sa && sh.toClients.join(sh.nDown-1, p) {
 			continue
 		}
 		sh.toClients.set(sh.nDown, p, &f.sa, f.saLen, f.local, seg)
@@ -636,8 +643,8 @@ func (sh *shard) noGSO() {
 // round moves several for one wake-up, as a network card's interrupt
 // moderation does. It stops waiting while waits gather less than two
 // datagrams (rare datagrams, or a client waiting on each reply, as in
-// ping-pong: the wait would only add latency), and tries again every
-// 64 rounds.
+// ping-pong: the wait would only add latency), and tries again after 64
+// rounds, then 128, up to 4096.
 func (sh *shard) moderate(moved int64) {
 	d := sh.s.o.BatchDelay
 	since := sh.now - sh.lastRound
@@ -650,7 +657,13 @@ func (sh *shard) moderate(moved int64) {
 			sh.skip--
 			return
 		}
-		sh.skip = 64
+		// A try: if it gathers no more than the last, the next is twice
+		// as far off (up to 4096 rounds): the waits that add latency for
+		// nothing stay rare.
+		sh.backoff = min(max(2*sh.backoff, 64), 4096)
+		sh.skip = sh.backoff
+	} else {
+		sh.backoff = 0
 	}
 	sh.delay = unix.NsecToTimespec(d.Nanoseconds())
 	// A blocking call, so that Go's scheduler may run other goroutines on
