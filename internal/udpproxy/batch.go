@@ -83,7 +83,10 @@ func (b *batch) armRecv(lo, hi int, named bool) {
 // segments of seg bytes (GSO) if seg > 0.
 func (b *batch) set(i int, p []byte, to *unix.RawSockaddrInet6, toLen uint32, from netip.Addr, seg int) {
 	b.data[i], b.seg[i], b.to[i], b.from[i] = p, seg, to, from
-	b.iovs[i].Base = &p[0]
+	b.iovs[i].Base = nil // an empty datagram is a datagram too
+	if len(p) > 0 {
+		b.iovs[i].Base = &p[0]
+	}
 	b.iovs[i].SetLen(len(p))
 	h := &b.msgs[i].hdr
 	h.Iov, h.Iovlen = &b.iovs[i], 1

@@ -106,11 +106,11 @@ func TestRelay(t *testing.T) {
 	s, addr := start(t, Options{}, echo(t, false))
 	clients := []*net.UDPConn{dial(t, addr), dial(t, addr), dial(t, addr)}
 	var want int64
-	for _, size := range []int{1, 64, 1200, 9000, MaxDatagram} {
+	for _, size := range []int{0, 1, 64, 1200, 9000, MaxDatagram} {
 		for i, c := range clients {
 			p := bytes.Repeat([]byte{byte('a' + i)}, size)
 			got := roundTrip(t, c, p, 2*time.Second)
-			if !bytes.Equal(got, p) {
+			if got == nil || !bytes.Equal(got, p) {
 				t.Fatalf("client %d, %d bytes: got %d bytes back, want the same datagram", i, size, len(got))
 			}
 			want++
