@@ -29,6 +29,9 @@ const batchSize = 32
 // datagrams (at most 64 KiB), and one byte to see truncation.
 const bufSize = 1 << 16
 
+// drainQuiet ends a draining flow that moved nothing for that long.
+const drainQuiet = time.Second
+
 // maxBuckets bounds the prefixes whose new-flow rate a shard tracks: a
 // flood from more prefixes than that opens no flow until some refill.
 const maxBuckets = 1 << 16
@@ -880,6 +883,11 @@ func (sh *shard) unlist(f *flow) {
 func (sh *shard) sweep() {
 	sh.lastSwept = sh.now
 	idle := sh.s.o.IdleTimeout
+	if sh.s.draining.Load() {
+		// The listener is no longer read: a flow has only replies left
+		// to relay, and one quiet for a second has none.
+		idle = min(idle, drainQuiet)
+	}
 	for _, f := range sh.slots {
 		if f != nil && sh.now-f.last >= idle {
 			sh.end(f, endIdle)
