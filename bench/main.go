@@ -7,6 +7,7 @@
 //	go run ./bench -idle      # RSS per idle keep-alive connection (10,000 of them)
 //	go run ./bench -grpc      # gRPC with ghz: CPU per call, calls/s, p99
 //	go run ./bench -tcp       # TCP relays: iperf3 Gbit/s and CPU/GB, connections/s
+//	go run ./bench -udp       # UDP relays: CPU per datagram at a fixed rate, loss, latency, peak
 //	go run ./bench -h         # flags
 //
 // The method (see bench/README.md): on a small shared machine an absolute
@@ -27,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -63,6 +65,12 @@ type config struct {
 	nice             int
 	print            string
 	keep             bool
+
+	udp      bool
+	udpRate  int           // -udp: requests/s of the rate test, over all flows
+	udpFlows int           // -udp: client flows (source ports)
+	udpSizes []int         // -udp: datagram sizes of the rate test
+	udpPeak  time.Duration // -udp: length of a peak run (0: no peak test)
 }
 
 // defaultTargets are what a run measures unless -targets says otherwise.
@@ -119,6 +127,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == tcpHelperArg {
 		os.Exit(tcpHelper(os.Args[2:]))
 	}
+	// So does -udp, as its load generator and sink (see udpHelper).
+	if len(os.Args) > 1 && os.Args[1] == udpHelperArg {
+		os.Exit(udpHelper(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
@@ -134,13 +146,15 @@ func run() int {
 
 	if cfg.print != "" {
 		printFile := printStored
-		if strings.HasSuffix(cfg.print, "-tcp.json") {
-			printFile = func(path string) error {
-				data, err := os.ReadFile(path)
-				if err != nil {
-					return err
+		for suffix, show := range map[string]func(string, []byte) error{"-tcp.json": printStoredTCP, "-udp.json": printStoredUDP} {
+			if strings.HasSuffix(cfg.print, suffix) {
+				printFile = func(path string) error {
+					data, err := os.ReadFile(path)
+					if err != nil {
+						return err
+					}
+					return show(path, data)
 				}
-				return printStoredTCP(path, data)
 			}
 		}
 		if err := printFile(cfg.print); err != nil {
@@ -159,6 +173,9 @@ func run() int {
 	if cfg.tcp {
 		tools = append(tools, struct{ cmd, pkg string }{"iperf3", "iperf3"})
 	}
+	if cfg.udp {
+		tools = append(tools, struct{ cmd, pkg string }{"sockperf", "sockperf"})
+	}
 	b, err := newBench(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -173,6 +190,8 @@ func run() int {
 		err = b.runIdle(ctx)
 	case cfg.tcp:
 		err = b.runTCP(ctx)
+	case cfg.udp:
+		err = b.runUDP(ctx)
 	default:
 		err = b.runLoad(ctx)
 	}
@@ -204,6 +223,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.grpc, "grpc", false, "measure gRPC instead (ghz, unary and server streaming; strait, nginx grpc_pass, HAProxy; see bench/grpc.go)")
 	fs.BoolVar(&cfg.tcp, "tcp", false, "measure TCP relays instead: iperf3 throughput and CPU per GB, connections/s and CPU per 1000 connections (strait proxy tcp://, nginx stream, HAProxy mode tcp; see bench/tcp.go)")
 	fs.IntVar(&cfg.tcpWorkers, "tcp-workers", 32, "-tcp: concurrent connections of the connections test")
+	fs.BoolVar(&cfg.udp, "udp", false, "measure UDP relays instead: CPU per forwarded datagram at a fixed rate, loss and latency, sockperf latency, peak rate with GSO (strait proxy udp://, nginx stream udp, a naive Go relay; see bench/udp.go)")
+	fs.IntVar(&cfg.udpRate, "udp-rate", 20000, "-udp: requests per second of the rate test, evenly paced over all flows (each answered: twice that in datagrams through a relay)")
+	fs.IntVar(&cfg.udpFlows, "udp-flows", 4, "-udp: client flows (source ports) of the rate test, and of the peak test's second run")
+	udpSizes := fs.String("udp-sizes", "64,1200", "-udp: comma-separated datagram sizes of the rate test, in bytes")
+	fs.DurationVar(&cfg.udpPeak, "udp-peak", 3*time.Second, "-udp: length of each peak (GSO, unpaced) run; 0: no peak test")
 	fs.IntVar(&cfg.idleConns, "idle-conns", 10000, "connections held open by -idle")
 	tickets := fs.Bool("tls-tickets", true, "TLS targets issue session tickets; false: none (and no session cache), so the close scenario measures full handshakes (wrk resumes sessions it is given)")
 	fs.IntVar(&cfg.idleConcurrency, "idle-concurrency", 200, "goroutines opening and using the -idle connections")
@@ -251,6 +275,16 @@ flags:
 		if !set["scenarios"] {
 			*scen = "small"
 		}
+		if !set["udp-peak"] {
+			cfg.udpPeak = time.Second
+		}
+	}
+	for _, f := range strings.Split(*udpSizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < udpHeader || n > 9000 {
+			return nil, fmt.Errorf("-udp-sizes: %q is not a size from %d to 9000 bytes", f, udpHeader)
+		}
+		cfg.udpSizes = append(cfg.udpSizes, n)
 	}
 
 	var err error
@@ -274,6 +308,14 @@ flags:
 		return nil, errors.New("-connections and -close-connections must be at least 1")
 	case cfg.tcpWorkers < 1:
 		return nil, errors.New("-tcp-workers must be at least 1")
+	case cfg.udpRate < 100 || cfg.udpRate > 500000:
+		return nil, errors.New("-udp-rate must be from 100 to 500000 requests/s")
+	case cfg.udpFlows < 1 || cfg.udpFlows > 64:
+		return nil, errors.New("-udp-flows must be from 1 to 64")
+	case cfg.udpPeak < 0:
+		return nil, errors.New("-udp-peak must not be negative")
+	case cfg.tcp && cfg.udp:
+		return nil, errors.New("-tcp and -udp are separate runs: choose one")
 	case cfg.idleConns < 1 || cfg.idleConcurrency < 1:
 		return nil, errors.New("-idle-conns and -idle-concurrency must be at least 1")
 	case cfg.nice < -20 || cfg.nice > 19:

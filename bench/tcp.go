@@ -924,16 +924,22 @@ func printTCP(w io.Writer, rep *tcpReport) {
 		}
 	}
 	fmt.Fprintln(w)
-	if len(rep.ProcessLogs) == 0 {
+	printProcessLogs(w, rep.ProcessLogs)
+}
+
+// printProcessLogs prints what each relay logged during the runs,
+// grouped (see groupLines), the ten most frequent kinds of line each.
+func printProcessLogs(w io.Writer, logs map[string][]logGroup) {
+	if len(logs) == 0 {
 		fmt.Fprintln(w, "process logs: no relay logged anything during the runs")
 	}
-	keys := make([]string, 0, len(rep.ProcessLogs))
-	for k := range rep.ProcessLogs {
+	keys := make([]string, 0, len(logs))
+	for k := range logs {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		groups := rep.ProcessLogs[k]
+		groups := logs[k]
 		total := 0
 		for _, g := range groups {
 			total += g.Count
