@@ -214,9 +214,11 @@ type shard struct {
 	backoff   int           // the rounds skipped after the last try
 	delay     unix.Timespec // nanosleep's
 
-	fromClients *batch // receives from the listening socket
-	toUpstream  *batch // a run of one flow's datagrams
-	upFlow      *flow  // the flow toUpstream holds datagrams of
+	fromClients *batch  // receives from the listening socket
+	rxFlows     []*flow // the flow of each of its datagrams
+	rxSegs      []int   // and its GRO segment size
+	toUpstream  *batch  // a run of one flow's datagrams
+	upFlow      *flow   // the flow toUpstream holds datagrams of
 	nUp         int
 	fromUps     *batch // receives from upstream sockets
 	nBuf        int    // of its buffers, those holding replies not yet sent
@@ -252,6 +254,8 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 		flows:       make(map[netip.AddrPort]*flow),
 		buckets:     make(map[netip.Prefix]*bucket),
 		fromClients: newBatch(batchSize, bufSize),
+		rxFlows:     make([]*flow, batchSize),
+		rxSegs:      make([]int, batchSize),
 		toUpstream:  newBatch(batchSize, 0),
 		fromUps:     newBatch(batchSize, bufSize),
 		toClients:   newBatch(batchSize, 0),
@@ -440,7 +444,12 @@ func (sh *shard) readClients() {
 		return
 	}
 	sh.counts.batches++
+	// Each datagram's flow first; then each flow's datagrams together,
+	// in order: one send for them (GSO when they are of a size), not one
+	// a datagram as they came interleaved.
+	flows, segs := sh.rxFlows[:n], sh.rxSegs[:n]
 	for i := range n {
+		flows[i] = nil
 		m := &b.msgs[i]
 		if m.hdr.Flags&unix.MSG_TRUNC != 0 || m.n > MaxDatagram && m.hdr.Controllen == 0 {
 			sh.counts.tooBig++
@@ -454,9 +463,22 @@ func (sh *shard) readClients() {
 				continue
 			}
 		}
-		p := b.bufs[i][:m.n]
 		f.last = sh.now
-		sh.queueUp(f, p, seg)
+		flows[i], segs[i] = f, seg
+	}
+	for i, f := range flows {
+		if f == nil {
+			continue
+		}
+		for j := i; j < n; j++ {
+			// A flow a later open evicted has no socket any more.
+			if flows[j] == f && f.fd >= 0 {
+				sh.queueUp(f, b.bufs[j][:b.msgs[j].n], segs[j])
+			}
+			if flows[j] == f {
+				flows[j] = nil
+			}
+		}
 	}
 	// The buffers are reused by the next read: what they hold goes now.
 	sh.flushUp()
@@ -832,6 +854,7 @@ func (sh *shard) end(f *flow, why string) {
 	}
 	unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_DEL, f.fd, nil)
 	unix.Close(f.fd)
+	f.fd = -1
 	sh.slots[f.slot] = nil
 	sh.free = append(sh.free, f.slot)
 	delete(sh.flows, f.client)
