@@ -269,9 +269,12 @@ func (p *Process) probeUDP(cfg *config.Config) {
 	p.o.Logger.Info("udp: kernel offloads", "gso", feat.GSO, "gro", feat.GRO && feat.GSO)
 }
 
-// listenUDP returns the n sockets, sharing addr with SO_REUSEPORT, that
-// an old process handed over or new ones: when fewer were handed over,
-// new ones join them.
+// listenUDP returns the sockets, sharing addr with SO_REUSEPORT, that an
+// old process handed over, and new ones up to n: all that were handed
+// over are read (a socket left out would take its share of the clients
+// and have no reader), and new ones join them. A socket bound where
+// another udp listener's is (the same address written another way) is
+// an error: the kernel would split the clients between them.
 func (p *Process) listenUDP(addr string, n int) ([]*net.UDPConn, error) {
 	var conns []*net.UDPConn
 	fail := func(err error) ([]*net.UDPConn, error) {
@@ -282,19 +285,31 @@ func (p *Process) listenUDP(addr string, n int) ([]*net.UDPConn, error) {
 		return nil, err
 	}
 	bind := addr
-	for i := range n {
+	for i := 0; ; i++ {
 		name := socketName("udp", fmt.Sprintf("%s #%d", addr, i))
 		c, ok, err := p.o.Handoff.PacketConn(name)
 		if err != nil {
 			return fail(err)
 		}
 		if !ok {
+			if i >= n {
+				break
+			}
 			lc := net.ListenConfig{Control: reusePort}
 			pc, err := lc.ListenPacket(context.Background(), "udp", bind)
 			if err != nil {
 				return fail(err)
 			}
 			c = pc.(*net.UDPConn)
+		}
+		if i == 0 {
+			bound := c.LocalAddr().String()
+			for other, oc := range p.packets {
+				if oc.LocalAddr().String() == bound && !strings.HasPrefix(other, socketName("udp", addr+" #")) {
+					c.Close()
+					return fail(fmt.Errorf("%s is bound already, by %s", bound, other))
+				}
+			}
 		}
 		bind = c.LocalAddr().String() // port 0: the others join the first's port
 		p.packets[name] = c
@@ -333,7 +348,8 @@ func (p *Process) newUDPLive(l gateway.Listener, socks []*net.UDPConn) (*live, e
 	if p.gw.Options.AccessLog {
 		o.AccessLog = cmp.Or(p.o.AccessLogger, p.o.Logger)
 	}
-	if socks == nil {
+	own := socks == nil // made here, closed here if the server cannot be
+	if own {
 		var err error
 		if socks, err = p.listenUDP(l.Address, l.Sockets); err != nil {
 			return nil, &ListenError{"listener " + l.Name, l.Address, err}
@@ -343,7 +359,17 @@ func (p *Process) newUDPLive(l gateway.Listener, socks []*net.UDPConn) (*live, e
 		p.o.Logger.Warn("udp: a reload does not change how many sockets a listener has; an upgrade or a restart does",
 			"listener", l.Name, "sockets", len(socks), "configured", l.Sockets)
 	}
-	return &live{l: l, srv: udpServer{udpproxy.New(o)}, udp: socks, served: make(chan struct{})}, nil
+	srv, err := udpproxy.New(o, socks, p.udpFeat)
+	if err != nil {
+		if own {
+			for _, c := range socks {
+				c.Close()
+			}
+			p.forgetUDP(l.Address)
+		}
+		return nil, &ListenError{"listener " + l.Name, l.Address, err}
+	}
+	return &live{l: l, srv: udpServer{srv}, udp: socks, served: make(chan struct{})}, nil
 }
 
 // newLive makes the server of l, on sock or on a socket of its own.
@@ -408,7 +434,7 @@ func (p *Process) serve(lv *live) {
 	if u, ok := lv.srv.(udpServer); ok {
 		go func() {
 			defer close(lv.served)
-			if err := u.Server.Serve(lv.udp, p.udpFeat); err != nil {
+			if err := u.Server.Serve(); err != nil {
 				p.errc <- fmt.Errorf("listener %s: %w", lv.l.Name, err)
 			}
 		}()
@@ -445,7 +471,15 @@ func (p *Process) retire(lv *live, grace time.Duration, closeSocket bool) {
 	p.retiring.Add(1)
 	go func() {
 		defer p.retiring.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), lv.grace(grace))
+		d := lv.grace(grace)
+		if lv.udp != nil && closeSocket {
+			// A removed udp listener stops at once: its sockets, bound
+			// and no longer read, would take their share of new clients
+			// (of a listener added back at the address, too) while it
+			// drained.
+			d = 0
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		lv.srv.Shutdown(ctx)
 		if m := p.o.Metrics; m != nil {

@@ -57,10 +57,10 @@ var (
 		"Flows ended before shutdown, by reason: idle (udp.idle_timeout), evicted (never answered, to make room in a full table), refused (the endpoint answered ICMP unreachable).",
 		[]string{"listener", "reason"}, nil)
 	udpDropped = prometheus.NewDesc("strait_udp_datagrams_dropped_total",
-		"Datagrams dropped, by reason: table_full (a new flow, and no unanswered flow to evict), prefix_rate (a new flow over udp.new_flows_per_prefix), no_upstream (a new flow no endpoint takes), send (a socket's send buffer full, or the send failed), too_big (over 65,507 bytes).",
+		"Datagrams dropped, by reason: table_full (a new flow, and no unanswered flow to evict), prefix_rate (a new flow over udp.new_flows_per_prefix), no_upstream (a new flow no endpoint takes), send (a socket's send buffer full, or the send failed), too_big (larger than 64 KiB).",
 		[]string{"listener", "reason"}, nil)
 	udpDatagrams = prometheus.NewDesc("strait_udp_datagrams_total",
-		"Datagrams relayed, by direction: in (client to upstream), out (upstream to client).", []string{"listener", "direction"}, nil)
+		"Datagrams taken to relay, by direction: in (client to upstream), out (upstream to client); those dropped after are in strait_udp_datagrams_dropped_total.", []string{"listener", "direction"}, nil)
 	udpBytes = prometheus.NewDesc("strait_udp_bytes_total",
 		"Bytes relayed, by direction.", []string{"listener", "direction"}, nil)
 	udpBatches = prometheus.NewDesc("strait_udp_receive_calls_total",

@@ -130,16 +130,17 @@ const maxSegments = 64
 // join appends p, one datagram, to queued datagram i, a run of
 // datagrams of one size sent with GSO, if it fits: as large as the run's
 // segments or smaller (then it ends the run), and within the run's
-// buffer, 64 segments and the largest UDP payload. The datagrams of a
+// buffer, 64 segments, the largest UDP payload, and segments of maxSeg
+// bytes (what the path's MTU carries). The datagrams of a
 // burst to one peer then cost one send, and travel as one through the
 // kernel's stack to where they are split.
-func (b *batch) join(i int, p []byte) bool {
+func (b *batch) join(i int, p []byte, maxSeg int) bool {
 	run, seg := b.data[i], b.seg[i]
 	if seg == 0 {
 		seg = len(run) // a single datagram: its size is the run's
 	}
 	n := len(run) + len(p)
-	if len(p) == 0 || len(p) > seg || len(run)%seg != 0 || n > MaxDatagram || n > cap(run) || (n+seg-1)/seg > maxSegments {
+	if len(p) == 0 || len(p) > seg || seg > maxSeg || len(run)%seg != 0 || n > MaxDatagram || n > cap(run) || (n+seg-1)/seg > maxSegments {
 		return false
 	}
 	run = append(run, p...) // within run's buffer: no allocation

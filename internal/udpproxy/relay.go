@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/proxy"
 )
@@ -43,19 +45,33 @@ type Server struct {
 	Stats Stats
 
 	mu       sync.Mutex
-	shards   []*shard
+	serving  bool
+	shards   []*shard // made by New
 	draining atomic.Bool
 	stopped  atomic.Bool   // drain over: shards close their flows and end
 	done     chan struct{} // closed when Serve's shards have ended
 }
 
-// New returns a Server with o, its zero fields the defaults.
-func New(o Options) *Server {
+// New returns a Server with o, its zero fields the defaults, ready to
+// relay what reaches conns (the sockets of one address, with
+// SO_REUSEPORT), one shard each. Each shard reads and sends on a
+// descriptor of its own (a dup), so that the sockets may be closed, or
+// passed to another server, while this one drains. It does not close
+// conns. MaxFlows is bounded by half the process's descriptor limit: a
+// flow holds one.
+func New(o Options, conns []*net.UDPConn, feat Features) (*Server, error) {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
 	if o.MaxFlows <= 0 {
 		o.MaxFlows = DefaultMaxFlows
+	}
+	if lim := fdlimit.Limit(); lim > 0 && int64(o.MaxFlows) > lim/2 {
+		if o.Logger != nil {
+			o.Logger.Warn("udp: max_flows is more than half the file descriptor limit allows; it is lowered",
+				"listener", o.Name, "max_flows", o.MaxFlows, "fd_limit", lim, "allows", lim/2)
+		}
+		o.MaxFlows = int(max(lim/2, 1))
 	}
 	if o.NewFlowsPerPrefix == 0 {
 		o.NewFlowsPerPrefix = DefaultNewFlowsPerPrefix
@@ -63,7 +79,18 @@ func New(o Options) *Server {
 	if o.BatchDelay == 0 {
 		o.BatchDelay = DefaultBatchDelay
 	}
-	return &Server{o: o, done: make(chan struct{})}
+	s := &Server{o: o, done: make(chan struct{})}
+	for _, c := range conns {
+		sh, err := newShard(s, c, feat, len(conns))
+		if err != nil {
+			for _, sh := range s.shards {
+				sh.closeAll()
+			}
+			return nil, err
+		}
+		s.shards = append(s.shards, sh)
+	}
+	return s, nil
 }
 
 // Probe returns what the kernel offers UDP sockets: GSO (UDP_SEGMENT,
@@ -81,37 +108,22 @@ func Probe() (Features, error) {
 	return f, nil
 }
 
-// Serve relays the datagrams that reach conns, one shard each (the
-// sockets of one address, with SO_REUSEPORT), until Shutdown has drained
-// them. It does not close conns. It returns an error if a shard cannot
-// start.
-func (s *Server) Serve(conns []*net.UDPConn, feat Features) error {
+// Serve relays datagrams until Shutdown has drained the server.
+func (s *Server) Serve() error {
 	s.mu.Lock()
-	if s.draining.Load() || s.shards != nil {
+	if s.serving {
 		s.mu.Unlock()
-		return errors.New("udpproxy: Serve called twice, or after Shutdown")
-	}
-	for _, c := range conns {
-		sh, err := newShard(s, c, feat, len(conns))
-		if err != nil {
-			for _, sh := range s.shards {
-				sh.closeAll()
-			}
-			s.shards = nil
-			s.mu.Unlock()
-			return err
+		if s.draining.Load() {
+			<-s.done // shut down before it served: nothing to do
+			return nil
 		}
-		s.shards = append(s.shards, sh)
+		return errors.New("udpproxy: Serve called twice")
 	}
-	shards := s.shards
+	s.serving = true
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, sh := range shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sh.run()
-		}()
+	for _, sh := range s.shards {
+		wg.Go(sh.run)
 	}
 	wg.Wait()
 	close(s.done)
@@ -125,9 +137,14 @@ func (s *Server) Serve(conns []*net.UDPConn, feat Features) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining.Store(true)
-	shards := s.shards
+	shards, serving := s.shards, s.serving
+	s.serving = true // a Serve after this has nothing to do
 	s.mu.Unlock()
-	if shards == nil {
+	if !serving {
+		for _, sh := range shards {
+			sh.closeAll()
+		}
+		close(s.done)
 		return nil
 	}
 	for _, sh := range shards {
@@ -155,6 +172,7 @@ type flow struct {
 	sa     unix.RawSockaddrInet6
 	saLen  uint32
 	fd     int // connected to the endpoint
+	upSeg  int // the largest GSO segment its path takes (its MTU's payload)
 	slot   int32
 	gen    uint32
 	peer   string
@@ -179,10 +197,10 @@ type bucket struct {
 // shard is the event loop of one listening socket.
 type shard struct {
 	s       *Server
-	ln      *net.UDPConn // held: its finalizer would close lnfd
-	lnfd    int
+	lnfd    int  // the shard's own dup of the listening socket
 	fam     int  // the listening socket's address family
 	pktinfo bool // bound to a wildcard address: replies go from where the client sent to
+	downSeg int  // the largest GSO segment sent to clients: the listener's MTU's payload
 	gso     bool
 	gro     bool
 
@@ -197,6 +215,7 @@ type shard struct {
 	pollErr        error
 
 	flows      map[netip.AddrPort]*flow
+	maxFlows   int // this shard's share of MaxFlows
 	slots      []*flow
 	free       []int32
 	oldest     *flow // unanswered flows, the oldest first
@@ -246,7 +265,6 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 	}
 	sh := &shard{
 		s:           s,
-		ln:          c,
 		lnfd:        -1,
 		gso:         feat.GSO,
 		gro:         feat.GRO && feat.GSO, // what GRO joins, GSO must split
@@ -267,12 +285,19 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 	if s.o.NewFlowsPerPrefix > 0 {
 		sh.rate = float64(s.o.NewFlowsPerPrefix) / float64(shards)
 	}
+	// Each shard holds its share of the table (the kernel spreads
+	// clients over the sockets by their addresses): a full one evicts
+	// from its own unanswered flows.
+	sh.maxFlows = max((s.o.MaxFlows+shards-1)/shards, 1)
 	sh.lastSwept = sh.now
 	sh.poll = sh.pollOnce
-	rc.Control(func(fd uintptr) { sh.lnfd = int(fd) })
+	var derr error
+	rc.Control(func(fd uintptr) {
+		sh.lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
 	local, _ := c.LocalAddr().(*net.UDPAddr)
-	if sh.lnfd < 0 || local == nil {
-		return nil, errors.New("udpproxy: the listening socket is closed")
+	if derr != nil || sh.lnfd < 0 || local == nil {
+		return nil, fmt.Errorf("udpproxy: the listening socket: %w", cmpErr(derr, errors.New("closed")))
 	}
 	sh.fam = unix.AF_INET6
 	if local.IP.To4() != nil && !local.IP.IsUnspecified() || local.IP.Equal(net.IPv4zero) && len(local.IP) == net.IPv4len {
@@ -284,6 +309,7 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 		}
 	}
 	sh.pktinfo = local.IP.IsUnspecified()
+	sh.downSeg = listenerSegment(local.IP, sh.fam)
 	// What another server left set on the socket is set again, to what
 	// this one wants.
 	unix.SetsockoptInt(sh.lnfd, unix.SOL_UDP, unix.UDP_GRO, boolInt(sh.gro))
@@ -298,10 +324,12 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 
 	sh.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
+		unix.Close(sh.lnfd)
 		return nil, fmt.Errorf("udpproxy: epoll: %w", err)
 	}
 	if err := unix.SetNonblock(sh.epfd, true); err != nil {
 		unix.Close(sh.epfd)
+		unix.Close(sh.lnfd)
 		return nil, fmt.Errorf("udpproxy: epoll: %w", err)
 	}
 	// In Go's poller, the epoll set is readable when a socket in it is:
@@ -309,13 +337,38 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 	sh.ep = os.NewFile(uintptr(sh.epfd), "epoll")
 	if sh.epRaw, err = sh.ep.SyscallConn(); err != nil {
 		sh.ep.Close()
+		unix.Close(sh.lnfd)
 		return nil, err
 	}
 	if err := sh.watch(sh.lnfd, lnTag); err != nil {
 		sh.ep.Close()
+		unix.Close(sh.lnfd)
 		return nil, fmt.Errorf("udpproxy: epoll: %w", err)
 	}
 	return sh, nil
+}
+
+// listenerSegment is the largest GSO segment a listener bound to ip
+// sends its clients: the payload of its interface's MTU, or of 1500 for
+// a wildcard (or unknown) address.
+func listenerSegment(ip net.IP, fam int) int {
+	hdr := 48
+	if fam == unix.AF_INET {
+		hdr = 28
+	}
+	mtu := 1500
+	if !ip.IsUnspecified() {
+		ifs, _ := net.Interfaces()
+		for _, ifc := range ifs {
+			addrs, _ := ifc.Addrs()
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+					mtu = ifc.MTU
+				}
+			}
+		}
+	}
+	return mtu - hdr
 }
 
 func boolInt(b bool) int {
@@ -395,6 +448,10 @@ func (sh *shard) run() {
 			sh.gathered(moved)
 		}
 		if n > 0 {
+			// Under steady load the loop need not park: goroutines
+			// waiting for this P (an HTTP listener's, with GOMAXPROCS=1)
+			// get it between rounds.
+			runtime.Gosched()
 			sh.moderate(moved)
 		}
 		sh.publish()
@@ -451,7 +508,7 @@ func (sh *shard) readClients() {
 	for i := range n {
 		flows[i] = nil
 		m := &b.msgs[i]
-		if m.hdr.Flags&unix.MSG_TRUNC != 0 || m.n > MaxDatagram && m.hdr.Controllen == 0 {
+		if m.hdr.Flags&unix.MSG_TRUNC != 0 {
 			sh.counts.tooBig++
 			continue
 		}
@@ -464,6 +521,7 @@ func (sh *shard) readClients() {
 			}
 		}
 		f.last = sh.now
+		f.local = local // replies go from where the client sent to last
 		flows[i], segs[i] = f, seg
 	}
 	for i, f := range flows {
@@ -501,7 +559,7 @@ func (sh *shard) queueUp(f *flow, p []byte, seg int) {
 	f.inBytes += int64(len(p))
 	sh.counts.in += int64(k)
 	sh.counts.inBytes += int64(len(p))
-	if seg > 0 && !sh.gso {
+	if seg > 0 && (!sh.gso || seg > f.upSeg) {
 		for len(p) > 0 {
 			q := p[:min(seg, len(p))]
 			p = p[len(q):]
@@ -513,7 +571,7 @@ func (sh *shard) queueUp(f *flow, p []byte, seg int) {
 }
 
 func (sh *shard) queueUp1(f *flow, p []byte, seg int) {
-	if sh.upFlow == f && sh.nUp > 0 && seg == 0 && sh.gso && sh.toUpstream.join(sh.nUp-1, p) {
+	if sh.upFlow == f && sh.nUp > 0 && seg == 0 && sh.gso && sh.toUpstream.join(sh.nUp-1, p, f.upSeg) {
 		return
 	}
 	if sh.upFlow != f || sh.nUp == batchSize {
@@ -546,7 +604,7 @@ func (sh *shard) readUpstream(f *flow) {
 	b.armRecv(sh.nBuf, batchSize, false)
 	n, e := mmsg(unix.SYS_RECVMMSG, f.fd, b.msgs[sh.nBuf:])
 	if e != 0 {
-		if e == unix.ECONNREFUSED {
+		if unreachable(e) {
 			sh.end(f, endRefused)
 		}
 		return
@@ -579,12 +637,12 @@ func (sh *shard) readUpstream(f *flow) {
 		f.outBytes += int64(len(p))
 		sh.counts.out += int64(k)
 		sh.counts.outBytes += int64(len(p))
-		if seg > 0 && !sh.gso {
+		if seg > 0 && (!sh.gso || seg > sh.downSeg) {
 			sh.flushDown() // in order
 			sh.sendSplit(sh.lnfd, p, seg, &f.sa, f.saLen, f.local)
 			continue
 		}
-		if seg == 0 && sh.gso && sh.nDown > 0 && sh.toClients.to[sh.nDown-1] == &f.sa && sh.toClients.join(sh.nDown-1, p) {
+		if seg == 0 && sh.gso && sh.nDown > 0 && sh.toClients.to[sh.nDown-1] == &f.sa && sh.toClients.join(sh.nDown-1, p, sh.downSeg) {
 			continue
 		}
 		sh.toClients.set(sh.nDown, p, &f.sa, f.saLen, f.local, seg)
@@ -623,15 +681,33 @@ func (sh *shard) send(fd int, b *batch, n int) (refused bool) {
 			// offload): send this run one by one, and no more runs.
 			sh.noGSO()
 			sh.sendSplit(fd, b.data[i], b.seg[i], b.to[i], b.msgs[i].hdr.Namelen, b.from[i])
-		case e == unix.ECONNREFUSED:
+		case e == unix.EMSGSIZE && b.seg[i] > 0:
+			// Segments past the path's MTU: one by one, each fragmented
+			// by IP as a single datagram would be.
+			sh.sendSplit(fd, b.data[i], b.seg[i], b.to[i], b.msgs[i].hdr.Namelen, b.from[i])
+		case unreachable(e):
 			refused = true
-			sh.counts.sendDrops++
+			sh.counts.sendDrops += segments(b, i)
 		default:
-			sh.counts.sendDrops++
+			sh.counts.sendDrops += segments(b, i)
 		}
 		i++
 	}
 	return refused
+}
+
+// unreachable reports whether e is an ICMP error's: the endpoint's port
+// is closed, or it cannot be reached.
+func unreachable(e unix.Errno) bool {
+	return e == unix.ECONNREFUSED || e == unix.EHOSTUNREACH || e == unix.ENETUNREACH
+}
+
+// segments is how many datagrams queued message i of b holds.
+func segments(b *batch, i int) int64 {
+	if seg := b.seg[i]; seg > 0 {
+		return int64((len(b.data[i]) + seg - 1) / seg)
+	}
+	return 1
 }
 
 // sendSplit sends p, a run of datagrams of seg bytes, one datagram at a
@@ -720,7 +796,7 @@ func (sh *shard) open(src netip.AddrPort, local netip.Addr) *flow {
 		s.Stats.RateDrops.Add(1)
 		return nil
 	}
-	if s.Stats.FlowsActive.Load() >= int64(s.o.MaxFlows) {
+	if len(sh.flows) >= sh.maxFlows {
 		if sh.oldest == nil {
 			s.Stats.FullDrops.Add(1)
 			return nil
@@ -742,7 +818,7 @@ func (sh *shard) open(src netip.AddrPort, local netip.Addr) *flow {
 		return nil
 	}
 	f.peer = peer.Addr
-	fd, err := sh.dial(peer.Addr)
+	fd, upSeg, err := sh.dial(peer.Addr)
 	if err != nil {
 		s.Stats.NoUpstream.Add(1)
 		e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Err: err, Where: "connecting a UDP socket to " + peer.Addr}
@@ -755,7 +831,7 @@ func (sh *shard) open(src netip.AddrPort, local netip.Addr) *flow {
 		sh.log("dial", "udp: cannot open a flow's upstream socket; its datagrams are dropped", "listener", s.o.Name, "endpoint", peer.Addr, "err", err)
 		return nil
 	}
-	f.fd = fd
+	f.fd, f.upSeg = fd, upSeg
 	if len(sh.free) > 0 {
 		f.slot = sh.free[len(sh.free)-1]
 		sh.free = sh.free[:len(sh.free)-1]
@@ -781,19 +857,21 @@ func (sh *shard) open(src netip.AddrPort, local netip.Addr) *flow {
 }
 
 // dial returns a non-blocking UDP socket connected to addr, an IP
-// address and port.
-func (sh *shard) dial(addr string) (int, error) {
+// address and port, and the largest GSO segment its path takes: a
+// segment past the MTU is not fragmented but lost, where a single
+// datagram would be.
+func (sh *shard) dial(addr string) (fd, seg int, err error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
-		return -1, fmt.Errorf("want an IP address and port: %w", err)
+		return -1, 0, fmt.Errorf("want an IP address and port: %w", err)
 	}
-	fam := unix.AF_INET6
+	fam, level, opt, hdr := unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_MTU, 48
 	if ap.Addr().Is4() {
-		fam = unix.AF_INET
+		fam, level, opt, hdr = unix.AF_INET, unix.IPPROTO_IP, unix.IP_MTU, 28
 	}
-	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err = unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	if sh.gro {
 		unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1)
@@ -802,9 +880,12 @@ func (sh *shard) dial(addr string) (int, error) {
 	n := toSockaddr(ap, fam, &sa)
 	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(n)); e != 0 {
 		unix.Close(fd)
-		return -1, e
+		return -1, 0, e
 	}
-	return fd, nil
+	if mtu, err := unix.GetsockoptInt(fd, level, opt); err == nil && mtu > hdr {
+		seg = mtu - hdr
+	}
+	return fd, seg, nil
 }
 
 // allow takes one of the new flows a's prefix may open now.
@@ -976,6 +1057,17 @@ func (sh *shard) closeAll() {
 	if sh.ep != nil {
 		sh.ep.Close()
 	}
+	if sh.lnfd >= 0 {
+		unix.Close(sh.lnfd)
+		sh.lnfd = -1
+	}
+}
+
+func cmpErr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
 }
 
 // log logs msg at most once a minute for each kind of trouble: a flood

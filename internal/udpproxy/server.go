@@ -40,8 +40,10 @@ const (
 	DefaultBatchDelay        = 50 * time.Microsecond
 )
 
-// MaxDatagram is the largest datagram relayed: the most a UDP payload
-// over IPv4 can be. A larger one (IPv6 jumbograms) is dropped.
+// MaxDatagram is the most a UDP payload over IPv4 can be, and the most
+// a GSO run that strait joins holds. Over IPv6 a datagram may have 20
+// bytes more (65,527), which pass to an IPv6 endpoint; jumbograms do not
+// fit strait's buffers and are dropped (too_big).
 const MaxDatagram = 65507
 
 // Prefix lengths whose sources share a new-flow rate.
@@ -88,8 +90,8 @@ type Stats struct {
 	DatagramsOut atomic.Int64 // upstream to client, relayed
 	BytesIn      atomic.Int64
 	BytesOut     atomic.Int64
-	SendDrops    atomic.Int64 // datagrams dropped because a socket's send buffer was full, or the send failed
-	TooBig       atomic.Int64 // datagrams dropped as larger than MaxDatagram
+	SendDrops    atomic.Int64 // datagrams dropped because a socket's send buffer was full, or the send failed (DatagramsIn and Out count them: they were taken)
+	TooBig       atomic.Int64 // datagrams dropped as larger than a buffer (64 KiB)
 	Batches      atomic.Int64 // receive calls that moved datagrams, both ways (DatagramsIn+Out over this: the batch size)
 	GSOSends     atomic.Int64 // sends that carried several datagrams (GSO)
 	GROReceives  atomic.Int64 // receives that gave several datagrams in one buffer (GRO)

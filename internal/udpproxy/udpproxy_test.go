@@ -6,9 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -46,26 +50,45 @@ func echo(t testing.TB, silent bool) string {
 // start runs a Server with o on a socket of its own, relaying to
 // endpoints, and returns it and its address.
 func start(t testing.TB, o Options, endpoints ...string) (*Server, string) {
+	return startOn(t, o, "127.0.0.1:0", 1, endpoints...)
+}
+
+// startOn is start on sockets sockets sharing addr (SO_REUSEPORT).
+func startOn(t testing.TB, o Options, addr string, sockets int, endpoints ...string) (*Server, string) {
 	t.Helper()
 	cl, err := cluster.New(&config.Cluster{Name: "u", Endpoints: endpoints, Balance: "maglev"}, cluster.Options{Logger: slog.Default()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Stop)
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	var conns []*net.UDPConn
+	for range sockets {
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = pc.LocalAddr().String()
+		conns = append(conns, pc.(*net.UDPConn))
 	}
-	t.Cleanup(func() { ln.Close() })
 	o.Cluster = cl
 	o.Logger = slog.Default()
-	s := New(o)
 	feat, err := Probe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	s, err := New(o, conns, feat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server reads its own descriptors: these may go at once.
+	for _, c := range conns {
+		c.Close()
+	}
 	served := make(chan error, 1)
-	go func() { served <- s.Serve([]*net.UDPConn{ln}, feat) }()
+	go func() { served <- s.Serve() }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -74,7 +97,7 @@ func start(t testing.TB, o Options, endpoints ...string) (*Server, string) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return s, ln.LocalAddr().String()
+	return s, addr
 }
 
 func dial(t testing.TB, addr string) *net.UDPConn {
@@ -315,7 +338,6 @@ func TestGSOBurst(t *testing.T) {
 	}
 	s, addr := start(t, Options{}, echo(t, false))
 	c := dial(t, addr)
-	rc, _ := c.SyscallConn()
 	for _, tc := range []struct{ seg, n, last int }{{1000, 20, 1000}, {1200, 40, 300}, {100, 64, 100}} {
 		var run []byte
 		for i := range tc.n {
@@ -325,19 +347,7 @@ func TestGSOBurst(t *testing.T) {
 			}
 			run = append(run, bytes.Repeat([]byte{byte(i)}, size)...)
 		}
-		oob := make([]byte, unix.CmsgSpace(2))
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-		h.SetLen(unix.CmsgLen(2))
-		binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(tc.seg))
-		var serr error
-		rc.Write(func(fd uintptr) bool {
-			_, serr = unix.SendmsgN(int(fd), run, oob, nil, 0)
-			return true
-		})
-		if serr != nil {
-			t.Fatalf("sending a GSO run: %v", serr)
-		}
+		sendGSO(t, c, run, tc.seg)
 		buf := make([]byte, 2000)
 		for i := range tc.n {
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -363,4 +373,170 @@ func TestGSOBurst(t *testing.T) {
 	if in := s.Stats.DatagramsIn.Load(); in != 20+40+64 {
 		t.Errorf("datagrams in: %d, want %d", in, 20+40+64)
 	}
+}
+
+// TestWildcardReplySource: on a wildcard listener, a reply comes from the
+// address its client sent to, and follows the client when it sends to
+// another of the host's addresses.
+func TestWildcardReplySource(t *testing.T) {
+	_, addr := startOn(t, Options{}, "0.0.0.0:0", 1, echo(t, false))
+	port := netip.MustParseAddrPort(addr).Port()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 100)
+	for _, to := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.2"} {
+		dst := netip.AddrPortFrom(netip.MustParseAddr(to), port)
+		if _, err := c.WriteToUDPAddrPort([]byte(to), dst); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("sent to %s: %v", dst, err)
+		}
+		if from.Addr().Unmap() != dst.Addr() || string(buf[:n]) != to {
+			t.Errorf("sent %q to %s: the reply %q came from %s", to, dst, buf[:n], from)
+		}
+	}
+}
+
+// TestFullTableShards: with two sockets, a full table evicts within the
+// shard the new client reaches, which holds its share of max_flows: no
+// new client is dropped while unanswered flows can make room.
+func TestFullTableShards(t *testing.T) {
+	s, addr := startOn(t, Options{MaxFlows: 4}, "127.0.0.1:0", 2, echo(t, true))
+	for range 12 {
+		roundTrip(t, dial(t, addr), []byte("x"), 5*time.Millisecond)
+	}
+	waitFor(t, func() bool { return s.Stats.Flows.Load()+s.Stats.FullDrops.Load() == 12 })
+	if d, a := s.Stats.FullDrops.Load(), s.Stats.FlowsActive.Load(); d != 0 || a > 4 {
+		t.Errorf("dropped as table full %d, active %d; want 0 dropped (unanswered flows evicted) and at most 4 active", d, a)
+	}
+}
+
+// sendGSO sends run, datagrams of seg bytes (the last may be shorter),
+// on c in one GSO send.
+func sendGSO(t testing.TB, c *net.UDPConn, run []byte, seg int) {
+	t.Helper()
+	oob := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(seg))
+	rc, _ := c.SyscallConn()
+	var serr error
+	rc.Write(func(fd uintptr) bool {
+		_, serr = unix.SendmsgN(int(fd), run, oob, nil, 0)
+		return true
+	})
+	if serr != nil {
+		t.Fatalf("sending a GSO run: %v", serr)
+	}
+}
+
+// TestGSOPastMTU: strait in one network namespace, its endpoint in
+// another past a veth of MTU 1500. Runs of 3000-byte datagrams (which IP
+// fragments one by one, but which a GSO send with segments past the MTU
+// would lose) arrive, each of them, both ways. The test binary runs
+// again in each namespace: every thread of the relay must be in it.
+func TestGSOPastMTU(t *testing.T) {
+	switch os.Getenv("UDPPROXY_NETNS_ROLE") {
+	case "origin":
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 9000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	case "relay":
+		gsoPastMTU(t)
+		return
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root for network namespaces (CI=true: not skipping)")
+		}
+		t.Skip("needs root for network namespaces")
+	}
+	nsA, nsB := fmt.Sprintf("udpmtuA%d", os.Getpid()), fmt.Sprintf("udpmtuB%d", os.Getpid())
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	run("netns", "add", nsA)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsA).Run() })
+	run("netns", "add", nsB)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsB).Run() })
+	run("link", "add", "mtuA", "netns", nsA, "type", "veth", "peer", "name", "mtuB", "netns", nsB)
+	run("-n", nsA, "addr", "add", "10.77.0.1/24", "dev", "mtuA")
+	run("-n", nsB, "addr", "add", "10.77.0.2/24", "dev", "mtuB")
+	for _, l := range [][]string{{nsA, "mtuA"}, {nsA, "lo"}, {nsB, "mtuB"}, {nsB, "lo"}} {
+		run("-n", l[0], "link", "set", l[1], "up")
+	}
+	origin := exec.Command("ip", "netns", "exec", nsB, os.Args[0], "-test.run=^TestGSOPastMTU$")
+	origin.Env = append(os.Environ(), "UDPPROXY_NETNS_ROLE=origin")
+	if err := origin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { origin.Process.Kill(); origin.Wait() }()
+	relay := exec.Command("ip", "netns", "exec", nsA, os.Args[0], "-test.run=^TestGSOPastMTU$", "-test.v")
+	relay.Env = append(os.Environ(), "UDPPROXY_NETNS_ROLE=relay")
+	out, err := relay.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestGSOPastMTU")) {
+		t.Fatalf("in the namespaces: %v\n%s", err, out)
+	}
+	if i := bytes.Index(out, []byte("GRO receives")); i >= 0 {
+		t.Log(string(bytes.SplitN(out[i:], []byte("\n"), 2)[0]))
+	}
+}
+
+// gsoPastMTU is TestGSOPastMTU in strait's namespace.
+func gsoPastMTU(t *testing.T) {
+	const origin = "10.77.0.2:9000"
+	d := dial(t, origin)
+	for try := 0; ; try++ { // the origin may take a moment to start
+		if got := roundTrip(t, d, make([]byte, 3000), 200*time.Millisecond); len(got) == 3000 {
+			break
+		}
+		if try == 25 {
+			t.Fatal("direct, 3000 bytes: no answer")
+		}
+	}
+	s, addr := startOn(t, Options{}, "10.77.0.1:0", 1, origin)
+	c := dial(t, addr)
+	const n, size = 10, 3000
+	for round := range 3 {
+		// One GSO send from the client (its path, loopback, takes it
+		// whole): strait receives the run whole (GRO), and must not send
+		// it on whole past the veth.
+		var run []byte
+		for i := range n {
+			run = append(run, bytes.Repeat([]byte{byte(i)}, size)...)
+		}
+		sendGSO(t, c, run, size)
+		buf := make([]byte, 4096)
+		for i := range n {
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			got, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("round %d, datagram %d of %d: %v (in %d, out %d, send drops %d, GSO sends %d)", round, i, n, err,
+					s.Stats.DatagramsIn.Load(), s.Stats.DatagramsOut.Load(), s.Stats.SendDrops.Load(), s.Stats.GSOSends.Load())
+			}
+			if got != size || buf[0] != byte(i) {
+				t.Fatalf("round %d, datagram %d: %d bytes of %d", round, i, got, buf[0])
+			}
+		}
+	}
+	t.Logf("GRO receives %d, GSO sends %d", s.Stats.GROReceives.Load(), s.Stats.GSOSends.Load())
 }
