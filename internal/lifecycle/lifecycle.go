@@ -80,9 +80,13 @@ type Process struct {
 	packets map[string]*net.UDPConn     // every UDP socket listened on, by socketName
 	udpFeat udpproxy.Features           // what the kernel offers UDP
 	probed  bool                        // udpFeat is known
-	api     *admin.API
-	adminHS *http.Server
-	demos   []*demo.Origin
+	// udpDraining are the udp servers a reload replaced, by address,
+	// still relaying their flows' replies on the listener's sockets.
+	udpMu       sync.Mutex
+	udpDraining map[string][]*udpproxy.Server
+	api         *admin.API
+	adminHS     *http.Server
+	demos       []*demo.Origin
 	// retiring are servers a reload replaced or removed, draining.
 	retiring sync.WaitGroup
 	// upgrading: a binary upgrade is under way (reloads wait for its
@@ -472,12 +476,19 @@ func (p *Process) retire(lv *live, grace time.Duration, closeSocket bool) {
 	go func() {
 		defer p.retiring.Done()
 		d := lv.grace(grace)
-		if lv.udp != nil && closeSocket {
-			// A removed udp listener stops at once: its sockets, bound
-			// and no longer read, would take their share of new clients
-			// (of a listener added back at the address, too) while it
+		u, isUDP := lv.srv.(udpServer)
+		switch {
+		case isUDP && closeSocket:
+			// A removed udp listener stops at once, and so do the
+			// servers it replaced: their sockets, bound and no longer
+			// read, would take their share of new clients (of a
+			// listener added back at the address, too) while they
 			// drained.
 			d = 0
+			p.stopDrainingUDP(lv.l.Address)
+		case isUDP:
+			p.drainingUDP(lv.l.Address, u.Server, true)
+			defer p.drainingUDP(lv.l.Address, u.Server, false)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -504,6 +515,32 @@ func (p *Process) retire(lv *live, grace time.Duration, closeSocket bool) {
 	<-lv.served
 	if closeSocket {
 		lv.sock.Close()
+	}
+}
+
+// drainingUDP adds srv to the udp servers draining at addr, or takes it
+// out.
+func (p *Process) drainingUDP(addr string, srv *udpproxy.Server, add bool) {
+	p.udpMu.Lock()
+	defer p.udpMu.Unlock()
+	if add {
+		if p.udpDraining == nil {
+			p.udpDraining = make(map[string][]*udpproxy.Server)
+		}
+		p.udpDraining[addr] = append(p.udpDraining[addr], srv)
+		return
+	}
+	p.udpDraining[addr] = slices.DeleteFunc(p.udpDraining[addr], func(s *udpproxy.Server) bool { return s == srv })
+}
+
+// stopDrainingUDP ends the drain of the udp servers draining at addr.
+func (p *Process) stopDrainingUDP(addr string) {
+	p.udpMu.Lock()
+	defer p.udpMu.Unlock()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, srv := range p.udpDraining[addr] {
+		go srv.Shutdown(done) // its drain's end, now
 	}
 }
 

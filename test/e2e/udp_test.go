@@ -607,3 +607,108 @@ admin: {address: %q}
 	}
 	t.Logf("sockperf pp, 64 bytes, one-way latency: direct %s; through strait %s", run(fmt.Sprintf("127.0.0.1:%d", port)), run(addr))
 }
+
+// TestUDPReloadRemove: a reload replaces a udp listener's server while its
+// origin still answers a flow every 50 ms, and a second reload removes
+// the listener: the old servers stop, the port is free at once, and no
+// byte of theirs reaches a TCP connection the process accepts after
+// (a server writing to a descriptor number the process had reused).
+func TestUDPReloadRemove(t *testing.T) {
+	origin, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	go func() { // answers each datagram 20 times, every 50 ms
+		buf := make([]byte, 100)
+		for {
+			n, from, err := origin.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			p := append([]byte(nil), buf[:n]...)
+			go func() {
+				for range 20 {
+					origin.WriteToUDPAddrPort(p, from)
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+		}
+	}()
+	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := func(udp string) []byte {
+		return fmt.Appendf(nil, "listeners:\n%sclusters:\n  - {name: o, endpoints: [%q]}\nadmin: {address: %q}\n", udp, origin.LocalAddr().String(), adminAddr)
+	}
+	listener := func(idle string) string {
+		return fmt.Sprintf("  - {address: %q, kind: udp, cluster: o, udp: {idle_timeout: %s, drain_timeout: 10s}}\n", addr, idle)
+	}
+	// An http listener keeps the config valid once the udp one is gone.
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	keep := fmt.Sprintf("  - {address: %q, routes: [{respond: {status: 200}}]}\n", httpAddr)
+	path := writeFile(t, t.TempDir(), "strait.yaml", conf(listener("30s")+keep))
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("flow"))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 100)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatalf("the first reply: %v", err)
+	}
+	reload := func(body []byte) {
+		t.Helper()
+		os.WriteFile(path, body, 0o644)
+		s.signal(t, syscall.SIGHUP)
+		time.Sleep(300 * time.Millisecond)
+		if r := s.lastReload(t); !r.OK {
+			t.Fatalf("reload: %+v", r)
+		}
+	}
+	reload(conf(listener("20s") + keep)) // a new server; the old one drains the flow
+	reload(conf(keep))                   // the listener goes
+	if pc, err := net.ListenPacket("udp", addr); err != nil {
+		t.Errorf("the removed listener's port is still bound: %v", err)
+	} else {
+		pc.Close()
+	}
+	// TCP connections accepted now take the lowest free descriptors.
+	var conns []net.Conn
+	for range 8 {
+		tc, err := net.Dial("tcp", adminAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		conns = append(conns, tc)
+	}
+	time.Sleep(700 * time.Millisecond) // the origin goes on answering
+	for i, tc := range conns {
+		tc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if n, _ := tc.Read(buf); n > 0 {
+			t.Errorf("TCP connection %d to the admin API got %d bytes it never asked for: %q", i, n, buf[:n])
+		}
+	}
+}
+
+// TestUDPSameAddressTwice: two udp listeners bound to one address written
+// two ways would split the clients between their clusters (SO_REUSEPORT
+// lets both bind): strait refuses to start.
+func TestUDPSameAddressTwice(t *testing.T) {
+	port := freeUDPPort(t)
+	path := writeFile(t, t.TempDir(), "strait.yaml", fmt.Appendf(nil, `listeners:
+  - {address: "localhost:%d", kind: udp, cluster: a}
+  - {address: "127.0.0.1:%d", kind: udp, cluster: b}
+clusters:
+  - {name: a, endpoints: ["127.0.0.1:1"]}
+  - {name: b, endpoints: ["127.0.0.1:2"]}
+admin: {address: off}
+`, port, port))
+	out, err := exec.Command(straitBin, "run", "-c", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is bound already") {
+		t.Fatalf("strait run: %v; want it refused, saying the address is bound already:\n%s", err, out)
+	}
+}
