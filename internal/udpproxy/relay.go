@@ -227,6 +227,7 @@ type shard struct {
 
 	now       time.Duration
 	lastRound time.Duration // the last round that moved datagrams
+	parked    time.Duration // when the loop last waited in Go's poller, or yielded
 	waited    bool          // moderate waited after the last round
 	yield     float64       // datagrams a wait gathers, a moving average
 	skip      int           // rounds left before a wait is tried again
@@ -447,11 +448,18 @@ func (sh *shard) run() {
 			}
 			sh.gathered(moved)
 		}
+		if tries > 1 {
+			sh.parked = sh.now
+		}
 		if n > 0 {
-			// Under steady load the loop need not park: goroutines
-			// waiting for this P (an HTTP listener's, with GOMAXPROCS=1)
-			// get it between rounds.
-			runtime.Gosched()
+			if sh.now-sh.parked > time.Millisecond {
+				// Under steady load the loop does not park: goroutines
+				// waiting for this P (an HTTP listener's, with
+				// GOMAXPROCS=1) get it once a millisecond. (A yield each
+				// round cost a datagram of ping-pong a third more.)
+				runtime.Gosched()
+				sh.parked = sh.now
+			}
 			sh.moderate(moved)
 		}
 		sh.publish()
