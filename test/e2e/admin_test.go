@@ -57,6 +57,16 @@ func adminDo(t *testing.T, method, url string, header map[string]string) (int, s
 // metricValue returns the value of the series of name whose labels
 // include every one of labels ("k=\"v\""), or -1.
 func metricValue(text, name string, labels ...string) float64 {
+	if vs := metricValues(text, name, labels...); len(vs) > 0 {
+		return vs[0]
+	}
+	return -1
+}
+
+// metricValues returns the values of every sample of name that has all
+// of labels, in order.
+func metricValues(text, name string, labels ...string) []float64 {
+	var vs []float64
 	for _, line := range strings.Split(text, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
@@ -67,10 +77,10 @@ func metricValue(text, name string, labels ...string) float64 {
 		}
 		if ok {
 			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			return v
+			vs = append(vs, v)
 		}
 	}
-	return -1
+	return vs
 }
 
 // TestAdminAPI: the metrics count what was served, by route, cluster and

@@ -431,18 +431,8 @@ func TestUDPIperf(t *testing.T) {
 // metricSum is the sum of the samples of name that have all of labels.
 func metricSum(text, name string, labels ...string) float64 {
 	sum := 0.0
-	for _, line := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			ok = ok && strings.Contains(line, l)
-		}
-		if ok {
-			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			sum += v
-		}
+	for _, v := range metricValues(text, name, labels...) {
+		sum += v
 	}
 	return sum
 }
