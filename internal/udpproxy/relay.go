@@ -246,9 +246,9 @@ type shard struct {
 	nDown       int
 	split       *batch // a GRO run sent one datagram at a time
 
-	counts, zero counters
-	gens         uint32
-	logged       map[string]time.Duration // last log of a kind of trouble, to log each at most once a minute
+	counts counters
+	gens   uint32
+	logged map[string]time.Duration // last log of a kind of trouble, to log each at most once a minute
 }
 
 // counters are what a loop counts between two publishes.
@@ -537,12 +537,12 @@ func (sh *shard) readClients() {
 			continue
 		}
 		for j := i; j < n; j++ {
-			// A flow a later open evicted has no socket any more.
-			if flows[j] == f && f.fd >= 0 {
-				sh.queueUp(f, b.bufs[j][:b.msgs[j].n], segs[j])
+			if flows[j] != f {
+				continue
 			}
-			if flows[j] == f {
-				flows[j] = nil
+			flows[j] = nil
+			if f.fd >= 0 { // a later open may have evicted it
+				sh.queueUp(f, b.bufs[j][:b.msgs[j].n], segs[j])
 			}
 		}
 	}
@@ -556,16 +556,13 @@ func (sh *shard) queueUp(f *flow, p []byte, seg int) {
 	if seg >= len(p) {
 		seg = 0
 	}
-	k := 1
+	k := datagrams(len(p), seg)
 	if seg > 0 {
-		k = (len(p) + seg - 1) / seg
-		if sh.gro {
-			sh.counts.groReceives++
-		}
+		sh.counts.groReceives++
 	}
-	f.in += int64(k)
+	f.in += k
 	f.inBytes += int64(len(p))
-	sh.counts.in += int64(k)
+	sh.counts.in += k
 	sh.counts.inBytes += int64(len(p))
 	if seg > 0 && (!sh.gso || seg > f.upSeg) {
 		for len(p) > 0 {
@@ -636,14 +633,13 @@ func (sh *shard) readUpstream(f *flow) {
 		if seg >= len(p) {
 			seg = 0
 		}
-		k := 1
+		k := datagrams(len(p), seg)
 		if seg > 0 {
-			k = (len(p) + seg - 1) / seg
 			sh.counts.groReceives++
 		}
-		f.out += int64(k)
+		f.out += k
 		f.outBytes += int64(len(p))
-		sh.counts.out += int64(k)
+		sh.counts.out += k
 		sh.counts.outBytes += int64(len(p))
 		if seg > 0 && (!sh.gso || seg > sh.downSeg) {
 			sh.flushDown() // in order
@@ -711,9 +707,13 @@ func unreachable(e unix.Errno) bool {
 }
 
 // segments is how many datagrams queued message i of b holds.
-func segments(b *batch, i int) int64 {
-	if seg := b.seg[i]; seg > 0 {
-		return int64((len(b.data[i]) + seg - 1) / seg)
+func segments(b *batch, i int) int64 { return datagrams(len(b.data[i]), b.seg[i]) }
+
+// datagrams is how many datagrams n bytes in segments of seg bytes are
+// (one if seg is 0).
+func datagrams(n, seg int) int64 {
+	if seg > 0 {
+		return int64((n + seg - 1) / seg)
 	}
 	return 1
 }
@@ -1048,7 +1048,7 @@ func (sh *shard) publish() {
 	if c.groReceives != 0 {
 		st.GROReceives.Add(c.groReceives)
 	}
-	*c = sh.zero
+	*c = counters{}
 }
 
 // closeAll ends every flow and the epoll set.
