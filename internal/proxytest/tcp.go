@@ -1,10 +1,12 @@
 package proxytest
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TCPOrigin is a TCP server on loopback that runs handle per connection
@@ -23,8 +25,15 @@ func TCPOrigin(t testing.TB, handle func(c *net.TCPConn)) string {
 	go func() {
 		for {
 			c, err := ln.Accept()
-			if err != nil {
+			if errors.Is(err, net.ErrClosed) {
 				return
+			}
+			if err != nil {
+				// A test that lowers the descriptor limit makes
+				// accept fail for a moment (EMFILE); the origin
+				// must outlive it.
+				time.Sleep(5 * time.Millisecond)
+				continue
 			}
 			wg.Go(func() {
 				defer c.Close()

@@ -564,7 +564,13 @@ func TestOutOfFDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	for range 10 {
+	// Ten refusals in a row, more than outlier detection allows. A
+	// descriptor the runtime closes late can shift the numbers, and a
+	// relay that gets through resets the endpoint's count: start again.
+	for attempt, hits := 0, 0; hits < 10; attempt++ {
+		if attempt == 60 {
+			t.Fatalf("the descriptor limit was reached at most %d times in a row in %d attempts", hits, attempt)
+		}
 		// The limit is on descriptor numbers: the two lowest free ones
 		// (the client's socket, and strait's accepted one) stay under
 		// it; strait's upstream socket would be the third.
@@ -580,21 +586,26 @@ func TestOutOfFDs(t *testing.T) {
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
 			t.Fatal(err)
 		}
-		c, err := net.Dial("tcp", p.addr)
-		if err == nil {
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Read(make([]byte, 1)); os.IsTimeout(err) {
-				t.Fatal("relayed: the descriptor limit was not reached")
-			}
+		refused := false
+		if c, err := net.Dial("tcp", p.addr); err == nil {
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, err := c.Read(make([]byte, 1))
+			refused = err != nil && !os.IsTimeout(err)
 			c.Close()
 		}
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 		waitActive(t, p, 0)
+		if refused {
+			hits++
+		} else {
+			hits = 0
+		}
 	}
 	if st := p.srv.o.Cluster.Stats(); st.Ejections != 0 {
 		t.Errorf("%d ejections: running out of descriptors was blamed on the endpoint", st.Ejections)
 	}
 	c := dial(t, p.addr)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, "ok")
 	if b := make([]byte, 2); func() error { _, err := io.ReadFull(c, b); return err }() != nil || string(b) != "ok" {
 		t.Errorf("after: %q", b)
