@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/straitproxy/strait/header"
@@ -380,4 +381,22 @@ func queryValue(q []byte, name string) []byte {
 		}
 	}
 	return nil
+}
+
+// Serving says whether the endpoint of call's current try still takes new
+// requests: the cluster has it, and it is healthy, not ejected and not
+// draining. A long flow (a UDP one the kernel forwards) checks it now and
+// then to come back to the proxy's sight when its endpoint goes.
+func (c *Cluster) Serving(call *Call) bool {
+	if call.set == nil {
+		return false
+	}
+	st, i := c.set.Load(), call.cur
+	if st != call.set {
+		name := call.set.eps[call.cur].Name
+		if i = slices.IndexFunc(st.eps, func(e balance.Endpoint) bool { return e.Name == name }); i < 0 {
+			return false
+		}
+	}
+	return (st.checker == nil || st.checker.Healthy(i)) && (st.outlier == nil || !st.outlier.Ejected(i, mono.Now())) && !st.draining[i].Load()
 }

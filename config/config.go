@@ -255,6 +255,25 @@ type UDPListener struct {
 	// read by a loop of its own; default the CPUs strait may use, at
 	// most 8.
 	Sockets int `yaml:"sockets"`
+	// FlowRate, if set, is how many datagrams a second a flow may send
+	// each way, in bursts of up to FlowBurst (default a tenth of the
+	// rate, at least 16); the rest are dropped and counted, in user
+	// space and in the XDP program alike. Default none.
+	FlowRate  int `yaml:"flow_rate"`
+	FlowBurst int `yaml:"flow_burst"`
+	// XDP forwards the datagrams of answered flows inside the kernel
+	// (docs/udp.md); default off.
+	XDP *UDPXDP `yaml:"xdp"`
+}
+
+// UDPXDP is where a udp listener's XDP program attaches.
+type UDPXDP struct {
+	// Interfaces are the client-facing and the upstream-facing ones
+	// (replies arrive on the second), by name.
+	Interfaces []string `yaml:"interfaces"`
+	// Mode is native (in the driver; the default) or generic (any
+	// interface, slower).
+	Mode string `yaml:"mode"`
 }
 
 // ACME is a listener's automatic certificates.

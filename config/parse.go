@@ -621,6 +621,20 @@ func (v *validator) udpListener(p []any, l *Listener, c *Config) {
 	if u.Sockets > 64 {
 		v.errorf(at(p, "udp", "sockets"), "want at most 64")
 	}
+	if u.FlowRate < 0 || u.FlowBurst < 0 || u.FlowBurst > 0 && u.FlowRate == 0 {
+		v.errorf(at(p, "udp", "flow_rate"), "want datagrams a second (flow_burst goes with it)")
+	}
+	if x := u.XDP; x != nil {
+		if len(x.Interfaces) == 0 {
+			v.errorf(at(p, "udp", "xdp", "interfaces"), "name the interfaces the program attaches to: the client-facing and the upstream-facing ones")
+		}
+		for i, name := range x.Interfaces {
+			if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+				v.errorf(at(p, "udp", "xdp", "interfaces", i), "%q is not an interface name", name)
+			}
+		}
+		v.oneOf(at(p, "udp", "xdp", "mode"), x.Mode, "native", "generic")
+	}
 }
 
 func (v *validator) route(p []any, r *Route, clusters map[string]bool, allNamed bool) {

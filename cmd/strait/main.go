@@ -7,7 +7,7 @@
 //	strait validate -c FILE     check a config file
 //	strait proxy --listen [https://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--admin ADDR]
 //	strait proxy --listen tcp://ADDR --upstream tcp://ADDR [--upstream tcp://ADDR ...]
-//	strait proxy --listen udp://ADDR --upstream udp://IP:PORT [--upstream udp://IP:PORT ...]
+//	strait proxy --listen udp://ADDR --upstream udp://IP:PORT [--upstream udp://IP:PORT ...] [--xdp IFACE ...]
 //	strait version
 //	strait help [COMMAND]
 package main
@@ -90,7 +90,7 @@ func usage(w io.Writer) {
                [--try-timeout D] [--access-log] [--admin ADDR]
                               proxy ADDR (host:port) to http://host:port upstreams
   strait proxy --listen tcp://ADDR --upstream tcp://ADDR [--upstream tcp://ADDR ...]
-  strait proxy --listen udp://ADDR --upstream udp://IP:PORT [--upstream udp://IP:PORT ...]
+  strait proxy --listen udp://ADDR --upstream udp://IP:PORT [--upstream udp://IP:PORT ...] [--xdp IFACE ...]
                               relay TCP connections, bytes as they are
   strait version              print the version
   strait help [COMMAND]       print this, or a command's flags (also COMMAND -h)
@@ -201,7 +201,9 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	tlsCert := fs.String("tls-cert", "", "with --listen https://…: the certificate chain (PEM `file`)")
 	tlsKey := fs.String("tls-key", "", "with --listen https://…: its private key (PEM `file`)")
 	pidFile := fs.String("pid-file", "", "write the pid to this `file` once serving")
-	const synopsis = "strait proxy --listen [https://|tcp://|udp://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR]"
+	var xdpIfaces urlList
+	fs.Var(&xdpIfaces, "xdp", "with --listen udp://…: forward answered flows in the kernel with XDP on this `interface` (the client-facing and the upstream-facing ones); repeat for more")
+	const synopsis = "strait proxy --listen [https://|tcp://|udp://]ADDR [--tls-cert FILE --tls-key FILE] --upstream URL [--upstream URL ...] [--try-timeout D] [--access-log] [--admin ADDR] [--xdp IFACE ...]"
 	if code, done := parseFlags(fs, synopsis, args, stdout, stderr); done {
 		return code
 	}
@@ -238,6 +240,12 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		listener = config.Listener{Address: addr, Kind: "udp", Cluster: "upstream"}
+		if len(xdpIfaces) > 0 {
+			listener.UDP.XDP = &config.UDPXDP{Interfaces: xdpIfaces}
+		}
+	} else if len(xdpIfaces) > 0 {
+		fmt.Fprintln(stderr, "strait proxy: --xdp goes with --listen udp://…")
+		return 2
 	} else if addr, ok := strings.CutPrefix(*listen, "tcp://"); ok || scheme == "tcp" {
 		if !ok || scheme != "tcp" || *tlsCert != "" || *tlsKey != "" || *tryTimeout != 0 {
 			fmt.Fprintln(stderr, "strait proxy: --listen tcp://… goes with --upstream tcp://… only (no TLS flags, no --try-timeout)")

@@ -31,6 +31,7 @@ import (
 	"github.com/straitproxy/strait/internal/tcpproxy"
 	"github.com/straitproxy/strait/internal/tlsconf"
 	"github.com/straitproxy/strait/internal/udpproxy"
+	"github.com/straitproxy/strait/internal/udpxdp"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -343,6 +344,10 @@ func (g *Gateway) udpListener(lc *config.Listener) Listener {
 		MaxFlows: u.MaxFlows, NewFlowsPerPrefix: u.NewFlowsPerPrefix}
 	if u.BatchDelay != nil {
 		o.BatchDelay = cmp.Or(time.Duration(*u.BatchDelay), -1)
+	}
+	o.FlowRate, o.FlowBurst = float64(u.FlowRate), u.FlowBurst
+	if u.XDP != nil {
+		o.XDPInterfaces, o.XDPMode = u.XDP.Interfaces, udpxdp.Mode(u.XDP.Mode)
 	}
 	sockets := u.Sockets
 	if sockets == 0 {

@@ -38,6 +38,7 @@ import (
 	"github.com/straitproxy/strait/internal/sdnotify"
 	"github.com/straitproxy/strait/internal/tcpproxy"
 	"github.com/straitproxy/strait/internal/udpproxy"
+	"github.com/straitproxy/strait/internal/udpxdp"
 	"github.com/straitproxy/strait/internal/upgrade"
 	"github.com/straitproxy/strait/proxy"
 	"golang.org/x/sys/unix"
@@ -84,6 +85,9 @@ type Process struct {
 	// still relaying their flows' replies on the listener's sockets.
 	udpMu       sync.Mutex
 	udpDraining map[string][]*udpproxy.Server
+	// xdp is the UDP fast path's program, loaded for the first udp
+	// listener that asks for it (nil before, or if it cannot load).
+	xdp *udpxdp.Path
 	api         *admin.API
 	adminHS     *http.Server
 	demos       []*demo.Origin
@@ -363,6 +367,9 @@ func (p *Process) newUDPLive(l gateway.Listener, socks []*net.UDPConn) (*live, e
 		p.o.Logger.Warn("udp: a reload does not change how many sockets a listener has; an upgrade or a restart does",
 			"listener", l.Name, "sockets", len(socks), "configured", l.Sockets)
 	}
+	if len(o.XDPInterfaces) > 0 {
+		o.XDP = p.loadXDP(o.MaxFlows)
+	}
 	srv, err := udpproxy.New(o, socks, p.udpFeat)
 	if err != nil {
 		if own {
@@ -374,6 +381,26 @@ func (p *Process) newUDPLive(l gateway.Listener, socks []*net.UDPConn) (*live, e
 		return nil, &ListenError{"listener " + l.Name, l.Address, err}
 	}
 	return &live{l: l, srv: udpServer{srv}, udp: socks, served: make(chan struct{})}, nil
+}
+
+// loadXDP returns the process's XDP program, loading it the first time
+// with a flow table for four times maxFlows flows (reloads and other
+// listeners share it), or nil if it cannot load (logged: flows stay in
+// user space).
+func (p *Process) loadXDP(maxFlows int) *udpxdp.Path {
+	if p.xdp != nil {
+		return p.xdp
+	}
+	x, err := udpxdp.Load(4*max(cmp.Or(maxFlows, udpproxy.DefaultMaxFlows), 4096), p.o.Logger)
+	if err != nil {
+		p.o.Logger.Warn("udp: the XDP program cannot load; flows stay in user space", "err", err)
+		return nil
+	}
+	p.xdp = x
+	if p.o.Metrics != nil {
+		p.o.Metrics.SetXDP(x.Counters)
+	}
+	return x
 }
 
 // newLive makes the server of l, on sock or on a socket of its own.
@@ -869,6 +896,9 @@ func (p *Process) closeAll() {
 		c.Close()
 	}
 	clear(p.packets)
+	if p.xdp != nil {
+		p.xdp.Close()
+	}
 	p.gw.Stop()
 	if p.gw != nil {
 		p.gw.Options.Pool.CloseIdle()

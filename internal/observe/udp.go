@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/straitproxy/strait/internal/udpproxy"
+	"github.com/straitproxy/strait/internal/udpxdp"
 )
 
 // udpCollector exports the flows of udp listeners, read at each scrape.
@@ -15,6 +16,7 @@ type udpCollector struct {
 	mu      sync.Mutex
 	live    []namedUDP
 	retired map[string]*udpTotals
+	xdp     func() udpxdp.Counters // the XDP program's, once loaded
 }
 
 type namedUDP struct {
@@ -26,6 +28,7 @@ type namedUDP struct {
 type udpTotals struct {
 	active, flows, expired, evicted, refused                   int64
 	fullDrops, rateDrops, noUpstream, sendDrops, tooBig        int64
+	flowRateDrops, inKernel                                    int64
 	in, out, inBytes, outBytes, batches, gsoSends, groReceives int64
 }
 
@@ -46,6 +49,7 @@ func (t *udpTotals) add(s *udpproxy.Stats) {
 	t.batches += s.Batches.Load()
 	t.gsoSends += s.GSOSends.Load()
 	t.groReceives += s.GROReceives.Load()
+	t.flowRateDrops += s.FlowRateDrops.Load()
 }
 
 var (
@@ -57,7 +61,7 @@ var (
 		"Flows ended before shutdown, by reason: idle (udp.idle_timeout), evicted (never answered, to make room in a full table), refused (the endpoint answered ICMP unreachable).",
 		[]string{"listener", "reason"}, nil)
 	udpDropped = prometheus.NewDesc("strait_udp_datagrams_dropped_total",
-		"Datagrams dropped, by reason: table_full (a new flow, and no unanswered flow to evict), prefix_rate (a new flow over udp.new_flows_per_prefix), no_upstream (a new flow no endpoint takes), send (a socket's send buffer full, or the send failed), too_big (larger than 64 KiB).",
+		"Datagrams dropped, by reason: table_full (a new flow, and no unanswered flow to evict), prefix_rate (a new flow over udp.new_flows_per_prefix), no_upstream (a new flow no endpoint takes), flow_rate (over udp.flow_rate, in user space), send (a socket's send buffer full, or the send failed), too_big (larger than 64 KiB).",
 		[]string{"listener", "reason"}, nil)
 	udpDatagrams = prometheus.NewDesc("strait_udp_datagrams_total",
 		"Datagrams taken to relay, by direction: in (client to upstream), out (upstream to client); those dropped after are in strait_udp_datagrams_dropped_total.", []string{"listener", "direction"}, nil)
@@ -69,10 +73,17 @@ var (
 		"Messages sent with GSO: several datagrams in one.", []string{"listener"}, nil)
 	udpGRO = prometheus.NewDesc("strait_udp_gro_receives_total",
 		"Messages received coalesced by GRO: several datagrams in one.", []string{"listener"}, nil)
+	udpXDPFlows = prometheus.NewDesc("strait_udp_xdp_flows",
+		"Flows the XDP program forwards now (udp.xdp).", []string{"listener"}, nil)
+	udpXDPDatagrams = prometheus.NewDesc("strait_udp_xdp_datagrams_total",
+		"Datagrams the XDP program saw, by action: forwarded (in the kernel), passed (of no flow: to the kernel), fallback (of a flow, but not routable there: to the kernel, and strait's sockets), dropped (over udp.flow_rate).",
+		[]string{"action"}, nil)
+	udpXDPBytes = prometheus.NewDesc("strait_udp_xdp_forwarded_bytes_total",
+		"IP bytes the XDP program forwarded.", nil, nil)
 )
 
 func (c *udpCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{udpFlows, udpActive, udpEnded, udpDropped, udpDatagrams, udpBytes, udpBatches, udpGSO, udpGRO} {
+	for _, d := range []*prometheus.Desc{udpFlows, udpActive, udpEnded, udpDropped, udpDatagrams, udpBytes, udpBatches, udpGSO, udpGRO, udpXDPFlows, udpXDPDatagrams, udpXDPBytes} {
 		ch <- d
 	}
 }
@@ -93,6 +104,7 @@ func (c *udpCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		t.add(n.s)
 		t.active += n.s.FlowsActive.Load()
+		t.inKernel += n.s.FlowsXDP.Load()
 	}
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
@@ -115,7 +127,28 @@ func (c *udpCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(udpBatches, t.batches, l)
 		counter(udpGSO, t.gsoSends, l)
 		counter(udpGRO, t.groReceives, l)
+		counter(udpDropped, t.flowRateDrops, l, "flow_rate")
+		if c.xdp != nil {
+			ch <- prometheus.MustNewConstMetric(udpXDPFlows, prometheus.GaugeValue, float64(t.inKernel), l)
+		}
 	}
+	if c.xdp != nil {
+		x := c.xdp()
+		for _, a := range []struct {
+			name string
+			n    uint64
+		}{{"forwarded", x.Forwarded}, {"passed", x.Passed}, {"fallback", x.Fallback}, {"dropped", x.Dropped}} {
+			ch <- prometheus.MustNewConstMetric(udpXDPDatagrams, prometheus.CounterValue, float64(a.n), a.name)
+		}
+		ch <- prometheus.MustNewConstMetric(udpXDPBytes, prometheus.CounterValue, float64(x.ForwardedBytes))
+	}
+}
+
+// SetXDP exports the counters of the UDP fast path's XDP program.
+func (m *Metrics) SetXDP(counters func() udpxdp.Counters) {
+	m.udp.mu.Lock()
+	defer m.udp.mu.Unlock()
+	m.udp.xdp = counters
 }
 
 // AddUDP exports the counters of a udp listener's server.

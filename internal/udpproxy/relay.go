@@ -21,6 +21,7 @@ import (
 	"github.com/straitproxy/strait/cluster"
 	"github.com/straitproxy/strait/internal/fdlimit"
 	"github.com/straitproxy/strait/internal/mono"
+	"github.com/straitproxy/strait/internal/udpxdp"
 	"github.com/straitproxy/strait/proxy"
 )
 
@@ -47,6 +48,7 @@ type Server struct {
 	mu       sync.Mutex
 	serving  bool
 	shards   []*shard // made by New
+	attached []string // the interfaces it attached the XDP program to
 	draining atomic.Bool
 	stopped  atomic.Bool   // drain over: shards close their flows and end
 	done     chan struct{} // closed when Serve's shards have ended
@@ -79,6 +81,9 @@ func New(o Options, conns []*net.UDPConn, feat Features) (*Server, error) {
 	if o.BatchDelay == 0 {
 		o.BatchDelay = DefaultBatchDelay
 	}
+	if o.FlowRate > 0 && o.FlowBurst <= 0 {
+		o.FlowBurst = max(int(o.FlowRate/10), 16)
+	}
 	s := &Server{o: o, done: make(chan struct{})}
 	for _, c := range conns {
 		sh, err := newShard(s, c, feat, len(conns))
@@ -90,7 +95,29 @@ func New(o Options, conns []*net.UDPConn, feat Features) (*Server, error) {
 		}
 		s.shards = append(s.shards, sh)
 	}
+	if o.XDP != nil {
+		for _, ifc := range o.XDPInterfaces {
+			if err := o.XDP.Attach(ifc, o.XDPMode); err != nil {
+				if o.Logger != nil {
+					o.Logger.Warn("udp: the XDP program cannot attach; flows through this interface stay in user space", "listener", o.Name, "interface", ifc, "err", err)
+				}
+				continue
+			}
+			s.attached = append(s.attached, ifc)
+		}
+		if len(s.attached) == 0 {
+			s.o.XDP = nil
+		}
+	}
 	return s, nil
+}
+
+// ended is the end of the server: its shards have closed their flows.
+func (s *Server) ended() {
+	for _, ifc := range s.attached {
+		s.o.XDP.Detach(ifc)
+	}
+	close(s.done)
 }
 
 // Probe returns what the kernel offers UDP sockets: GSO (UDP_SEGMENT,
@@ -126,7 +153,7 @@ func (s *Server) Serve() error {
 		wg.Go(sh.run)
 	}
 	wg.Wait()
-	close(s.done)
+	s.ended()
 	return nil
 }
 
@@ -144,7 +171,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, sh := range shards {
 			sh.closeAll()
 		}
-		close(s.done)
+		s.ended()
 		return nil
 	}
 	for _, sh := range shards {
@@ -182,7 +209,11 @@ type flow struct {
 
 	start, last    time.Duration // mono
 	answered       bool
-	older, younger *flow // in the shard's list of unanswered flows
+	fast           bool             // forwarded in the kernel (udpxdp) too
+	xf             udpxdp.Flow      // its addresses there, once it was offered to the kernel
+	kin, kout      int64            // datagrams the kernel forwarded, in and out, by its last time there
+	tat            [2]time.Duration // its rate, in and out: the next datagram's theoretical arrival time (GCRA)
+	older, younger *flow            // in the shard's list of unanswered flows
 
 	in, out           int64 // datagrams
 	inBytes, outBytes int64
@@ -197,10 +228,11 @@ type bucket struct {
 // shard is the event loop of one listening socket.
 type shard struct {
 	s       *Server
-	lnfd    int  // the shard's own dup of the listening socket
-	fam     int  // the listening socket's address family
-	pktinfo bool // bound to a wildcard address: replies go from where the client sent to
-	downSeg int  // the largest GSO segment sent to clients: the listener's MTU's payload
+	lnfd    int            // the shard's own dup of the listening socket
+	fam     int            // the listening socket's address family
+	pktinfo bool           // bound to a wildcard address: replies go from where the client sent to
+	front   netip.AddrPort // the listening address (its port, on a wildcard one)
+	downSeg int            // the largest GSO segment sent to clients: the listener's MTU's payload
 	gso     bool
 	gro     bool
 
@@ -246,6 +278,8 @@ type shard struct {
 	nDown       int
 	split       *batch // a GRO run sent one datagram at a time
 
+	interval, burst time.Duration // a flow's rate: time per datagram, and how far a burst runs ahead; 0: no limit
+
 	counts counters
 	gens   uint32
 	logged map[string]time.Duration // last log of a kind of trouble, to log each at most once a minute
@@ -253,7 +287,7 @@ type shard struct {
 
 // counters are what a loop counts between two publishes.
 type counters struct {
-	in, out, inBytes, outBytes, sendDrops, tooBig, batches, gsoSends, groReceives int64
+	in, out, inBytes, outBytes, sendDrops, tooBig, batches, gsoSends, groReceives, rateDrops int64
 }
 
 // lnTag marks the listening socket's events from its flows' slots.
@@ -292,6 +326,10 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 	sh.maxFlows = max((s.o.MaxFlows+shards-1)/shards, 1)
 	sh.lastSwept = sh.now
 	sh.poll = sh.pollOnce
+	if s.o.FlowRate > 0 {
+		sh.interval = time.Duration(float64(time.Second) / s.o.FlowRate)
+		sh.burst = time.Duration(max(s.o.FlowBurst-1, 0)) * sh.interval
+	}
 	var derr error
 	rc.Control(func(fd uintptr) {
 		sh.lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
@@ -310,6 +348,7 @@ func newShard(s *Server, c *net.UDPConn, feat Features, shards int) (*shard, err
 		}
 	}
 	sh.pktinfo = local.IP.IsUnspecified()
+	sh.front = local.AddrPort()
 	sh.downSeg = listenerSegment(local.IP, sh.fam)
 	// What another server left set on the socket is set again, to what
 	// this one wants.
@@ -412,6 +451,14 @@ func (sh *shard) run() {
 			if reading && s.draining.Load() {
 				unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_DEL, sh.lnfd, nil)
 				reading = false
+				// The kernel would go on sending clients' datagrams to
+				// these flows; in user space they reach the listening
+				// socket, and its new server.
+				for _, f := range sh.slots {
+					if f != nil && f.fast {
+						sh.fromKernel(f)
+					}
+				}
 			}
 		}
 		sh.tries = 0
@@ -557,6 +604,10 @@ func (sh *shard) queueUp(f *flow, p []byte, seg int) {
 		seg = 0
 	}
 	k := datagrams(len(p), seg)
+	if !sh.admit(&f.tat[0], k) {
+		sh.counts.rateDrops += k
+		return
+	}
 	if seg > 0 {
 		sh.counts.groReceives++
 	}
@@ -564,6 +615,9 @@ func (sh *shard) queueUp(f *flow, p []byte, seg int) {
 	f.inBytes += int64(len(p))
 	sh.counts.in += k
 	sh.counts.inBytes += int64(len(p))
+	if f.in >= oneWay && !f.fast {
+		sh.toKernel(f)
+	}
 	if seg > 0 && (!sh.gso || seg > f.upSeg) {
 		for len(p) > 0 {
 			q := p[:min(seg, len(p))]
@@ -618,6 +672,7 @@ func (sh *shard) readUpstream(f *flow) {
 	if !f.answered {
 		f.answered = true
 		sh.unlist(f)
+		sh.toKernel(f)
 	}
 	f.last = sh.now
 	first := sh.nBuf
@@ -636,6 +691,10 @@ func (sh *shard) readUpstream(f *flow) {
 		k := datagrams(len(p), seg)
 		if seg > 0 {
 			sh.counts.groReceives++
+		}
+		if !sh.admit(&f.tat[1], k) {
+			sh.counts.rateDrops += k
+			continue
 		}
 		f.out += k
 		f.outBytes += int64(len(p))
@@ -924,6 +983,82 @@ func (sh *shard) allow(a netip.Addr) bool {
 	return true
 }
 
+// admit takes k datagrams from a flow's rate one way (tat), or says it
+// is over: the generic cell rate algorithm, which the XDP program runs
+// too.
+func (sh *shard) admit(tat *time.Duration, k int64) bool {
+	if sh.interval == 0 {
+		return true
+	}
+	t := max(*tat, sh.now)
+	if t-sh.now > sh.burst {
+		return false
+	}
+	*tat = t + time.Duration(k)*sh.interval
+	return true
+}
+
+// oneWay is how many datagrams a client's flow that was never answered
+// sends before it counts as established: a stream one way (logs, media)
+// goes to the kernel too.
+const oneWay = 64
+
+// toKernel has the XDP program forward f, established (answered, or
+// oneWay datagrams sent), if the listener has one; once.
+func (sh *shard) toKernel(f *flow) {
+	x := sh.s.o.XDP
+	if x == nil || f.xf.Client.IsValid() {
+		return
+	}
+	f.xf.Client = f.client // offered
+	front := sh.front
+	if sh.pktinfo {
+		if !f.local.IsValid() {
+			return
+		}
+		front = netip.AddrPortFrom(f.local, front.Port())
+	}
+	up, err := netip.ParseAddrPort(f.peer)
+	if err != nil {
+		return
+	}
+	sa, err := unix.Getsockname(f.fd)
+	if err != nil {
+		return
+	}
+	var back netip.AddrPort
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		back = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		back = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	xf := udpxdp.Flow{Client: f.client, Front: front, Back: back, Upstream: up, Rate: sh.s.o.FlowRate, Burst: sh.s.o.FlowBurst}
+	if err := x.Add(xf); err != nil {
+		sh.log("xdp", "udp: a flow stays in user space", "listener", sh.s.o.Name, "err", err)
+		return
+	}
+	f.fast, f.xf = true, xf
+	sh.s.Stats.FlowsXDP.Add(1)
+}
+
+// fromKernel takes f out of the XDP program: what it forwarded counts
+// in f's totals, and its datagrams come to strait's sockets again.
+func (sh *shard) fromKernel(f *flow) {
+	x := sh.s.o.XDP
+	if d, ok := x.Idle(f.xf); ok {
+		f.last = max(f.last, sh.now-d)
+	}
+	c := x.Remove(f.xf)
+	f.in += c.In
+	f.inBytes += c.InBytes
+	f.out += c.Out
+	f.outBytes += c.OutBytes
+	f.kin, f.kout = c.In, c.Out
+	f.fast = false
+	sh.s.Stats.FlowsXDP.Add(-1)
+}
+
 // Why a flow ended, for its access log line.
 const (
 	endIdle     = "idle"
@@ -940,6 +1075,9 @@ func (sh *shard) end(f *flow, why string) {
 	}
 	if sh.upFlow == f {
 		sh.upFlow, sh.nUp = nil, 0 // what it had queued goes with it
+	}
+	if f.fast {
+		sh.fromKernel(f) // before its socket, and so its port, goes
 	}
 	unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_DEL, f.fd, nil)
 	unix.Close(f.fd)
@@ -965,7 +1103,7 @@ func (sh *shard) end(f *flow, why string) {
 	if l := s.o.AccessLog; l != nil {
 		l.Info("udp flow", "listener", s.o.Name, "client", f.client, "upstream", f.peer,
 			"datagrams_in", f.in, "bytes_in", f.inBytes, "datagrams_out", f.out, "bytes_out", f.outBytes,
-			"duration", (sh.now - f.start).Round(time.Millisecond).String(), "end", why)
+			"duration", (sh.now - f.start).Round(time.Millisecond).String(), "end", why, "xdp_datagrams_in", f.kin, "xdp_datagrams_out", f.kout)
 	}
 }
 
@@ -1004,8 +1142,22 @@ func (sh *shard) sweep() {
 		// to relay, and one quiet for a second has none.
 		idle = min(idle, drainQuiet)
 	}
+	cl := sh.s.o.Cluster
 	for _, f := range sh.slots {
-		if f != nil && sh.now-f.last >= idle {
+		if f == nil {
+			continue
+		}
+		if f.fast && !cl.Serving(&f.call) {
+			// Its endpoint is ejected, unhealthy, draining or gone: the
+			// flow's datagrams come back where strait sees them.
+			sh.fromKernel(f)
+		}
+		if f.fast && sh.now-f.last >= idle {
+			if d, ok := sh.s.o.XDP.Idle(f.xf); ok {
+				f.last = max(f.last, sh.now-d)
+			}
+		}
+		if sh.now-f.last >= idle {
 			sh.end(f, endIdle)
 		}
 	}
@@ -1047,6 +1199,9 @@ func (sh *shard) publish() {
 	}
 	if c.groReceives != 0 {
 		st.GROReceives.Add(c.groReceives)
+	}
+	if c.rateDrops != 0 {
+		st.FlowRateDrops.Add(c.rateDrops)
 	}
 	*c = counters{}
 }

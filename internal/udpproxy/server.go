@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/internal/udpxdp"
 )
 
 // Defaults of Options' zero values.
@@ -70,6 +71,17 @@ type Options struct {
 	// gather for the next round: less CPU per datagram, up to that much
 	// latency added; -1: none.
 	BatchDelay time.Duration
+	// FlowRate, if > 0, is how many datagrams a second a flow may send
+	// each way, in bursts of up to FlowBurst; the rest are dropped and
+	// counted (FlowRateDrops, and the XDP program's dropped).
+	FlowRate  float64
+	FlowBurst int
+	// XDP, if set, forwards answered flows in the kernel; XDPInterfaces
+	// are where it attaches (in XDPMode) while the server runs. Attaching
+	// may fail (logged): the flows' datagrams then reach the loop.
+	XDP           *udpxdp.Path
+	XDPInterfaces []string
+	XDPMode       udpxdp.Mode
 	// Logger gets errors; AccessLog one line per flow, at its end (nil:
 	// none).
 	Logger    *slog.Logger
@@ -78,23 +90,25 @@ type Options struct {
 
 // Stats are a Server's counters.
 type Stats struct {
-	FlowsActive  atomic.Int64 // flows open now
-	Flows        atomic.Int64 // flows opened
-	FlowsExpired atomic.Int64 // ended by the idle timeout
-	FlowsEvicted atomic.Int64 // never answered, ended to make room for a new one
-	FlowsRefused atomic.Int64 // upstream answered with ICMP unreachable: ended, the endpoint counted as failing
-	FullDrops    atomic.Int64 // datagrams of new flows dropped: the table full of answered flows
-	RateDrops    atomic.Int64 // datagrams of new flows dropped over their prefix's rate
-	NoUpstream   atomic.Int64 // datagrams of new flows dropped: no endpoint to take them
-	DatagramsIn  atomic.Int64 // client to upstream, relayed
-	DatagramsOut atomic.Int64 // upstream to client, relayed
-	BytesIn      atomic.Int64
-	BytesOut     atomic.Int64
-	SendDrops    atomic.Int64 // datagrams dropped because a socket's send buffer was full, or the send failed (DatagramsIn and Out count them: they were taken)
-	TooBig       atomic.Int64 // datagrams dropped as larger than a buffer (64 KiB)
-	Batches      atomic.Int64 // receive calls that moved datagrams, both ways (DatagramsIn+Out over this: the batch size)
-	GSOSends     atomic.Int64 // sends that carried several datagrams (GSO)
-	GROReceives  atomic.Int64 // receives that gave several datagrams in one buffer (GRO)
+	FlowsActive   atomic.Int64 // flows open now
+	Flows         atomic.Int64 // flows opened
+	FlowsExpired  atomic.Int64 // ended by the idle timeout
+	FlowsEvicted  atomic.Int64 // never answered, ended to make room for a new one
+	FlowsRefused  atomic.Int64 // upstream answered with ICMP unreachable: ended, the endpoint counted as failing
+	FullDrops     atomic.Int64 // datagrams of new flows dropped: the table full of answered flows
+	RateDrops     atomic.Int64 // datagrams of new flows dropped over their prefix's rate
+	NoUpstream    atomic.Int64 // datagrams of new flows dropped: no endpoint to take them
+	DatagramsIn   atomic.Int64 // client to upstream, relayed
+	DatagramsOut  atomic.Int64 // upstream to client, relayed
+	BytesIn       atomic.Int64
+	BytesOut      atomic.Int64
+	SendDrops     atomic.Int64 // datagrams dropped because a socket's send buffer was full, or the send failed (DatagramsIn and Out count them: they were taken)
+	TooBig        atomic.Int64 // datagrams dropped as larger than a buffer (64 KiB)
+	Batches       atomic.Int64 // receive calls that moved datagrams, both ways (DatagramsIn+Out over this: the batch size)
+	GSOSends      atomic.Int64 // sends that carried several datagrams (GSO)
+	GROReceives   atomic.Int64 // receives that gave several datagrams in one buffer (GRO)
+	FlowRateDrops atomic.Int64 // datagrams dropped over their flow's rate, in user space (the XDP program counts its own)
+	FlowsXDP      atomic.Int64 // flows forwarded in the kernel now
 }
 
 // Features are what the kernel offers a Server, probed when it starts.

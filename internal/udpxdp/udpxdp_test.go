@@ -6,24 +6,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/straitproxy/strait/internal/netnstest"
 )
 
-// topology is three network namespaces: a client, strait's (the proxy)
-// and an origin, joined by two veth pairs. The proxy's ends are c1 and
-// o1, where the program attaches.
-type topology struct {
-	client, proxy, origin string
-	// Addresses, IPv4 then IPv6.
-	clientIP, frontIP, backIP, originIP [2]netip.Addr
-}
-
-func newTopology(t *testing.T) *topology {
+// newTopology is netnstest's network, removed when the test ends.
+func newTopology(t *testing.T) *netnstest.Topology {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -31,65 +22,19 @@ func newTopology(t *testing.T) *topology {
 		}
 		t.Skip("needs root for network namespaces and XDP")
 	}
-	id := os.Getpid() % 100000
-	tp := &topology{client: fmt.Sprintf("xc%d", id), proxy: fmt.Sprintf("xp%d", id), origin: fmt.Sprintf("xo%d", id)}
-	p := func(s string) netip.Addr { return netip.MustParseAddr(s) }
-	tp.clientIP = [2]netip.Addr{p("10.91.1.2"), p("fd00:91:1::2")}
-	tp.frontIP = [2]netip.Addr{p("10.91.1.1"), p("fd00:91:1::1")}
-	tp.backIP = [2]netip.Addr{p("10.91.2.1"), p("fd00:91:2::1")}
-	tp.originIP = [2]netip.Addr{p("10.91.2.2"), p("fd00:91:2::2")}
-	for _, ns := range []string{tp.client, tp.proxy, tp.origin} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	tp, err := netnstest.Create(strconv.Itoa(os.Getpid() % 100000))
+	if err != nil {
+		t.Fatal(err)
 	}
-	run(t, "ip", "link", "add", "c0", "netns", tp.client, "type", "veth", "peer", "name", "c1", "netns", tp.proxy)
-	run(t, "ip", "link", "add", "o0", "netns", tp.origin, "type", "veth", "peer", "name", "o1", "netns", tp.proxy)
-	for _, a := range [][3]string{
-		{tp.client, "c0", "10.91.1.2/24"}, {tp.client, "c0", "fd00:91:1::2/64"},
-		{tp.proxy, "c1", "10.91.1.1/24"}, {tp.proxy, "c1", "fd00:91:1::1/64"},
-		{tp.proxy, "o1", "10.91.2.1/24"}, {tp.proxy, "o1", "fd00:91:2::1/64"},
-		{tp.origin, "o0", "10.91.2.2/24"}, {tp.origin, "o0", "fd00:91:2::2/64"},
-	} {
-		run(t, "ip", "-n", a[0], "addr", "add", a[2], "dev", a[1], "nodad")
-		run(t, "ip", "-n", a[0], "link", "set", a[1], "up")
-	}
-	// The senders' checksums must be whole (XDP drops the skb's note
-	// that they are partial), and the veths that receive redirected
-	// frames need GRO on (their NAPI) to take them.
-	for _, l := range [][2]string{{tp.client, "c0"}, {tp.origin, "o0"}} {
-		run(t, "ip", "netns", "exec", l[0], "ethtool", "-K", l[1], "tx", "off", "gro", "on")
-	}
-	run(t, "ip", "netns", "exec", tp.proxy, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1")
+	t.Cleanup(tp.Close)
 	return tp
 }
 
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %v: %v %s", name, args, err, out)
-	}
-}
-
-// in runs fn on a thread in namespace ns: sockets it makes stay there,
-// and the program attaches to ns's interfaces. The thread ends with it.
+// in is netnstest.In, failing t if it cannot enter ns.
 func in(t *testing.T, ns string, fn func()) {
 	t.Helper()
-	done := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/run/netns/" + ns)
-		if err == nil {
-			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-			f.Close()
-		}
-		if err == nil {
-			fn()
-		}
-		done <- err
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("entering %s: %v", ns, err)
+	if err := netnstest.In(ns, fn); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -113,14 +58,14 @@ func read(c *net.UDPConn, d time.Duration) (string, netip.AddrPort, error) {
 	return string(buf[:n]), from, err
 }
 
-func load(t *testing.T, tp *topology, mode Mode) *Path {
+func load(t *testing.T, tp *netnstest.Topology, mode Mode) *Path {
 	t.Helper()
 	p, err := Load(100, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	in(t, tp.proxy, func() {
+	in(t, tp.Proxy, func() {
 		for _, ifc := range []string{"c1", "o1"} {
 			if err = p.Attach(ifc, mode); err != nil {
 				return
@@ -151,11 +96,11 @@ func TestForward(t *testing.T) {
 	}
 }
 
-func forward(t *testing.T, tp *topology, p *Path, fam int) {
-	front := listen(t, tp.proxy, netip.AddrPortFrom(tp.frontIP[fam], 0))
-	back := listen(t, tp.proxy, netip.AddrPortFrom(tp.backIP[fam], 0))
-	origin := listen(t, tp.origin, netip.AddrPortFrom(tp.originIP[fam], 0))
-	client := listen(t, tp.client, netip.AddrPortFrom(tp.clientIP[fam], 0))
+func forward(t *testing.T, tp *netnstest.Topology, p *Path, fam int) {
+	front := listen(t, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[fam], 0))
+	back := listen(t, tp.Proxy, netip.AddrPortFrom(tp.BackIP[fam], 0))
+	origin := listen(t, tp.Origin, netip.AddrPortFrom(tp.OriginIP[fam], 0))
+	client := listen(t, tp.Client, netip.AddrPortFrom(tp.ClientIP[fam], 0))
 	f := Flow{
 		Client: ap(client), Front: ap(front),
 		Back: ap(back), Upstream: ap(origin),
@@ -222,10 +167,10 @@ func ap(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).Add
 func TestRate(t *testing.T) {
 	tp := newTopology(t)
 	p := load(t, tp, Native)
-	back := listen(t, tp.proxy, netip.AddrPortFrom(tp.backIP[0], 0))
-	front := listen(t, tp.proxy, netip.AddrPortFrom(tp.frontIP[0], 0))
-	origin := listen(t, tp.origin, netip.AddrPortFrom(tp.originIP[0], 0))
-	client := listen(t, tp.client, netip.AddrPortFrom(tp.clientIP[0], 0))
+	back := listen(t, tp.Proxy, netip.AddrPortFrom(tp.BackIP[0], 0))
+	front := listen(t, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[0], 0))
+	origin := listen(t, tp.Origin, netip.AddrPortFrom(tp.OriginIP[0], 0))
+	client := listen(t, tp.Client, netip.AddrPortFrom(tp.ClientIP[0], 0))
 	f := Flow{Client: ap(client), Front: ap(front), Back: ap(back), Upstream: ap(origin), Rate: 10, Burst: 5}
 	back.WriteToUDPAddrPort([]byte("hello"), f.Upstream)
 	if _, _, err := read(origin, 2*time.Second); err != nil {
