@@ -87,10 +87,10 @@ type Process struct {
 	udpDraining map[string][]*udpproxy.Server
 	// xdp is the UDP fast path's program, loaded for the first udp
 	// listener that asks for it (nil before, or if it cannot load).
-	xdp *udpxdp.Path
-	api         *admin.API
-	adminHS     *http.Server
-	demos       []*demo.Origin
+	xdp     *udpxdp.Path
+	api     *admin.API
+	adminHS *http.Server
+	demos   []*demo.Origin
 	// retiring are servers a reload replaced or removed, draining.
 	retiring sync.WaitGroup
 	// upgrading: a binary upgrade is under way (reloads wait for its
