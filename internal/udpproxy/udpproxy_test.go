@@ -540,3 +540,28 @@ func gsoPastMTU(t *testing.T) {
 	}
 	t.Logf("GRO receives %d, GSO sends %d", s.Stats.GROReceives.Load(), s.Stats.GSOSends.Load())
 }
+
+// TestFlowRate: a flow's datagrams past its rate's burst are dropped and
+// counted, each way; within it they pass.
+func TestFlowRate(t *testing.T) {
+	s, addr := start(t, Options{FlowRate: 10, FlowBurst: 5}, echo(t, false))
+	c := dial(t, addr)
+	const sent = 50
+	for range sent {
+		c.Write([]byte("x"))
+	}
+	got := 0
+	buf := make([]byte, 16)
+	for {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+		got++
+	}
+	// The burst of 5 each way, perhaps one more at 10 a second.
+	drops := s.Stats.FlowRateDrops.Load()
+	if got < 5 || got > 7 || drops < sent-7 || int(drops)+got != sent {
+		t.Errorf("%d of %d answered at a burst of 5, %d dropped", got, sent, drops)
+	}
+}

@@ -129,6 +129,20 @@ func progLinks(t *testing.T, bpftool string, prog int) []int {
 	return ids
 }
 
+// adminNSDo sends a request to strait's admin API in the proxy namespace.
+func adminNSDo(t *testing.T, n *xdpNet, method, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://127.0.0.1:9901"+path, nil)
+	req.Header.Set("X-Strait-Admin", "1")
+	resp, err := n.admin.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // TestUDPXDP: strait between a client and a dnsmasq and an iperf2
 // server, each in a network namespace of its own, with its XDP program
 // on both its interfaces. A flow's first datagrams go through strait's
@@ -137,7 +151,8 @@ func progLinks(t *testing.T, bpftool string, prog int) []int {
 // origin's kernels check the checksums the program rewrote), strait's
 // sockets see none of them, and the program's counters have them. Kernel
 // traffic keeps a flow alive past the idle timeout; an idle one expires
-// from both tables. Detached underneath strait, the program leaves the
+// from both tables; one whose endpoint is drained comes back to user
+// space. Detached underneath strait, the program leaves the
 // flows to user space, which goes on answering; when strait stops,
 // bpftool no longer sees it.
 func TestUDPXDP(t *testing.T) {
@@ -165,10 +180,11 @@ clusters:
 		t.Fatalf("bpftool link show: %d links of strait's program, want 2 (c1, o1)", got)
 	}
 
+	port := "5300"
 	query := func(name string) string {
 		t.Helper()
 		// One source port: one flow, query after query.
-		out, err := netnstest.Command(n.Client, dig, "@10.91.1.1", "-p", "53", "-b", "10.91.1.2#5300", name, "A", "+short", "+tries=1", "+time=2").CombinedOutput()
+		out, err := netnstest.Command(n.Client, dig, "@10.91.1.1", "-p", "53", "-b", "10.91.1.2#"+port, name, "A", "+short", "+tries=1", "+time=2").CombinedOutput()
 		if err != nil {
 			t.Fatalf("dig %s: %v\n%s", name, err, out)
 		}
@@ -239,6 +255,29 @@ clusters:
 		t.Errorf("after expiry, strait's sockets relayed %v of 1 query (the program forwarded it: its entry outlived the flow)", d)
 	}
 
+	// The endpoint drained: the flow comes back to user space (within a
+	// sweep, a second at most), where it goes on as a drain lets flows
+	// in flight.
+	if code, body := adminNSDo(t, n, "POST", "/clusters/dns/endpoints/10.91.2.2:53/drain"); code != 200 {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	m = n.metrics(t)
+	if v := metricValue(m, "strait_udp_xdp_flows", `listener="dns"`); v != 0 {
+		t.Errorf("strait_udp_xdp_flows{dns} = %v with the endpoint drained, want 0", v)
+	}
+	in1 = metricValue(m, "strait_udp_datagrams_total", `listener="dns"`, `direction="in"`)
+	if got := query("drained.example.com"); got != "192.0.2.1" {
+		t.Fatalf("dig with the endpoint drained: %q", got)
+	}
+	m = n.metrics(t)
+	if d := metricValue(m, "strait_udp_datagrams_total", `listener="dns"`, `direction="in"`) - in1; d != 1 {
+		t.Errorf("with the endpoint drained, strait's sockets relayed %v of 1 query of the flow (the kernel kept it)", d)
+	}
+	if code, body := adminNSDo(t, n, "POST", "/clusters/dns/endpoints/10.91.2.2:53/undrain"); code != 200 {
+		t.Fatalf("undrain: %d %s", code, body)
+	}
+
 	// iperf2, 64-byte datagrams at 20k a second: the stream is one way,
 	// so from its 64th datagram the kernel forwards it; the server's
 	// report comes back through the program.
@@ -264,7 +303,17 @@ clusters:
 	}
 
 	// Detached under strait: the flows' datagrams reach strait's sockets
-	// again, and are answered from there.
+	// again, and are answered from there. A new flow first, in the
+	// kernel.
+	port = "5301"
+	fwd3 := metricValue(m, "strait_udp_xdp_datagrams_total", `action="forwarded"`)
+	for i := range 3 {
+		query(fmt.Sprintf("kernel%d.example.com", i))
+	}
+	m = n.metrics(t)
+	if d := metricValue(m, "strait_udp_xdp_datagrams_total", `action="forwarded"`) - fwd3; d != 4 {
+		t.Fatalf("the program forwarded %v datagrams of a new flow's 3 queries, want 4 (all but the first query and its answer)", d)
+	}
 	for _, id := range progLinks(t, bpftool, prog) {
 		if out, err := exec.Command(bpftool, "link", "detach", "id", strconv.Itoa(id)).CombinedOutput(); err != nil {
 			t.Fatalf("bpftool link detach: %v %s", err, out)
@@ -291,5 +340,38 @@ clusters:
 	}
 	if out, err := exec.Command(bpftool, "prog", "show", "id", strconv.Itoa(prog)).CombinedOutput(); err == nil {
 		t.Errorf("bpftool prog show id %d: strait's program outlived it:\n%s", prog, out)
+	}
+}
+
+// TestUDPXDPCannotAttach: quick mode's --xdp on an interface that is not
+// there. strait says why in its log and relays in user space.
+func TestUDPXDPCannotAttach(t *testing.T) {
+	origin := taggedUDPEcho(t, "echo:")
+	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	p := startProc(t, exec.Command(straitBin, "proxy", "--listen", "udp://"+addr, "--upstream", "udp://"+origin, "--xdp", "nosuch0"))
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for end := time.Now().Add(10 * time.Second); ; {
+		c.Write([]byte("hi"))
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			if got := string(buf[:n]); got != "echo:hi" {
+				t.Fatalf("through strait: %q", got)
+			}
+			break
+		}
+		if err := p.exited(); err != nil || time.Now().After(end) {
+			t.Fatalf("no answer through strait: %v\n%s", err, p.stderr.String())
+		}
+	}
+	// Without the privilege to load it, strait says that instead.
+	if log := p.stderr.String(); !strings.Contains(log, `"interface":"nosuch0"`) && !strings.Contains(log, "XDP program cannot load") {
+		t.Errorf("strait's log does not say why XDP is off:\n%s", log)
+	} else {
+		t.Log(strings.TrimSpace(regexp.MustCompile(`.*(nosuch0|cannot load).*`).FindString(log)))
 	}
 }
