@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -194,5 +195,50 @@ func TestRate(t *testing.T) {
 	// The burst of 5, and at 10 a second perhaps one more while they go.
 	if got < 5 || got > 7 || c.Dropped < sent-7 || c.Dropped+uint64(got) != sent {
 		t.Errorf("the origin got %d of %d at a burst of 5; the program dropped %d", got, sent, c.Dropped)
+	}
+}
+
+// TestForgedIngress: a datagram with a flow's addresses that arrives on
+// another interface than the flow's (the origin's side forging the
+// client) is not forwarded: it passes to the kernel, here to strait's
+// listening socket.
+func TestForgedIngress(t *testing.T) {
+	tp := newTopology(t)
+	p := load(t, tp, Native)
+	back := listen(t, tp.Proxy, netip.AddrPortFrom(tp.BackIP[0], 0))
+	front := listen(t, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[0], 0))
+	origin := listen(t, tp.Origin, netip.AddrPortFrom(tp.OriginIP[0], 0))
+	client := listen(t, tp.Client, netip.AddrPortFrom(tp.ClientIP[0], 0))
+	f := Flow{Client: ap(client), Front: ap(front), Back: ap(back), Upstream: ap(origin)}
+	back.WriteToUDPAddrPort([]byte("hello"), f.Upstream)
+	if _, _, err := read(origin, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(f); err != nil {
+		t.Fatal(err)
+	}
+	client.WriteToUDPAddrPort([]byte("real"), f.Front)
+	if got, _, err := read(origin, 2*time.Second); err != nil || got != "real" {
+		t.Fatalf("the flow's first datagram: %q, %v", got, err)
+	}
+	// The origin's namespace takes the client's address, and sends from
+	// it to strait's, through the proxy.
+	run(t, "ip", "-n", tp.Origin, "addr", "add", tp.ClientIP[0].String()+"/32", "dev", "o0")
+	run(t, "ip", "-n", tp.Origin, "route", "add", tp.FrontIP[0].String()+"/32", "via", tp.BackIP[0].String(), "src", tp.ClientIP[0].String())
+	forger := listen(t, tp.Origin, f.Client)
+	before := p.Counters()
+	forger.WriteToUDPAddrPort([]byte("forged"), f.Front)
+	if got, from, err := read(front, 2*time.Second); err != nil || got != "forged" || from != f.Client {
+		t.Fatalf("strait's socket read %q from %v, %v; want the forged datagram passed to the kernel", got, from, err)
+	}
+	if c := p.Counters(); c.Forwarded != before.Forwarded || c.Fallback != before.Fallback+1 {
+		t.Errorf("counters %+v after the forged datagram (before %+v): want it passed, as fallback", c, before)
+	}
+}
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v %s", name, args, err, out)
 	}
 }

@@ -19,7 +19,7 @@ type xdpFlow struct {
 	Dst      [16]uint8
 	Sport    uint16
 	Dport    uint16
-	Pad      uint32
+	Ifindex  uint32
 	Interval uint64
 	Burst    uint64
 	Tat      uint64

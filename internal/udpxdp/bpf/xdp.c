@@ -41,7 +41,7 @@ struct flow {
 	__u8 dst[16];
 	__be16 sport;
 	__be16 dport;
-	__u32 pad;
+	__u32 ifindex;  // where its datagrams arrive: learnt from the first, then required
 	__u64 interval; // ns of allowance per datagram; 0: no rate limit
 	__u64 burst;    // ns a burst may run ahead
 	__u64 tat;      // the rate limit's theoretical arrival time (GCRA)
@@ -132,11 +132,21 @@ static __always_inline int route(struct xdp_md *ctx, struct ethhdr *eth, struct 
 
 // lookup finds the flow of a datagram, and takes it from its rate; it
 // returns NULL for one this program does not forward (counted).
-static __always_inline struct flow *lookup(struct flow_key *k, __u64 now, int *drop)
+//
+// A flow's datagrams must keep arriving on one interface: a datagram
+// forged with the flow's addresses on another (a client forging its
+// endpoint's) passes to the kernel, whose reverse path filter and
+// sockets judge it as they would without this program.
+static __always_inline struct flow *lookup(struct xdp_md *ctx, struct flow_key *k, __u64 now, int *drop)
 {
 	struct flow *f = bpf_map_lookup_elem(&flows, k);
 	if (!f) {
 		count(PASSED, 1);
+		return 0;
+	}
+	__u32 in = ctx->ingress_ifindex;
+	if (f->ifindex != in && (f->ifindex || __sync_val_compare_and_swap(&f->ifindex, 0, in) != 0)) {
+		count(FALLBACK, 1);
 		return 0;
 	}
 	if (!admit(f, now)) {
@@ -168,6 +178,13 @@ static __always_inline int udp4(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	struct udphdr *udp = (void *)(ip + 1);
 	if ((void *)(udp + 1) > end)
 		return XDP_PASS;
+	// Lengths that disagree (with each other, or the frame) pass to the
+	// kernel, which drops the datagram: nothing malformed is forwarded.
+	__u16 len = bpf_ntohs(ip->tot_len);
+	if (bpf_ntohs(udp->len) != len - sizeof(*ip) || (void *)ip + len > end) {
+		count(PASSED, 1);
+		return XDP_PASS;
+	}
 
 	struct flow_key k = {};
 	k.src[10] = k.src[11] = k.dst[10] = k.dst[11] = 0xff;
@@ -177,7 +194,7 @@ static __always_inline int udp4(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	k.dport = udp->dest;
 	__u64 now = bpf_ktime_get_ns();
 	int drop = 0;
-	struct flow *f = lookup(&k, now, &drop);
+	struct flow *f = lookup(ctx, &k, now, &drop);
 	if (!f)
 		return drop ? XDP_DROP : XDP_PASS;
 
@@ -186,7 +203,7 @@ static __always_inline int udp4(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = f->sport;
 	fib.dport = f->dport;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.tot_len = len;
 	__builtin_memcpy(&fib.ipv4_src, &f->src[12], 4);
 	__builtin_memcpy(&fib.ipv4_dst, &f->dst[12], 4);
 	int act = route(ctx, eth, &fib);
@@ -234,7 +251,10 @@ static __always_inline int udp6(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	struct udphdr *udp = (void *)(ip + 1);
 	if ((void *)(udp + 1) > end)
 		return XDP_PASS;
-	if (!udp->check) { // not valid over IPv6: the kernel drops it
+	__u16 len = bpf_ntohs(ip->payload_len);
+	if (!udp->check || bpf_ntohs(udp->len) != len || (void *)(ip + 1) + len > end) {
+		// No checksum (not valid over IPv6), or lengths that disagree:
+		// the kernel drops it.
 		count(PASSED, 1);
 		return XDP_PASS;
 	}
@@ -246,7 +266,7 @@ static __always_inline int udp6(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	k.dport = udp->dest;
 	__u64 now = bpf_ktime_get_ns();
 	int drop = 0;
-	struct flow *f = lookup(&k, now, &drop);
+	struct flow *f = lookup(ctx, &k, now, &drop);
 	if (!f)
 		return drop ? XDP_DROP : XDP_PASS;
 
@@ -255,7 +275,7 @@ static __always_inline int udp6(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = f->sport;
 	fib.dport = f->dport;
-	fib.tot_len = bpf_ntohs(ip->payload_len) + sizeof(*ip);
+	fib.tot_len = len + sizeof(*ip);
 	__builtin_memcpy(fib.ipv6_src, f->src, 16);
 	__builtin_memcpy(fib.ipv6_dst, f->dst, 16);
 	int act = route(ctx, eth, &fib);
