@@ -15,7 +15,7 @@ import (
 )
 
 // newTopology is netnstest's network, removed when the test ends.
-func newTopology(t *testing.T) *netnstest.Topology {
+func newTopology(t testing.TB) *netnstest.Topology {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -32,14 +32,14 @@ func newTopology(t *testing.T) *netnstest.Topology {
 }
 
 // in is netnstest.In, failing t if it cannot enter ns.
-func in(t *testing.T, ns string, fn func()) {
+func in(t testing.TB, ns string, fn func()) {
 	t.Helper()
 	if err := netnstest.In(ns, fn); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func listen(t *testing.T, ns string, a netip.AddrPort) *net.UDPConn {
+func listen(t testing.TB, ns string, a netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	var err error
@@ -59,7 +59,7 @@ func read(c *net.UDPConn, d time.Duration) (string, netip.AddrPort, error) {
 	return string(buf[:n]), from, err
 }
 
-func load(t *testing.T, tp *netnstest.Topology, mode Mode) *Path {
+func load(t testing.TB, tp *netnstest.Topology, mode Mode) *Path {
 	t.Helper()
 	p, err := Load(100, slog.New(slog.DiscardHandler))
 	if err != nil {
