@@ -298,4 +298,6 @@ func FuzzProgram(f *testing.F) {
 }
 
 // same says whether a and b are one address and port, IPv4-mapped or not.
-func same(a, b netip.AddrPort) bool { return a.Addr().Unmap() == b.Addr().Unmap() && a.Port() == b.Port() }
+func same(a, b netip.AddrPort) bool {
+	return a.Addr().Unmap() == b.Addr().Unmap() && a.Port() == b.Port()
+}
