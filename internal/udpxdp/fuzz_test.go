@@ -192,23 +192,10 @@ func FuzzProgram(f *testing.F) {
 	})
 	var flows [2]Flow
 	for fam := range flows {
-		front := listen(f, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[fam], 0))
-		back := listen(f, tp.Proxy, netip.AddrPortFrom(tp.BackIP[fam], 0))
-		origin := listen(f, tp.Origin, netip.AddrPortFrom(tp.OriginIP[fam], 0))
-		client := listen(f, tp.Client, netip.AddrPortFrom(tp.ClientIP[fam], 0))
-		fl := Flow{Client: ap(client), Front: ap(front), Back: ap(back), Upstream: ap(origin)}
-		// The neighbours, resolved as a user-space relay's first exchange does.
-		back.WriteToUDPAddrPort([]byte("hello"), fl.Upstream)
-		front.WriteToUDPAddrPort([]byte("hello"), fl.Client)
-		for _, c := range []*net.UDPConn{origin, client} {
-			if _, _, err := read(c, 2e9); err != nil {
-				f.Fatal(err)
-			}
-		}
-		if err := p.Add(fl); err != nil {
+		flows[fam], _ = newFlow(f, tp, fam)
+		if err := p.Add(flows[fam]); err != nil {
 			f.Fatal(err)
 		}
-		flows[fam] = fl
 	}
 	r := newTestRunner(f, tp.Proxy, p.objs.StraitUdp)
 	for fam, fl := range flows {

@@ -98,26 +98,8 @@ func TestForward(t *testing.T) {
 }
 
 func forward(t *testing.T, tp *netnstest.Topology, p *Path, fam int) {
-	front := listen(t, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[fam], 0))
-	back := listen(t, tp.Proxy, netip.AddrPortFrom(tp.BackIP[fam], 0))
-	origin := listen(t, tp.Origin, netip.AddrPortFrom(tp.OriginIP[fam], 0))
-	client := listen(t, tp.Client, netip.AddrPortFrom(tp.ClientIP[fam], 0))
-	f := Flow{
-		Client: ap(client), Front: ap(front),
-		Back: ap(back), Upstream: ap(origin),
-	}
-	// Resolve the neighbours as a user-space relay's first exchange would.
-	if _, err := back.WriteToUDPAddrPort([]byte("hello"), f.Upstream); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := read(origin, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	front.WriteToUDPAddrPort([]byte("hello"), f.Client)
-	if _, _, err := read(client, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
-
+	f, s := newFlow(t, tp, fam)
+	front, back, origin, client := s.front, s.back, s.origin, s.client
 	if err := p.Add(f); err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +143,34 @@ func forward(t *testing.T, tp *netnstest.Topology, p *Path, fam int) {
 	}
 }
 
+// sockets are a flow's four: strait's listening and upstream ones, the
+// origin's and the client's.
+type sockets struct {
+	front, back, origin, client *net.UDPConn
+}
+
+// newFlow makes a flow's sockets in family fam (0 IPv4, 1 IPv6), and
+// resolves the proxy's neighbours, as a user-space relay's first
+// exchange would: the program's FIB lookups need them.
+func newFlow(t testing.TB, tp *netnstest.Topology, fam int) (Flow, sockets) {
+	t.Helper()
+	s := sockets{
+		front:  listen(t, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[fam], 0)),
+		back:   listen(t, tp.Proxy, netip.AddrPortFrom(tp.BackIP[fam], 0)),
+		origin: listen(t, tp.Origin, netip.AddrPortFrom(tp.OriginIP[fam], 0)),
+		client: listen(t, tp.Client, netip.AddrPortFrom(tp.ClientIP[fam], 0)),
+	}
+	f := Flow{Client: ap(s.client), Front: ap(s.front), Back: ap(s.back), Upstream: ap(s.origin)}
+	s.back.WriteToUDPAddrPort([]byte("hello"), f.Upstream)
+	s.front.WriteToUDPAddrPort([]byte("hello"), f.Client)
+	for _, c := range []*net.UDPConn{s.origin, s.client} {
+		if _, _, err := read(c, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f, s
+}
+
 func ap(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // TestRate: a flow's datagrams over its rate are dropped in the program
@@ -168,18 +178,12 @@ func ap(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).Add
 func TestRate(t *testing.T) {
 	tp := newTopology(t)
 	p := load(t, tp, Native)
-	back := listen(t, tp.Proxy, netip.AddrPortFrom(tp.BackIP[0], 0))
-	front := listen(t, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[0], 0))
-	origin := listen(t, tp.Origin, netip.AddrPortFrom(tp.OriginIP[0], 0))
-	client := listen(t, tp.Client, netip.AddrPortFrom(tp.ClientIP[0], 0))
-	f := Flow{Client: ap(client), Front: ap(front), Back: ap(back), Upstream: ap(origin), Rate: 10, Burst: 5}
-	back.WriteToUDPAddrPort([]byte("hello"), f.Upstream)
-	if _, _, err := read(origin, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	f, s := newFlow(t, tp, 0)
+	f.Rate, f.Burst = 10, 5
 	if err := p.Add(f); err != nil {
 		t.Fatal(err)
 	}
+	client, origin := s.client, s.origin
 	const sent = 100
 	for range sent {
 		client.WriteToUDPAddrPort([]byte("x"), f.Front)
@@ -205,18 +209,11 @@ func TestRate(t *testing.T) {
 func TestForgedIngress(t *testing.T) {
 	tp := newTopology(t)
 	p := load(t, tp, Native)
-	back := listen(t, tp.Proxy, netip.AddrPortFrom(tp.BackIP[0], 0))
-	front := listen(t, tp.Proxy, netip.AddrPortFrom(tp.FrontIP[0], 0))
-	origin := listen(t, tp.Origin, netip.AddrPortFrom(tp.OriginIP[0], 0))
-	client := listen(t, tp.Client, netip.AddrPortFrom(tp.ClientIP[0], 0))
-	f := Flow{Client: ap(client), Front: ap(front), Back: ap(back), Upstream: ap(origin)}
-	back.WriteToUDPAddrPort([]byte("hello"), f.Upstream)
-	if _, _, err := read(origin, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	f, s := newFlow(t, tp, 0)
 	if err := p.Add(f); err != nil {
 		t.Fatal(err)
 	}
+	front, origin, client := s.front, s.origin, s.client
 	client.WriteToUDPAddrPort([]byte("real"), f.Front)
 	if got, _, err := read(origin, 2*time.Second); err != nil || got != "real" {
 		t.Fatalf("the flow's first datagram: %q, %v", got, err)
