@@ -624,6 +624,10 @@ func (p *Process) Reload(source string) admin.ReloadResult {
 	var swaps []gateway.Listener
 	fail := func(err error) admin.ReloadResult {
 		for _, c := range changes {
+			// A server that never served ends at once; a udp one holds
+			// duplicates of its sockets (and the XDP program's
+			// interfaces) until it does.
+			c.next.srv.Shutdown(context.Background())
 			if c.old == nil {
 				c.next.closeSockets()
 				delete(p.sockets, socketName("http", c.next.l.Address))

@@ -74,12 +74,12 @@ var (
 	udpGRO = prometheus.NewDesc("strait_udp_gro_receives_total",
 		"Messages received coalesced by GRO: several datagrams in one.", []string{"listener"}, nil)
 	udpXDPFlows = prometheus.NewDesc("strait_udp_xdp_flows",
-		"Flows the XDP program forwards now (udp.xdp).", []string{"listener"}, nil)
+		"Flows handed to the XDP program now (udp.xdp): it forwards them where it is attached, while their entries stay in its LRU map.", []string{"listener"}, nil)
 	udpXDPDatagrams = prometheus.NewDesc("strait_udp_xdp_datagrams_total",
 		"Datagrams the XDP program saw, by action: forwarded (in the kernel), passed (of no flow: to the kernel), fallback (of a flow, but not routable there: to the kernel, and strait's sockets), dropped (over udp.flow_rate).",
 		[]string{"action"}, nil)
 	udpXDPBytes = prometheus.NewDesc("strait_udp_xdp_forwarded_bytes_total",
-		"IP bytes the XDP program forwarded.", nil, nil)
+		"UDP payload bytes the XDP program forwarded (as strait_udp_bytes_total counts them).", nil, nil)
 )
 
 func (c *udpCollector) Describe(ch chan<- *prometheus.Desc) {

@@ -211,7 +211,7 @@ type flow struct {
 	answered       bool
 	fast           bool             // forwarded in the kernel (udpxdp) too
 	xf             udpxdp.Flow      // its addresses there, once it was offered to the kernel
-	kin, kout      int64            // datagrams the kernel forwarded, in and out, by its last time there
+	kin, kout      int64            // datagrams the kernel forwarded, in and out
 	tat            [2]time.Duration // its rate, in and out: the next datagram's theoretical arrival time (GCRA)
 	older, younger *flow            // in the shard's list of unanswered flows
 
@@ -576,6 +576,14 @@ func (sh *shard) readClients() {
 			}
 		}
 		f.last = sh.now
+		if f.fast && sh.pktinfo && local != f.local {
+			// The client sends to another of strait's addresses: the
+			// kernel's entries, keyed by the old one, are made again.
+			f.local = local
+			sh.fromKernel(f)
+			f.xf.Client = netip.AddrPort{}
+			sh.toKernel(f)
+		}
 		f.local = local // replies go from where the client sent to last
 		flows[i], segs[i] = f, seg
 	}
@@ -1007,7 +1015,9 @@ const oneWay = 64
 // oneWay datagrams sent), if the listener has one; once.
 func (sh *shard) toKernel(f *flow) {
 	x := sh.s.o.XDP
-	if x == nil || f.xf.Client.IsValid() {
+	if x == nil || f.xf.Client.IsValid() || sh.s.draining.Load() {
+		// Once draining, the server only relays replies: a client's
+		// next datagrams are the new server's.
 		return
 	}
 	f.xf.Client = f.client // offered
@@ -1054,7 +1064,8 @@ func (sh *shard) fromKernel(f *flow) {
 	f.inBytes += c.InBytes
 	f.out += c.Out
 	f.outBytes += c.OutBytes
-	f.kin, f.kout = c.In, c.Out
+	f.kin += c.In
+	f.kout += c.Out
 	f.fast = false
 	sh.s.Stats.FlowsXDP.Add(-1)
 }

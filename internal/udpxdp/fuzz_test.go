@@ -97,10 +97,11 @@ func udpChecksum(src, dst netip.Addr, seg []byte) uint16 {
 	return c
 }
 
-// frame builds an Ethernet frame of a UDP datagram from src to dst,
-// checksums right, with ttl.
-func frame(src, dst netip.AddrPort, ttl byte, payload []byte) []byte {
+// frame builds an Ethernet frame to mac of a UDP datagram from src to
+// dst, checksums right, with ttl.
+func frame(mac net.HardwareAddr, src, dst netip.AddrPort, ttl byte, payload []byte) []byte {
 	eth := make([]byte, 14)
+	copy(eth, mac)
 	udp := binary.BigEndian.AppendUint16(nil, src.Port())
 	udp = binary.BigEndian.AppendUint16(udp, dst.Port())
 	udp = binary.BigEndian.AppendUint16(udp, uint16(8+len(payload)))
@@ -184,11 +185,10 @@ func udpValid(src, dst netip.Addr, udp []byte) bool {
 func FuzzProgram(f *testing.F) {
 	tp := newTopology(f)
 	p := load(f, tp, Native)
-	var c1, o1 int
+	var c1, o1 *net.Interface
 	in(f, tp.Proxy, func() {
-		a, _ := net.InterfaceByName("c1")
-		b, _ := net.InterfaceByName("o1")
-		c1, o1 = a.Index, b.Index
+		c1, _ = net.InterfaceByName("c1")
+		o1, _ = net.InterfaceByName("o1")
 	})
 	var flows [2]Flow
 	for fam := range flows {
@@ -201,13 +201,16 @@ func FuzzProgram(f *testing.F) {
 	for fam, fl := range flows {
 		for _, size := range []int{0, 1, 7, 100, 1401} {
 			payload := bytes.Repeat([]byte{byte(size)}, size)
-			f.Add(frame(fl.Client, fl.Front, 64, payload), false, uint8(fam))
-			f.Add(frame(fl.Upstream, fl.Back, 3, payload), true, uint8(fam))
+			f.Add(frame(c1.HardwareAddr, fl.Client, fl.Front, 64, payload), false, uint8(fam))
+			f.Add(frame(o1.HardwareAddr, fl.Upstream, fl.Back, 3, payload), true, uint8(fam))
 		}
-		// Another flow's addresses: passed.
-		f.Add(frame(netip.AddrPortFrom(fl.Client.Addr(), 1), fl.Front, 64, []byte("x")), false, uint8(fam))
+		// Another flow's addresses, another host's MAC, the wrong
+		// interface: passed.
+		f.Add(frame(c1.HardwareAddr, netip.AddrPortFrom(fl.Client.Addr(), 1), fl.Front, 64, []byte("x")), false, uint8(fam))
+		f.Add(frame(net.HardwareAddr{2, 0x11, 0x22, 0x33, 0x44, 0x55}, fl.Client, fl.Front, 64, []byte("x")), false, uint8(fam))
+		f.Add(frame(o1.HardwareAddr, fl.Client, fl.Front, 64, []byte("x")), true, uint8(fam))
 	}
-	v4 := frame(flows[0].Client, flows[0].Front, 64, []byte("abc"))
+	v4 := frame(c1.HardwareAddr, flows[0].Client, flows[0].Front, 64, []byte("abc"))
 	frag := bytes.Clone(v4)
 	frag[14+6] |= 0x20 // more fragments
 	f.Add(frag, false, uint8(0))
@@ -219,13 +222,25 @@ func FuzzProgram(f *testing.F) {
 	f.Add(short, false, uint8(0))
 	f.Add(v4[:30], false, uint8(0))
 
+	// The seeds reach the forwarding path: a flow's datagram is sent on.
+	for _, reply := range []bool{false, true} {
+		fl, mac, ifi := flows[0], c1, c1
+		b := frame(mac.HardwareAddr, fl.Client, fl.Front, 64, []byte("x"))
+		if reply {
+			ifi = o1
+			b = frame(o1.HardwareAddr, fl.Upstream, fl.Back, 64, []byte("x"))
+		}
+		if ret, _, err := r.run(b, ifi.Index); err != nil || ret != xdpRedirect {
+			f.Fatalf("a flow's datagram (reply %v): returned %d, %v; want XDP_REDIRECT", reply, ret, err)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte, reply bool, _ uint8) {
 		if len(b) < 14 || len(b) > 3000 {
 			return
 		}
-		ifindex := c1
+		ifindex := c1.Index
 		if reply {
-			ifindex = o1
+			ifindex = o1.Index
 		}
 		before := p.Counters()
 		ret, out, err := r.run(bytes.Clone(b), ifindex)
@@ -269,8 +284,11 @@ func FuzzProgram(f *testing.F) {
 		if outIP[0] == 0x45 && checksum(outIP, 0) != 0 {
 			t.Fatalf("forwarded an IPv4 header whose checksum is wrong")
 		}
-		if ttl := outIP[8]; outIP[0] == 0x45 && ttl != 64 || outIP[0]>>4 == 6 && outIP[7] != 64 {
-			t.Errorf("forwarded TTL or hop limit not 64")
+		if outIP[0] == 0x45 && (outIP[8] != 64 || outIP[1] != 0) || outIP[0]>>4 == 6 && (outIP[7] != 64 || binary.BigEndian.Uint32(outIP) != 0x60000000) {
+			t.Errorf("forwarded TTL or hop limit not 64, or a TOS, traffic class or flow label")
+		}
+		if !bytes.Equal(out[6:12], c1.HardwareAddr) && !bytes.Equal(out[6:12], o1.HardwareAddr) {
+			t.Errorf("forwarded from MAC %x, not strait's", out[6:12])
 		}
 		if udpValid(src.Addr(), dst.Addr(), inUDP) && !udpValid(gs.Addr(), gd.Addr(), outUDP) {
 			t.Fatalf("forwarded a datagram whose UDP checksum was right and is wrong")

@@ -6,10 +6,10 @@
 // it, limits it and ends it); once a flow is answered it is added here,
 // both directions, and from then on its datagrams have their addresses
 // and ports rewritten (checksums fixed incrementally), their next hop
-// found with bpf_fib_lookup, and leave through a devmap redirect (XDP_TX
-// when they leave by the interface they came in on). What the program
-// does not know, or cannot route there, passes to the kernel unchanged,
-// so the user-space path is always behind it.
+// found with bpf_fib_lookup, and leave through a devmap redirect. What
+// the program does not know, or cannot route there, passes to the kernel
+// unchanged, so the user-space path is always behind it (docs/udp.md
+// lists what passes).
 //
 // The program's source is bpf/xdp.c; the object built from it is committed,
 // so building strait needs no clang (go generate rebuilds it).
@@ -59,14 +59,14 @@ type Flow struct {
 
 // Counts are what the program forwarded of one flow.
 type Counts struct {
-	In, InBytes   int64 // client to upstream: datagrams, IP bytes
+	In, InBytes   int64 // client to upstream: datagrams, UDP payload bytes
 	Out, OutBytes int64 // upstream to client
 }
 
 // Counters are the program's, summed over the CPUs.
 type Counters struct {
 	Forwarded      uint64 // datagrams forwarded in the kernel
-	ForwardedBytes uint64 // their IP bytes
+	ForwardedBytes uint64 // their UDP payload bytes
 	Passed         uint64 // frames of no flow, passed to the kernel
 	Fallback       uint64 // datagrams of a flow the FIB could not route here, passed to the kernel
 	Dropped        uint64 // datagrams of a flow over its rate
@@ -117,8 +117,9 @@ func Load(maxFlows int, logger *slog.Logger) (*Path, error) {
 }
 
 // Attach attaches the program to the interface named iface, or counts
-// one more user of it. If another XDP program holds the interface, it
-// logs so and tries again every second until it attaches or Detach.
+// one more user of it (attaching again if the interface was made again
+// since). If another XDP program holds the interface, it logs so and
+// tries again every second until it attaches or Detach.
 func (p *Path) Attach(iface string, mode Mode) error {
 	var flags link.XDPAttachFlags
 	switch mode {
@@ -134,25 +135,39 @@ func (p *Path) Attach(iface string, mode Mode) error {
 	if p.closed {
 		return net.ErrClosed
 	}
-	if a := p.attached[iface]; a != nil {
-		a.refs++
-		if a.mode != mode {
-			p.logger.Warn("xdp: interface attached already in another mode; it stays so", "interface", iface, "mode", a.mode, "asked", mode)
-		}
-		return nil
-	}
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return fmt.Errorf("xdp: %w", err)
 	}
+	refs := 1
+	if a := p.attached[iface]; a != nil {
+		if a.ifindex == ifi.Index {
+			a.refs++
+			if a.mode != mode {
+				p.logger.Warn("xdp: interface attached already in another mode; it stays so", "interface", iface, "mode", a.mode, "asked", mode)
+			}
+			return nil
+		}
+		// The interface was deleted and made again: the program went
+		// with the old one.
+		refs += a.refs
+		p.detach(iface, a)
+	}
+	var m xdpMac
+	copy(m.Addr[:], ifi.HardwareAddr)
+	if err := p.objs.Macs.Put(uint32(ifi.Index), m); err != nil {
+		return fmt.Errorf("xdp: adding %s to the program's interfaces: %w", iface, err)
+	}
 	if err := p.objs.Ports.Put(uint32(ifi.Index), uint32(ifi.Index)); err != nil {
+		p.objs.Macs.Delete(uint32(ifi.Index))
 		return fmt.Errorf("xdp: adding %s to the program's ports: %w", iface, err)
 	}
-	a := &attachment{refs: 1, mode: mode, ifindex: ifi.Index, stop: make(chan struct{})}
+	a := &attachment{refs: refs, mode: mode, ifindex: ifi.Index, stop: make(chan struct{})}
 	l, err := link.AttachXDP(link.XDPOptions{Program: p.objs.StraitUdp, Interface: ifi.Index, Flags: flags})
 	if err != nil {
 		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EEXIST) {
 			p.objs.Ports.Delete(uint32(ifi.Index))
+			p.objs.Macs.Delete(uint32(ifi.Index))
 			return fmt.Errorf("xdp: attaching to %s (%s): %w", iface, mode, err)
 		}
 		p.logger.Warn("xdp: another XDP program holds the interface; trying again every second", "interface", iface, "err", err)
@@ -220,6 +235,7 @@ func (p *Path) detach(iface string, a *attachment) {
 		a.link.Close()
 	}
 	p.objs.Ports.Delete(uint32(a.ifindex))
+	p.objs.Macs.Delete(uint32(a.ifindex))
 	delete(p.attached, iface)
 	p.logger.Info("xdp: detached", "interface", iface)
 }

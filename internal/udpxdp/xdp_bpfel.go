@@ -37,12 +37,19 @@ type xdpFlowKey struct {
 	Pad   uint32
 }
 
+type xdpMac struct {
+	_    structs.HostLayout
+	Addr [6]uint8
+	Pad  uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	xdpMapCounters   = "counters"
 	xdpMapFlows      = "flows"
+	xdpMapMacs       = "macs"
 	xdpMapPorts      = "ports"
 	xdpProgStraitUdp = "strait_udp"
 )
@@ -98,6 +105,7 @@ type xdpProgramSpecs struct {
 type xdpMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Flows    *ebpf.MapSpec `ebpf:"flows"`
+	Macs     *ebpf.MapSpec `ebpf:"macs"`
 	Ports    *ebpf.MapSpec `ebpf:"ports"`
 }
 
@@ -129,6 +137,7 @@ func (o *xdpObjects) Close() error {
 type xdpMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Flows    *ebpf.Map `ebpf:"flows"`
+	Macs     *ebpf.Map `ebpf:"macs"`
 	Ports    *ebpf.Map `ebpf:"ports"`
 }
 
@@ -136,6 +145,7 @@ func (m *xdpMaps) Close() error {
 	return _XdpClose(
 		m.Counters,
 		m.Flows,
+		m.Macs,
 		m.Ports,
 	)
 }

@@ -702,3 +702,37 @@ admin: {address: off}
 		t.Fatalf("strait run: %v; want it refused, saying the address is bound already:\n%s", err, out)
 	}
 }
+
+// TestUDPFailedReloadFreesSockets: a reload that adds a udp listener and
+// fails later (another listener cannot bind) leaves nothing of it: its
+// server's duplicates of the sockets close with it, so no socket stays
+// bound to the address, unread, taking a share of its clients.
+func TestUDPFailedReloadFreesSockets(t *testing.T) {
+	origin := taggedUDPEcho(t, "ok:")
+	first := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	added := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := func(more string) []byte {
+		return fmt.Appendf(nil, `listeners:
+  - {address: %q, kind: udp, cluster: c}
+%sclusters:
+  - {name: c, endpoints: [%q]}
+admin: {address: %q}
+`, first, more, origin, adminAddr)
+	}
+	path := writeFile(t, t.TempDir(), "strait.yaml", conf(""))
+	s := startStraitRun(t, straitBin, path, adminAddr, nil)
+	// The udp listener comes before one that cannot bind (an address
+	// this host does not have): the reload fails after the first is made.
+	os.WriteFile(path, conf(fmt.Sprintf("  - {address: %q, kind: udp, cluster: c}\n  - {address: \"192.0.2.1:%d\", kind: tcp, cluster: c}\n", added, freePort(t))), 0o644)
+	if r := s.reload(t, false); r.OK {
+		t.Fatalf("the reload succeeded: %+v", r)
+	}
+	// Nothing holds the address: it binds without SO_REUSEPORT.
+	a, _ := net.ResolveUDPAddr("udp", added)
+	c, err := net.ListenUDP("udp", a)
+	if err != nil {
+		t.Fatalf("after the failed reload, %s is still bound: %v", added, err)
+	}
+	c.Close()
+}

@@ -6,9 +6,11 @@
 // rewrites the addresses and ports (fixing the checksums incrementally),
 // finds the next hop with bpf_fib_lookup, and sends the frame out through
 // `ports`. Anything else passes to the kernel unchanged: other traffic,
-// fragments, IPv4 options, IPv6 extension headers, and a flow's datagram
+// frames not for this host's MAC, fragments, IPv4 options, IPv6
+// extension headers, headers that do not add up, and a flow's datagram
 // the FIB cannot route here (no neighbour entry yet, too big for the
-// egress MTU, an egress interface strait did not attach to).
+// egress MTU, an egress interface strait did not attach to) or that
+// arrives on another interface than the route back to its sender.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -41,7 +43,7 @@ struct flow {
 	__u8 dst[16];
 	__be16 sport;
 	__be16 dport;
-	__u32 ifindex;  // where its datagrams arrive: learnt from the first, then required
+	__u32 ifindex;  // where its datagrams must arrive: the route back to their sender, found at the first
 	__u64 interval; // ns of allowance per datagram; 0: no rate limit
 	__u64 burst;    // ns a burst may run ahead
 	__u64 tat;      // the rate limit's theoretical arrival time (GCRA)
@@ -65,11 +67,25 @@ struct {
 	__uint(max_entries, 64);
 } ports SEC(".maps");
 
+// macs are the MAC addresses of the interfaces the program is attached
+// to, keyed by ifindex: a frame for another is not this host's.
+struct mac {
+	__u8 addr[ETH_ALEN];
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct mac);
+	__uint(max_entries, 64);
+} macs SEC(".maps");
+
 enum {
 	FORWARDED,       // datagrams forwarded here
-	FORWARDED_BYTES, // their IP bytes
+	FORWARDED_BYTES, // their UDP payload bytes
 	PASSED,          // frames not of a flow, passed to the kernel
-	FALLBACK,        // datagrams of a flow passed to the kernel: unroutable here
+	FALLBACK,        // datagrams of a flow passed to the kernel: not routable here, or on the wrong interface
 	DROPPED,         // datagrams of a flow over its rate
 	NCOUNTERS,
 };
@@ -86,6 +102,12 @@ static __always_inline void count(__u32 k, __u64 n)
 	__u64 *c = bpf_map_lookup_elem(&counters, &k);
 	if (c)
 		*c += n;
+}
+
+static __always_inline int pass(void)
+{
+	count(PASSED, 1);
+	return XDP_PASS;
 }
 
 static __always_inline __u16 fold(__s64 sum)
@@ -114,7 +136,10 @@ static __always_inline int admit(struct flow *f, __u64 now)
 
 // route fills in the frame's MAC addresses for its new destination and
 // returns the action that sends it, or XDP_PASS (the kernel sends it, or
-// answers it, as it would without this program).
+// answers it, as it would without this program). It always redirects
+// through the devmap, even back out of the interface the frame came in
+// on: a veth peer that takes XDP_TX frames with GRO alone (no XDP
+// program) holds them until another frame is redirected to it.
 static __always_inline int route(struct xdp_md *ctx, struct ethhdr *eth, struct bpf_fib_lookup *fib)
 {
 	fib->ifindex = ctx->ingress_ifindex;
@@ -125,71 +150,90 @@ static __always_inline int route(struct xdp_md *ctx, struct ethhdr *eth, struct 
 		return XDP_PASS;
 	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-	if (out == ctx->ingress_ifindex)
-		return XDP_TX;
 	return bpf_redirect_map(&ports, out, 0);
 }
 
-// lookup finds the flow of a datagram, and takes it from its rate; it
-// returns NULL for one this program does not forward (counted).
-//
-// A flow's datagrams must keep arriving on one interface: a datagram
-// forged with the flow's addresses on another (a client forging its
-// endpoint's) passes to the kernel, whose reverse path filter and
-// sockets judge it as they would without this program.
-static __always_inline struct flow *lookup(struct xdp_md *ctx, struct flow_key *k, __u64 now, int *drop)
+// arrived says whether a datagram of flow f (its key k) came in where it
+// should: by the interface of the route back to its sender, the reverse
+// path check the kernel's rp_filter makes, found at the flow's first
+// datagram. A datagram forged with the flow's addresses on another
+// interface (the upstream side forging the client) passes to the kernel.
+static __always_inline int arrived(struct xdp_md *ctx, struct flow *f, struct flow_key *k, int family)
 {
+	__u32 in = ctx->ingress_ifindex;
+	if (f->ifindex)
+		return f->ifindex == in;
+	struct bpf_fib_lookup fib = {};
+	fib.family = family;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = k->dport;
+	fib.dport = k->sport;
+	fib.ifindex = in;
+	if (family == AF_INET) {
+		__builtin_memcpy(&fib.ipv4_src, &k->dst[12], 4);
+		__builtin_memcpy(&fib.ipv4_dst, &k->src[12], 4);
+	} else {
+		__builtin_memcpy(fib.ipv6_src, k->dst, 16);
+		__builtin_memcpy(fib.ipv6_dst, k->src, 16);
+	}
+	// The sender's neighbour entry does not matter, only the route.
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	__sync_val_compare_and_swap(&f->ifindex, 0, fib.ifindex);
+	return f->ifindex == in;
+}
+
+// lookup finds the flow of a datagram and takes it from its rate; it
+// returns NULL for one this program does not forward (counted), and
+// sets *act to what becomes of it.
+static __always_inline struct flow *lookup(struct xdp_md *ctx, struct flow_key *k, int family, __u64 now, int *act)
+{
+	*act = XDP_PASS;
 	struct flow *f = bpf_map_lookup_elem(&flows, k);
 	if (!f) {
 		count(PASSED, 1);
 		return 0;
 	}
-	__u32 in = ctx->ingress_ifindex;
-	if (f->ifindex != in && (f->ifindex || __sync_val_compare_and_swap(&f->ifindex, 0, in) != 0)) {
+	if (!arrived(ctx, f, k, family)) {
 		count(FALLBACK, 1);
 		return 0;
 	}
+	f->seen = now; // a datagram over the rate is the flow's activity too, as in user space
 	if (!admit(f, now)) {
 		count(DROPPED, 1);
-		*drop = 1;
+		*act = XDP_DROP;
 		return 0;
 	}
 	return f;
 }
 
-static __always_inline void forwarded(struct flow *f, __u64 now, __u64 len)
+static __always_inline void forwarded(struct flow *f, __u64 payload)
 {
-	f->seen = now;
 	__sync_fetch_and_add(&f->packets, 1);
-	__sync_fetch_and_add(&f->bytes, len);
+	__sync_fetch_and_add(&f->bytes, payload);
 	count(FORWARDED, 1);
-	count(FORWARDED_BYTES, len);
+	count(FORWARDED_BYTES, payload);
 }
 
 static __always_inline int udp4(struct xdp_md *ctx, struct ethhdr *eth, void *end)
 {
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
-		return XDP_PASS;
-	if (ip->protocol != IPPROTO_UDP || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))) {
-		count(PASSED, 1);
-		return XDP_PASS;
-	}
+		return pass();
+	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return pass();
 	// A header whose checksum is wrong passes: the kernel drops it.
-	if (fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0)) != 0xffff) {
-		count(PASSED, 1);
-		return XDP_PASS;
-	}
+	if (fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0)) != 0xffff)
+		return pass();
 	struct udphdr *udp = (void *)(ip + 1);
 	if ((void *)(udp + 1) > end)
-		return XDP_PASS;
+		return pass();
 	// Lengths that disagree (with each other, or the frame) pass to the
-	// kernel, which drops the datagram: nothing malformed is forwarded.
+	// kernel, which drops the datagram: nothing malformed is forwarded
+	// (but for the UDP checksum, which a router does not check either).
 	__u16 len = bpf_ntohs(ip->tot_len);
-	if (bpf_ntohs(udp->len) != len - sizeof(*ip) || (void *)ip + len > end) {
-		count(PASSED, 1);
-		return XDP_PASS;
-	}
+	if (len < sizeof(*ip) + sizeof(*udp) || bpf_ntohs(udp->len) != len - sizeof(*ip) || (void *)ip + len > end)
+		return pass();
 
 	struct flow_key k = {};
 	k.src[10] = k.src[11] = k.dst[10] = k.dst[11] = 0xff;
@@ -197,11 +241,10 @@ static __always_inline int udp4(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	__builtin_memcpy(&k.dst[12], &ip->daddr, 4);
 	k.sport = udp->source;
 	k.dport = udp->dest;
-	__u64 now = bpf_ktime_get_ns();
-	int drop = 0;
-	struct flow *f = lookup(ctx, &k, now, &drop);
+	int act;
+	struct flow *f = lookup(ctx, &k, AF_INET, bpf_ktime_get_ns(), &act);
 	if (!f)
-		return drop ? XDP_DROP : XDP_PASS;
+		return act;
 
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
@@ -211,36 +254,41 @@ static __always_inline int udp4(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	fib.tot_len = len;
 	__builtin_memcpy(&fib.ipv4_src, &f->src[12], 4);
 	__builtin_memcpy(&fib.ipv4_dst, &f->dst[12], 4);
-	int act = route(ctx, eth, &fib);
+	act = route(ctx, eth, &fib);
 	if (act == XDP_PASS) {
 		count(FALLBACK, 1);
 		return XDP_PASS;
 	}
 
-	// The checksums change by what the TTL, addresses and ports do: the
-	// IP header's covers the first three words, the UDP one's the last
+	// As from strait's own socket: TOS 0 (a client does not set the
+	// DSCP or ECN of the upstream leg), TTL 64. The checksums change by
+	// what the first word, the TTL, the addresses and the ports do: the
+	// IP header's covers the first four words, the UDP one's the last
 	// three (its pseudo-header has the addresses).
-	__be32 from[4], to[4];
-	from[0] = bpf_htonl((__u32)ip->ttl << 24);
-	from[1] = ip->saddr;
-	from[2] = ip->daddr;
-	__builtin_memcpy(&from[3], &udp->source, 4);
-	to[0] = bpf_htonl((__u32)TTL << 24);
-	__builtin_memcpy(&to[1], &f->src[12], 4);
-	__builtin_memcpy(&to[2], &f->dst[12], 4);
-	__builtin_memcpy(&to[3], &f->sport, 4);
-
+	__be32 from[5], to[5];
+	__builtin_memcpy(&from[0], ip, 4);
+	from[1] = bpf_htonl((__u32)ip->ttl << 24);
+	from[2] = ip->saddr;
+	from[3] = ip->daddr;
+	__builtin_memcpy(&from[4], &udp->source, 4);
+	ip->tos = 0;
 	ip->ttl = TTL;
-	ip->saddr = to[1];
-	ip->daddr = to[2];
+	__builtin_memcpy(&to[0], ip, 4);
+	to[1] = bpf_htonl((__u32)TTL << 24);
+	__builtin_memcpy(&to[2], &f->src[12], 4);
+	__builtin_memcpy(&to[3], &f->dst[12], 4);
+	__builtin_memcpy(&to[4], &f->sport, 4);
+
+	ip->saddr = to[2];
+	ip->daddr = to[3];
 	udp->source = f->sport;
 	udp->dest = f->dport;
-	ip->check = ~fold(bpf_csum_diff(from, 12, to, 12, (__u16)~ip->check));
+	ip->check = ~fold(bpf_csum_diff(from, 16, to, 16, (__u16)~ip->check));
 	if (udp->check) { // 0: sent without one
-		__u16 c = ~fold(bpf_csum_diff(&from[1], 12, &to[1], 12, (__u16)~udp->check));
+		__u16 c = ~fold(bpf_csum_diff(&from[2], 12, &to[2], 12, (__u16)~udp->check));
 		udp->check = c ? c : 0xffff;
 	}
-	forwarded(f, now, fib.tot_len);
+	forwarded(f, len - sizeof(*ip) - sizeof(*udp));
 	return act;
 }
 
@@ -248,32 +296,27 @@ static __always_inline int udp6(struct xdp_md *ctx, struct ethhdr *eth, void *en
 {
 	struct ipv6hdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
-		return XDP_PASS;
-	if (ip->nexthdr != IPPROTO_UDP) { // other traffic, or extension headers
-		count(PASSED, 1);
-		return XDP_PASS;
-	}
+		return pass();
+	if (ip->version != 6 || ip->nexthdr != IPPROTO_UDP) // other traffic, or extension headers
+		return pass();
 	struct udphdr *udp = (void *)(ip + 1);
 	if ((void *)(udp + 1) > end)
-		return XDP_PASS;
+		return pass();
 	__u16 len = bpf_ntohs(ip->payload_len);
-	if (!udp->check || bpf_ntohs(udp->len) != len || (void *)(ip + 1) + len > end) {
+	if (!udp->check || len < sizeof(*udp) || bpf_ntohs(udp->len) != len || (void *)(ip + 1) + len > end)
 		// No checksum (not valid over IPv6), or lengths that disagree:
 		// the kernel drops it.
-		count(PASSED, 1);
-		return XDP_PASS;
-	}
+		return pass();
 
 	struct flow_key k = {};
 	__builtin_memcpy(k.src, &ip->saddr, 16);
 	__builtin_memcpy(k.dst, &ip->daddr, 16);
 	k.sport = udp->source;
 	k.dport = udp->dest;
-	__u64 now = bpf_ktime_get_ns();
-	int drop = 0;
-	struct flow *f = lookup(ctx, &k, now, &drop);
+	int act;
+	struct flow *f = lookup(ctx, &k, AF_INET6, bpf_ktime_get_ns(), &act);
 	if (!f)
-		return drop ? XDP_DROP : XDP_PASS;
+		return act;
 
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET6;
@@ -283,24 +326,27 @@ static __always_inline int udp6(struct xdp_md *ctx, struct ethhdr *eth, void *en
 	fib.tot_len = len + sizeof(*ip);
 	__builtin_memcpy(fib.ipv6_src, f->src, 16);
 	__builtin_memcpy(fib.ipv6_dst, f->dst, 16);
-	int act = route(ctx, eth, &fib);
+	act = route(ctx, eth, &fib);
 	if (act == XDP_PASS) {
 		count(FALLBACK, 1);
 		return XDP_PASS;
 	}
 
+	// As from strait's own socket: no traffic class or flow label, hop
+	// limit 64 (neither is in the UDP checksum).
 	__be32 from[9], to[9];
 	__builtin_memcpy(from, &ip->saddr, 32);
 	__builtin_memcpy(&from[8], &udp->source, 4);
 	__builtin_memcpy(to, f->src, 32);
 	__builtin_memcpy(&to[8], &f->sport, 4);
+	*(__be32 *)ip = bpf_htonl(0x60000000);
 	__builtin_memcpy(&ip->saddr, f->src, 32);
 	udp->source = f->sport;
 	udp->dest = f->dport;
 	ip->hop_limit = TTL;
 	__u16 c = ~fold(bpf_csum_diff(from, 36, to, 36, (__u16)~udp->check));
 	udp->check = c ? c : 0xffff;
-	forwarded(f, now, fib.tot_len);
+	forwarded(f, len - sizeof(*udp));
 	return act;
 }
 
@@ -311,13 +357,22 @@ int strait_udp(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
-		return XDP_PASS;
+		return pass();
+	// Frames for another host's MAC (a switch flooding, a promiscuous
+	// interface) are not this host's to forward: the kernel drops them.
+	__u32 in = ctx->ingress_ifindex;
+	struct mac *m = bpf_map_lookup_elem(&macs, &in);
+	if (!m)
+		return pass();
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++)
+		if (eth->h_dest[i] != m->addr[i])
+			return pass();
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return udp4(ctx, eth, end);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return udp6(ctx, eth, end);
-	count(PASSED, 1);
-	return XDP_PASS;
+	return pass();
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";
