@@ -375,3 +375,81 @@ func TestUDPXDPCannotAttach(t *testing.T) {
 		t.Log(strings.TrimSpace(regexp.MustCompile(`.*(nosuch0|cannot load).*`).FindString(log)))
 	}
 }
+
+// TestUDPXDPReloadLateAnswer: a flow whose endpoint first answers after
+// a reload has begun (its server draining) is not handed to the kernel:
+// the client's next datagrams reach the new server, and its endpoint.
+func TestUDPXDPReloadLateAnswer(t *testing.T) {
+	n := newXDPNet(t)
+	// Origin A answers a client's first datagram after 700 ms, origin B
+	// at once; each tags its answers.
+	for _, o := range []struct {
+		port  int
+		tag   string
+		delay time.Duration
+	}{{54, "A", 700 * time.Millisecond}, {55, "B", 0}} {
+		var c *net.UDPConn
+		var err error
+		if e := netnstest.In(n.Origin, func() { c, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(10, 91, 2, 2), Port: o.port}) }); e != nil || err != nil {
+			t.Fatal(e, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		go func() {
+			seen := map[string]bool{}
+			buf := make([]byte, 64)
+			for {
+				_, from, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				if !seen[from.String()] {
+					seen[from.String()] = true
+					time.Sleep(o.delay)
+				}
+				c.WriteToUDPAddrPort([]byte(o.tag), from)
+			}
+		}()
+	}
+	conf := func(port int) string {
+		return fmt.Sprintf(`listeners:
+  - {address: "10.91.1.1:5300", kind: udp, cluster: c, udp: {drain_timeout: 5s, xdp: {interfaces: [c1, o1]}}}
+clusters:
+  - {name: c, endpoints: ["10.91.2.2:%d"]}
+`, port)
+	}
+	p := n.startStrait(t, conf(54))
+	var client *net.UDPConn
+	var err error
+	if e := netnstest.In(n.Client, func() {
+		client, err = net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(10, 91, 1, 2)}, &net.UDPAddr{IP: net.IPv4(10, 91, 1, 1), Port: 5300})
+	}); e != nil || err != nil {
+		t.Fatal(e, err)
+	}
+	defer client.Close()
+	client.Write([]byte("first"))
+	time.Sleep(100 * time.Millisecond)
+	// The config file is the one startStrait wrote: the last argument.
+	path := p.cmd.Args[len(p.cmd.Args)-1]
+	os.WriteFile(path, []byte(conf(55)+"admin: {address: \"127.0.0.1:9901\"}\n"), 0o644)
+	p.signal(syscall.SIGHUP)
+	buf := make([]byte, 64)
+	client.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if k, err := client.Read(buf); err != nil || string(buf[:k]) != "A" {
+		t.Fatalf("the late answer: %q, %v", buf[:k], err)
+	}
+	tags := map[string]int{}
+	for range 20 {
+		client.Write([]byte("next"))
+		client.SetReadDeadline(time.Now().Add(time.Second))
+		k, err := client.Read(buf)
+		if err != nil {
+			tags["lost"]++
+			continue
+		}
+		tags[string(buf[:k])]++
+		time.Sleep(30 * time.Millisecond)
+	}
+	if tags["B"] < 19 {
+		t.Errorf("after the reload, the client's datagrams were answered %v; want all but one by B, the new server's endpoint", tags)
+	}
+}
