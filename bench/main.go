@@ -67,6 +67,7 @@ type config struct {
 	keep             bool
 
 	udp      bool
+	xdp      bool          // -xdp: the UDP XDP fast path against user space (xdp.go); uses the udp* settings
 	udpRate  int           // -udp: requests/s of the rate test, over all flows
 	udpFlows int           // -udp: client flows (source ports)
 	udpSizes []int         // -udp: datagram sizes of the rate test
@@ -131,6 +132,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == udpHelperArg {
 		os.Exit(udpHelper(os.Args[2:]))
 	}
+	// And -xdp, as its clients and sink in network namespaces.
+	if len(os.Args) > 1 && os.Args[1] == xdpHelperArg {
+		os.Exit(xdpHelper(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
@@ -146,7 +151,7 @@ func run() int {
 
 	if cfg.print != "" {
 		printFile := printStored
-		for suffix, show := range map[string]func(string, []byte) error{"-tcp.json": printStoredTCP, "-udp.json": printStoredUDP} {
+		for suffix, show := range map[string]func(string, []byte) error{"-tcp.json": printStoredTCP, "-udp.json": printStoredUDP, "-xdp.json": printStoredXDP} {
 			if strings.HasSuffix(cfg.print, suffix) {
 				printFile = func(path string) error {
 					data, err := os.ReadFile(path)
@@ -170,6 +175,12 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if cfg.xdp {
+		if err := xdpPreflight(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+	}
 	if cfg.tcp {
 		tools = append(tools, struct{ cmd, pkg string }{"iperf3", "iperf3"})
 	}
@@ -192,6 +203,8 @@ func run() int {
 		err = b.runTCP(ctx)
 	case cfg.udp:
 		err = b.runUDP(ctx)
+	case cfg.xdp:
+		err = b.runXDP(ctx)
 	default:
 		err = b.runLoad(ctx)
 	}
@@ -224,6 +237,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.tcp, "tcp", false, "measure TCP relays instead: iperf3 throughput and CPU per GB, connections/s and CPU per 1000 connections (strait proxy tcp://, nginx stream, HAProxy mode tcp; see bench/tcp.go)")
 	fs.IntVar(&cfg.tcpWorkers, "tcp-workers", 32, "-tcp: concurrent connections of the connections test")
 	fs.BoolVar(&cfg.udp, "udp", false, "measure UDP relays instead: CPU per forwarded datagram at a fixed rate, loss and latency, sockperf latency, peak rate with GSO (strait proxy udp://, nginx stream udp, a naive Go relay; see bench/udp.go)")
+	fs.BoolVar(&cfg.xdp, "xdp", false, "measure strait's UDP XDP fast path instead: all-CPU time per forwarded datagram at a fixed rate, less a direct run, against its user-space path and the naive relay, and the peak rate, in network namespaces (needs root; -udp-rate, here 10000 by default, -udp-flows, -udp-sizes and -udp-peak set the load; see bench/xdp.go)")
 	fs.IntVar(&cfg.udpRate, "udp-rate", 20000, "-udp: requests per second of the rate test, evenly paced over all flows (each answered: twice that in datagrams through a relay)")
 	fs.IntVar(&cfg.udpFlows, "udp-flows", 4, "-udp: client flows (source ports) of the rate test, and of the peak test's second run")
 	udpSizes := fs.String("udp-sizes", "64,1200", "-udp: comma-separated datagram sizes of the rate test, in bytes")
@@ -279,6 +293,9 @@ flags:
 			cfg.udpPeak = time.Second
 		}
 	}
+	if cfg.xdp && !set["udp-rate"] {
+		cfg.udpRate = xdpDefaultRate
+	}
 	for _, f := range strings.Split(*udpSizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < udpHeader || n > 9000 {
@@ -314,8 +331,8 @@ flags:
 		return nil, errors.New("-udp-flows must be from 1 to 64")
 	case cfg.udpPeak < 0:
 		return nil, errors.New("-udp-peak must not be negative")
-	case cfg.tcp && cfg.udp:
-		return nil, errors.New("-tcp and -udp are separate runs: choose one")
+	case cfg.tcp && cfg.udp, cfg.xdp && (cfg.tcp || cfg.udp):
+		return nil, errors.New("-tcp, -udp and -xdp are separate runs: choose one")
 	case cfg.idleConns < 1 || cfg.idleConcurrency < 1:
 		return nil, errors.New("-idle-conns and -idle-concurrency must be at least 1")
 	case cfg.nice < -20 || cfg.nice > 19:

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/straitproxy/strait/internal/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -644,4 +645,388 @@ func parseUDPTable(data string) []udpSock {
 		out = append(out, udpSock{local: hexPort(f[1]), remote: hexPort(f[2]), inode: ino, drops: drops})
 	}
 	return out
+}
+
+// The -xdp mode (xdp.go) runs the helper once more, as bench -xdp-helper
+// paced|flood|discard, in network namespaces. -xdp counts busy time on
+// all CPUs, so nothing here spins while it has nothing to do: a spinning
+// loop would fill the load CPU, and the XDP program's work, done on the
+// CPU that sends, would not show.
+//
+//   - paced: load's loop, asleep between sends: -flows client sockets,
+//     bound to -bind on consecutive ports from -port (fixed, so that a
+//     warm-up run opens the very flows the measured run uses), send
+//     evenly paced requests, the sink (its socket made in namespace
+//     -sink-netns) echoes them, the clients take the replies. Between
+//     sends the loop sleeps in epoll_wait, woken by a periodic timerfd,
+//     the sink or a reply. One process for both ends, as load is: the
+//     direct path and the XDP path deliver within the send call, so a
+//     request costs the load one wake-up, and the load CPU keeps room
+//     for the XDP program's work, which lands on it.
+//   - flood: the same clients send unpaced, -batch datagrams per sendmmsg,
+//     round-robin over the flows, for -duration: the highest rate a
+//     relay forwards. Nothing is answered.
+//   - discard: flood's sink, a separate process on -sink that takes
+//     datagrams and drops them, blocking in between, until killed; what
+//     arrives is counted by the kernel of its namespace (/proc/net/snmp).
+
+// xdpHelperArg, as the first argument, runs this binary as one of the
+// -xdp mode's helpers (see xdpHelper).
+const xdpHelperArg = "-xdp-helper"
+
+// udpPacedResult is what bench -xdp-helper paced prints, as JSON: load's
+// figures, and how long the calls that send took, per datagram.
+type udpPacedResult struct {
+	udpLoadResult
+	// SendUs is the median time a request's send (write) took, and
+	// EchoUs the median time the sink's receive and echo took per
+	// datagram (recvmmsg and sendmmsg, ÷ the datagrams): on veth the
+	// direct path and the XDP path deliver inside the send call (the
+	// receiving side's NAPI runs in the sender's softirq), so the two
+	// are what a datagram costs, by a clock read in the same process in
+	// the same second, whatever the machine's speed does meanwhile.
+	SendUs float64 `json:"send_p50_us"`
+	EchoUs float64 `json:"echo_p50_us"`
+}
+
+// udpFloodResult is what bench -xdp-helper flood prints, as JSON.
+type udpFloodResult struct {
+	Sent       int64    `json:"sent"` // datagrams, in SendCalls sendmmsg calls
+	SendCalls  int64    `json:"send_calls"`
+	SendErrors int64    `json:"send_errors"` // failed calls (EAGAIN: a full send buffer)
+	SendS      float64  `json:"send_s"`
+	Errors     []string `json:"sample_errors,omitempty"`
+}
+
+// xdpHelper runs this binary as one of the -xdp mode's helpers:
+//
+//	bench -xdp-helper paced -target A -bind IP -port P -flows F -rate R -size N -duration D -wait W -sink S [-sink-netns NS]
+//	bench -xdp-helper flood -target A -bind IP -port P -flows F -size N -batch K -duration D
+//	bench -xdp-helper discard -sink S
+//
+// paced prints a udpPacedResult and flood a udpFloodResult, as JSON;
+// discard prints nothing and runs until killed.
+func xdpHelper(args []string) int {
+	if len(args) < 1 || (args[0] != "paced" && args[0] != "flood" && args[0] != "discard") {
+		fmt.Fprintln(os.Stderr, "bench -xdp-helper: paced, flood or discard?")
+		return 2
+	}
+	fs := flag.NewFlagSet("bench -xdp-helper "+args[0], flag.ContinueOnError)
+	target := fs.String("target", "", "ip:port the clients send to (a relay, or the sink)")
+	bind := fs.String("bind", "", "the clients' local IP")
+	port := fs.Int("port", 20000, "the first client's local port; the others follow it")
+	flows := fs.Int("flows", 4, "client sockets, each its own source port")
+	rate := fs.Int("rate", 20000, "paced: requests per second, over all flows")
+	size := fs.Int("size", 64, "datagram payload bytes")
+	batch := fs.Int("batch", udpBatch, "flood: datagrams per sendmmsg")
+	d := fs.Duration("duration", 5*time.Second, "how long to send")
+	wait := fs.Duration("wait", time.Second, "paced: how long to wait for replies after the last send")
+	sink := fs.String("sink", "", "paced, discard: ip:port the sink binds")
+	sinkNS := fs.String("sink-netns", "", "paced: the network namespace the sink's socket is made in (default this process's)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "bench -xdp-helper:", err)
+		return 1
+	}
+	s, err := netip.ParseAddrPort(*sink)
+	if args[0] != "flood" && (err != nil || !s.Addr().Is4()) {
+		fmt.Fprintf(os.Stderr, "bench -xdp-helper: -sink %q must be an IPv4 ip:port\n", *sink)
+		return 2
+	}
+	if args[0] == "discard" {
+		return fail(udpDiscard(s))
+	}
+	t, err1 := netip.ParseAddrPort(*target)
+	b, err2 := netip.ParseAddr(*bind)
+	if err := errors.Join(err1, err2); err != nil || !t.Addr().Is4() || !b.Is4() || *port < 1 || *port+*flows > 65536 {
+		fmt.Fprintf(os.Stderr, "bench -xdp-helper: -target %q (ip:port) and -bind %q (ip) must be IPv4, and -port %d + -flows %d fit (%v)\n", *target, *bind, *port, *flows, err)
+		return 2
+	}
+	from := netip.AddrPortFrom(b, uint16(*port))
+	var res any
+	if args[0] == "paced" {
+		res, err = udpPacedGen(t, from, s, *sinkNS, *flows, *rate, *size, *d, *wait)
+	} else {
+		res, err = udpFlood(t, from, *flows, *size, *batch, *d)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+// udpDiscard is the discard helper: it takes what arrives on addr, and
+// blocks in between. It returns only on an error.
+func udpDiscard(addr netip.AddrPort) error {
+	fd, err := udpSocket(addr, netip.AddrPort{})
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ep)
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		return err
+	}
+	vec := newUDPVec(udpBatch, 1<<16)
+	evs := make([]unix.EpollEvent, 1)
+	for {
+		if _, err := unix.EpollWait(ep, evs, -1); err != nil && err != unix.EINTR {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		for {
+			n, _ := mmsgCall(unix.SYS_RECVMMSG, fd, vec.msgs)
+			if n <= 0 {
+				break
+			}
+			vec.arm(n)
+		}
+	}
+}
+
+// udpBoundClients opens n client sockets connected to target, bound to
+// from's address on ports from's port, +1, ….
+func udpBoundClients(n int, from, target netip.AddrPort) ([]int, error) {
+	var fds []int
+	for i := range n {
+		fd, err := udpSocket(netip.AddrPortFrom(from.Addr(), from.Port()+uint16(i)), target)
+		if err != nil {
+			closeAll(fds)
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
+}
+
+// udpPacedGen is the paced helper (see the comment above xdpHelperArg):
+// udpLoadGen's loop, but asleep until the next send is due. Send i is
+// due i periods of 1/rate (whole nanoseconds, the timer's own period)
+// after the start.
+func udpPacedGen(target, from, sinkAddr netip.AddrPort, sinkNS string, flows, rate, size int, d, wait time.Duration) (*udpPacedResult, error) {
+	if flows < 1 || rate < 1 || size < udpHeader || size > 9000 {
+		return nil, fmt.Errorf("want flows ≥ 1, rate ≥ 1 and %d ≤ size ≤ 9000", udpHeader)
+	}
+	period := time.Second / time.Duration(rate)
+	total := int(d / period)
+	if total < 1 {
+		return nil, errors.New("no request to send: raise -rate or -duration")
+	}
+	var sink int
+	var err error
+	open := func() { sink, err = udpSocket(sinkAddr, netip.AddrPort{}) }
+	if sinkNS == "" {
+		open()
+	} else if nserr := netnstest.In(sinkNS, open); nserr != nil {
+		return nil, nserr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	defer unix.Close(sink)
+	clients, err := udpBoundClients(flows, from, target)
+	if err != nil {
+		return nil, fmt.Errorf("clients: %w", err)
+	}
+	defer closeAll(clients)
+	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(tfd)
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(ep)
+	for _, fd := range append([]int{tfd, sink}, clients...) {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return nil, err
+		}
+	}
+	// The wait for the last replies sleeps in epoll_wait with a timeout,
+	// which the kernel may stretch by the timer slack (50 µs by default);
+	// a timerfd has none.
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+	lat := make([]int64, total)
+	for i := range lat {
+		lat[i] = -1
+	}
+	run := rand.Uint32()
+	req := pattern(size)
+	binary.LittleEndian.PutUint32(req, run)
+	reply := make([]byte, size+1)
+	tick := make([]byte, 8)
+	echo := newUDPVec(udpBatch, 1<<16)
+	evs := make([]unix.EpollEvent, 16)
+	var errs errorSample
+	out := &udpPacedResult{}
+	res := &out.udpLoadResult
+	every := unix.NsecToTimespec(int64(period))
+	// Made once, as the loop allocates nothing: ns per send, and per
+	// echoed datagram of each echo.
+	sendNs := make([]int64, 0, total)
+	echoNs := make([]int64, 0, total)
+
+	runtime.GC() // as in udpLoadGen: none under way during the loop
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mallocs := ms.Mallocs
+	start := time.Now()
+	if err := unix.TimerfdSettime(tfd, 0, &unix.ItimerSpec{Interval: every, Value: every}, nil); err != nil {
+		return nil, err
+	}
+	var firstSend, lastSend time.Duration
+	answered := int64(0)
+	for seq := 0; ; {
+		now := time.Since(start)
+		timeout := -1 // until the timer, the sink or a reply
+		if seq < total {
+			if due := time.Duration(seq) * period; now >= due {
+				if late := now - due; late > udpLateAfter {
+					res.Late++
+					res.MaxLateUs = max(res.MaxLateUs, float64(late)/1e3)
+				}
+				binary.LittleEndian.PutUint32(req[4:], uint32(seq))
+				binary.LittleEndian.PutUint64(req[8:], uint64(now))
+				_, e := rawWrite(clients[seq%flows], req)
+				sendNs = append(sendNs, int64(time.Since(start)-now))
+				if e != 0 {
+					res.SendErrors++
+					errs.add("send: " + e.Error())
+				} else {
+					res.Sent++
+				}
+				if seq == 0 {
+					firstSend = now
+				}
+				lastSend = now
+				seq++
+				if seq == total {
+					unix.TimerfdSettime(tfd, 0, &unix.ItimerSpec{}, nil) // no more ticks
+				}
+			}
+			if seq < total && now >= time.Duration(seq)*period {
+				timeout = 0 // behind: one more pass at once, after what has arrived
+			}
+		}
+		if seq == total {
+			if answered == res.Sent || now-lastSend > wait {
+				break
+			}
+			timeout = int((wait-(now-lastSend))/time.Millisecond) + 1
+		}
+
+		n, err := unix.EpollWait(ep, evs, timeout)
+		if err != nil && err != unix.EINTR {
+			return nil, fmt.Errorf("epoll_wait: %w", err)
+		}
+		for _, ev := range evs[:max(n, 0)] {
+			fd := int(ev.Fd)
+			switch fd {
+			case tfd:
+				// Read, or the periodic timer stops: the kernel
+				// re-arms it on a read. The loop goes by the clock.
+				rawRead(tfd, tick)
+				continue
+			case sink:
+				t, before := time.Now(), res.SinkReceived
+				udpEcho(sink, echo, res, &errs)
+				if n := res.SinkReceived - before; n > 0 && len(echoNs) < cap(echoNs) {
+					echoNs = append(echoNs, int64(time.Since(t))/n)
+				}
+				continue
+			}
+			// One reply per socket and pass, not until EAGAIN: epoll
+			// reports a socket with more again at once, and the read
+			// that would find it empty is saved (on this VM a system
+			// call costs microseconds, and the load CPU needs room).
+			m, e := rawRead(fd, reply)
+			if e == unix.EAGAIN {
+				continue
+			}
+			if e != 0 {
+				errs.add("receive: " + e.Error())
+				continue
+			}
+			rtt := time.Since(start)
+			i := int(binary.LittleEndian.Uint32(reply[4:]))
+			if m != size || binary.LittleEndian.Uint32(reply) != run || i >= total ||
+				!bytes.Equal(reply[udpHeader:m], req[udpHeader:]) {
+				res.Bad++
+				continue
+			}
+			if lat[i] >= 0 {
+				res.Duplicates++
+				continue
+			}
+			lat[i] = int64(rtt) - int64(binary.LittleEndian.Uint64(reply[8:]))
+			answered++
+		}
+	}
+	runtime.ReadMemStats(&ms)
+	res.LoopAllocs = ms.Mallocs - mallocs
+	res.Replies = answered
+	res.SendS = (lastSend - firstSend).Seconds()
+	res.Errors = errs.sample()
+
+	got := slices.DeleteFunc(lat, func(v int64) bool { return v < 0 })
+	slices.Sort(got)
+	us := func(ns int64) float64 { return float64(ns) / 1e3 }
+	res.P50Us, res.P99Us, res.P999Us = us(percentile(got, 0.50)), us(percentile(got, 0.99)), us(percentile(got, 0.999))
+	if len(got) > 0 {
+		res.MaxUs = us(got[len(got)-1])
+	}
+	// The clients' drops: /proc/net/udp is this process's namespace's (the
+	// sink's are counted by the harness, in its namespace).
+	res.Drops = udpDrops(clients)
+	slices.Sort(sendNs)
+	slices.Sort(echoNs)
+	out.SendUs, out.EchoUs = us(percentile(sendNs, 0.5)), us(percentile(echoNs, 0.5))
+	return out, nil
+}
+
+// udpFlood is the flood helper: unpaced sendmmsg of batch datagrams on
+// each flow in turn, for d.
+func udpFlood(target, from netip.AddrPort, flows, size, batch int, d time.Duration) (*udpFloodResult, error) {
+	if flows < 1 || size < 1 || size > 9000 || batch < 1 || batch > 1024 {
+		return nil, errors.New("want flows ≥ 1, 1 ≤ size ≤ 9000 and 1 ≤ batch ≤ 1024")
+	}
+	clients, err := udpBoundClients(flows, from, target)
+	if err != nil {
+		return nil, fmt.Errorf("clients: %w", err)
+	}
+	defer closeAll(clients)
+	// Connected sockets: a message is only its payload, the same for all.
+	payload := pattern(size)
+	iov := unix.Iovec{Base: &payload[0]}
+	iov.SetLen(size)
+	msgs := make([]mmsgHdr, batch)
+	for i := range msgs {
+		msgs[i].hdr.Iov, msgs[i].hdr.Iovlen = &iov, 1
+	}
+	var errs errorSample
+	res := &udpFloodResult{}
+	start := time.Now()
+	for i := 0; time.Since(start) < d; i++ {
+		n, e := mmsgCall(unix.SYS_SENDMMSG, clients[i%flows], msgs)
+		res.SendCalls++
+		if n > 0 {
+			res.Sent += int64(n)
+		}
+		if e != 0 {
+			res.SendErrors++
+			errs.add("send: " + e.Error())
+		}
+	}
+	res.SendS = time.Since(start).Seconds()
+	res.Errors = errs.sample()
+	return res, nil
 }

@@ -10,6 +10,11 @@
 // needs to take frames another veth's XDP program redirects to it. IP
 // forwarding is on in the proxy, which bpf_fib_lookup asks for.
 //
+// AddDirect adds a third veth pair, straight from the client to the
+// origin, for a benchmark's baseline without the proxy:
+//
+//	client d0 ── d1 origin
+//
 // It needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and ip, ethtool and
 // sysctl.
 package netnstest
@@ -30,6 +35,8 @@ type Topology struct {
 	Client, Proxy, Origin string
 	ClientIP, FrontIP     [2]netip.Addr // c0, c1
 	BackIP, OriginIP      [2]netip.Addr // o1, o0
+	// The direct link's ends, d0 and d1, once AddDirect made it.
+	DirectClientIP, DirectOriginIP [2]netip.Addr
 }
 
 // Create makes the namespaces, named after tag (a few characters that
@@ -63,13 +70,47 @@ func Create(tag string) (*Topology, error) {
 		[]string{"ip", "netns", "exec", tp.Client, "ethtool", "-K", "c0", "tx", "off", "gro", "on"},
 		[]string{"ip", "netns", "exec", tp.Origin, "ethtool", "-K", "o0", "tx", "off", "gro", "on"},
 		[]string{"ip", "netns", "exec", tp.Proxy, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1", "net.ipv6.conf.all.forwarding=1"})
-	for _, s := range steps {
-		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
-			tp.Close()
-			return nil, fmt.Errorf("%v: %v %s", s, err, out)
-		}
+	if err := run(steps); err != nil {
+		tp.Close()
+		return nil, err
 	}
 	return tp, nil
+}
+
+// AddDirect joins the client and the origin by a veth pair of their own,
+// d0 (client, 10.91.3.2, fd00:91:3::2) and d1 (origin, 10.91.3.1,
+// fd00:91:3::1), set up as c0 and o0 are (tx off, GRO on), so that the
+// same load can go straight to the origin: what the path costs without
+// the proxy. Close removes it with the namespaces.
+func (tp *Topology) AddDirect() error {
+	p := netip.MustParseAddr
+	steps := [][]string{{"ip", "link", "add", "d0", "netns", tp.Client, "type", "veth", "peer", "name", "d1", "netns", tp.Origin}}
+	for _, a := range [][3]string{
+		{tp.Client, "d0", "10.91.3.2/24"}, {tp.Client, "d0", "fd00:91:3::2/64"},
+		{tp.Origin, "d1", "10.91.3.1/24"}, {tp.Origin, "d1", "fd00:91:3::1/64"},
+	} {
+		steps = append(steps, []string{"ip", "-n", a[0], "addr", "add", a[2], "dev", a[1], "nodad"},
+			[]string{"ip", "-n", a[0], "link", "set", a[1], "up"})
+	}
+	steps = append(steps,
+		[]string{"ip", "netns", "exec", tp.Client, "ethtool", "-K", "d0", "tx", "off", "gro", "on"},
+		[]string{"ip", "netns", "exec", tp.Origin, "ethtool", "-K", "d1", "tx", "off", "gro", "on"})
+	if err := run(steps); err != nil {
+		return err
+	}
+	tp.DirectClientIP = [2]netip.Addr{p("10.91.3.2"), p("fd00:91:3::2")}
+	tp.DirectOriginIP = [2]netip.Addr{p("10.91.3.1"), p("fd00:91:3::1")}
+	return nil
+}
+
+// run runs each command in turn, and stops at the first that fails.
+func run(steps [][]string) error {
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v %s", s, err, out)
+		}
+	}
+	return nil
 }
 
 // Close removes the namespaces, and with them their links.
