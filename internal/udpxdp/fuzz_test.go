@@ -222,16 +222,25 @@ func FuzzProgram(f *testing.F) {
 	f.Add(short, false, uint8(0))
 	f.Add(v4[:30], false, uint8(0))
 
-	// The seeds reach the forwarding path: a flow's datagram is sent on.
-	for _, reply := range []bool{false, true} {
-		fl, mac, ifi := flows[0], c1, c1
-		b := frame(mac.HardwareAddr, fl.Client, fl.Front, 64, []byte("x"))
-		if reply {
-			ifi = o1
-			b = frame(o1.HardwareAddr, fl.Upstream, fl.Back, 64, []byte("x"))
-		}
-		if ret, _, err := r.run(b, ifi.Index); err != nil || ret != xdpRedirect {
-			f.Fatalf("a flow's datagram (reply %v): returned %d, %v; want XDP_REDIRECT", reply, ret, err)
+	// The seeds reach the forwarding path: a flow's datagram is sent on,
+	// each way; the same for another host's MAC, or arriving by the
+	// other interface, passes.
+	fl := flows[0]
+	other := net.HardwareAddr{2, 0x11, 0x22, 0x33, 0x44, 0x55}
+	for _, tc := range []struct {
+		what  string
+		frame []byte
+		ifi   *net.Interface
+		want  uint32
+	}{
+		{"a client's datagram", frame(c1.HardwareAddr, fl.Client, fl.Front, 64, []byte("x")), c1, xdpRedirect},
+		{"a reply", frame(o1.HardwareAddr, fl.Upstream, fl.Back, 64, []byte("x")), o1, xdpRedirect},
+		{"a client's datagram to another MAC", frame(other, fl.Client, fl.Front, 64, []byte("x")), c1, xdpPass},
+		{"a client's datagram by the upstream interface", frame(o1.HardwareAddr, fl.Client, fl.Front, 64, []byte("x")), o1, xdpPass},
+		{"a reply by the client interface", frame(c1.HardwareAddr, fl.Upstream, fl.Back, 64, []byte("x")), c1, xdpPass},
+	} {
+		if ret, _, err := r.run(tc.frame, tc.ifi.Index); err != nil || ret != tc.want {
+			f.Fatalf("%s: returned %d, %v; want %d", tc.what, ret, err, tc.want)
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte, reply bool, _ uint8) {

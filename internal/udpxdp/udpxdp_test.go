@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,9 +133,17 @@ func forward(t *testing.T, tp *netnstest.Topology, p *Path, fam int) {
 	if idle, ok := p.Idle(f); !ok || idle > time.Second {
 		t.Errorf("idle %v %v after traffic", idle, ok)
 	}
+	// Bytes are UDP payload bytes, as user space counts them.
+	var inBytes int64
+	for i := range n {
+		inBytes += int64(len(fmt.Sprintf("ping %d", i)))
+	}
 	c := p.Remove(f)
-	if c.In != n || c.Out != n || c.InBytes == 0 || c.OutBytes == 0 {
-		t.Errorf("flow counts %+v, want %d each way", c, n)
+	if c.In != n || c.Out != n || c.InBytes != inBytes || c.OutBytes != inBytes+4*n {
+		t.Errorf("flow counts %+v, want %d datagrams each way, %d bytes in, %d out", c, n, inBytes, inBytes+4*n)
+	}
+	if d := p.Counters().ForwardedBytes - before.ForwardedBytes; d != uint64(2*inBytes+4*n) {
+		t.Errorf("forwarded bytes %d, want %d", d, 2*inBytes+4*n)
 	}
 	// Back to the kernel: strait's listening socket gets the next one.
 	client.WriteToUDPAddrPort([]byte("after"), f.Front)
@@ -237,5 +246,36 @@ func run(t *testing.T, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v %s", name, args, err, out)
+	}
+}
+
+// TestAttachRecreated: an interface deleted and made again lost the
+// program; the next Attach attaches it again, and keeps count of the
+// users from before.
+func TestAttachRecreated(t *testing.T) {
+	tp := newTopology(t)
+	p := load(t, tp, Native) // c1 and o1, one user each
+	hasXDP := func() bool {
+		out, _ := exec.Command("ip", "-n", tp.Proxy, "link", "show", "c1").CombinedOutput()
+		return strings.Contains(string(out), "xdp")
+	}
+	run(t, "ip", "-n", tp.Proxy, "link", "del", "c1")
+	run(t, "ip", "link", "add", "c0", "netns", tp.Client, "type", "veth", "peer", "name", "c1", "netns", tp.Proxy)
+	run(t, "ip", "-n", tp.Proxy, "link", "set", "c1", "up")
+	if hasXDP() {
+		t.Fatal("a new c1 has a program already")
+	}
+	var err error
+	in(t, tp.Proxy, func() { err = p.Attach("c1", Native) })
+	if err != nil || !hasXDP() || !p.Attached("c1") {
+		t.Fatalf("after Attach on the new c1: %v, attached %v", err, hasXDP())
+	}
+	p.Detach("c1")
+	if !hasXDP() {
+		t.Fatal("detached from the new c1 while the first user still has it")
+	}
+	p.Detach("c1")
+	if hasXDP() {
+		t.Fatal("still attached after its last user detached")
 	}
 }
