@@ -577,8 +577,12 @@ clusters:
 `, addr, origin, tlsBlock), addr)
 		return addr, p
 	}
+	// One client connection: strait releases the upstream connection
+	// before it reads the next request on it (a new client connection
+	// could come in first, and open a second).
+	client := newClient(true)
 	get := func(addr string) (int, string) {
-		resp, err := newClient(true).Get("http://" + addr + "/")
+		resp, err := client.Get("http://" + addr + "/")
 		if err != nil {
 			t.Fatal(err)
 		}
