@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -88,8 +89,7 @@ type attachment struct {
 	refs    int
 	mode    Mode
 	ifindex int
-	link    link.Link     // nil while another program holds the interface
-	stop    chan struct{} // ends the retries
+	link    link.Link // nil while another program holds the interface
 }
 
 // retryEvery is how often Attach tries again an interface another
@@ -162,7 +162,7 @@ func (p *Path) Attach(iface string, mode Mode) error {
 		p.objs.Macs.Delete(uint32(ifi.Index))
 		return fmt.Errorf("xdp: adding %s to the program's ports: %w", iface, err)
 	}
-	a := &attachment{refs: refs, mode: mode, ifindex: ifi.Index, stop: make(chan struct{})}
+	a := &attachment{refs: refs, mode: mode, ifindex: ifi.Index}
 	l, err := link.AttachXDP(link.XDPOptions{Program: p.objs.StraitUdp, Interface: ifi.Index, Flags: flags})
 	if err != nil {
 		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EEXIST) {
@@ -171,7 +171,12 @@ func (p *Path) Attach(iface string, mode Mode) error {
 			return fmt.Errorf("xdp: attaching to %s (%s): %w", iface, mode, err)
 		}
 		p.logger.Warn("xdp: another XDP program holds the interface; trying again every second", "interface", iface, "err", err)
-		go p.retry(iface, a, flags)
+		// The interface index is the caller's network namespace's.
+		if ns, err := os.Open("/proc/thread-self/ns/net"); err == nil {
+			go p.retry(iface, a, flags, ns)
+		} else {
+			p.logger.Warn("xdp: cannot try again to attach", "interface", iface, "err", err)
+		}
 	}
 	a.link = l
 	p.attached[iface] = a
@@ -187,18 +192,23 @@ func (p *Path) Attach(iface string, mode Mode) error {
 	return nil
 }
 
-// retry attaches a to iface once the program holding it goes.
-func (p *Path) retry(iface string, a *attachment, flags link.XDPAttachFlags) {
+// retry attaches a to iface once the program holding it goes, unless a
+// is detached first (or replaced, the interface made again).
+func (p *Path) retry(iface string, a *attachment, flags link.XDPAttachFlags, ns *os.File) {
+	// On a thread of its own in Attach's namespace, which ends with it
+	// (never unlocked).
+	runtime.LockOSThread()
+	err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
+	ns.Close()
+	if err != nil {
+		p.logger.Warn("xdp: cannot try again to attach", "interface", iface, "err", err)
+		return
+	}
 	t := time.NewTicker(retryEvery)
 	defer t.Stop()
-	for {
-		select {
-		case <-a.stop:
-			return
-		case <-t.C:
-		}
+	for range t.C {
 		p.mu.Lock()
-		if a.refs == 0 || p.closed {
+		if p.closed || p.attached[iface] != a {
 			p.mu.Unlock()
 			return
 		}
@@ -230,7 +240,6 @@ func (p *Path) Detach(iface string) {
 }
 
 func (p *Path) detach(iface string, a *attachment) {
-	close(a.stop)
 	if a.link != nil {
 		a.link.Close()
 	}

@@ -279,3 +279,27 @@ func TestAttachRecreated(t *testing.T) {
 		t.Fatal("still attached after its last user detached")
 	}
 }
+
+// TestAttachRetry: an interface another program holds (the old process's,
+// in an upgrade) is attached once that one goes.
+func TestAttachRetry(t *testing.T) {
+	tp := newTopology(t)
+	old := load(t, tp, Native)
+	p, err := Load(100, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	in(t, tp.Proxy, func() { err = p.Attach("c1", Native) })
+	if err != nil || p.Attached("c1") {
+		t.Fatalf("attach while another program holds c1: %v, attached %v", err, p.Attached("c1"))
+	}
+	old.Close()
+	deadline := time.Now().Add(3 * retryEvery)
+	for !p.Attached("c1") {
+		if time.Now().After(deadline) {
+			t.Fatal("not attached after the other program went")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
