@@ -576,15 +576,15 @@ func (sh *shard) readClients() {
 			}
 		}
 		f.last = sh.now
-		if f.fast && sh.pktinfo && local != f.local {
-			// The client sends to another of strait's addresses: the
-			// kernel's entries, keyed by the old one, are made again.
-			f.local = local
+		moved := local != f.local
+		f.local = local // replies go from where the client sent to last
+		if f.fast && sh.pktinfo && moved {
+			// The kernel's entries, keyed by the old address, are made
+			// again.
 			sh.fromKernel(f)
 			f.xf.Client = netip.AddrPort{}
 			sh.toKernel(f)
 		}
-		f.local = local // replies go from where the client sent to last
 		flows[i], segs[i] = f, seg
 	}
 	for i, f := range flows {
