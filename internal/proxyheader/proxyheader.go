@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -52,7 +53,7 @@ var bufs = sync.Pool{New: func() any { b := make([]byte, MaxHeader); return &b }
 // for it, and returns the addresses it gives: the client's and the one
 // it connected to. A header that gives none (v2 LOCAL, a load balancer's
 // own health check; v1 UNKNOWN) gives c's own.
-func Read(c *net.TCPConn, deadline time.Time) (src, dst netip.AddrPort, err error) {
+func Read(c Conn, deadline time.Time) (src, dst netip.AddrPort, err error) {
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	size, peeks := 0, 0
@@ -93,10 +94,17 @@ func Read(c *net.TCPConn, deadline time.Time) (src, dst netip.AddrPort, err erro
 	return s.AddrPort(), d.AddrPort(), nil
 }
 
+// Conn is a connection whose bytes are the socket's (a plain TCP socket,
+// not TLS over one), that the header can be peeked from.
+type Conn interface {
+	net.Conn
+	syscall.Conn
+}
+
 // Accept takes the header of nc, which must come from one of trusted
 // (ErrUntrusted otherwise), within timeout (0: DefaultTimeout).
 func Accept(nc net.Conn, trusted []netip.Prefix, timeout time.Duration) (src, dst netip.AddrPort, err error) {
-	tc, ok := nc.(*net.TCPConn)
+	tc, ok := nc.(Conn)
 	if !ok || !Trusted(trusted, sockio.AddrPort(nc.RemoteAddr()).Addr()) {
 		return src, dst, ErrUntrusted
 	}

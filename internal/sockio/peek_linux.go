@@ -85,7 +85,7 @@ func (r *Readiness) Wait() error {
 // stream ends (io.ErrUnexpectedEOF), buf is full with done still wanting
 // more (ErrPeekFull), or the deadline passes. It waits for more bytes as
 // they come: what is peeked stays in the socket for whoever reads next.
-func PeekUntil(c *net.TCPConn, buf []byte, deadline time.Time, done func(b []byte) (bool, error)) error {
+func PeekUntil(c Conn, buf []byte, deadline time.Time, done func(b []byte) (bool, error)) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
@@ -124,6 +124,14 @@ func PeekUntil(c *net.TCPConn, buf []byte, deadline time.Time, done func(b []byt
 		err = derr
 	}
 	return err
+}
+
+// Conn is a socket whose bytes are the stream's (a TCP socket, not a TLS
+// connection over one) that can wait with a deadline: a *net.TCPConn, or
+// a socket kept as an *os.File.
+type Conn interface {
+	syscall.Conn
+	SetReadDeadline(t time.Time) error
 }
 
 // ErrPeekFull is PeekUntil's error when its buffer filled first.

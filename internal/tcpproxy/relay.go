@@ -2,7 +2,6 @@ package tcpproxy
 
 import (
 	"errors"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -29,7 +28,7 @@ const (
 // through a kernel pipe.
 type relay struct {
 	pipes    *pipes
-	conns    [2]*net.TCPConn // client, upstream
+	conns    [2]conn // client, upstream
 	raw      [2]syscall.RawConn
 	idle     time.Duration    // 0: none
 	halfIdle time.Duration    // once a side has sent its FIN; 0: idle
@@ -43,8 +42,8 @@ type relay struct {
 	stopOnce sync.Once
 }
 
-func newRelay(ps *pipes, client, upstream *net.TCPConn, idle, halfIdle time.Duration, in, out *atomic.Int64) (*relay, error) {
-	r := &relay{pipes: ps, conns: [2]*net.TCPConn{client, upstream}, idle: idle, halfIdle: halfIdle, totals: [2]*atomic.Int64{in, out}}
+func newRelay(ps *pipes, client, upstream conn, idle, halfIdle time.Duration, in, out *atomic.Int64) (*relay, error) {
+	r := &relay{pipes: ps, conns: [2]conn{client, upstream}, idle: idle, halfIdle: halfIdle, totals: [2]*atomic.Int64{in, out}}
 	for i, c := range r.conns {
 		rc, err := c.SyscallConn()
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -93,8 +94,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	relays    map[*relay]struct{}
-	setup     map[*net.TCPConn]struct{} // clients not yet relayed: being read or connected
-	listeners map[net.Listener]struct{}
+	setup     map[conn]struct{} // clients not yet relayed: being read or connected
+	listeners map[net.Listener]*acceptor // nil: ln's own Accept
 	closing   bool           // Shutdown began: no more accepting
 	killed    bool           // Shutdown's time is up: no more relaying
 	wg        sync.WaitGroup // relays being set up or running
@@ -124,27 +125,36 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Server{o: o, pipes: &pipes{max: 64}, relays: make(map[*relay]struct{}), setup: make(map[*net.TCPConn]struct{}), listeners: make(map[net.Listener]struct{})}
+	return &Server{o: o, pipes: &pipes{max: 64}, relays: make(map[*relay]struct{}), setup: make(map[conn]struct{}), listeners: make(map[net.Listener]*acceptor)}
 }
 
 // Serve accepts connections on ln and relays them, until Shutdown; then
-// it returns proxy.ErrServerClosed.
+// it returns proxy.ErrServerClosed. A TCP listener's socket is accepted
+// on through a duplicate descriptor of Serve's own, so closing ln alone
+// does not end Serve: Shutdown does.
 func (s *Server) Serve(ln net.Listener) error {
+	acc := newAcceptor(ln)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		if acc != nil {
+			acc.close()
+		}
 		return proxy.ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
+	s.listeners[ln] = acc
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
 		s.mu.Unlock()
+		if acc != nil {
+			acc.close()
+		}
 	}()
 	var backoff time.Duration
 	for {
-		nc, err := ln.Accept()
+		c, err := accept(ln, acc)
 		if err != nil {
 			if s.shuttingDown() {
 				return proxy.ErrServerClosed
@@ -159,12 +169,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		s.Stats.Accepted.Add(1)
-		c, ok := nc.(*net.TCPConn)
-		if !ok {
-			nc.Close()
-			continue
+		if c == nil {
+			continue // not TCP
 		}
+		s.Stats.Accepted.Add(1)
 		if s.Stats.Active.Add(1) > int64(s.o.MaxConns) {
 			s.Stats.Active.Add(-1)
 			s.Stats.OverLimit.Add(1)
@@ -188,6 +196,28 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// accept takes ln's next connection, through acc if ln has one; nil if
+// it is no TCP connection.
+func accept(ln net.Listener, acc *acceptor) (conn, error) {
+	if acc != nil {
+		sk, err := acc.next()
+		if err != nil {
+			return nil, err
+		}
+		return sk, nil
+	}
+	nc, err := ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return nil, nil
+	}
+	return c, nil
+}
+
 func (s *Server) shuttingDown() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -195,7 +225,7 @@ func (s *Server) shuttingDown() bool {
 }
 
 // serve connects c to an endpoint and relays.
-func (s *Server) serve(c *net.TCPConn) {
+func (s *Server) serve(c conn) {
 	defer s.wg.Done()
 	defer s.Stats.Active.Add(-1)
 	relayed := false // else c is still among s.setup at the end
@@ -205,7 +235,7 @@ func (s *Server) serve(c *net.TCPConn) {
 		}
 	}()
 	start := time.Now()
-	sess := &proxy.Session{ClientAddr: sockio.AddrPort(c.RemoteAddr()), LocalAddr: sockio.AddrPort(c.LocalAddr())}
+	sess := &proxy.Session{ClientAddr: remoteAddr(c)}
 	if pp := s.o.ProxyProtocol; pp != nil {
 		src, dst, err := proxyheader.Accept(c, pp.Trusted, pp.Timeout)
 		if err != nil {
@@ -242,6 +272,9 @@ func (s *Server) serve(c *net.TCPConn) {
 		return
 	}
 	if v := cl.ProxyProtocol(); v != 0 {
+		if !sess.LocalAddr.IsValid() {
+			sess.LocalAddr = localAddr(c)
+		}
 		if err := proxyheader.Write(up, v, sess.ClientAddr, sess.LocalAddr); err != nil {
 			e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindClosed, Err: err, Where: "sending the PROXY header to " + peer}
 			c.Close()
@@ -275,15 +308,30 @@ func (s *Server) serve(c *net.TCPConn) {
 	s.log(sess, start, r, peer, sni, nil)
 }
 
+// remoteAddr and localAddr are c's addresses.
+func remoteAddr(c conn) netip.AddrPort {
+	if sk, ok := c.(*sock); ok {
+		return sk.remote
+	}
+	return sockio.AddrPort(c.RemoteAddr())
+}
+
+func localAddr(c conn) netip.AddrPort {
+	if sk, ok := c.(*sock); ok {
+		return sk.localAddr()
+	}
+	return sockio.AddrPort(c.LocalAddr())
+}
+
 // setupDone forgets c as a connection being set up, if it still was.
-func (s *Server) setupDone(c *net.TCPConn) {
+func (s *Server) setupDone(c conn) {
 	s.mu.Lock()
 	delete(s.setup, c)
 	s.mu.Unlock()
 }
 
 // refuse resets c, which is not relayed for e, counted in n.
-func (s *Server) refuse(c *net.TCPConn, n *atomic.Int64, sess *proxy.Session, start time.Time, sni string, e *proxy.Error) {
+func (s *Server) refuse(c conn, n *atomic.Int64, sess *proxy.Session, start time.Time, sni string, e *proxy.Error) {
 	n.Add(1) // before the client can see the reset
 	c.SetLinger(0)
 	c.Close()
@@ -292,7 +340,7 @@ func (s *Server) refuse(c *net.TCPConn, n *atomic.Int64, sess *proxy.Session, st
 
 // connect dials endpoints the cluster picks until one answers or no try
 // is left.
-func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster.Call) (*net.TCPConn, string, *proxy.Error) {
+func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster.Call) (conn, string, *proxy.Error) {
 	// No keep-alive probes (HAProxy's default too): three fewer system
 	// calls a connection, and an upstream that vanished is found by the
 	// idle timeout.
@@ -307,9 +355,9 @@ func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster
 			}
 			return nil, "", pe
 		}
-		nc, err := d.Dial("tcp", peer.Addr)
+		up, err := s.dial(&d, peer.Addr)
 		if err == nil {
-			return nc.(*net.TCPConn), peer.Addr, nil
+			return up, peer.Addr, nil
 		}
 		if fdlimit.Exhausted(err) {
 			// strait's want, not the endpoint's failure: nothing is
@@ -321,6 +369,23 @@ func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster
 			return nil, peer.Addr, e
 		}
 	}
+}
+
+// dial connects to addr: by connectTCP if it is an address, else (a name) by
+// d.
+func (s *Server) dial(d *net.Dialer, addr string) (conn, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		sk, err := connectTCP(ap, s.o.ConnectTimeout)
+		if err != nil {
+			return nil, err
+		}
+		return sk, nil
+	}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return nc.(*net.TCPConn), nil
 }
 
 // log writes the connection's access log line.
@@ -353,8 +418,11 @@ func (s *Server) log(sess *proxy.Session, start time.Time, r *relay, upstream, s
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
-	for ln := range s.listeners {
+	for ln, acc := range s.listeners {
 		ln.Close()
+		if acc != nil {
+			acc.close()
+		}
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})

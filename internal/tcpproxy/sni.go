@@ -2,7 +2,6 @@ package tcpproxy
 
 import (
 	"errors"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -54,7 +53,7 @@ var helloBufs = sync.Pool{New: func() any { b := make([]byte, clienthello.MaxRea
 // peekHello reads the ClientHello at the start of c without taking it
 // from the socket, so that the relay passes it on as it came (and the
 // socket stays bare for splice). It waits up to timeout for all of it.
-func peekHello(c *net.TCPConn, timeout time.Duration) (clienthello.Info, error) {
+func peekHello(c sockio.Conn, timeout time.Duration) (clienthello.Info, error) {
 	bp := helloBufs.Get().(*[]byte)
 	defer helloBufs.Put(bp)
 	var info clienthello.Info
