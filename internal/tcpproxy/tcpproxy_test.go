@@ -615,3 +615,61 @@ func TestOutOfFDs(t *testing.T) {
 		t.Errorf("after: %q", b)
 	}
 }
+
+// BenchmarkRelayConnection is a short connection through a relay to an
+// origin in the same process: connect, 1 KiB each way, the origin closes,
+// then the client. Its allocations are the client's and the origin's as
+// well as the relay's (-memprofile tells them apart).
+func BenchmarkRelayConnection(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.ReadFull(c, buf)
+			c.Write(buf)
+			c.Close()
+		}
+	}()
+	cl, err := cluster.New(&config.Cluster{Name: "c", Endpoints: []string{ln.Addr().String()}}, cluster.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Stop()
+	srv := New(Options{Name: "bench", Cluster: cl, Logger: slog.New(slog.DiscardHandler)})
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(pl)
+	defer srv.Shutdown(context.Background())
+	msg, got := make([]byte, 1024), make([]byte, 1025)
+	exchange := func() {
+		c, err := net.Dial("tcp", pl.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if n, err := io.ReadFull(c, got); n != len(msg) || err != io.ErrUnexpectedEOF {
+			b.Fatalf("read %d bytes, %v; want %d and the end", n, err, len(msg))
+		}
+	}
+	for range 100 {
+		exchange()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		exchange()
+	}
+}
