@@ -94,11 +94,11 @@ type Server struct {
 
 	mu        sync.Mutex
 	relays    map[*relay]struct{}
-	setup     map[conn]struct{} // clients not yet relayed: being read or connected
+	setup     map[conn]struct{}          // clients not yet relayed: being read or connected
 	listeners map[net.Listener]*acceptor // nil: ln's own Accept
-	closing   bool           // Shutdown began: no more accepting
-	killed    bool           // Shutdown's time is up: no more relaying
-	wg        sync.WaitGroup // relays being set up or running
+	closing   bool                       // Shutdown began: no more accepting
+	killed    bool                       // Shutdown's time is up: no more relaying
+	wg        sync.WaitGroup             // relays being set up or running
 }
 
 // New returns a Server with o.
