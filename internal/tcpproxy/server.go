@@ -371,10 +371,10 @@ func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster
 	}
 }
 
-// dial connects to addr: by connectTCP if it is an address, else (a name) by
-// d.
+// dial connects to addr: by connectTCP if it is an address, else (a name,
+// or an address with a zone, which net maps to its interface) by d.
 func (s *Server) dial(d *net.Dialer, addr string) (conn, error) {
-	if ap, err := netip.ParseAddrPort(addr); err == nil {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Zone() == "" {
 		sk, err := connectTCP(ap, s.o.ConnectTimeout)
 		if err != nil {
 			return nil, err

@@ -176,3 +176,32 @@ func TestRelayByName(t *testing.T) {
 		t.Fatalf("relayed %q", b)
 	}
 }
+
+// TestZones: a link-local address keeps its zone from the kernel's
+// scope id, and an endpoint with a zone is dialed by net, which maps the
+// zone to its interface (connectTCP would connect without one).
+func TestZones(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip(err)
+	}
+	sa := &syscall.SockaddrInet6{Port: 80, Addr: netip.MustParseAddr("fe80::1").As16(), ZoneId: uint32(lo.Index)}
+	if got := acceptedAddr(sa); got.String() != "[fe80::1%lo]:80" {
+		t.Errorf("accepted from %v, want [fe80::1%%lo]:80", got)
+	}
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer ln.Close()
+	s := New(Options{})
+	var d net.Dialer
+	c, err := s.dial(&d, "[::1%lo]:"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*net.TCPConn); !ok {
+		t.Errorf("an endpoint with a zone was dialed as %T, not by net", c)
+	}
+}
