@@ -28,7 +28,15 @@ type Call struct {
 	// queue it: for a caller that must not block, like a UDP relay's
 	// event loop. Done clears it.
 	NoWait bool
+	// Try makes Peer return ErrWouldWait, counting nothing, where the
+	// first try would wait for a slot of a full cluster: for an event
+	// loop that hands such a call to a goroutine, which may wait. Done
+	// clears it.
+	Try bool
 }
+
+// ErrWouldWait is Peer's error for a Call with Try that would wait.
+var ErrWouldWait = errors.New("cluster: full; the call would wait for a slot")
 
 var (
 	errOverflow    = &proxy.Error{Side: proxy.Internal, Kind: proxy.KindLimit, Status: 503, Where: "cluster over its limits: requests in flight and waiting"}
@@ -58,7 +66,13 @@ func (c *Cluster) Peer(s *proxy.Session, call *Call) (*proxy.Peer, error) {
 			time.Sleep(d/2 + rand.N(d/2))
 		}
 	} else if !call.counted {
-		if !c.admit(call.NoWait) {
+		if call.Try {
+			select {
+			case c.slots <- struct{}{}:
+			default:
+				return nil, ErrWouldWait
+			}
+		} else if !c.admit(call.NoWait) {
 			return nil, errOverflow
 		}
 		c.active.Add(1)

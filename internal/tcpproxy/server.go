@@ -5,13 +5,21 @@
 // kernel (a burst's first 16 KiB by read and write: fewer system calls
 // for a small message).
 //
-// The relay is written here rather than left to io.Copy, whose splice
+// Two relays do the same work. A plain connection (no PROXY header to
+// take or send, no ClientHello to route by) is accepted, connected and
+// relayed by an event loop, one per CPU, over an epoll instance of its
+// own (loop.go): no goroutine, no runtime poller, and no copy of any
+// byte a pipe can carry. The others, and those a loop hands on (a full
+// cluster's wait, a failed connect's retries), go through a goroutine
+// per connection and the runtime's poller (relay.go), which the setup's
+// blocking steps need.
+//
+// The relays are written here rather than left to io.Copy, whose splice
 // (TCPConn.ReadFrom) takes a pipe, two descriptors, before it waits for
-// data: 10,000 idle relays would hold 40,000 of them. A relay here waits
-// for readability with a peek that takes nothing, and takes a pipe from
-// a shared few only while bytes are on their way. Each direction ends on
-// its own: a FIN is passed on as a FIN (half-close) and the other
-// direction keeps flowing; a reset is passed on as a reset.
+// data: 10,000 idle relays would hold 40,000 of them. A relay here takes
+// a pipe from a shared few only while bytes are on their way. Each
+// direction ends on its own: a FIN is passed on as a FIN (half-close) and
+// the other direction keeps flowing; a reset is passed on as a reset.
 package tcpproxy
 
 import (
@@ -23,6 +31,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/straitproxy/strait/cluster"
@@ -96,6 +105,7 @@ type Server struct {
 	relays    map[*relay]struct{}
 	setup     map[conn]struct{}          // clients not yet relayed: being read or connected
 	listeners map[net.Listener]*acceptor // nil: ln's own Accept
+	loops     []*loop                    // Serve's event loops, running
 	closing   bool                       // Shutdown began: no more accepting
 	killed    bool                       // Shutdown's time is up: no more relaying
 	wg        sync.WaitGroup             // relays being set up or running
@@ -133,6 +143,11 @@ func New(o Options) *Server {
 // on through a duplicate descriptor of Serve's own, so closing ln alone
 // does not end Serve: Shutdown does.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.o.ProxyProtocol == nil && len(s.o.Routes) == 0 {
+		if sc, ok := ln.(syscall.Conn); ok && s.serveLoops(sc) {
+			return proxy.ErrServerClosed
+		}
+	}
 	acc := newAcceptor(ln)
 	s.mu.Lock()
 	if s.closing {
@@ -228,17 +243,12 @@ func (s *Server) shuttingDown() bool {
 func (s *Server) serve(c conn) {
 	defer s.wg.Done()
 	defer s.Stats.Active.Add(-1)
-	relayed := false // else c is still among s.setup at the end
-	defer func() {
-		if !relayed {
-			s.setupDone(c)
-		}
-	}()
 	start := time.Now()
 	sess := &proxy.Session{ClientAddr: remoteAddr(c)}
 	if pp := s.o.ProxyProtocol; pp != nil {
 		src, dst, err := proxyheader.Accept(c, pp.Trusted, pp.Timeout)
 		if err != nil {
+			s.setupDone(c)
 			s.refuse(c, &s.Stats.BadProxy, sess, start, "", &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Err: err, Where: "proxy_protocol"})
 			return
 		}
@@ -248,6 +258,7 @@ func (s *Server) serve(c conn) {
 	if len(s.o.Routes) > 0 {
 		info, err := peekHello(c, s.o.HelloTimeout)
 		if err != nil {
+			s.setupDone(c)
 			s.refuse(c, &s.Stats.BadHello, sess, start, "", &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindRequestRejected, Err: err, Where: "reading the TLS ClientHello"})
 			return
 		}
@@ -256,19 +267,41 @@ func (s *Server) serve(c conn) {
 			cl = s.o.Routes[i].Cluster
 		}
 		if cl == nil {
+			s.setupDone(c)
 			s.refuse(c, &s.Stats.NoRoute, sess, start, sni, &proxy.Error{Side: proxy.Downstream, Kind: proxy.KindNoPeer, Where: "no SNI route takes the server name"})
 			return
 		}
 	}
 	var call cluster.Call
-	up, peer, perr := s.connect(cl, sess, &call)
+	s.finish(c, cl, sess, &call, start, sni, resume{})
+}
+
+// resume is where a connection's setup goes on from, handed over by an
+// event loop: the endpoint picked, or the connect that failed; the zero
+// value is from the start.
+type resume struct {
+	peer   *proxy.Peer
+	addr   string       // of the connect that failed
+	failed *proxy.Error // to count, and retry if the cluster allows
+}
+
+// finish connects c, which is among s.setup, to an endpoint of cl and
+// relays.
+func (s *Server) finish(c conn, cl *cluster.Cluster, sess *proxy.Session, call *cluster.Call, start time.Time, sni string, from resume) {
+	relayed := false // else c is still among s.setup at the end
+	defer func() {
+		if !relayed {
+			s.setupDone(c)
+		}
+	}()
+	up, peer, perr := s.connect(cl, sess, call, from)
 	if up == nil {
 		s.Stats.NoUpstream.Add(1)
 		c.Close()
-		cl.Done(sess, &call, perr)
+		cl.Done(sess, call, perr)
 		s.o.Logger.Warn("tcp: no endpoint could be connected; the client is closed", "listener", s.o.Name,
 			"client", sess.ClientAddr, "attempts", sess.Stats.Attempts, "err", perr)
-		s.log(sess, start, nil, "", sni, perr)
+		s.log(sess, start, nil, peer, sni, perr)
 		return
 	}
 	if v := cl.ProxyProtocol(); v != 0 {
@@ -279,7 +312,7 @@ func (s *Server) serve(c conn) {
 			e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindClosed, Err: err, Where: "sending the PROXY header to " + peer}
 			c.Close()
 			up.Close()
-			cl.Done(sess, &call, e)
+			cl.Done(sess, call, e)
 			s.log(sess, start, nil, peer, sni, e)
 			return
 		}
@@ -288,7 +321,7 @@ func (s *Server) serve(c conn) {
 	if err != nil {
 		c.Close()
 		up.Close()
-		cl.Done(sess, &call, nil)
+		cl.Done(sess, call, nil)
 		return
 	}
 	s.mu.Lock()
@@ -304,8 +337,22 @@ func (s *Server) serve(c conn) {
 	s.mu.Lock()
 	delete(s.relays, r)
 	s.mu.Unlock()
-	cl.Done(sess, &call, nil)
-	s.log(sess, start, r, peer, sni, nil)
+	cl.Done(sess, call, nil)
+	s.log(sess, start, &outcome{in: r.bytes[0].Load(), out: r.bytes[1].Load(), first: r.firstClosed()}, peer, sni, nil)
+}
+
+// outcome is what a relay moved, and how it began to end, for its log.
+type outcome struct {
+	in, out int64
+	first   string
+}
+
+// total is the server's count of bytes moved in direction dir.
+func (s *Server) total(dir int) *atomic.Int64 {
+	if dir == 0 {
+		return &s.Stats.BytesIn
+	}
+	return &s.Stats.BytesOut
 }
 
 // remoteAddr and localAddr are c's addresses.
@@ -339,36 +386,53 @@ func (s *Server) refuse(c conn, n *atomic.Int64, sess *proxy.Session, start time
 }
 
 // connect dials endpoints the cluster picks until one answers or no try
-// is left.
-func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster.Call) (conn, string, *proxy.Error) {
+// is left, going on from from.
+func (s *Server) connect(cl *cluster.Cluster, sess *proxy.Session, call *cluster.Call, from resume) (conn, string, *proxy.Error) {
 	// No keep-alive probes (HAProxy's default too): three fewer system
 	// calls a connection, and an upstream that vanished is found by the
 	// idle timeout.
 	d := net.Dialer{Timeout: s.o.ConnectTimeout, KeepAlive: -1}
+	peer, addr, failed := from.peer, from.addr, from.failed
 	for {
-		sess.Stats.Attempts++
-		peer, err := cl.Peer(sess, call)
-		if err != nil {
-			var pe *proxy.Error
-			if !errors.As(err, &pe) {
-				pe = &proxy.Error{Side: proxy.Internal, Kind: proxy.KindNoPeer, Err: err}
+		if failed != nil {
+			if failed.Kind == proxy.KindLimit {
+				// strait's want, not the endpoint's failure: nothing is
+				// counted against it, and no other is tried.
+				return nil, addr, failed
 			}
-			return nil, "", pe
+			if failed = cl.FailToConnect(sess, call, failed); !failed.Retry {
+				return nil, addr, failed
+			}
+			failed = nil
 		}
-		up, err := s.dial(&d, peer.Addr)
+		if peer == nil {
+			sess.Stats.Attempts++
+			p, err := cl.Peer(sess, call)
+			if err != nil {
+				var pe *proxy.Error
+				if !errors.As(err, &pe) {
+					pe = &proxy.Error{Side: proxy.Internal, Kind: proxy.KindNoPeer, Err: err}
+				}
+				return nil, "", pe
+			}
+			peer = p
+		}
+		addr = peer.Addr
+		peer = nil
+		up, err := s.dial(&d, addr)
 		if err == nil {
-			return up, peer.Addr, nil
+			return up, addr, nil
 		}
-		if fdlimit.Exhausted(err) {
-			// strait's want, not the endpoint's failure: nothing is
-			// counted against it, and no other is tried.
-			return nil, peer.Addr, &proxy.Error{Side: proxy.Internal, Kind: proxy.KindLimit, Err: err, Where: "out of file descriptors, connecting to " + peer.Addr}
-		}
-		e := &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Err: err, Where: "connecting to " + peer.Addr}
-		if e = cl.FailToConnect(sess, call, e); !e.Retry {
-			return nil, peer.Addr, e
-		}
+		failed = connectError(addr, err)
 	}
+}
+
+// connectError is the error of a connect to addr that failed with err.
+func connectError(addr string, err error) *proxy.Error {
+	if fdlimit.Exhausted(err) {
+		return &proxy.Error{Side: proxy.Internal, Kind: proxy.KindLimit, Err: err, Where: "out of file descriptors, connecting to " + addr}
+	}
+	return &proxy.Error{Side: proxy.Upstream, Kind: proxy.KindConnect, Err: err, Where: "connecting to " + addr}
 }
 
 // dial connects to addr: by connectTCP if it is an address, else (a name,
@@ -389,7 +453,7 @@ func (s *Server) dial(d *net.Dialer, addr string) (conn, error) {
 }
 
 // log writes the connection's access log line.
-func (s *Server) log(sess *proxy.Session, start time.Time, r *relay, upstream, sni string, e *proxy.Error) {
+func (s *Server) log(sess *proxy.Session, start time.Time, r *outcome, upstream, sni string, e *proxy.Error) {
 	if s.o.AccessLog == nil {
 		return
 	}
@@ -404,8 +468,8 @@ func (s *Server) log(sess *proxy.Session, start time.Time, r *relay, upstream, s
 		attrs = append(attrs, slog.String("sni", sni))
 	}
 	if r != nil {
-		attrs = append(attrs, slog.Int64("bytes_in", r.bytes[0].Load()), slog.Int64("bytes_out", r.bytes[1].Load()),
-			slog.String("closed_first", r.firstClosed()))
+		attrs = append(attrs, slog.Int64("bytes_in", r.in), slog.Int64("bytes_out", r.out),
+			slog.String("closed_first", r.first))
 	}
 	if e != nil {
 		attrs = append(attrs, slog.String("error", e.Error()))
@@ -424,6 +488,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			acc.close()
 		}
 	}
+	for _, l := range s.loops {
+		l.notify()
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
@@ -437,6 +504,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 		s.mu.Lock()
 		s.killed = true
+		for _, l := range s.loops {
+			l.notify()
+		}
 		for r := range s.relays {
 			r.stop(closedDrain, false)
 		}
