@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/straitproxy/strait/cluster"
+	"github.com/straitproxy/strait/internal/mono"
 	"github.com/straitproxy/strait/internal/sockio"
 	"github.com/straitproxy/strait/proxy"
 )
@@ -59,7 +60,7 @@ type loop struct {
 	later  []*lrelay // ready's spare
 
 	tick       time.Duration // how often timeouts are looked at
-	nextSweep  int64         // unix nanoseconds
+	nextSweep  int64         // mono, in nanoseconds
 	pausedTill int64         // accepting paused, for want of descriptors, until then
 	backoff    time.Duration
 	acceptDone func() // called once the loop stops accepting
@@ -101,7 +102,7 @@ type lrelay struct {
 	cl         *cluster.Cluster
 	queued     bool // among its loop's ready
 	ended      bool
-	last       [2]int64 // unix nanoseconds each half last moved bytes
+	last       [2]int64 // when each half last moved bytes (mono, in nanoseconds)
 	bytes      [2]int64
 	first      string
 }
@@ -252,8 +253,8 @@ func (l *loop) run() {
 		l.epf.Close()
 		unix.Close(l.wake)
 	}()
-	l.nextSweep = time.Now().Add(l.tick).UnixNano()
-	l.epf.SetReadDeadline(time.Unix(0, l.nextSweep))
+	l.nextSweep = int64(mono.Now() + l.tick)
+	l.epf.SetReadDeadline(mono.Wall(time.Duration(l.nextSweep)))
 	for l.lfd >= 0 || len(l.relays) > 0 {
 		var err error
 		if len(l.ready) > 0 {
@@ -261,7 +262,7 @@ func (l *loop) run() {
 		} else {
 			err = l.eprc.Read(l.poll)
 		}
-		now := time.Now().UnixNano()
+		now := int64(mono.Now()) // monotonic: a clock stepped forward must not time relays out
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			l.s.o.Logger.Error("tcp: event loop", "listener", l.s.o.Name, "err", err)
 			l.stopAccepting()
@@ -293,7 +294,7 @@ func (l *loop) run() {
 			if l.pausedTill > 0 {
 				l.nextSweep = min(l.nextSweep, l.pausedTill)
 			}
-			l.epf.SetReadDeadline(time.Unix(0, l.nextSweep))
+			l.epf.SetReadDeadline(mono.Wall(time.Duration(l.nextSweep)))
 		}
 	}
 }
@@ -349,7 +350,7 @@ func (l *loop) accept(now int64) {
 			l.backoff = min(max(2*l.backoff, 5*time.Millisecond), time.Second)
 			l.pausedTill = now + int64(l.backoff)
 			l.nextSweep = min(l.nextSweep, l.pausedTill)
-			l.epf.SetReadDeadline(time.Unix(0, l.nextSweep))
+			l.epf.SetReadDeadline(mono.Wall(time.Duration(l.nextSweep)))
 			rawEpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.lfd, &unix.EpollEvent{})
 			s.o.Logger.Warn("accept failed; retrying", "listener", s.o.Name, "err", os.NewSyscallError("accept4", errno), "retry_in", l.backoff)
 			return
@@ -382,7 +383,7 @@ func (l *loop) accept(now int64) {
 // begin picks an endpoint for the client fd and connects to it.
 func (l *loop) begin(fd int, client netip.AddrPort, now int64) {
 	s := l.s
-	r := &lrelay{cl: s.o.Cluster, start: time.Unix(0, now), sess: &proxy.Session{ClientAddr: client}}
+	r := &lrelay{cl: s.o.Cluster, start: mono.Wall(time.Duration(now)), sess: &proxy.Session{ClientAddr: client}}
 	r.sides[0] = lside{r: r, fd: fd, idx: 0}
 	r.sides[1] = lside{r: r, fd: -1, idx: 1}
 	if r.cl.ProxyProtocol() != 0 {
