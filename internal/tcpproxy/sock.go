@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -118,18 +119,16 @@ func newAcceptor(ln net.Listener) *acceptor {
 	a.rc, _ = a.f.SyscallConn()
 	a.accept = func(fd uintptr) bool {
 		for {
-			// syscall's, not unix's: that asks each IPv4 socket's
-			// protocol (a getsockopt), to tell L2TP.
-			nfd, sa, err := syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-			switch err {
+			nfd, remote, errno := rawAccept(int(fd))
+			switch errno {
 			case syscall.EAGAIN:
 				return false
 			case syscall.EINTR, syscall.ECONNABORTED:
 				continue // as net's Accept does
-			case nil:
-				a.fd, a.remote, a.err = nfd, acceptedAddr(sa), nil
+			case 0:
+				a.fd, a.remote, a.err = nfd, remote, nil
 			default:
-				a.fd, a.err = -1, os.NewSyscallError("accept4", err)
+				a.fd, a.err = -1, os.NewSyscallError("accept4", errno)
 			}
 			return true
 		}
@@ -208,18 +207,6 @@ func connectTCP(addr netip.AddrPort, timeout time.Duration) (*sock, error) {
 	return s, nil
 }
 
-// acceptedAddr returns sa's address and port; the zero value if it is
-// no IP address.
-func acceptedAddr(sa syscall.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).WithZone(zone(sa.ZoneId)), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // zone is the name of the interface a link-local address is scoped to,
 // as net names it.
 func zone(id uint32) string {
@@ -242,4 +229,96 @@ func addrPort(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).WithZone(zone(sa.ZoneId)), uint16(sa.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// The event loop's system calls (and the acceptor's accept4) never block:
+// their sockets are non-blocking, and none lingers on close but to reset.
+// So they are made raw: the runtime is not told, and its monitor does not
+// hand the loop's processor to another thread when one takes a while (a
+// loopback connect runs the whole handshake inside it), which cost a
+// futex wake-up every other connection.
+
+func rawErr(errno syscall.Errno) error {
+	if errno == 0 {
+		return nil
+	}
+	return errno
+}
+
+func rawClose(fd int) { syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0) }
+
+func rawShutdownWrite(fd int) error {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(fd), syscall.SHUT_WR, 0)
+	return rawErr(errno)
+}
+
+func rawSocket(family int) (int, error) {
+	fd, _, errno := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(family), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	return int(fd), rawErr(errno)
+}
+
+func rawSetsockopt(fd, level, opt int, p unsafe.Pointer, n uintptr) error {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(p), n, 0)
+	return rawErr(errno)
+}
+
+func rawNoDelay(fd int) error {
+	one := int32(1)
+	return rawSetsockopt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, unsafe.Pointer(&one), 4)
+}
+
+// rawResetOnClose makes fd's close send a reset (SO_LINGER 0).
+func rawResetOnClose(fd int) {
+	lg := syscall.Linger{Onoff: 1}
+	rawSetsockopt(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, unsafe.Pointer(&lg), unsafe.Sizeof(lg))
+}
+
+func rawEpollCtl(ep, op, fd int, ev *unix.EpollEvent) error {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(ep), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return rawErr(errno)
+}
+
+// rawSockaddr writes ap into rsa (zeroed), and returns its family and
+// length.
+func rawSockaddr(ap netip.AddrPort, rsa *syscall.RawSockaddrInet6) (family int, n uintptr) {
+	port := (*[2]byte)(unsafe.Pointer(&rsa.Port)) // network order
+	port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
+	if ap.Addr().Is4() {
+		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		sa4.Family = syscall.AF_INET
+		sa4.Addr = ap.Addr().As4()
+		return syscall.AF_INET, syscall.SizeofSockaddrInet4
+	}
+	rsa.Family = syscall.AF_INET6
+	rsa.Addr = ap.Addr().As16()
+	return syscall.AF_INET6, syscall.SizeofSockaddrInet6
+}
+
+func rawConnect(fd int, rsa *syscall.RawSockaddrInet6, n uintptr) syscall.Errno {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(rsa)), n)
+	return errno
+}
+
+// rawAccept accepts on the listening socket lfd, the socket non-blocking
+// and close-on-exec, and returns it with its peer's address.
+func rawAccept(lfd int) (int, netip.AddrPort, syscall.Errno) {
+	var rsa syscall.RawSockaddrAny
+	n := uint32(unsafe.Sizeof(rsa))
+	fd, _, errno := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)),
+		syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, netip.AddrPort{}, errno
+	}
+	var ap netip.AddrPort
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case syscall.AF_INET6:
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).WithZone(zone(sa.Scope_id)), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return int(fd), ap, 0
 }

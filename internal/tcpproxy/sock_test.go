@@ -185,8 +185,8 @@ func TestZones(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	sa := &syscall.SockaddrInet6{Port: 80, Addr: netip.MustParseAddr("fe80::1").As16(), ZoneId: uint32(lo.Index)}
-	if got := acceptedAddr(sa); got.String() != "[fe80::1%lo]:80" {
+	sa := &unix.SockaddrInet6{Port: 80, Addr: netip.MustParseAddr("fe80::1").As16(), ZoneId: uint32(lo.Index)}
+	if got := addrPort(sa); got.String() != "[fe80::1%lo]:80" {
 		t.Errorf("accepted from %v, want [fe80::1%%lo]:80", got)
 	}
 	ln, err := net.Listen("tcp", "[::1]:0")
