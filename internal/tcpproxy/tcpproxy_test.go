@@ -390,33 +390,8 @@ func countFDs(t *testing.T) fds {
 // origin (in the same process): what a small message costs, and that
 // the relay allocates nothing per message in steady state.
 func BenchmarkRelaySmall(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go echo(c.(*net.TCPConn))
-		}
-	}()
-	cl, err := cluster.New(&config.Cluster{Name: "c", Endpoints: []string{ln.Addr().String()}}, cluster.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Stop()
-	srv := New(Options{Name: "bench", Cluster: cl, Logger: slog.New(slog.DiscardHandler)})
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(pl)
-	defer srv.Shutdown(context.Background())
-	c, err := net.Dial("tcp", pl.Addr().String())
+	addr := benchRelay(b, func(c *net.TCPConn) { echo(c) })
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -621,38 +596,15 @@ func TestOutOfFDs(t *testing.T) {
 // then the client. Its allocations are the client's and the origin's as
 // well as the relay's (-memprofile tells them apart).
 func BenchmarkRelayConnection(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := benchRelay(b, func(c *net.TCPConn) {
 		buf := make([]byte, 1024)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.ReadFull(c, buf)
-			c.Write(buf)
-			c.Close()
-		}
-	}()
-	cl, err := cluster.New(&config.Cluster{Name: "c", Endpoints: []string{ln.Addr().String()}}, cluster.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Stop()
-	srv := New(Options{Name: "bench", Cluster: cl, Logger: slog.New(slog.DiscardHandler)})
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(pl)
-	defer srv.Shutdown(context.Background())
+		io.ReadFull(c, buf)
+		c.Write(buf)
+		c.Close()
+	})
 	msg, got := make([]byte, 1024), make([]byte, 1025)
 	exchange := func() {
-		c, err := net.Dial("tcp", pl.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -672,4 +624,36 @@ func BenchmarkRelayConnection(b *testing.B) {
 	for range b.N {
 		exchange()
 	}
+}
+
+// benchRelay starts an origin that handles each connection with handle,
+// and a relay to it; it returns the relay's address.
+func benchRelay(b *testing.B, handle func(c *net.TCPConn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c.(*net.TCPConn))
+		}
+	}()
+	cl, err := cluster.New(&config.Cluster{Name: "c", Endpoints: []string{ln.Addr().String()}}, cluster.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cl.Stop)
+	srv := New(Options{Name: "bench", Cluster: cl, Logger: slog.New(slog.DiscardHandler)})
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(pl)
+	b.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return pl.Addr().String()
 }
