@@ -74,6 +74,7 @@ type lside struct {
 	in, out bool // readable, writable (as the last event or call said)
 	rdhup   bool // the peer has sent its FIN
 	failed  bool // an error is pending on the socket (EPOLLERR)
+	urgent  bool // urgent data came (EPOLLPRI): a read stops short at its mark
 }
 
 // lhalf is one direction of a loop's relay.
@@ -336,7 +337,22 @@ func (l *loop) accept(now int64) {
 		if l.lfd < 0 || l.pausedTill > 0 {
 			return
 		}
+		// Counted before the accept, under the lock Shutdown sets
+		// closing under: a connection accepted is one Shutdown waits
+		// for, and none is accepted once it began (the process that
+		// takes the socket over accepts it instead).
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			l.stopAccepting()
+			return
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
 		fd, client, errno := rawAccept(l.lfd)
+		if errno != 0 {
+			s.wg.Done()
+		}
 		switch errno {
 		case 0:
 		case syscall.EAGAIN:
@@ -360,22 +376,11 @@ func (l *loop) accept(now int64) {
 		if s.Stats.Active.Add(1) > int64(s.o.MaxConns) {
 			s.Stats.Active.Add(-1)
 			s.Stats.OverLimit.Add(1)
+			s.wg.Done()
 			rawResetOnClose(fd)
 			rawClose(fd)
 			continue
 		}
-		s.mu.Lock()
-		if s.closing {
-			// Accepted as Shutdown began: Shutdown waits for none but
-			// those counted before.
-			s.mu.Unlock()
-			s.Stats.Active.Add(-1)
-			rawClose(fd)
-			l.stopAccepting()
-			return
-		}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		l.begin(fd, client, now)
 	}
 }
@@ -502,7 +507,7 @@ func (l *loop) register(sd *lside) error {
 		l.sides = append(l.sides, make([]*lside, max(len(l.sides), 64))...)
 	}
 	l.sides[sd.fd] = sd
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(sd.fd), Pad: sd.gen}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET, Fd: int32(sd.fd), Pad: sd.gen}
 	if err := rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, sd.fd, &ev); err != nil {
 		l.sides[sd.fd] = nil
 		return os.NewSyscallError("epoll_ctl", err)
@@ -533,6 +538,9 @@ func (l *loop) event(ev *unix.EpollEvent, now int64) {
 	}
 	if ev.Events&unix.EPOLLERR != 0 {
 		sd.failed = true
+	}
+	if ev.Events&unix.EPOLLPRI != 0 {
+		sd.urgent, sd.in = true, true
 	}
 	if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		sd.out = true
@@ -668,8 +676,9 @@ func (l *loop) read(r *lrelay, dir int, h *lhalf, src *lside) bool {
 			h.bulk = n == copySize
 			// The peer's FIN is in, after these bytes: the end is
 			// known without another read, and the FIN can go with them.
-			// (Not after a reset, which a read must report.)
-			h.eof = src.rdhup && !src.failed && n < copySize
+			// Not after a reset, which a read must report, nor once
+			// urgent data came: a read stops short at its mark.
+			h.eof = src.rdhup && !src.failed && !src.urgent && n < copySize
 		}
 		return true
 	}
@@ -686,8 +695,11 @@ func (l *loop) read(r *lrelay, dir int, h *lhalf, src *lside) bool {
 	case err == unix.EAGAIN:
 		h.release(l.s.pipes, false)
 		if sockio.Peek(uintptr(src.fd)) == 0 {
-			h.bulk = false // urgent data stops splice; read goes past it
-			return true
+			// Bytes are there, and splice takes none: it stops at
+			// urgent data, where read goes on past the urgent byte. At
+			// once: no other edge may come.
+			src.urgent, h.bulk = true, false
+			return l.read(r, dir, h, src)
 		}
 		src.in = false
 	case err != nil:

@@ -5,8 +5,11 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestLoopServes: a plain listener's connections are relayed by event
@@ -86,5 +89,50 @@ func TestLoopConnectTimeout(t *testing.T) {
 	}
 	if n := p.srv.Stats.NoUpstream.Load(); n != 0 {
 		t.Errorf("%d clients got no endpoint", n)
+	}
+}
+
+// TestUrgentDataCorked: urgent data in one segment with what follows it:
+// just before the client's FIN (a read stops short at the urgent mark,
+// which must not be taken for the end), and after a bulk burst (splice
+// stops at the mark; the bytes after it go on at once, with no other
+// event to come).
+func TestUrgentDataCorked(t *testing.T) {
+	p := start(t, Options{IdleTimeout: 10 * time.Second}, origin(t, echo))
+	for _, tc := range []struct {
+		name         string
+		before, tail int
+		fin          bool
+	}{
+		{"before the FIN", 100, 100, true},
+		{"after bulk", 1 << 20, 10, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, p.addr)
+			raw, _ := c.SyscallConn()
+			before, tail := bytes.Repeat([]byte("a"), tc.before), bytes.Repeat([]byte("c"), tc.tail)
+			go raw.Write(func(fd uintptr) bool {
+				// Blocking sends, corked: one burst, urgent byte within.
+				syscall.SetNonblock(int(fd), false)
+				syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_CORK, 1)
+				syscall.Write(int(fd), before)
+				syscall.Sendto(int(fd), []byte("!"), syscall.MSG_OOB, nil)
+				syscall.Write(int(fd), tail)
+				if tc.fin {
+					syscall.Shutdown(int(fd), syscall.SHUT_WR)
+				} else {
+					syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, unix.TCP_CORK, 0)
+				}
+				syscall.SetNonblock(int(fd), true)
+				return true
+			})
+			want := append(append([]byte{}, before...), tail...)
+			got := make([]byte, len(want))
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, err := io.ReadFull(c, got)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("read back %d of %d bytes (%v), equal %v", n, len(want), err, bytes.Equal(got, want))
+			}
+		})
 	}
 }
