@@ -8,11 +8,10 @@
 // Two relays do the same work. A plain connection (no PROXY header to
 // take or send, no ClientHello to route by) is accepted, connected and
 // relayed by an event loop, one per CPU, over an epoll instance of its
-// own (loop.go): no goroutine, no runtime poller, and no copy of any
-// byte a pipe can carry. The others, and those a loop hands on (a full
-// cluster's wait, a failed connect's retries), go through a goroutine
-// per connection and the runtime's poller (relay.go), which the setup's
-// blocking steps need.
+// own (loop.go): no goroutine per connection, and no runtime poller. The
+// others, and those a loop hands on (a full cluster's wait, a failed
+// connect's retries), go through a goroutine per connection and the
+// runtime's poller (relay.go), which the setup's blocking steps need.
 //
 // The relays are written here rather than left to io.Copy, whose splice
 // (TCPConn.ReadFrom) takes a pipe, two descriptors, before it waits for
