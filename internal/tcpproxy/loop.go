@@ -113,35 +113,18 @@ type lrelay struct {
 // reports false, having started none, if ln is no TCP socket or the
 // loops cannot be made.
 func (s *Server) serveLoops(ln syscall.Conn) bool {
-	rc, err := ln.SyscallConn()
+	fds, err := listenerDups(ln, runtime.GOMAXPROCS(0))
 	if err != nil {
-		return false
+		return false // not a TCP socket, or out of descriptors
 	}
-	n := runtime.GOMAXPROCS(0)
-	fds := make([]int, 0, n)
-	rc.Control(func(fd uintptr) {
-		if err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-			return
-		}
-		for range n {
-			d, derr := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-			if derr != nil {
-				err = derr
-				return
-			}
-			fds = append(fds, d)
-		}
-	})
 	var loops []*loop
-	if err == nil {
-		for _, fd := range fds {
-			l, lerr := s.newLoop(fd)
-			if lerr != nil {
-				err = lerr
-				break
-			}
-			loops = append(loops, l)
+	for _, fd := range fds {
+		l, lerr := s.newLoop(fd)
+		if lerr != nil {
+			err = lerr
+			break
 		}
+		loops = append(loops, l)
 	}
 	if err != nil {
 		for _, l := range loops {
@@ -656,52 +639,36 @@ func (l *loop) move(r *lrelay, dir int, now int64) (progress, ended bool) {
 // it stopped r.
 func (l *loop) read(r *lrelay, dir int, h *lhalf, src *lside) bool {
 	h.n, h.done = 0, 0
-	if !h.bulk {
-		if h.buf == nil {
-			h.buf = copyBufs.Get().(*[]byte)
+	var n int
+	var err error
+	if h.bulk {
+		if h.p == nil {
+			if h.p, err = l.s.pipes.get(); err != nil {
+				l.stop(r, closedReset, false)
+				return false
+			}
 		}
-		n, errno := sockio.RawIO(syscall.SYS_READ, uintptr(src.fd), *h.buf)
-		switch {
-		case errno == syscall.EAGAIN:
-			src.in = false
-			h.release(l.s.pipes, false)
-		case errno != 0:
-			l.stop(r, closedReset, isReset(errno))
-			return false
-		case n == 0:
-			h.eof = true
-			h.release(l.s.pipes, false)
-		default:
-			h.n = n
-			h.bulk = n == copySize
-			// The peer's FIN is in, after these bytes: the end is
-			// known without another read, and the FIN can go with them.
-			// Not after a reset, which a read must report, nor once
-			// urgent data came: a read stops short at its mark.
-			h.eof = src.rdhup && !src.failed && !src.urgent && n < copySize
-		}
-		return true
-	}
-	if h.p == nil {
-		p, err := l.s.pipes.get()
-		if err != nil {
-			l.stop(r, closedReset, false)
-			return false
-		}
-		h.p = p
-	}
-	n, err := spliceFrom(src.fd, h.p)
-	switch {
-	case err == unix.EAGAIN:
-		h.release(l.s.pipes, false)
-		if sockio.Peek(uintptr(src.fd)) == 0 {
+		if n, err = spliceFrom(src.fd, h.p); err == unix.EAGAIN && sockio.Peek(uintptr(src.fd)) == 0 {
 			// Bytes are there, and splice takes none: it stops at
 			// urgent data, where read goes on past the urgent byte. At
 			// once: no other edge may come.
+			h.release(l.s.pipes, false)
 			src.urgent, h.bulk = true, false
 			return l.read(r, dir, h, src)
 		}
+	} else {
+		if h.buf == nil {
+			h.buf = copyBufs.Get().(*[]byte)
+		}
+		var errno syscall.Errno
+		if n, errno = sockio.RawIO(syscall.SYS_READ, uintptr(src.fd), *h.buf); errno != 0 {
+			err = errno
+		}
+	}
+	switch {
+	case err == unix.EAGAIN:
 		src.in = false
+		h.release(l.s.pipes, false)
 	case err != nil:
 		l.stop(r, closedReset, isReset(err))
 		return false
@@ -711,6 +678,11 @@ func (l *loop) read(r *lrelay, dir int, h *lhalf, src *lside) bool {
 	default:
 		h.n = n
 		h.bulk = n >= copySize
+		// The peer's FIN is in, after these bytes read: the end is known
+		// without another read, and the FIN can go with them. Not after
+		// a reset, which a read must report, nor once urgent data came:
+		// a read stops short at its mark.
+		h.eof = h.buf != nil && src.rdhup && !src.failed && !src.urgent && n < copySize
 	}
 	return true
 }

@@ -95,26 +95,18 @@ type acceptor struct {
 	accept func(fd uintptr) bool // bound once: no allocation per accept
 }
 
-// newAcceptor returns an acceptor for ln, and sets TCP_NODELAY on it for
-// the sockets it accepts to inherit (Linux copies the option): one call
-// instead of one per connection. It returns nil if ln is no TCP socket.
+// newAcceptor returns an acceptor for ln, on a duplicate of its socket
+// (listenerDups); nil if ln is no TCP socket.
 func newAcceptor(ln net.Listener) *acceptor {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return nil
 	}
-	lrc, err := sc.SyscallConn()
+	fds, err := listenerDups(sc, 1)
 	if err != nil {
-		return nil
-	}
-	dup := -1
-	if lrc.Control(func(fd uintptr) {
-		if err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err == nil {
-			dup, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-		}
-	}) != nil || err != nil {
 		return nil // not a TCP socket, or out of descriptors: net's Accept
 	}
+	dup := fds[0]
 	a := &acceptor{f: os.NewFile(uintptr(dup), "tcp-listener")} // non-blocking as ln's: one open file
 	a.rc, _ = a.f.SyscallConn()
 	a.accept = func(fd uintptr) bool {
@@ -134,6 +126,41 @@ func newAcceptor(ln net.Listener) *acceptor {
 		}
 	}
 	return a
+}
+
+// listenerDups sets TCP_NODELAY on the listening socket ln, for the
+// sockets it accepts to inherit (Linux copies the option): one call
+// instead of one per connection; and returns n duplicates of its
+// descriptor, close-on-exec, non-blocking as ln's (one open file).
+func listenerDups(ln syscall.Conn, n int) ([]int, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fds := make([]int, 0, n)
+	cerr := rc.Control(func(fd uintptr) {
+		if err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return
+		}
+		for range n {
+			d, derr := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+			if derr != nil {
+				err = derr
+				return
+			}
+			fds = append(fds, d)
+		}
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, err
+	}
+	return fds, nil
 }
 
 // next waits for and accepts the next connection.
